@@ -1,0 +1,31 @@
+//! Hermes actors: each owns one concern of a node and talks to the others through typed messages
+//! over bounded actix mailboxes.
+//!
+//! # Layout
+//! - [`storage`]: the node's single sled database, its directory lock and named trees.
+//! - [`identity`]: the IdentityActor (hotkey, transport key, prekey, binding record) and the key
+//!   file formats it reads and writes.
+//! - [`supervise`]: panic containment so a supervised actor restarts instead of taking its arbiter
+//!   down with it.
+//!
+//! Protocol logic lives in `hermes-proto`; handlers here translate messages into calls there.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod identity;
+pub mod storage;
+pub mod supervise;
+
+pub use identity::{IdentityActor, IdentityError, IdentityInfo};
+pub use storage::{Store, StoreError};
+
+/// Current unix time in whole seconds; 0 if the clock reads before 1970, which then makes every
+/// time-bounded record look not-yet-valid rather than panicking.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,26 @@
+//! Hermes wire types, codecs and identity records.
+//!
+//! # Layout
+//! - [`codec`]: bounded little readers/writers shared by every decoder; `Incomplete` is kept
+//!   distinct from `Invalid` so stream framers can wait for more bytes.
+//! - [`peer_id`]: the chain's `validate_peer_id` rule, byte for byte.
+//! - [`hotkey`]: SS58 addresses and sr25519 signatures in the standard substrate signing context.
+//! - [`binding`]: the signed record that binds a libp2p peer id to a wallet hotkey.
+//!
+//! This crate is sans-IO: no sockets, files, clocks or global RNGs. Callers pass `now` in and get
+//! values or typed errors out, which is what makes every decoder fuzzable and every state machine
+//! testable on virtual time.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod binding;
+pub mod codec;
+pub mod hotkey;
+pub mod peer_id;
+
+pub use binding::{BindingError, BindingRecord, SignedBinding};
+pub use codec::DecodeError;
+pub use hotkey::{Hotkey, HotkeyError};
+pub use peer_id::{check_peer_id, validate_peer_id, PeerIdRuleError};

@@ -1,0 +1,310 @@
+//! The `hermes` command-line tool.
+//!
+//! Every failure prints one clear `error:` line (plus its causes) to stderr and exits non-zero;
+//! `verify` exits 1 for any signature that does not check out.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hermes::config::SubnetMode;
+use hermes::proto::Hotkey;
+use hermes::{Config, HotkeyPair, Runtime};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hermes",
+    version,
+    about = "Direct, wallet-authenticated P2P for subnet nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create DIR/hermes.json, a hotkey (Bittensor format) and a transport key.
+    Init {
+        /// Directory to create the node in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Use this existing Bittensor hotkey file instead of generating one.
+        #[arg(long)]
+        hotkey_file: Option<PathBuf>,
+        /// Port for the default TCP and QUIC listen addresses.
+        #[arg(long, default_value_t = 4001)]
+        port: u16,
+        /// Subnets this node serves (repeat for several).
+        #[arg(long = "netuid")]
+        netuids: Vec<u16>,
+    },
+    /// Print the node's SS58 address, public key, peer id and binding record.
+    Id {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a message with the hotkey; prints the 0x-hex sr25519 signature.
+    Sign {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        payload: Payload,
+    },
+    /// Verify an sr25519 signature; exit 0 if valid, 1 if not.
+    Verify {
+        /// Signer's SS58 address.
+        #[arg(long)]
+        ss58: String,
+        #[command(flatten)]
+        payload: Payload,
+        /// 0x-hex signature.
+        #[arg(long)]
+        signature: String,
+    },
+    /// Config file operations.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Validate FILE and print the effective config.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// The node's config file.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Payload {
+    /// The message as UTF-8 text.
+    #[arg(long)]
+    message: Option<String>,
+    /// The message as 0x-prefixed hex bytes.
+    #[arg(long)]
+    hex: Option<String>,
+}
+
+impl Payload {
+    fn bytes(&self) -> Result<Vec<u8>> {
+        match (&self.message, &self.hex) {
+            (Some(m), None) => Ok(m.as_bytes().to_vec()),
+            (None, Some(h)) => parse_hex("--hex", h),
+            _ => bail!("give exactly one of --message or --hex"),
+        }
+    }
+}
+
+fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>> {
+    let body = s
+        .strip_prefix("0x")
+        .ok_or_else(|| anyhow!("{what}: expected 0x-prefixed hex, got `{s}`"))?;
+    hex::decode(body).map_err(|e| anyhow!("{what}: invalid hex ({e})"))
+}
+
+fn main() -> ExitCode {
+    // Never show a backtrace to a user: a bug still ends with one readable line.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error: {info}");
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Init {
+            dir,
+            hotkey_file,
+            port,
+            netuids,
+        } => init(&dir, hotkey_file.as_deref(), port, netuids).map(|_| ExitCode::SUCCESS),
+        Cmd::Id { config, json } => id(&config.path, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Sign { config, payload } => {
+            let cfg = Config::load(&config.path)?;
+            let (key, _) = HotkeyPair::resolve(cfg.identity.hotkey_file.as_deref())?;
+            let sig = key.sign(&payload.bytes()?);
+            println!("0x{}", hex::encode(sig));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Verify {
+            ss58,
+            payload,
+            signature,
+        } => Ok(verify(&ss58, &payload, &signature)),
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => {
+            let cfg = Config::load(&file)?;
+            println!("{}", cfg.to_pretty_json());
+            eprintln!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn verify(ss58: &str, payload: &Payload, signature: &str) -> ExitCode {
+    let check = || -> Result<bool> {
+        let (key, _) = Hotkey::from_ss58(ss58).context("--ss58")?;
+        let sig = parse_hex("--signature", signature)?;
+        if sig.len() != 64 {
+            bail!(
+                "--signature: an sr25519 signature is 64 bytes, got {}",
+                sig.len()
+            );
+        }
+        Ok(key.verify(&payload.bytes()?, &sig))
+    };
+    match check() {
+        Ok(true) => {
+            println!("valid");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("invalid: the signature does not match this address and message");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    // The runtime owns its threads; the CLI only needs to wait on a future.
+    let rt = tokio::runtime::Builder::new_current_thread().build();
+    match rt {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("error: cannot create an executor: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn id(config: &Path, json: bool) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let info = block_on(async {
+        let rt = Runtime::builder(cfg).with_logging(false).start().await?;
+        let info = rt.identity().await;
+        rt.shutdown().await?;
+        Ok::<_, hermes::Error>(info?)
+    })?;
+    let b = &info.binding;
+    let binding_hex = format!("0x{}", hex::encode(b.encode()));
+    if json {
+        let v = serde_json::json!({
+            "ss58": info.ss58,
+            "public_key": info.hotkey.to_hex(),
+            "peer_id": info.peer_id.to_base58(),
+            "transport_key_type": info.transport_key_type,
+            "binding": {
+                "netuids": b.record.netuids,
+                "prekey": format!("0x{}", hex::encode(b.record.prekey)),
+                "issued_at": b.record.issued_at,
+                "expires_at": b.record.expires_at,
+                "signature": format!("0x{}", hex::encode(b.signature)),
+                "encoded": binding_hex,
+            }
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("ss58:        {}", info.ss58);
+        println!("public_key:  {}", info.hotkey.to_hex());
+        println!("peer_id:     {}", info.peer_id);
+        println!("transport:   {}", info.transport_key_type);
+        println!("netuids:     {:?}", b.record.netuids);
+        println!(
+            "binding:     issued_at {} expires_at {}",
+            b.record.issued_at, b.record.expires_at
+        );
+        println!("             {binding_hex}");
+    }
+    Ok(())
+}
+
+fn init(dir: &Path, hotkey_file: Option<&Path>, port: u16, netuids: Vec<u16>) -> Result<()> {
+    let config_path = dir.join("hermes.json");
+    if config_path.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite it",
+            config_path.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (hotkey_path, ss58) = match hotkey_file {
+        Some(p) => {
+            let key = HotkeyPair::load_bittensor_file(p)?;
+            let abs = std::fs::canonicalize(p)
+                .with_context(|| format!("cannot resolve {}", p.display()))?;
+            (abs, key.public().to_ss58(42))
+        }
+        None => {
+            let path = dir.join("hotkey");
+            let (key, file) = HotkeyPair::generate();
+            file.write_new(&path)?;
+            (PathBuf::from("./hotkey"), key.public().to_ss58(42))
+        }
+    };
+    let mode = match netuids.len() {
+        0 => "open",
+        1 => "single",
+        _ => "whitelist",
+    };
+    let mode = match mode {
+        "open" => SubnetMode::Open,
+        "single" => SubnetMode::Single,
+        _ => SubnetMode::Whitelist,
+    };
+    let listen = [
+        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+        format!("/ip4/0.0.0.0/tcp/{port}"),
+    ]
+    .iter()
+    .map(|a| a.parse().map_err(|e| anyhow!("listen address {a}: {e}")))
+    .collect::<Result<Vec<_>>>()?;
+    let cfg = Config::default()
+        .with_data_dir("./hermes-data")
+        .with_hotkey_file(hotkey_path)
+        .with_subnets(mode, netuids)
+        .with_listen(listen);
+    std::fs::write(&config_path, cfg.to_pretty_json() + "\n")
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let loaded = Config::load(&config_path)?;
+    // Create the transport key now so `hermes id` is instant and the peer id is fixed.
+    let key_path = loaded.data_dir.join("transport.key");
+    let key = hermes_actors_transport(&key_path)?;
+    println!("created {}", config_path.display());
+    println!("ss58:    {ss58}");
+    println!("peer_id: {key}");
+    Ok(())
+}
+
+fn hermes_actors_transport(path: &Path) -> Result<String> {
+    let key = hermes::transport_key(path)?;
+    Ok(key.public().to_peer_id().to_base58())
+}

@@ -1,0 +1,647 @@
+//! The node's one JSON configuration file.
+//!
+//! Loading is strict: unknown fields are errors, every value is validated, and every error names
+//! the field path (`subnets.netuids[2]`), the bad value and what was expected. JSON syntax errors
+//! give line and column. Sizes and durations accept human forms (`"8MiB"`, `"90s"`, `"1h 30m"`).
+//! Relative paths are resolved against the directory of the config file, and `~/` against `$HOME`,
+//! so a config works the same whatever directory the node is started from.
+//!
+//! See `docs/CONFIG.md` for every field and its default.
+
+use libp2p::Multiaddr;
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Most subnets one node may serve (the binding record's limit).
+pub const MAX_NETUIDS: usize = hermes_proto::binding::MAX_NETUIDS;
+
+/// A configuration problem: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {file}: {reason}")]
+    Unreadable {
+        /// The config file.
+        file: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid JSON.
+    #[error("{file}:{line}:{column}: invalid JSON: {reason}")]
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser expected.
+        reason: String,
+    },
+    /// A field has a bad value (or is unknown, or missing).
+    #[error("{file}: `{field}`: {reason}")]
+    Field {
+        /// The config file, or `<config>` for programmatic configs.
+        file: PathBuf,
+        /// Field path, e.g. `subnets.netuids[2]`.
+        field: String,
+        /// The bad value and what is expected.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The field path, for `Field` errors.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// How peers' subnets restrict who may connect (enforced by the firewall).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubnetMode {
+    /// Exactly one subnet; peers must be registered in it.
+    Single,
+    /// Peers must be registered in at least one of the listed subnets.
+    Whitelist,
+    /// Relay for any registered peer, whatever its subnet.
+    Open,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the database, the transport key and other node state. Default
+    /// `./hermes-data`: next to the config, where an operator looks first.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Keys and the binding record.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Addresses to listen on. Default: QUIC and TCP on port 4001, all interfaces.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<Addr>,
+    /// Peers to dial at start. Default: none (a first node bootstraps others).
+    #[serde(default)]
+    pub bootstrap: Vec<Addr>,
+    /// Subnets served and how they scope admission.
+    #[serde(default)]
+    pub subnets: SubnetsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `identity` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Bittensor hotkey file (e.g. `~/.bittensor/wallets/default/hotkeys/default`). Not needed
+    /// when `HERMES_HOTKEY_URI` is set, which takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotkey_file: Option<PathBuf>,
+    /// Existing transport key (protobuf ed25519, or RSA PKCS#8 DER/PEM). Default: none, and an
+    /// ed25519 key is generated in `data_dir/transport.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_key_file: Option<PathBuf>,
+    /// SS58 prefix for printing addresses. Default 42 (generic substrate, used by bittensor).
+    #[serde(default = "default_ss58_prefix")]
+    pub ss58_prefix: u16,
+    /// Lifetime of each signed binding record. Default 24h: long enough that re-signing is rare,
+    /// short enough that a stolen record soon stops working. Range 1m..=30d.
+    #[serde(default = "default_binding_ttl")]
+    pub binding_ttl: HumanDuration,
+}
+
+/// `subnets` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetsConfig {
+    /// Admission scope. Default `open`, so a fresh node talks to any registered peer.
+    #[serde(default = "default_mode")]
+    pub mode: SubnetMode,
+    /// Subnets this node serves (netuids, 0..=65535, no duplicates).
+    #[serde(default)]
+    pub netuids: Vec<u16>,
+}
+
+/// `log` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `debug`, `hermes=debug,libp2p=warn`). `RUST_LOG` overrides it.
+    /// Default `info`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` or `json`. Default `text`.
+    #[serde(default = "default_format")]
+    pub format: LogFormat,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./hermes-data")
+}
+fn default_listen() -> Vec<Addr> {
+    ["/ip4/0.0.0.0/udp/4001/quic-v1", "/ip4/0.0.0.0/tcp/4001"]
+        .iter()
+        .filter_map(|s| s.parse().ok().map(Addr))
+        .collect()
+}
+fn default_ss58_prefix() -> u16 {
+    hermes_proto::hotkey::DEFAULT_SS58_PREFIX
+}
+fn default_binding_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+fn default_mode() -> SubnetMode {
+    SubnetMode::Open
+}
+fn default_level() -> String {
+    "info".into()
+}
+fn default_format() -> LogFormat {
+    LogFormat::Text
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            hotkey_file: None,
+            transport_key_file: None,
+            ss58_prefix: default_ss58_prefix(),
+            binding_ttl: default_binding_ttl(),
+        }
+    }
+}
+impl Default for SubnetsConfig {
+    fn default() -> Self {
+        SubnetsConfig {
+            mode: default_mode(),
+            netuids: Vec::new(),
+        }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+            format: default_format(),
+        }
+    }
+}
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            identity: IdentityConfig::default(),
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            subnets: SubnetsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A validated multiaddr, written as text in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr(pub Multiaddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<Multiaddr>().map(Addr).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid multiaddr `{s}` ({e}); expected e.g. `/ip4/0.0.0.0/tcp/4001` or `/ip4/127.0.0.1/udp/4001/quic-v1`"
+            ))
+        })
+    }
+}
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A duration written as `"90s"`, `"15m"`, `"1h 30m"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"90s\", \"15m\", \"1h\" or a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(HumanDuration(Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                humantime::parse_duration(v.trim())
+                    .map(HumanDuration)
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration `{v}` ({e}); expected e.g. \"90s\", \"15m\", \"1h 30m\""
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+/// A byte size written as `"8MiB"`, `"1.5GB"`, `"512 KiB"` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses the human form. Binary units (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024,
+    /// decimal ones (`kB`, `MB`, `GB`, `TB`) powers of 1000; `B` or no unit means bytes.
+    ///
+    /// # Errors
+    /// A message saying what was wrong and what is expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit = unit.trim();
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => return Err(format!("unknown unit `{unit}` in `{text}`; expected B, KiB, MiB, GiB, TiB, kB, MB, GB or TB")),
+        };
+        let bad = || format!("invalid size `{text}`; expected e.g. \"8MiB\", \"1.5GB\" or 4096");
+        if num.is_empty() {
+            return Err(bad());
+        }
+        let bytes = if let Some((int, frac)) = num.split_once('.') {
+            let int: u64 = if int.is_empty() {
+                0
+            } else {
+                int.parse().map_err(|_| bad())?
+            };
+            if frac.is_empty() || frac.len() > 9 {
+                return Err(bad());
+            }
+            let frac_val: u64 = frac.parse().map_err(|_| bad())?;
+            let scale = 10u64.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
+            let whole = int.checked_mul(mult);
+            let part = u128::from(frac_val) * u128::from(mult) / u128::from(scale);
+            whole
+                .and_then(|w| w.checked_add(u64::try_from(part).ok()?))
+                .ok_or_else(|| format!("size `{text}` is too large"))?
+        } else {
+            num.parse::<u64>()
+                .map_err(|_| bad())?
+                .checked_mul(mult)
+                .ok_or_else(|| format!("size `{text}` is too large"))?
+        };
+        Ok(ByteSize(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"8MiB\", \"1.5GB\" or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return s.collect_str(&format_args!("{}{name}", self.0 / size));
+            }
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl Config {
+    /// Reads, parses, resolves and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and, where it applies, the line/column or field path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.resolve_paths(&base);
+        cfg.validate_in(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses JSON text without resolving paths or touching the file system beyond nothing at all.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] or [`ConfigError::Field`]; `origin` names the source in messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        match serde_path_to_error::deserialize::<_, Config>(de) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                use serde_json::error::Category;
+                match inner.classify() {
+                    Category::Syntax | Category::Eof | Category::Io => Err(ConfigError::Syntax {
+                        file: origin.to_path_buf(),
+                        line: inner.line(),
+                        column: inner.column(),
+                        reason: strip_position(&inner.to_string()),
+                    }),
+                    Category::Data => Err(ConfigError::Field {
+                        file: origin.to_path_buf(),
+                        field: if field == "." {
+                            "(top level)".into()
+                        } else {
+                            field
+                        },
+                        reason: inner.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Makes relative paths relative to `base` and expands `~/`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| *p = resolve(base, p);
+        fix(&mut self.data_dir);
+        if let Some(p) = self.identity.hotkey_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.identity.transport_key_file.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// Validates every cross-field rule and the files the config points at.
+    ///
+    /// # Errors
+    /// [`ConfigError::Field`] for the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in(Path::new("<config>"))
+    }
+
+    fn validate_in(&self, origin: &Path) -> Result<(), ConfigError> {
+        let err = |field: String, reason: String| ConfigError::Field {
+            file: origin.to_path_buf(),
+            field,
+            reason,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(err("data_dir".into(), "must not be empty".into()));
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(err(
+                "data_dir".into(),
+                format!("{} exists and is not a directory", self.data_dir.display()),
+            ));
+        }
+        let id = &self.identity;
+        let env_uri = std::env::var_os(hermes_actors::identity::keys::HOTKEY_URI_ENV).is_some();
+        match (&id.hotkey_file, env_uri) {
+            (None, false) => {
+                return Err(err(
+                    "identity.hotkey_file".into(),
+                    format!(
+                        "required: the path of a Bittensor hotkey file (or set {})",
+                        hermes_actors::identity::keys::HOTKEY_URI_ENV
+                    ),
+                ))
+            }
+            (Some(p), false) => {
+                check_readable_file(p).map_err(|r| err("identity.hotkey_file".into(), r))?
+            }
+            (_, true) => {}
+        }
+        if let Some(p) = &id.transport_key_file {
+            check_readable_file(p).map_err(|r| err("identity.transport_key_file".into(), r))?;
+        }
+        if id.ss58_prefix > 16383 {
+            return Err(err(
+                "identity.ss58_prefix".into(),
+                format!(
+                    "{} is out of range; SS58 prefixes are 0..=16383",
+                    id.ss58_prefix
+                ),
+            ));
+        }
+        let ttl = id.binding_ttl.0;
+        if ttl < Duration::from_secs(60) || ttl.as_secs() > hermes_proto::binding::MAX_LIFETIME_SECS
+        {
+            return Err(err(
+                "identity.binding_ttl".into(),
+                format!(
+                    "{} is out of range; expected between 1m and 30days",
+                    humantime::format_duration(ttl)
+                ),
+            ));
+        }
+        let s = &self.subnets;
+        if s.netuids.len() > MAX_NETUIDS {
+            return Err(err(
+                "subnets.netuids".into(),
+                format!("{} entries; at most {MAX_NETUIDS}", s.netuids.len()),
+            ));
+        }
+        for (i, n) in s.netuids.iter().enumerate() {
+            if s.netuids[..i].contains(n) {
+                return Err(err(
+                    format!("subnets.netuids[{i}]"),
+                    format!("netuid {n} is listed twice"),
+                ));
+            }
+        }
+        match (s.mode, s.netuids.len()) {
+            (SubnetMode::Single, 1) | (SubnetMode::Open, _) => {}
+            (SubnetMode::Whitelist, n) if n > 0 => {}
+            (SubnetMode::Single, n) => {
+                return Err(err(
+                    "subnets.netuids".into(),
+                    format!("mode `single` needs exactly one netuid, got {n}"),
+                ))
+            }
+            (SubnetMode::Whitelist, _) => {
+                return Err(err(
+                    "subnets.netuids".into(),
+                    "mode `whitelist` needs at least one netuid".into(),
+                ))
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(err(
+                "log.level".into(),
+                format!(
+                    "invalid filter `{}` ({e}); expected e.g. \"info\", \"debug\" or \"hermes=debug,warn\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective config as pretty JSON (what `hermes config check` prints).
+    pub fn to_pretty_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<unprintable config: {e}>"))
+    }
+
+    /// Sets the data directory.
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Sets the hotkey file.
+    pub fn with_hotkey_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.identity.hotkey_file = Some(file.into());
+        self
+    }
+
+    /// Sets the subnets and mode.
+    pub fn with_subnets(mut self, mode: SubnetMode, netuids: Vec<u16>) -> Self {
+        self.subnets = SubnetsConfig { mode, netuids };
+        self
+    }
+
+    /// Sets the listen addresses.
+    pub fn with_listen(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.listen = addrs.into_iter().map(Addr).collect();
+        self
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    // Drop `.` components so `./hermes-data` under `node/` prints as `node/hermes-data`.
+    let rel: PathBuf = p
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if base.as_os_str().is_empty() {
+        rel
+    } else {
+        base.join(rel)
+    }
+}
+
+fn check_readable_file(p: &Path) -> Result<(), String> {
+    match std::fs::File::open(p) {
+        Ok(f) => match f.metadata() {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(format!("{} is not a regular file", p.display())),
+            Err(e) => Err(format!("cannot stat {}: {e}", p.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{} does not exist", p.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("8MiB"), Ok(ByteSize(8 << 20)));
+        assert_eq!(ByteSize::parse("1.5GB"), Ok(ByteSize(1_500_000_000)));
+        assert_eq!(ByteSize::parse("512 KiB"), Ok(ByteSize(512 << 10)));
+        assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
+        assert_eq!(ByteSize::parse("0.5KiB"), Ok(ByteSize(512)));
+        for bad in [
+            "",
+            "MiB",
+            "8XB",
+            "1.2.3MiB",
+            "-1",
+            "99999999999999TiB",
+            "1.MiB",
+        ] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+        let json = serde_json::to_string(&ByteSize(8 << 20)).unwrap();
+        assert_eq!(json, "\"8MiB\"");
+    }
+
+    #[test]
+    fn defaults_are_valid_shape() {
+        let c = Config::parse("{}", Path::new("x.json")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.len(), 2);
+    }
+}
