@@ -106,9 +106,41 @@ pub struct Config {
     /// Subnets served and how they scope admission.
     #[serde(default)]
     pub subnets: SubnetsConfig,
+    /// The embedded database.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `storage` section: tuning of the node's sled database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Page cache size. Default 64MiB: sled's own default (1GB) is far too much for a process that
+    /// also hosts a subnet's model. Range 1MiB..=64GiB.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: ByteSize,
+    /// Interval of background flushes to disk; bounds what a power cut can lose (acknowledged
+    /// writes that must be durable are flushed explicitly). Default 500ms. Range 10ms..=1m.
+    #[serde(default = "default_flush_every")]
+    pub flush_every: HumanDuration,
+}
+
+fn default_cache_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_flush_every() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_size: default_cache_size(),
+            flush_every: default_flush_every(),
+        }
+    }
 }
 
 /// `identity` section.
@@ -216,6 +248,7 @@ impl Default for Config {
             listen: default_listen(),
             bootstrap: Vec::new(),
             subnets: SubnetsConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -528,6 +561,26 @@ impl Config {
                 ))
             }
         }
+        let st = &self.storage;
+        if !(ByteSize(1 << 20)..=ByteSize(64 << 30)).contains(&st.cache_size) {
+            return Err(err(
+                "storage.cache_size".into(),
+                format!(
+                    "{} bytes is out of range; expected 1MiB..=64GiB",
+                    st.cache_size.0
+                ),
+            ));
+        }
+        let fe = st.flush_every.0;
+        if fe < Duration::from_millis(10) || fe > Duration::from_secs(60) {
+            return Err(err(
+                "storage.flush_every".into(),
+                format!(
+                    "{} is out of range; expected 10ms..=1m",
+                    humantime::format_duration(fe)
+                ),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(err(
                 "log.level".into(),
@@ -560,6 +613,12 @@ impl Config {
     /// Sets the subnets and mode.
     pub fn with_subnets(mut self, mode: SubnetMode, netuids: Vec<u16>) -> Self {
         self.subnets = SubnetsConfig { mode, netuids };
+        self
+    }
+
+    /// Sets the log filter (`RUST_LOG` still overrides it).
+    pub fn with_log_level(mut self, level: impl Into<String>) -> Self {
+        self.log.level = level.into();
         self
     }
 

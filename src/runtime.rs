@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::Error;
 use actix::{Addr, Supervisor};
 use hermes_actors::identity::{self, IdentityActor, IdentityConfig, IdentityInfo};
-use hermes_actors::Store;
+use hermes_actors::{Store, StoreOptions};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -105,7 +105,13 @@ fn run_system(
 ) {
     let system = actix::System::new();
     let started = system.block_on(async move {
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(
+            &config.data_dir,
+            &StoreOptions {
+                cache_capacity: config.storage.cache_size.0,
+                flush_every: config.storage.flush_every.0,
+            },
+        )?;
         let id_cfg = IdentityConfig {
             hotkey_file: config.identity.hotkey_file.clone(),
             generate_transport_key: config.identity.transport_key_file.is_none(),

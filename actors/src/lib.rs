@@ -19,7 +19,7 @@ pub mod storage;
 pub mod supervise;
 
 pub use identity::{IdentityActor, IdentityError, IdentityInfo};
-pub use storage::{Store, StoreError};
+pub use storage::{Store, StoreError, StoreOptions};
 
 /// Current unix time in whole seconds; 0 if the clock reads before 1970, which then makes every
 /// time-bounded record look not-yet-valid rather than panicking.

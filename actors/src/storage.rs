@@ -57,6 +57,24 @@ impl Drop for Inner {
     }
 }
 
+/// Tuning for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled page-cache size in bytes.
+    pub cache_capacity: u64,
+    /// Background flush interval.
+    pub flush_every: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity: 64 << 20,
+            flush_every: std::time::Duration::from_millis(500),
+        }
+    }
+}
+
 /// A cheaply clonable handle to the node's database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -69,7 +87,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::InUse`] if another runtime holds the directory; [`StoreError::Io`] or
     /// [`StoreError::Db`] otherwise.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
         let io = |source| StoreError::Io {
             path: data_dir.to_path_buf(),
             source,
@@ -92,6 +110,12 @@ impl Store {
         let db_path = data_dir.join("db");
         let db = sled::Config::new()
             .path(&db_path)
+            .cache_capacity(opts.cache_capacity)
+            .flush_every_ms(Some(
+                u64::try_from(opts.flush_every.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ))
             .open()
             .map_err(|source| StoreError::Db {
                 path: db_path.clone(),
@@ -172,13 +196,16 @@ mod tests {
     #[test]
     fn second_open_is_refused_until_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Store::open(dir.path()).unwrap();
+        let a = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let t = a.tree("t").unwrap();
         t.insert(b"k", b"v").unwrap();
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::InUse(_))));
+        assert!(matches!(
+            Store::open(dir.path(), &StoreOptions::default()),
+            Err(StoreError::InUse(_))
+        ));
         drop(t);
         drop(a);
-        let b = Store::open(dir.path()).unwrap();
+        let b = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         assert_eq!(b.tree("t").unwrap().get(b"k").unwrap().unwrap(), &b"v"[..]);
     }
 

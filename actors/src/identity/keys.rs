@@ -226,7 +226,7 @@ impl HotkeyPair {
         }
         if let Some(sk) = &file.private_key {
             let bytes = decode_hex(sk).map_err(|e| fmt_err(format!("privateKey: {e}")))?;
-            let secret = schnorrkel::SecretKey::from_ed25519_bytes(&bytes)
+            let secret = schnorrkel::SecretKey::from_bytes(&bytes)
                 .map_err(|e| fmt_err(format!("privateKey: {e}")))?;
             candidates.push(("privateKey", sr25519::Pair::from(secret)));
         }
@@ -283,7 +283,7 @@ pub struct BittensorKeyfile {
     /// `0x` hex of the sr25519 public key.
     #[serde(default)]
     pub public_key: Option<String>,
-    /// `0x` hex of the 64-byte secret key in ed25519 ("half-ed25519") form.
+    /// `0x` hex of the 64-byte schnorrkel secret key (scalar || nonce, canonical form).
     #[serde(default)]
     pub private_key: Option<String>,
     /// BIP-39 mnemonic, when the key was made from one.
@@ -326,7 +326,7 @@ impl BittensorKeyfile {
     fn describe(pair: &sr25519::Pair, phrase: Option<String>, seed: Option<&[u8]>) -> Self {
         let public = Hotkey::of(pair);
         let kp: &schnorrkel::Keypair = pair.as_ref();
-        let secret = Zeroizing::new(kp.secret.to_ed25519_bytes());
+        let secret = Zeroizing::new(kp.secret.to_bytes());
         BittensorKeyfile {
             account_id: Some(public.to_hex()),
             public_key: Some(public.to_hex()),
