@@ -394,7 +394,7 @@ impl Serialize for ByteSize {
             ("KiB", 1 << 10),
         ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return s.collect_str(&format_args!("{}{name}", self.0 / size));
             }
         }

@@ -76,7 +76,8 @@ fn dev_phrase_vector() {
 fn tampered_files_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let bob = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty";
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "addr",
             Box::new(|v| v["ss58Address"] = bob.into()),

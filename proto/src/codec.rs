@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(r.u64(), Err(DecodeError::Incomplete { needed: 6 }));
         let mut r = Reader::new(&[9, 0, 1, 2]);
         assert!(matches!(
-            r.bytes_u16("x", 8),
+            r.bytes_u16("x", 16),
             Err(DecodeError::Incomplete { needed: 7 })
         ));
         let mut r = Reader::new(&[9, 0]);
