@@ -46,13 +46,21 @@ fn main() {
     let hk: Hotkey = key.public();
 
     println!("== binding records ({} bytes encoded) ==", bytes.len());
-    let base = rate("baseline: raw sr25519 verify of the same payload", 20_000, |_| {
-        assert!(hk.verify(black_box(&payload), &signed.signature));
-    });
-    let full = rate("decode + verify (signature, peer id, window)", 20_000, |_| {
-        let b = SignedBinding::decode(black_box(&bytes)).expect("decode");
-        b.verify(&peer, Some(&hk), now + 1).expect("verify");
-    });
+    let base = rate(
+        "baseline: raw sr25519 verify of the same payload",
+        20_000,
+        |_| {
+            assert!(hk.verify(black_box(&payload), &signed.signature));
+        },
+    );
+    let full = rate(
+        "decode + verify (signature, peer id, window)",
+        20_000,
+        |_| {
+            let b = SignedBinding::decode(black_box(&bytes)).expect("decode");
+            b.verify(&peer, Some(&hk), now + 1).expect("verify");
+        },
+    );
     rate("decode only", 2_000_000, |_| {
         black_box(SignedBinding::decode(black_box(&bytes)).expect("decode"));
     });
@@ -74,9 +82,13 @@ fn main() {
         .with_log_level("warn");
     let rt = futures::executor::block_on(Runtime::builder(cfg.clone()).with_logging(false).start())
         .expect("start");
-    rate("through the IdentityActor (Sign message, await reply)", 20_000, |i| {
-        black_box(futures::executor::block_on(rt.sign(&i.to_le_bytes())).expect("sign"));
-    });
+    rate(
+        "through the IdentityActor (Sign message, await reply)",
+        20_000,
+        |i| {
+            black_box(futures::executor::block_on(rt.sign(&i.to_le_bytes())).expect("sign"));
+        },
+    );
     futures::executor::block_on(rt.shutdown()).expect("shutdown");
 
     println!("\n== runtime lifecycle ==");

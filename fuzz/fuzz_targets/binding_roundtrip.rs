@@ -16,11 +16,15 @@ fuzz_target!(|input: (BindingRecord, u16)| {
     let bytes = signed.encode();
     let back = hermes_proto::SignedBinding::decode(&bytes).expect("own encoding decodes");
     assert_eq!(back, signed);
-    back.verify(&peer, None, now).expect("own signature verifies");
+    back.verify(&peer, None, now)
+        .expect("own signature verifies");
     let mut mutated = bytes.clone();
     let i = usize::from(flip) % mutated.len();
     mutated[i] ^= 0x01;
     if let Ok(m) = hermes_proto::SignedBinding::decode(&mutated) {
-        assert!(m.verify(&peer, None, now).is_err(), "flipped byte {i} still verifies");
+        assert!(
+            m.verify(&peer, None, now).is_err(),
+            "flipped byte {i} still verifies"
+        );
     }
 });

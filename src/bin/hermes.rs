@@ -320,14 +320,21 @@ fn demo() -> Result<()> {
 }
 
 fn demo_in(tmp: &Path) -> Result<()> {
-    println!("Hermes demo: two nodes, each with its own wallet hotkey, in {}", tmp.display());
+    println!(
+        "Hermes demo: two nodes, each with its own wallet hotkey, in {}",
+        tmp.display()
+    );
     let mut nodes = Vec::new();
     for (name, netuids) in [("alpha", vec![3u16]), ("beta", vec![3, 42])] {
         let dir = tmp.join(name);
         let (key, file) = HotkeyPair::generate();
         let hotkey = dir.join("hotkeys").join("default");
         file.write_new(&hotkey)?;
-        let mode = if netuids.len() == 1 { SubnetMode::Single } else { SubnetMode::Whitelist };
+        let mode = if netuids.len() == 1 {
+            SubnetMode::Single
+        } else {
+            SubnetMode::Whitelist
+        };
         let cfg = Config::default()
             .with_data_dir(dir.join("data"))
             .with_hotkey_file(&hotkey)
@@ -340,7 +347,10 @@ fn demo_in(tmp: &Path) -> Result<()> {
         let mut running = Vec::new();
         for (name, _, cfg) in &nodes {
             let t = std::time::Instant::now();
-            let rt = Runtime::builder(cfg.clone()).with_logging(false).start().await?;
+            let rt = Runtime::builder(cfg.clone())
+                .with_logging(false)
+                .start()
+                .await?;
             let info = rt.identity().await?;
             println!(
                 "  {name:<5} started in {:>5.1} ms  ss58 {}  peer {}  netuids {:?}",
@@ -354,22 +364,30 @@ fn demo_in(tmp: &Path) -> Result<()> {
         let (a, ia) = &running[0];
         let (b, ib) = &running[1];
         println!("\nBinding records (hotkey signs peer id + prekey + subnets + validity):");
-        let ok = b.verify_binding(ia.binding.encode(), ia.peer_id, Some(ia.hotkey)).await;
+        let ok = b
+            .verify_binding(ia.binding.encode(), ia.peer_id, Some(ia.hotkey))
+            .await;
         println!(
             "  beta checks alpha's record over alpha's connection      -> {}",
             verdict(&ok)
         );
-        let ok = a.verify_binding(ib.binding.encode(), ib.peer_id, Some(ib.hotkey)).await;
+        let ok = a
+            .verify_binding(ib.binding.encode(), ib.peer_id, Some(ib.hotkey))
+            .await;
         println!(
             "  alpha checks beta's record over beta's connection       -> {}",
             verdict(&ok)
         );
-        let stolen = a.verify_binding(ib.binding.encode(), ia.peer_id, None).await;
+        let stolen = a
+            .verify_binding(ib.binding.encode(), ia.peer_id, None)
+            .await;
         println!(
             "  a node replays beta's record over its own connection    -> {}",
             verdict(&stolen)
         );
-        let wrong = a.verify_binding(ib.binding.encode(), ib.peer_id, Some(ia.hotkey)).await;
+        let wrong = a
+            .verify_binding(ib.binding.encode(), ib.peer_id, Some(ia.hotkey))
+            .await;
         println!(
             "  beta's record where the chain registered alpha's hotkey -> {}",
             verdict(&wrong)
