@@ -106,12 +106,219 @@ pub struct Config {
     /// Subnets served and how they scope admission.
     #[serde(default)]
     pub subnets: SubnetsConfig,
+    /// Where the registry of subnet nodes comes from.
+    #[serde(default)]
+    pub chain: ChainConfig,
+    /// Global allow and deny lists.
+    #[serde(default)]
+    pub acl: AclConfig,
+    /// Admission rules and connection limits.
+    #[serde(default)]
+    pub firewall: FirewallConfig,
     /// The embedded database.
     #[serde(default)]
     pub storage: StorageConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Chain backend kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// The embedded development chain in `chain.path` (a directory).
+    Dev,
+    /// A read-only JSON snapshot in `chain.path` (a file).
+    Static,
+}
+
+/// `chain` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// `dev` or `static`. Default `dev`.
+    #[serde(default = "default_chain_kind")]
+    pub kind: ChainKind,
+    /// Dev chain directory or snapshot file. Default `./devchain`.
+    #[serde(default = "default_chain_path")]
+    pub path: PathBuf,
+    /// How often the registry is re-read. Default 2s: registrations show up quickly on a dev
+    /// chain; a real chain's block time is longer anyway. Range 50ms..=10m.
+    #[serde(default = "default_chain_poll")]
+    pub poll_interval: HumanDuration,
+}
+
+fn default_chain_kind() -> ChainKind {
+    ChainKind::Dev
+}
+fn default_chain_path() -> PathBuf {
+    PathBuf::from("./devchain")
+}
+fn default_chain_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            kind: default_chain_kind(),
+            path: default_chain_path(),
+            poll_interval: default_chain_poll(),
+        }
+    }
+}
+
+/// `acl` section: entries are SS58 addresses or peer ids.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    /// Always admitted (peer ids even when unregistered). When non-empty, only these are admitted.
+    #[serde(default)]
+    pub allow: Vec<AclEntry>,
+    /// Always refused; wins over `allow`.
+    #[serde(default)]
+    pub deny: Vec<AclEntry>,
+}
+
+/// An SS58 address or a peer id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclEntry {
+    /// A wallet hotkey.
+    Ss58(hermes_proto::Hotkey, String),
+    /// A libp2p peer id.
+    Peer(libp2p::PeerId),
+}
+
+impl AclEntry {
+    /// Parses an SS58 address or a peer id.
+    ///
+    /// # Errors
+    /// A message saying what was expected.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Ok(p) = s.parse::<libp2p::PeerId>() {
+            return Ok(AclEntry::Peer(p));
+        }
+        match hermes_proto::Hotkey::from_ss58(s) {
+            Ok((k, _)) => Ok(AclEntry::Ss58(k, s.to_string())),
+            Err(_) => Err(format!("`{s}` is neither an SS58 address nor a peer id")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AclEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        AclEntry::parse(&s).map_err(de::Error::custom)
+    }
+}
+impl Serialize for AclEntry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AclEntry::Ss58(_, text) => s.serialize_str(text),
+            AclEntry::Peer(p) => s.collect_str(p),
+        }
+    }
+}
+
+impl AclConfig {
+    /// The ACL the firewall enforces.
+    pub fn to_acl(&self) -> hermes_proto::firewall::Acl {
+        let mut acl = hermes_proto::firewall::Acl::default();
+        for e in &self.allow {
+            match e {
+                AclEntry::Ss58(k, _) => acl.allow_ss58.insert(*k),
+                AclEntry::Peer(p) => acl.allow_peers.insert(p.to_base58()),
+            };
+        }
+        for e in &self.deny {
+            match e {
+                AclEntry::Ss58(k, _) => acl.deny_ss58.insert(*k),
+                AclEntry::Peer(p) => acl.deny_peers.insert(p.to_base58()),
+            };
+        }
+        acl
+    }
+}
+
+/// `firewall` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Enforce the ACL, registration, scope and stake rules. Default true. Address limits apply
+    /// even when false.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Require `min_stake` from peers. Default true: membership is proof-of-stake gated.
+    #[serde(default = "default_true")]
+    pub require_stake: bool,
+    /// Minimum stake in the chain's smallest unit. Default 1 (any stake at all).
+    #[serde(default = "default_min_stake")]
+    pub min_stake: u128,
+    /// Cap on simultaneous connections. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Cap on simultaneous connections from one IP. Default 8.
+    #[serde(default = "default_max_per_ip")]
+    pub max_conns_per_ip: u32,
+    /// New connections per second allowed from one IP. Default 20.
+    #[serde(default = "default_rate")]
+    pub conn_rate_per_ip: u32,
+    /// Burst of new connections allowed from one IP. Default 40.
+    #[serde(default = "default_burst")]
+    pub conn_burst_per_ip: u32,
+    /// Failed identity exchanges from one IP before it is banned. Default 3.
+    #[serde(default = "default_ban_after")]
+    pub ban_after_failures: u32,
+    /// Ban length. Default 10m.
+    #[serde(default = "default_ban_duration")]
+    pub ban_duration: HumanDuration,
+    /// Time a new peer has to present a valid binding. Default 10s.
+    #[serde(default = "default_binding_timeout")]
+    pub binding_timeout: HumanDuration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_min_stake() -> u128 {
+    1
+}
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_max_per_ip() -> u32 {
+    8
+}
+fn default_rate() -> u32 {
+    20
+}
+fn default_burst() -> u32 {
+    40
+}
+fn default_ban_after() -> u32 {
+    3
+}
+fn default_ban_duration() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_binding_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            enabled: true,
+            require_stake: true,
+            min_stake: default_min_stake(),
+            max_connections: default_max_connections(),
+            max_conns_per_ip: default_max_per_ip(),
+            conn_rate_per_ip: default_rate(),
+            conn_burst_per_ip: default_burst(),
+            ban_after_failures: default_ban_after(),
+            ban_duration: default_ban_duration(),
+            binding_timeout: default_binding_timeout(),
+        }
+    }
 }
 
 /// `storage` section: tuning of the node's sled database.
@@ -248,6 +455,9 @@ impl Default for Config {
             listen: default_listen(),
             bootstrap: Vec::new(),
             subnets: SubnetsConfig::default(),
+            chain: ChainConfig::default(),
+            acl: AclConfig::default(),
+            firewall: FirewallConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
@@ -459,6 +669,7 @@ impl Config {
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| *p = resolve(base, p);
         fix(&mut self.data_dir);
+        fix(&mut self.chain.path);
         if let Some(p) = self.identity.hotkey_file.as_mut() {
             fix(p);
         }
@@ -561,6 +772,45 @@ impl Config {
                 ))
             }
         }
+        let poll = self.chain.poll_interval.0;
+        if poll < Duration::from_millis(50) || poll > Duration::from_secs(600) {
+            return Err(err(
+                "chain.poll_interval".into(),
+                format!(
+                    "{} is out of range; expected 50ms..=10m",
+                    humantime::format_duration(poll)
+                ),
+            ));
+        }
+        if self.chain.kind == ChainKind::Static {
+            check_readable_file(&self.chain.path).map_err(|r| err("chain.path".into(), r))?;
+        } else if self.chain.path.exists() && !self.chain.path.is_dir() {
+            return Err(err(
+                "chain.path".into(),
+                format!(
+                    "{} is not a directory (a dev chain is a directory)",
+                    self.chain.path.display()
+                ),
+            ));
+        }
+        let fw = &self.firewall;
+        for (name, v) in [
+            ("firewall.max_connections", fw.max_connections),
+            ("firewall.max_conns_per_ip", fw.max_conns_per_ip),
+            ("firewall.conn_rate_per_ip", fw.conn_rate_per_ip),
+            ("firewall.conn_burst_per_ip", fw.conn_burst_per_ip),
+            ("firewall.ban_after_failures", fw.ban_after_failures),
+        ] {
+            if v == 0 {
+                return Err(err(name.into(), "must be at least 1".into()));
+            }
+        }
+        if fw.binding_timeout.0 < Duration::from_millis(100) {
+            return Err(err(
+                "firewall.binding_timeout".into(),
+                "must be at least 100ms".into(),
+            ));
+        }
         let st = &self.storage;
         if !(ByteSize(1 << 20)..=ByteSize(64 << 30)).contains(&st.cache_size) {
             return Err(err(
@@ -613,6 +863,19 @@ impl Config {
     /// Sets the subnets and mode.
     pub fn with_subnets(mut self, mode: SubnetMode, netuids: Vec<u16>) -> Self {
         self.subnets = SubnetsConfig { mode, netuids };
+        self
+    }
+
+    /// Sets the chain backend.
+    pub fn with_chain(mut self, kind: ChainKind, path: impl Into<PathBuf>) -> Self {
+        self.chain.kind = kind;
+        self.chain.path = path.into();
+        self
+    }
+
+    /// Sets the bootstrap addresses.
+    pub fn with_bootstrap(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.bootstrap = addrs.into_iter().map(Addr).collect();
         self
     }
 

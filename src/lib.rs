@@ -54,6 +54,15 @@ pub enum Error {
     /// The runtime could not start or its thread failed.
     #[error("runtime failure: {0}")]
     Startup(String),
+    /// A network operation failed.
+    #[error("network: {0}")]
+    Network(String),
+    /// A lookup found nothing valid.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// An argument was invalid.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
     /// The runtime has been shut down.
     #[error("the runtime has been shut down")]
     Stopped,

@@ -12,12 +12,21 @@
 //! host is a tokio application, a plain `main` using a tiny executor, or Python.
 
 use crate::config::Config;
+use crate::config::{ChainKind, SubnetMode};
 use crate::Error;
-use actix::{Addr, Supervisor};
+use actix::{Actor, Addr, Arbiter, Supervisor};
+use hermes_actors::chain::{self, Chain, ChainActor, DevChain, StaticChain};
+use hermes_actors::firewall::{self, FirewallActor, FirewallStats, PolicyBase};
 use hermes_actors::identity::{self, IdentityActor, IdentityConfig, IdentityInfo};
+use hermes_actors::network::gate::DenyCounters;
+use hermes_actors::network::{self, Command, GossipMessage, NetConfig, NetHandle, PeerInfo};
 use hermes_actors::{Store, StoreOptions};
+use hermes_proto::firewall::{Acl, Limits, Scope};
+use hermes_proto::{Hotkey, SignedBinding};
+use libp2p::{Multiaddr, PeerId};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Configures and starts a [`Runtime`].
@@ -25,6 +34,8 @@ use tokio::sync::oneshot;
 pub struct RuntimeBuilder {
     config: Config,
     install_logging: bool,
+    network: bool,
+    binding_override: Option<Vec<u8>>,
 }
 
 /// Namespace for [`Runtime::builder`].
@@ -37,6 +48,8 @@ impl Runtime {
         RuntimeBuilder {
             config,
             install_logging: true,
+            network: true,
+            binding_override: None,
         }
     }
 }
@@ -46,6 +59,21 @@ impl RuntimeBuilder {
     /// host already has one).
     pub fn with_logging(mut self, install: bool) -> Self {
         self.install_logging = install;
+        self
+    }
+
+    /// Whether to start networking (default true). Without it the node has its identity, store
+    /// and firewall but opens no sockets: what `hermes id` uses while another node may be
+    /// listening on the configured ports.
+    pub fn with_network(mut self, on: bool) -> Self {
+        self.network = on;
+        self
+    }
+
+    /// Test hook: present `bytes` to peers instead of this node's real binding record.
+    #[cfg(feature = "fault-injection")]
+    pub fn with_binding_override(mut self, bytes: Vec<u8>) -> Self {
+        self.binding_override = Some(bytes);
         self
     }
 
@@ -61,15 +89,26 @@ impl RuntimeBuilder {
         if self.install_logging {
             crate::logging::init(&config.log);
         }
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<Addr<IdentityActor>, Error>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Parts, Error>>();
+        let binding_override = self.binding_override;
+        let network = self.network;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("hermes-runtime".into())
-            .spawn(move || run_system(config, ready_tx, stop_rx, done_tx))
+            .spawn(move || {
+                run_system(
+                    config,
+                    network,
+                    binding_override,
+                    ready_tx,
+                    stop_rx,
+                    done_tx,
+                )
+            })
             .map_err(|e| Error::Startup(format!("cannot spawn the runtime thread: {e}")))?;
-        let identity = match ready_rx.await {
-            Ok(Ok(addr)) => addr,
+        let parts = match ready_rx.await {
+            Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -83,7 +122,7 @@ impl RuntimeBuilder {
         };
         let handle = RuntimeHandle {
             inner: Arc::new(Inner {
-                identity,
+                parts,
                 control: Mutex::new(Some(Control {
                     stop_tx,
                     done_rx,
@@ -97,49 +136,215 @@ impl RuntimeBuilder {
     }
 }
 
+/// The addresses of everything a handle talks to.
+struct Parts {
+    identity: Addr<IdentityActor>,
+    firewall: Addr<FirewallActor>,
+    chain: Addr<ChainActor>,
+    net: Option<NetHandle>,
+    arbiters: Vec<Arbiter>,
+}
+
+fn scope_of(config: &Config) -> Scope {
+    let n = &config.subnets.netuids;
+    match config.subnets.mode {
+        SubnetMode::Open => Scope::Open,
+        SubnetMode::Single => n.first().map(|x| Scope::Single(*x)).unwrap_or(Scope::Open),
+        SubnetMode::Whitelist => Scope::Whitelist(n.iter().copied().collect()),
+    }
+}
+
+async fn start_actors(
+    config: Config,
+    network: bool,
+    binding_override: Option<Vec<u8>>,
+) -> Result<(Parts, Store), Error> {
+    let store = Store::open(
+        &config.data_dir,
+        &StoreOptions {
+            cache_capacity: config.storage.cache_size.0,
+            flush_every: config.storage.flush_every.0,
+        },
+    )?;
+    let id_cfg = IdentityConfig {
+        hotkey_file: config.identity.hotkey_file.clone(),
+        generate_transport_key: config.identity.transport_key_file.is_none(),
+        transport_key_file: config
+            .identity
+            .transport_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("transport.key")),
+        ss58_prefix: config.identity.ss58_prefix,
+        netuids: config.subnets.netuids.clone(),
+        binding_ttl: config.identity.binding_ttl.0,
+    };
+    let actor = IdentityActor::load(id_cfg, store.clone())?;
+    let keypair = actor.transport_keypair();
+    let identity = Supervisor::start(move |_| actor);
+    let me = identity
+        .send(identity::GetIdentity)
+        .await
+        .map_err(|_| Error::Startup("identity actor stopped during start".into()))??;
+
+    // Chain: read the registry once so the firewall starts with it.
+    let backend: Arc<dyn Chain> = match config.chain.kind {
+        ChainKind::Dev => Arc::new(DevChain::new(&config.chain.path)),
+        ChainKind::Static => Arc::new(StaticChain::new(&config.chain.path)),
+    };
+    let registry = Arc::new(
+        backend
+            .registry()
+            .await
+            .map_err(|e| Error::Startup(format!("cannot read the chain registry: {e}")))?,
+    );
+    let base = PolicyBase {
+        enabled: config.firewall.enabled,
+        acl: config.acl.to_acl(),
+        scope: scope_of(&config),
+        require_stake: config.firewall.require_stake,
+        min_stake: config.firewall.min_stake,
+    };
+    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(
+        FirewallActor::initial_policy(&base, registry.clone()),
+    ));
+    let counters = Arc::new(DenyCounters::default());
+    let firewall = FirewallActor::new(base, shared.clone(), counters.clone()).start();
+
+    // The dev chain may block briefly on its file lock, so the ChainActor gets its own thread.
+    let chain_arbiter = Arbiter::new();
+    let poll = config.chain.poll_interval.0;
+    let subscriber = firewall.clone().recipient();
+    let initial = (*registry).clone();
+    let chain = ChainActor::start_in_arbiter(&chain_arbiter.handle(), move |_| {
+        ChainActor::new(backend, initial, poll, subscriber)
+    });
+
+    if !network {
+        return Ok((
+            Parts {
+                identity,
+                firewall,
+                chain,
+                net: None,
+                arbiters: vec![chain_arbiter],
+            },
+            store,
+        ));
+    }
+    // The swarm runs on its own arbiter; it is built there so the transports bind to that
+    // thread's tokio runtime.
+    let net_arbiter = Arbiter::new();
+    let fw = &config.firewall;
+    let net_cfg = NetConfig {
+        listen: config.listen.iter().map(|a| a.0.clone()).collect(),
+        bootstrap: config.bootstrap.iter().map(|a| a.0.clone()).collect(),
+        keypair,
+        hotkey: me.hotkey,
+        binding: me.binding.clone(),
+        netuids: config.subnets.netuids.clone(),
+        ss58_prefix: config.identity.ss58_prefix,
+        store: store.clone(),
+        policy: shared,
+        counters,
+        limits: Limits {
+            max_connections: fw.max_connections,
+            max_per_ip: fw.max_conns_per_ip,
+            rate_per_ip: fw.conn_rate_per_ip,
+            burst_per_ip: fw.conn_burst_per_ip,
+            ban_ms: u64::try_from(fw.ban_duration.0.as_millis()).unwrap_or(u64::MAX),
+        },
+        ban_after_failures: fw.ban_after_failures,
+        binding_timeout: fw.binding_timeout.0,
+        binding_override,
+    };
+    let (net_tx, net_rx) = oneshot::channel();
+    net_arbiter.spawn(async move {
+        match network::start(net_cfg) {
+            Ok((handle, task)) => {
+                let _ = net_tx.send(Ok(handle));
+                task.await;
+            }
+            Err(e) => {
+                let _ = net_tx.send(Err(e));
+            }
+        }
+    });
+    let net = match net_rx.await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            net_arbiter.stop();
+            chain_arbiter.stop();
+            return Err(Error::Network(e.to_string()));
+        }
+        Err(_) => {
+            return Err(Error::Startup(
+                "the network thread exited during start".into(),
+            ))
+        }
+    };
+    firewall
+        .send(firewall::AttachNetwork(net.commands.clone()))
+        .await
+        .map_err(|_| Error::Startup("firewall stopped during start".into()))?;
+
+    // Keep the binding the network presents fresh: the IdentityActor re-signs at half-life.
+    let (id2, cmds) = (identity.clone(), net.commands.clone());
+    actix::spawn(async move {
+        let mut last = me.binding;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Ok(Ok(info)) = id2.send(identity::GetIdentity).await else {
+                break;
+            };
+            if info.binding != last {
+                last = info.binding.clone();
+                if cmds.send(Command::SetBinding(info.binding)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok((
+        Parts {
+            identity,
+            firewall,
+            chain,
+            net: Some(net),
+            arbiters: vec![chain_arbiter, net_arbiter],
+        },
+        store,
+    ))
+}
+
 fn run_system(
     config: Config,
-    ready_tx: oneshot::Sender<Result<Addr<IdentityActor>, Error>>,
+    network: bool,
+    binding_override: Option<Vec<u8>>,
+    ready_tx: oneshot::Sender<Result<Parts, Error>>,
     stop_rx: oneshot::Receiver<()>,
     done_tx: oneshot::Sender<()>,
 ) {
     let system = actix::System::new();
     let started = system.block_on(async move {
-        let store = Store::open(
-            &config.data_dir,
-            &StoreOptions {
-                cache_capacity: config.storage.cache_size.0,
-                flush_every: config.storage.flush_every.0,
-            },
-        )?;
-        let id_cfg = IdentityConfig {
-            hotkey_file: config.identity.hotkey_file.clone(),
-            generate_transport_key: config.identity.transport_key_file.is_none(),
-            transport_key_file: config
-                .identity
-                .transport_key_file
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("transport.key")),
-            ss58_prefix: config.identity.ss58_prefix,
-            netuids: config.subnets.netuids.clone(),
-            binding_ttl: config.identity.binding_ttl.0,
-        };
-        let actor = IdentityActor::load(id_cfg, store.clone())?;
-        let addr = Supervisor::start(move |_| actor);
+        let started = start_actors(config, network, binding_override).await;
         actix::spawn(async move {
             // Either an explicit shutdown or every handle dropped stops the System.
             let _ = stop_rx.await;
             actix::System::current().stop();
         });
-        Ok::<_, Error>((addr, store))
+        started
     });
-    let store = match started {
-        Ok((addr, store)) => {
-            if ready_tx.send(Ok(addr)).is_err() {
+    let (store, arbiters) = match started {
+        Ok((mut parts, store)) => {
+            let arbiters = std::mem::take(&mut parts.arbiters);
+            let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
+            if ready_tx.send(Ok(parts)).is_err() {
                 tracing::warn!("runtime start was abandoned by its caller; stopping");
                 actix::System::current().stop();
             }
-            store
+            drop(handles);
+            (store, arbiters)
         }
         Err(e) => {
             let _ = ready_tx.send(Err(e));
@@ -149,6 +354,12 @@ fn run_system(
     // `run` consumes the System; every actor (and its database handles) is dropped when it returns.
     if let Err(e) = system.run() {
         tracing::error!(error = %e, "actix system exited with an error");
+    }
+    for arbiter in arbiters {
+        arbiter.stop();
+        if arbiter.join().is_err() {
+            tracing::error!("an actor thread panicked during shutdown");
+        }
     }
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final database flush failed");
@@ -164,7 +375,7 @@ struct Control {
 }
 
 struct Inner {
-    identity: Addr<IdentityActor>,
+    parts: Parts,
     control: Mutex<Option<Control>>,
 }
 
@@ -201,6 +412,7 @@ impl RuntimeHandle {
     pub async fn identity(&self) -> Result<IdentityInfo, Error> {
         Ok(self
             .inner
+            .parts
             .identity
             .send(identity::GetIdentity)
             .await
@@ -214,6 +426,7 @@ impl RuntimeHandle {
     pub async fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
         Ok(self
             .inner
+            .parts
             .identity
             .send(identity::Sign(message.to_vec()))
             .await
@@ -232,6 +445,7 @@ impl RuntimeHandle {
     ) -> Result<hermes_proto::SignedBinding, Error> {
         Ok(self
             .inner
+            .parts
             .identity
             .send(identity::VerifyBinding {
                 bytes,
@@ -250,10 +464,183 @@ impl RuntimeHandle {
     pub async fn inject_identity_panic(&self) -> Result<(), Error> {
         Ok(self
             .inner
+            .parts
             .identity
             .send(identity::InjectPanic)
             .await
             .map_err(|_| Error::Stopped)??)
+    }
+
+    async fn net<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let net = self.inner.parts.net.as_ref().ok_or_else(|| {
+            Error::Network("networking is off for this runtime (with_network(false))".into())
+        })?;
+        let (tx, rx) = oneshot::channel();
+        net.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Addresses the node listens on (as bound: a port 0 in the config shows the real port).
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.net(Command::ListenAddrs).await
+    }
+
+    /// Admitted peers whose binding verified, with SS58, peer id, addresses and subnets.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.net(Command::Peers).await
+    }
+
+    /// Peers with an open connection, verified or not yet.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.net(Command::Connected).await
+    }
+
+    /// Finds a node's binding in the DHT by its wallet address alone, verified.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad address, [`Error::NotFound`] when no valid binding is found.
+    pub async fn find(&self, ss58: &str) -> Result<SignedBinding, Error> {
+        let (hotkey, _) = Hotkey::from_ss58(ss58).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.net(|tx| Command::Find(hotkey, tx))
+            .await?
+            .map_err(Error::NotFound)
+    }
+
+    /// Stores a record in the DHT (persisted in sled on every node that holds it).
+    ///
+    /// # Errors
+    /// [`Error::Network`] when no peer accepted it.
+    pub async fn dht_put(&self, key: &[u8], value: Vec<u8>) -> Result<(), Error> {
+        self.net(|tx| Command::PutRecord(key.to_vec(), value, tx))
+            .await?
+            .map_err(Error::Network)
+    }
+
+    /// Reads a record from the DHT (local store first).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn dht_get(&self, key: &[u8]) -> Result<Vec<u8>, Error> {
+        self.net(|tx| Command::GetRecord(key.to_vec(), tx))
+            .await?
+            .map_err(Error::NotFound)
+    }
+
+    /// Publishes `data` on subnet `netuid`'s gossip topic.
+    ///
+    /// # Errors
+    /// [`Error::Network`], e.g. when no verified peer is subscribed yet.
+    pub async fn publish(&self, netuid: u16, data: Vec<u8>) -> Result<(), Error> {
+        self.net(|tx| Command::Publish(netuid, data, tx))
+            .await?
+            .map_err(Error::Network)
+    }
+
+    /// Gossip accepted from verified peers on this node's subnets.
+    ///
+    /// # Errors
+    /// [`Error::Network`] when networking is off.
+    pub fn subscribe_gossip(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<GossipMessage>, Error> {
+        self.inner
+            .parts
+            .net
+            .as_ref()
+            .map(|n| n.gossip.subscribe())
+            .ok_or_else(|| Error::Network("networking is off for this runtime".into()))
+    }
+
+    /// Peers in the Kademlia routing table.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn routing_table(&self) -> Result<Vec<PeerId>, Error> {
+        self.net(Command::RoutingTable).await
+    }
+
+    /// Peers in any gossipsub mesh of this node.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn mesh_peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.net(Command::MeshPeers).await
+    }
+
+    /// Dials an address.
+    ///
+    /// # Errors
+    /// [`Error::Network`] if the dial cannot start.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.net(|tx| Command::Dial(addr, tx))
+            .await?
+            .map_err(Error::Network)
+    }
+
+    /// Denial counters per reason and a summary of the policy in force.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn firewall_stats(&self) -> Result<FirewallStats, Error> {
+        self.inner
+            .parts
+            .firewall
+            .send(firewall::GetStats)
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Replaces the ACL; connected peers it now refuses are disconnected.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn update_acl(&self, acl: Acl) -> Result<(), Error> {
+        self.inner
+            .parts
+            .firewall
+            .send(firewall::UpdateAcl(acl))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Replaces the subnet scope; connected peers it now refuses are disconnected.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn set_subnet_scope(&self, scope: Scope) -> Result<(), Error> {
+        self.inner
+            .parts
+            .firewall
+            .send(firewall::SetSubnetScope(scope))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Re-reads the chain registry now instead of waiting for the next poll.
+    ///
+    /// # Errors
+    /// [`Error::Network`] if the backend could not be read.
+    pub async fn refresh_chain(&self) -> Result<usize, Error> {
+        self.inner
+            .parts
+            .chain
+            .send(chain::Refresh)
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map(|r| r.len())
+            .map_err(Error::Network)
     }
 
     /// Stops every actor, flushes and closes the database, releases the data dir and joins the

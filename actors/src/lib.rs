@@ -14,7 +14,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod chain;
+pub mod firewall;
 pub mod identity;
+pub mod network;
 pub mod storage;
 pub mod supervise;
 

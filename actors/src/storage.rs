@@ -15,6 +15,10 @@ use thiserror::Error;
 
 /// Tree holding the X25519 prekey seeds.
 pub const TREE_PREKEYS: &str = "prekeys";
+/// Kademlia value records.
+pub const TREE_KAD_RECORDS: &str = "kad_records";
+/// Kademlia provider records.
+pub const TREE_KAD_PROVIDERS: &str = "kad_providers";
 
 /// Errors opening or using the store.
 #[derive(Debug, Error)]

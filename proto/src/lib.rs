@@ -16,7 +16,9 @@
 )]
 
 pub mod binding;
+pub mod chain;
 pub mod codec;
+pub mod firewall;
 pub mod hotkey;
 pub mod peer_id;
 

@@ -212,7 +212,11 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn id(config: &Path, json: bool) -> Result<()> {
     let cfg = Config::load(config)?;
     let info = block_on(async {
-        let rt = Runtime::builder(cfg).with_logging(false).start().await?;
+        let rt = Runtime::builder(cfg)
+            .with_logging(false)
+            .with_network(false)
+            .start()
+            .await?;
         let info = rt.identity().await;
         rt.shutdown().await?;
         info

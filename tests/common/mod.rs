@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: real key files and configs in temp dirs.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use hermes::config::SubnetMode;
+use hermes::config::{ChainKind, SubnetMode};
 use hermes::{Config, HotkeyPair};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ impl NodeDir {
             .with_hotkey_file(&self.hotkey_file)
             .with_subnets(SubnetMode::Whitelist, vec![3, 42])
             .with_log_level("warn")
+            .with_chain(ChainKind::Dev, self.dir.path().join("chain"))
+            .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
     }
 
     /// Writes the config as JSON and returns its path.

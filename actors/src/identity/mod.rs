@@ -135,6 +135,11 @@ impl IdentityActor {
         })
     }
 
+    /// The libp2p transport keypair (for the network task).
+    pub fn transport_keypair(&self) -> Keypair {
+        self.keys.transport.clone()
+    }
+
     fn info(&self) -> IdentityInfo {
         let hotkey = self.keys.hotkey.public();
         IdentityInfo {

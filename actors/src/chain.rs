@@ -1,0 +1,457 @@
+//! ChainActor and the `Chain` backends: where the node learns who is registered, in which subnet,
+//! with what stake.
+//!
+//! Backends:
+//! - [`DevChain`]: an embedded development chain in a sled database directory. Several nodes (and
+//!   the `hermes devchain` CLI) share one directory: each operation opens the database, does its
+//!   work and closes it again, retrying briefly while another process holds it, so no process keeps
+//!   it locked.
+//! - [`StaticChain`]: a read-only JSON snapshot (`{"nodes": [...]}`), the format that
+//!   `hermes devchain list` prints.
+//!
+//! ChainActor accepts:
+//! - [`GetRegistry`] → the latest [`Registry`] snapshot
+//! - [`Refresh`] → reloads now and publishes if it changed
+//!
+//! and emits [`RegistryUpdated`] to its subscriber (the FirewallActor) whenever the snapshot
+//! changes, polling the backend every `poll_interval`.
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use hermes_proto::chain::{NodeClass, NodeEntry, Registry};
+use hermes_proto::{Hotkey, PeerIdRuleError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Errors from chain backends.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The backend's storage failed or stayed locked.
+    #[error("chain storage {path}: {reason}")]
+    Storage {
+        /// The chain's path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A snapshot or entry is malformed.
+    #[error("chain data {path}: {reason}")]
+    Format {
+        /// Where it came from.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The chain refused the registration because of its peer id.
+    #[error("registration refused: {0}")]
+    BadPeerId(#[from] PeerIdRuleError),
+    /// The chain refused the registration for another reason.
+    #[error("registration refused: {0}")]
+    Refused(String),
+    /// The backend cannot register nodes.
+    #[error("this chain backend is read-only")]
+    ReadOnly,
+}
+
+/// The node's view of a chain.
+pub trait Chain: Send + Sync + std::fmt::Debug + 'static {
+    /// The current registry of every subnet.
+    fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>>;
+
+    /// Registers (or updates) a node, with the chain's own checks.
+    fn register(&self, entry: NodeEntry) -> BoxFuture<'_, Result<(), ChainError>> {
+        let _ = entry;
+        Box::pin(async { Err(ChainError::ReadOnly) })
+    }
+}
+
+/// One node in a JSON snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeJson {
+    /// Subnet.
+    pub netuid: u16,
+    /// Hotkey SS58 address.
+    pub hotkey: String,
+    /// Peer id, text form.
+    pub peer_id: String,
+    /// Stake in the smallest unit.
+    pub stake: u128,
+    /// `registered`, `idle`, `included` or `validator`.
+    #[serde(default = "default_class")]
+    pub class: String,
+}
+
+fn default_class() -> String {
+    NodeClass::Registered.as_str().into()
+}
+
+/// A JSON registry snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotJson {
+    /// Every registration.
+    pub nodes: Vec<NodeJson>,
+}
+
+impl NodeJson {
+    /// Converts to a registry entry, checking every field.
+    ///
+    /// # Errors
+    /// A message naming the bad field.
+    pub fn to_entry(&self) -> Result<NodeEntry, String> {
+        let (hotkey, _) = Hotkey::from_ss58(&self.hotkey).map_err(|e| format!("hotkey: {e}"))?;
+        let class = NodeClass::parse(&self.class).ok_or_else(|| {
+            format!(
+                "class: `{}` is not one of registered, idle, included, validator",
+                self.class
+            )
+        })?;
+        let entry = NodeEntry {
+            netuid: self.netuid,
+            hotkey,
+            peer_id: self.peer_id.clone(),
+            stake: self.stake,
+            class,
+        };
+        entry.validate().map_err(|e| format!("peer_id: {e}"))?;
+        Ok(entry)
+    }
+
+    /// The JSON form of an entry.
+    pub fn from_entry(e: &NodeEntry, ss58_prefix: u16) -> Self {
+        NodeJson {
+            netuid: e.netuid,
+            hotkey: e.hotkey.to_ss58(ss58_prefix),
+            peer_id: e.peer_id.clone(),
+            stake: e.stake,
+            class: e.class.as_str().into(),
+        }
+    }
+}
+
+/// Parses a snapshot, naming the index of a bad node.
+///
+/// # Errors
+/// [`ChainError::Format`].
+pub fn parse_snapshot(text: &str, path: &Path) -> Result<Registry, ChainError> {
+    let snap: SnapshotJson = serde_json::from_str(text).map_err(|e| ChainError::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut entries = Vec::with_capacity(snap.nodes.len());
+    for (i, n) in snap.nodes.iter().enumerate() {
+        entries.push(n.to_entry().map_err(|reason| ChainError::Format {
+            path: path.to_path_buf(),
+            reason: format!("nodes[{i}].{reason}"),
+        })?);
+    }
+    Ok(Registry::new(entries))
+}
+
+/// A read-only registry loaded from a JSON snapshot file (re-read on every refresh, so editing
+/// the file updates a running node).
+#[derive(Debug, Clone)]
+pub struct StaticChain {
+    path: PathBuf,
+}
+
+impl StaticChain {
+    /// A backend reading `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StaticChain { path: path.into() }
+    }
+}
+
+impl Chain for StaticChain {
+    fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
+        Box::pin(async move {
+            let text = std::fs::read_to_string(&self.path).map_err(|e| ChainError::Storage {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+            parse_snapshot(&text, &self.path)
+        })
+    }
+}
+
+/// The embedded development chain.
+#[derive(Debug, Clone)]
+pub struct DevChain {
+    path: PathBuf,
+}
+
+const DEV_TREE: &str = "devchain/nodes";
+/// How long an operation waits for another process to release the dev chain.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+impl DevChain {
+    /// A dev chain stored in directory `path` (created on first write).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DevChain { path: path.into() }
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> ChainError {
+        ChainError::Storage {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Opens the database, retrying while another process holds it.
+    fn with_db<R>(
+        &self,
+        f: impl Fn(&sled::Tree) -> Result<R, ChainError>,
+    ) -> Result<R, ChainError> {
+        let start = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            match sled::Config::new()
+                .path(&self.path)
+                .cache_capacity(4 << 20)
+                .flush_every_ms(None)
+                .open()
+            {
+                Ok(db) => {
+                    let tree = db.open_tree(DEV_TREE).map_err(|e| self.err(e))?;
+                    let out = f(&tree)?;
+                    db.flush().map_err(|e| self.err(e))?;
+                    return Ok(out);
+                }
+                Err(sled::Error::Io(e)) if start.elapsed() < LOCK_WAIT => {
+                    tracing::trace!(error = %e, "dev chain busy; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(self.err(format!("cannot open: {e}"))),
+            }
+        }
+    }
+
+    /// Every entry, synchronously (for the CLI).
+    ///
+    /// # Errors
+    /// [`ChainError`] on storage or format failure.
+    pub fn load(&self) -> Result<Registry, ChainError> {
+        if !self.path.exists() {
+            return Ok(Registry::default());
+        }
+        self.with_db(|tree| {
+            let mut entries = Vec::new();
+            for item in tree.iter() {
+                let (_, v) = item.map_err(|e| self.err(e))?;
+                let node: NodeJson =
+                    serde_json::from_slice(&v).map_err(|e| ChainError::Format {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                entries.push(node.to_entry().map_err(|reason| ChainError::Format {
+                    path: self.path.clone(),
+                    reason,
+                })?);
+            }
+            Ok(Registry::new(entries))
+        })
+    }
+
+    /// Registers synchronously (for the CLI). A peer id may be used by one hotkey per subnet; the
+    /// same hotkey re-registering updates its entry.
+    ///
+    /// # Errors
+    /// [`ChainError::BadPeerId`] or [`ChainError::Refused`] when the chain's rules refuse it.
+    pub fn register_sync(&self, entry: NodeEntry) -> Result<(), ChainError> {
+        entry.validate()?;
+        self.with_db(|tree| {
+            let mut key = Vec::with_capacity(34);
+            key.extend_from_slice(&entry.netuid.to_be_bytes());
+            key.extend_from_slice(&entry.hotkey.0);
+            for item in tree.scan_prefix(entry.netuid.to_be_bytes()) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let other: NodeJson = serde_json::from_slice(&v).map_err(|e| self.err(e))?;
+                if other.peer_id == entry.peer_id && k.as_ref() != key.as_slice() {
+                    return Err(ChainError::Refused(format!(
+                        "peer id {} is already registered in subnet {} by {}",
+                        entry.peer_id, entry.netuid, other.hotkey
+                    )));
+                }
+            }
+            let json =
+                serde_json::to_vec(&NodeJson::from_entry(&entry, 42)).map_err(|e| self.err(e))?;
+            tree.insert(key, json).map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+}
+
+impl Chain for DevChain {
+    fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
+        Box::pin(async move { self.load() })
+    }
+
+    fn register(&self, entry: NodeEntry) -> BoxFuture<'_, Result<(), ChainError>> {
+        Box::pin(async move { self.register_sync(entry) })
+    }
+}
+
+/// Published when the registry changes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RegistryUpdated(pub Arc<Registry>);
+
+/// Ask for the latest snapshot.
+#[derive(Debug, Message)]
+#[rtype(result = "Arc<Registry>")]
+pub struct GetRegistry;
+
+/// Reload from the backend now.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Arc<Registry>, String>")]
+pub struct Refresh;
+
+/// The ChainActor.
+#[derive(Debug)]
+pub struct ChainActor {
+    chain: Arc<dyn Chain>,
+    current: Arc<Registry>,
+    poll: Duration,
+    subscriber: Recipient<RegistryUpdated>,
+}
+
+impl ChainActor {
+    /// An actor polling `chain` every `poll` and publishing changes to `subscriber`.
+    pub fn new(
+        chain: Arc<dyn Chain>,
+        initial: Registry,
+        poll: Duration,
+        subscriber: Recipient<RegistryUpdated>,
+    ) -> Self {
+        ChainActor {
+            chain,
+            current: Arc::new(initial),
+            poll,
+            subscriber,
+        }
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let chain = self.chain.clone();
+        let fut = async move { chain.registry().await };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|res, act, _| act.apply(res).map(|_| ()))
+                .map(|_, _, _| ()),
+        );
+    }
+
+    fn apply(&mut self, res: Result<Registry, ChainError>) -> Result<Arc<Registry>, String> {
+        match res {
+            Ok(reg) => {
+                if reg.entries() != self.current.entries() {
+                    tracing::debug!(nodes = reg.len(), "chain registry changed");
+                    self.current = Arc::new(reg);
+                    // try_send: a full firewall mailbox only delays this update to the next poll.
+                    if let Err(e) = self
+                        .subscriber
+                        .try_send(RegistryUpdated(self.current.clone()))
+                    {
+                        tracing::warn!(error = %e, "could not publish registry update");
+                    }
+                }
+                Ok(self.current.clone())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "chain refresh failed; keeping the last registry");
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+impl Actor for ChainActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+        ctx.run_interval(self.poll, |act, ctx| act.reload(ctx));
+    }
+}
+
+impl Handler<GetRegistry> for ChainActor {
+    type Result = Arc<Registry>;
+    fn handle(&mut self, _: GetRegistry, _: &mut Self::Context) -> Self::Result {
+        self.current.clone()
+    }
+}
+
+impl Handler<Refresh> for ChainActor {
+    type Result = ResponseActFuture<Self, Result<Arc<Registry>, String>>;
+    fn handle(&mut self, _: Refresh, _: &mut Self::Context) -> Self::Result {
+        let chain = self.chain.clone();
+        Box::pin(
+            async move { chain.registry().await }
+                .into_actor(self)
+                .map(|res, act, _| act.apply(res)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P1: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
+    fn entry(netuid: u16, hk: u8, peer: &str) -> NodeEntry {
+        NodeEntry {
+            netuid,
+            hotkey: Hotkey([hk; 32]),
+            peer_id: peer.into(),
+            stake: 1000,
+            class: NodeClass::Registered,
+        }
+    }
+
+    #[test]
+    fn dev_chain_registers_persists_and_enforces_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = DevChain::new(dir.path().join("chain"));
+        assert!(chain.load().unwrap().is_empty());
+        chain.register_sync(entry(1, 1, P1)).unwrap();
+        // Another hotkey claiming the same peer id in the same subnet is refused...
+        assert!(matches!(
+            chain.register_sync(entry(1, 2, P1)),
+            Err(ChainError::Refused(_))
+        ));
+        // ...but the same hotkey may update, and another subnet is fine.
+        let mut e = entry(1, 1, P1);
+        e.stake = 5;
+        chain.register_sync(e).unwrap();
+        chain.register_sync(entry(2, 2, P1)).unwrap();
+        assert!(matches!(
+            chain.register_sync(entry(1, 3, "not-a-peer-id")),
+            Err(ChainError::BadPeerId(_))
+        ));
+        let reg = DevChain::new(dir.path().join("chain")).load().unwrap();
+        assert_eq!(reg.len(), 2);
+        assert_eq!(reg.by_peer(P1).find(|e| e.netuid == 1).unwrap().stake, 5);
+    }
+
+    #[test]
+    fn snapshot_errors_name_the_node() {
+        let p = Path::new("snap.json");
+        let ok = format!(
+            r#"{{"nodes": [{{"netuid": 1, "hotkey": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", "peer_id": "{P1}", "stake": 10}}]}}"#
+        );
+        assert_eq!(parse_snapshot(&ok, p).unwrap().len(), 1);
+        let bad = ok.replace(P1, "xyz");
+        let e = parse_snapshot(&bad, p).unwrap_err().to_string();
+        assert!(e.contains("nodes[0].peer_id"), "{e}");
+        let bad = ok.replace("5Grw", "5Xrw");
+        let e = parse_snapshot(&bad, p).unwrap_err().to_string();
+        assert!(e.contains("nodes[0].hotkey"), "{e}");
+    }
+}

@@ -1,0 +1,193 @@
+//! FirewallActor: owns the admission policy and publishes it as an immutable snapshot.
+//!
+//! The swarm's gate must decide synchronously, so the actor never answers admission questions
+//! itself: it rebuilds a [`Policy`] whenever one of its inputs changes and swaps it into the
+//! shared `ArcSwap` the gate reads, then asks the network task to re-check existing connections.
+//!
+//! Accepts:
+//! - [`RegistryUpdated`] (from the ChainActor) → new registry in the policy
+//! - [`UpdateAcl`] → replaces the ACL
+//! - [`SetSubnetScope`] → replaces the subnet scope
+//! - [`GetStats`] → denial counters and a summary of the policy
+//!
+//! Emits [`Command::Recheck`] to the network task after every change.
+
+use crate::chain::RegistryUpdated;
+use crate::network::gate::{DenyCounters, SharedPolicy};
+use crate::network::Command;
+use actix::prelude::*;
+use hermes_proto::firewall::{Acl, DenyReason, Policy, Scope};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The configurable parts of the policy (everything but the registry).
+#[derive(Debug, Clone)]
+pub struct PolicyBase {
+    /// Whether the policy is enforced.
+    pub enabled: bool,
+    /// ACL.
+    pub acl: Acl,
+    /// Subnet scope.
+    pub scope: Scope,
+    /// Whether a minimum stake is required.
+    pub require_stake: bool,
+    /// Minimum stake.
+    pub min_stake: u128,
+}
+
+/// Denial counters and the policy in force.
+#[derive(Debug, Clone)]
+pub struct FirewallStats {
+    /// Denials per reason since start.
+    pub denied: Vec<(DenyReason, u64)>,
+    /// Registry entries known.
+    pub registry_entries: usize,
+    /// The scope in force.
+    pub scope: Scope,
+    /// ACL sizes: allow, deny.
+    pub acl_entries: (usize, usize),
+}
+
+impl FirewallStats {
+    /// Count for one reason.
+    pub fn denied(&self, reason: DenyReason) -> u64 {
+        self.denied
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+}
+
+/// The FirewallActor.
+#[derive(Debug)]
+pub struct FirewallActor {
+    base: PolicyBase,
+    shared: SharedPolicy,
+    counters: Arc<DenyCounters>,
+    network: Option<mpsc::Sender<Command>>,
+}
+
+impl FirewallActor {
+    /// An actor publishing into `shared`, with `base` and the registry already in `shared`.
+    pub fn new(base: PolicyBase, shared: SharedPolicy, counters: Arc<DenyCounters>) -> Self {
+        FirewallActor {
+            base,
+            shared,
+            counters,
+            network: None,
+        }
+    }
+
+    /// Builds the first snapshot.
+    pub fn initial_policy(
+        base: &PolicyBase,
+        registry: Arc<hermes_proto::chain::Registry>,
+    ) -> Policy {
+        Policy {
+            enabled: base.enabled,
+            acl: base.acl.clone(),
+            scope: base.scope.clone(),
+            require_stake: base.require_stake,
+            min_stake: base.min_stake,
+            registry,
+        }
+    }
+
+    fn publish(&mut self) {
+        let registry = self.shared.load().registry.clone();
+        self.shared
+            .store(Arc::new(Self::initial_policy(&self.base, registry)));
+        self.recheck();
+    }
+
+    fn recheck(&self) {
+        if let Some(net) = &self.network {
+            // A full queue means a recheck is already pending behind other commands; the
+            // network task re-reads the latest snapshot whenever it runs one.
+            let _ = net.try_send(Command::Recheck);
+        }
+    }
+}
+
+impl Actor for FirewallActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl Handler<RegistryUpdated> for FirewallActor {
+    type Result = ();
+    fn handle(&mut self, msg: RegistryUpdated, _: &mut Self::Context) {
+        let mut p = (**self.shared.load()).clone();
+        p.registry = msg.0;
+        self.shared.store(Arc::new(p));
+        self.recheck();
+    }
+}
+
+/// Attach the network task's command queue (sent once the swarm is up).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AttachNetwork(pub mpsc::Sender<Command>);
+
+impl Handler<AttachNetwork> for FirewallActor {
+    type Result = ();
+    fn handle(&mut self, msg: AttachNetwork, _: &mut Self::Context) {
+        self.network = Some(msg.0);
+    }
+}
+
+/// Replace the ACL; takes effect for new and existing connections.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UpdateAcl(pub Acl);
+
+impl Handler<UpdateAcl> for FirewallActor {
+    type Result = ();
+    fn handle(&mut self, msg: UpdateAcl, _: &mut Self::Context) {
+        tracing::info!(
+            allow = msg.0.allow_ss58.len() + msg.0.allow_peers.len(),
+            deny = msg.0.deny_ss58.len() + msg.0.deny_peers.len(),
+            "ACL updated"
+        );
+        self.base.acl = msg.0;
+        self.publish();
+    }
+}
+
+/// Replace the subnet scope; takes effect for new and existing connections.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetSubnetScope(pub Scope);
+
+impl Handler<SetSubnetScope> for FirewallActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetSubnetScope, _: &mut Self::Context) {
+        tracing::info!(scope = ?msg.0, "subnet scope updated");
+        self.base.scope = msg.0;
+        self.publish();
+    }
+}
+
+/// Ask for counters and a policy summary.
+#[derive(Debug, Message)]
+#[rtype(result = "FirewallStats")]
+pub struct GetStats;
+
+impl Handler<GetStats> for FirewallActor {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        let acl = &self.base.acl;
+        MessageResult(FirewallStats {
+            denied: self.counters.snapshot(),
+            registry_entries: self.shared.load().registry.len(),
+            scope: self.base.scope.clone(),
+            acl_entries: (
+                acl.allow_ss58.len() + acl.allow_peers.len(),
+                acl.deny_ss58.len() + acl.deny_peers.len(),
+            ),
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! The admission gate: a `NetworkBehaviour` that refuses connections before anything is allocated
+//! for them.
+//!
+//! 1. `handle_pending_inbound_connection` runs when a socket is accepted, before the security
+//!    handshake: the address limiter (total cap, per-IP cap, per-IP rate, bans) decides.
+//! 2. `handle_established_inbound_connection` / `..._outbound_...` run once noise/TLS has
+//!    authenticated the peer id and before any connection handler or substream exists: the policy
+//!    (ACL, registration, subnet scope, stake) decides.
+//!
+//! The gate is the first behaviour of the swarm, so a denial here means no other behaviour has
+//! created a handler either. It reads the FirewallActor's policy through an `ArcSwap` snapshot:
+//! one atomic load, never an await. Every denial is counted per reason and logged at debug.
+
+use hermes_proto::firewall::{ConnLimiter, DenyReason, Limits, Policy};
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// The shared, swappable policy snapshot.
+pub type SharedPolicy = Arc<arc_swap::ArcSwap<Policy>>;
+
+/// Denial counters, one per [`DenyReason`], shared between the gate, the network task and the API.
+#[derive(Debug, Default)]
+pub struct DenyCounters {
+    counts: [AtomicU64; DenyReason::ALL.len()],
+}
+
+impl DenyCounters {
+    /// Adds one denial.
+    pub fn inc(&self, reason: DenyReason) {
+        if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Current count for a reason.
+    pub fn get(&self, reason: DenyReason) -> u64 {
+        DenyReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map(|i| self.counts[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Every reason with its count.
+    pub fn snapshot(&self) -> Vec<(DenyReason, u64)> {
+        DenyReason::ALL.iter().map(|r| (*r, self.get(*r))).collect()
+    }
+}
+
+/// Why the gate refused, carried inside `ConnectionDenied`.
+#[derive(Debug, thiserror::Error)]
+#[error("connection refused by the firewall: {0}")]
+pub struct Denied(pub DenyReason);
+
+/// The gate behaviour.
+#[derive(Debug)]
+pub struct Gate {
+    policy: SharedPolicy,
+    counters: Arc<DenyCounters>,
+    limiter: ConnLimiter,
+    epoch: Instant,
+    counted: HashMap<ConnectionId, IpAddr>,
+}
+
+/// The IP of a multiaddr, if it has one.
+pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
+impl Gate {
+    /// A gate reading `policy` and counting into `counters`.
+    pub fn new(policy: SharedPolicy, counters: Arc<DenyCounters>, limits: Limits) -> Self {
+        Gate {
+            policy,
+            counters,
+            limiter: ConnLimiter::new(limits),
+            epoch: Instant::now(),
+            counted: HashMap::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn deny(&self, reason: DenyReason, who: &dyn std::fmt::Display) -> ConnectionDenied {
+        self.counters.inc(reason);
+        tracing::debug!(%reason, peer = %who, "connection denied");
+        ConnectionDenied::new(Denied(reason))
+    }
+
+    fn check_peer(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        match self.policy.load().admit_peer(&peer.to_base58()) {
+            Ok(_) => Ok(()),
+            Err(reason) => Err(self.deny(reason, peer)),
+        }
+    }
+
+    /// Records a failed identity exchange from `ip`; bans it after `threshold` failures.
+    pub fn record_failure(&mut self, ip: IpAddr, threshold: u32) -> bool {
+        let now = self.now_ms();
+        self.limiter.record_failure(ip, threshold, now)
+    }
+
+    /// Connections currently counted by the address limiter.
+    pub fn counted(&self) -> u32 {
+        self.limiter.total()
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        _local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let Some(ip) = ip_of(remote_addr) else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        match self.limiter.admit_address(ip, now) {
+            Ok(()) => {
+                self.counted.insert(connection_id, ip);
+                Ok(())
+            }
+            Err(reason) => Err(self.deny(reason, &ip)),
+        }
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check_peer(&peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        // Dialing a known peer id we would refuse is pointless; refuse early.
+        if let Some(peer) = maybe_peer {
+            self.check_peer(&peer)?;
+        }
+        Ok(vec![])
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check_peer(&peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        let id = match event {
+            FromSwarm::ConnectionClosed(c) => c.connection_id,
+            FromSwarm::ListenFailure(f) => f.connection_id,
+            _ => return,
+        };
+        if let Some(ip) = self.counted.remove(&id) {
+            self.limiter.release(ip);
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer_id: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}

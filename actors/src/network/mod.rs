@@ -1,0 +1,825 @@
+//! The network task: owns the libp2p Swarm and turns its events into node behaviour.
+//!
+//! Runs on its own actix arbiter (a thread with a single-threaded tokio runtime). Nothing on the
+//! swarm's path awaits an actor: admission reads the FirewallActor's policy snapshot, binding
+//! verification is a pure function of the snapshot and the record.
+//!
+//! Per connection, step by step:
+//! 1. The [`gate::Gate`] (first behaviour) admits or refuses by address, then by authenticated
+//!    peer id, before any handler or substream exists.
+//! 2. On the first connection to a peer, both sides exchange binding records over
+//!    `/hermes/identity/1` ([`identity_proto`]). A record must verify for the connection's peer id
+//!    and for the hotkey the chain registered for it, within `binding_timeout`; otherwise the peer
+//!    is disconnected, the failure counted, and its IP banned after repeated failures.
+//! 3. Only verified peers enter the Kademlia routing table (bucket inserts are manual) and only
+//!    gossip authored and forwarded by verified peers is accepted (manual gossipsub validation).
+//! 4. When the policy changes (ACL, scope, registry), every connected peer is checked again and
+//!    those now refused are disconnected and removed from the routing table.
+//!
+//! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
+//! find another by wallet address alone; inbound DHT writes to such keys are verified first.
+
+pub mod gate;
+pub mod identity_proto;
+pub mod kad_store;
+
+use crate::storage::Store;
+use futures::StreamExt;
+use gate::{DenyCounters, Gate, SharedPolicy};
+use hermes_proto::binding::BindingError;
+use hermes_proto::firewall::{DenyReason, Limits};
+use hermes_proto::{Hotkey, SignedBinding};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::kad::{
+    self, store::RecordStore as _, GetRecordOk, QueryResult, Quorum, Record, RecordKey,
+};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Kademlia protocol name.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/hermes/kad/1");
+/// DHT key prefix of published bindings.
+pub const BINDING_KEY_PREFIX: &[u8] = b"/hermes/binding/";
+/// Capacity of the command queue: API calls beyond it wait (bounded on purpose).
+pub const COMMAND_QUEUE: usize = 256;
+/// Capacity of the inbound gossip broadcast; slow subscribers lose the oldest messages.
+pub const GOSSIP_QUEUE: usize = 1024;
+
+/// The DHT key under which `hotkey`'s binding is published.
+pub fn binding_key(hotkey: &Hotkey) -> RecordKey {
+    let mut k = BINDING_KEY_PREFIX.to_vec();
+    k.extend_from_slice(&hotkey.0);
+    RecordKey::new(&k)
+}
+
+/// The gossipsub topic of a subnet.
+pub fn topic(netuid: u16) -> IdentTopic {
+    IdentTopic::new(format!("hermes/{netuid}/consensus"))
+}
+
+/// Everything the network task needs.
+#[derive(Debug)]
+pub struct NetConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Transport key.
+    pub keypair: Keypair,
+    /// This node's hotkey.
+    pub hotkey: Hotkey,
+    /// This node's signed binding (refreshed through [`Command::SetBinding`]).
+    pub binding: SignedBinding,
+    /// Subnets whose gossip topics to join.
+    pub netuids: Vec<u16>,
+    /// SS58 prefix for printing.
+    pub ss58_prefix: u16,
+    /// The node's database (for the DHT store).
+    pub store: Store,
+    /// The firewall's policy snapshot.
+    pub policy: SharedPolicy,
+    /// Denial counters.
+    pub counters: Arc<DenyCounters>,
+    /// Address limits.
+    pub limits: Limits,
+    /// Identity-exchange failures from one IP before it is banned.
+    pub ban_after_failures: u32,
+    /// How long a new peer has to present a valid binding.
+    pub binding_timeout: Duration,
+    /// Test hook: present these bytes instead of the real binding.
+    pub binding_override: Option<Vec<u8>>,
+}
+
+/// An admitted, verified peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub peer_id: PeerId,
+    /// SS58 address of its hotkey.
+    pub ss58: String,
+    /// Its hotkey.
+    pub hotkey: Hotkey,
+    /// Known addresses (from identify and the connection).
+    pub addresses: Vec<Multiaddr>,
+    /// In-scope subnets it is registered in.
+    pub netuids: Vec<u16>,
+}
+
+/// A gossip message accepted from a verified peer.
+#[derive(Debug, Clone)]
+pub struct GossipMessage {
+    /// Author's SS58 address.
+    pub from: String,
+    /// Author's peer id.
+    pub peer_id: PeerId,
+    /// Subnet of the topic.
+    pub netuid: u16,
+    /// Payload.
+    pub data: Vec<u8>,
+}
+
+/// Requests to the network task. Every request carries its own reply channel.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Verified peers.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// Addresses the node listens on.
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    /// Find a hotkey's binding in the DHT.
+    Find(Hotkey, oneshot::Sender<Result<SignedBinding, String>>),
+    /// Store a record in the DHT.
+    PutRecord(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    /// Read a record from the DHT.
+    GetRecord(Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
+    /// Publish gossip on a subnet's topic.
+    Publish(u16, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    /// Dial an address.
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    /// The policy changed: re-check every connected peer.
+    Recheck,
+    /// Replace the binding this node presents.
+    SetBinding(SignedBinding),
+    /// Peers in the Kademlia routing table.
+    RoutingTable(oneshot::Sender<Vec<PeerId>>),
+    /// Peers in any gossipsub mesh.
+    MeshPeers(oneshot::Sender<Vec<PeerId>>),
+    /// Peers with an open connection (verified or not).
+    Connected(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// Handle to the network task.
+#[derive(Debug, Clone)]
+pub struct NetHandle {
+    /// Command queue.
+    pub commands: mpsc::Sender<Command>,
+    /// Inbound gossip.
+    pub gossip: broadcast::Sender<GossipMessage>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    // First, so that a denial happens before any other behaviour creates a handler.
+    gate: Gate,
+    identity: request_response::Behaviour<identity_proto::BindingCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad_store::SledStore>,
+    gossipsub: gossipsub::Behaviour,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    verified: Option<PeerInfo>,
+    since: Option<Instant>,
+    ip: Option<IpAddr>,
+    listen_addrs: Vec<Multiaddr>,
+    dialed_addr: Option<Multiaddr>,
+}
+
+/// Errors building the swarm.
+#[derive(Debug, thiserror::Error)]
+#[error("network start failed: {0}")]
+pub struct NetError(pub String);
+
+/// Builds the swarm, starts listening and returns the task future plus its handle.
+///
+/// # Errors
+/// [`NetError`] if a transport cannot be built, the DHT store cannot be opened or a listen
+/// address cannot be bound.
+pub fn start(
+    cfg: NetConfig,
+) -> Result<(NetHandle, impl std::future::Future<Output = ()>), NetError> {
+    let err = |e: &dyn std::fmt::Display| NetError(e.to_string());
+    let local = cfg.keypair.public().to_peer_id();
+    let records = cfg
+        .store
+        .tree(crate::storage::TREE_KAD_RECORDS)
+        .map_err(|e| err(&e))?;
+    let providers = cfg
+        .store
+        .tree(crate::storage::TREE_KAD_PROVIDERS)
+        .map_err(|e| err(&e))?;
+    let policy = cfg.policy.clone();
+    let counters = cfg.counters.clone();
+    let limits = cfg.limits;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| err(&e))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+            kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+            kcfg.set_kbucket_inserts(kad::BucketInserts::Manual);
+            let mut kad = kad::Behaviour::with_config(
+                local,
+                kad_store::SledStore::new(local, records, providers),
+                kcfg,
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let gcfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(1 << 20)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gcfg,
+            )?;
+            Ok(Behaviour {
+                gate: Gate::new(policy, counters, limits),
+                identity: request_response::Behaviour::new(
+                    [(identity_proto::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/hermes/id/1".into(), key.public())
+                        .with_agent_version(format!("hermes/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                kad,
+                gossipsub,
+            })
+        })
+        .map_err(|e| err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError(format!("cannot listen on {addr}: {e}")))?;
+    }
+    for n in &cfg.netuids {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic(*n))
+            .map_err(|e| err(&e))?;
+    }
+    for addr in &cfg.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap address");
+        }
+    }
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (gossip, _) = broadcast::channel(GOSSIP_QUEUE);
+    let handle = NetHandle {
+        commands: tx,
+        gossip: gossip.clone(),
+    };
+    let task = Task {
+        swarm,
+        cfg,
+        peers: HashMap::new(),
+        listen_addrs: Vec::new(),
+        pending_get: HashMap::new(),
+        pending_put: HashMap::new(),
+        gossip,
+        last_publish: None,
+    };
+    Ok((handle, task.run(rx)))
+}
+
+enum Pending {
+    Find(Hotkey, oneshot::Sender<Result<SignedBinding, String>>),
+    Get(oneshot::Sender<Result<Vec<u8>, String>>),
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    cfg: NetConfig,
+    peers: HashMap<PeerId, PeerState>,
+    listen_addrs: Vec<Multiaddr>,
+    pending_get: HashMap<kad::QueryId, Pending>,
+    pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
+    gossip: broadcast::Sender<GossipMessage>,
+    last_publish: Option<Instant>,
+}
+
+fn now() -> u64 {
+    crate::unix_now()
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut republish = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                _ = tick.tick() => self.expire_unverified(),
+                _ = republish.tick() => self.publish_binding(true),
+            }
+        }
+        tracing::debug!("network task stopped");
+    }
+
+    fn own_binding_bytes(&self) -> Vec<u8> {
+        self.cfg
+            .binding_override
+            .clone()
+            .unwrap_or_else(|| self.cfg.binding.encode())
+    }
+
+    fn deny(&mut self, peer: PeerId, reason: DenyReason, detail: &dyn std::fmt::Display) {
+        self.cfg.counters.inc(reason);
+        tracing::debug!(%peer, %reason, %detail, "peer refused");
+        let ip = self.peers.get(&peer).and_then(|p| p.ip);
+        if let Some(ip) = ip {
+            if matches!(
+                reason,
+                DenyReason::BadBinding | DenyReason::Impersonation | DenyReason::ExpiredBinding
+            ) && self
+                .swarm
+                .behaviour_mut()
+                .gate
+                .record_failure(ip, self.cfg.ban_after_failures)
+            {
+                tracing::info!(%ip, "banned after repeated identity failures");
+            }
+        }
+        self.forget(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn forget(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+        let b = self.swarm.behaviour_mut();
+        b.kad.remove_peer(peer);
+        b.gossipsub.remove_explicit_peer(peer);
+    }
+
+    /// Verifies a peer's binding against its connection and the chain.
+    fn verify(
+        &self,
+        peer: &PeerId,
+        bytes: &[u8],
+    ) -> Result<(SignedBinding, Vec<u16>), (DenyReason, String)> {
+        let binding =
+            SignedBinding::decode(bytes).map_err(|e| (DenyReason::BadBinding, e.to_string()))?;
+        let policy = self.cfg.policy.load();
+        let admission = policy
+            .admit_peer(&peer.to_base58())
+            .map_err(|r| (r, "policy".to_string()))?;
+        binding
+            .verify(&peer.to_bytes(), admission.hotkey.as_ref(), now())
+            .map_err(|e| {
+                let reason = match e {
+                    BindingError::WrongSigner { .. } | BindingError::PeerIdMismatch { .. } => {
+                        DenyReason::Impersonation
+                    }
+                    BindingError::Expired { .. } => DenyReason::ExpiredBinding,
+                    _ => DenyReason::BadBinding,
+                };
+                (reason, e.to_string())
+            })?;
+        Ok((binding, admission.netuids))
+    }
+
+    fn accept_binding(&mut self, peer: PeerId, bytes: &[u8]) -> bool {
+        match self.verify(&peer, bytes) {
+            Ok((binding, netuids)) => {
+                let hotkey = binding.record.hotkey;
+                let state = self.peers.entry(peer).or_default();
+                let mut addresses = state.listen_addrs.clone();
+                if let Some(a) = &state.dialed_addr {
+                    if !addresses.contains(a) {
+                        addresses.push(a.clone());
+                    }
+                }
+                let first = state.verified.is_none();
+                state.verified = Some(PeerInfo {
+                    peer_id: peer,
+                    ss58: hotkey.to_ss58(self.cfg.ss58_prefix),
+                    hotkey,
+                    addresses: addresses.clone(),
+                    netuids,
+                });
+                if first {
+                    tracing::info!(%peer, ss58 = %hotkey.to_ss58(self.cfg.ss58_prefix), "peer admitted");
+                    for a in addresses {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, a);
+                    }
+                    self.publish_binding(false);
+                }
+                true
+            }
+            Err((reason, detail)) => {
+                self.deny(peer, reason, &detail);
+                false
+            }
+        }
+    }
+
+    fn is_verified(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.verified.is_some())
+    }
+
+    fn expire_unverified(&mut self) {
+        let timeout = self.cfg.binding_timeout;
+        let late: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.verified.is_none() && p.since.is_some_and(|s| s.elapsed() > timeout))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in late {
+            self.deny(
+                peer,
+                DenyReason::BadBinding,
+                &"no valid binding within the timeout",
+            );
+        }
+    }
+
+    fn publish_binding(&mut self, force: bool) {
+        if !force
+            && self
+                .last_publish
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+        {
+            return;
+        }
+        self.last_publish = Some(Instant::now());
+        let b = &self.cfg.binding;
+        let mut record = Record::new(binding_key(&self.cfg.hotkey), b.encode());
+        record.publisher = Some(*self.swarm.local_peer_id());
+        let left = b.record.expires_at.saturating_sub(now());
+        record.expires = Some(Instant::now() + Duration::from_secs(left));
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+        {
+            tracing::debug!(error = ?e, "binding not published in the DHT");
+        }
+    }
+
+    fn recheck(&mut self) {
+        let policy = self.cfg.policy.load_full();
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            if let Err(reason) = policy.admit_peer(&peer.to_base58()) {
+                self.deny(peer, reason, &"policy changed");
+            } else if let Some(Some(info)) = self.peers.get_mut(&peer).map(|p| p.verified.as_mut())
+            {
+                if let Ok(adm) = policy.admit_peer(&peer.to_base58()) {
+                    info.netuids = adm.netuids;
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Peers(reply) => {
+                let mut v: Vec<PeerInfo> = self
+                    .peers
+                    .values()
+                    .filter_map(|p| p.verified.clone())
+                    .collect();
+                v.sort_by(|a, b| a.ss58.cmp(&b.ss58));
+                let _ = reply.send(v);
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Find(hotkey, reply) => {
+                let key = binding_key(&hotkey);
+                if hotkey == self.cfg.hotkey {
+                    let _ = reply.send(Ok(self.cfg.binding.clone()));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.pending_get.insert(id, Pending::Find(hotkey, reply));
+            }
+            Command::PutRecord(key, value, reply) => {
+                let mut record = Record::new(RecordKey::new(&key), value);
+                record.publisher = Some(*self.swarm.local_peer_id());
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, Quorum::One)
+                {
+                    Ok(id) => {
+                        self.pending_put.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("{e:?}")));
+                    }
+                }
+            }
+            Command::GetRecord(key, reply) => {
+                let key = RecordKey::new(&key);
+                if let Some(r) = self.swarm.behaviour_mut().kad.store_mut().get(&key) {
+                    let _ = reply.send(Ok(r.value.clone()));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.pending_get.insert(id, Pending::Get(reply));
+            }
+            Command::Publish(netuid, data, reply) => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic(netuid), data)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::Dial(addr, reply) => {
+                let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+            }
+            Command::Recheck => self.recheck(),
+            Command::SetBinding(b) => {
+                self.cfg.binding = b;
+                self.publish_binding(true);
+            }
+            Command::RoutingTable(reply) => {
+                let mut v = Vec::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for e in bucket.iter() {
+                        v.push(*e.node.key.preimage());
+                    }
+                }
+                let _ = reply.send(v);
+            }
+            Command::MeshPeers(reply) => {
+                let v = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_mesh_peers()
+                    .copied()
+                    .collect();
+                let _ = reply.send(v);
+            }
+            Command::Connected(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let state = self.peers.entry(peer_id).or_default();
+                state.ip = gate::ip_of(endpoint.get_remote_address());
+                if endpoint.is_dialer() {
+                    state.dialed_addr = Some(endpoint.get_remote_address().clone());
+                }
+                if state.since.is_none() {
+                    state.since = Some(Instant::now());
+                }
+                if num_established.get() == 1 && state.verified.is_none() {
+                    let bytes = self.own_binding_bytes();
+                    self.swarm
+                        .behaviour_mut()
+                        .identity
+                        .send_request(&peer_id, bytes);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.peers.remove(&peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identity(ev)) => self.on_identity(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let verified = self.is_verified(&peer_id);
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.listen_addrs = info.listen_addrs.clone();
+                    if let Some(v) = state.verified.as_mut() {
+                        for a in &info.listen_addrs {
+                            if !v.addresses.contains(a) {
+                                v.addresses.push(a.clone());
+                            }
+                        }
+                    }
+                }
+                if verified {
+                    for a in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let author = message.source;
+                let ok = self.is_verified(&propagation_source)
+                    && author
+                        .is_some_and(|a| self.is_verified(&a) || a == *self.swarm.local_peer_id());
+                let acceptance = if ok {
+                    MessageAcceptance::Accept
+                } else {
+                    MessageAcceptance::Reject
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if !ok {
+                    self.cfg.counters.inc(DenyReason::Unregistered);
+                    tracing::debug!(peer = %propagation_source, "gossip from an unverified peer dropped");
+                    return;
+                }
+                let netuid = message
+                    .topic
+                    .as_str()
+                    .strip_prefix("hermes/")
+                    .and_then(|s| s.split('/').next())
+                    .and_then(|n| n.parse().ok());
+                if let (Some(netuid), Some(author)) = (netuid, author) {
+                    let from = self
+                        .peers
+                        .get(&author)
+                        .and_then(|p| p.verified.as_ref())
+                        .map(|v| v.ss58.clone())
+                        .unwrap_or_default();
+                    let _ = self.gossip.send(GossipMessage {
+                        from,
+                        peer_id: author,
+                        netuid,
+                        data: message.data,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identity(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if self.accept_binding(peer, &request) {
+                        let bytes = self.own_binding_bytes();
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .identity
+                            .send_response(channel, bytes);
+                    }
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.accept_binding(peer, &response);
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. }
+                if !self.is_verified(&peer) && self.swarm.is_connected(&peer) =>
+            {
+                self.deny(peer, DenyReason::BadBinding, &error);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
+                if !self.is_verified(&source) {
+                    return;
+                }
+                if let Some(hk) = record.key.as_ref().strip_prefix(BINDING_KEY_PREFIX) {
+                    let ok = <[u8; 32]>::try_from(hk)
+                        .ok()
+                        .map(Hotkey)
+                        .is_some_and(|hotkey| {
+                            SignedBinding::decode(&record.value).is_ok_and(|b| {
+                                let peer = b.record.peer_id.clone();
+                                b.verify(&peer, Some(&hotkey), now()).is_ok()
+                            })
+                        });
+                    if !ok {
+                        tracing::debug!(%source, "refused a DHT binding that does not verify");
+                        return;
+                    }
+                }
+                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    tracing::debug!(error = ?e, "DHT record not stored");
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } if self.is_verified(&record.provider) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record);
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
+                    if let Some(p) = self.pending_get.remove(&id) {
+                        match p {
+                            Pending::Get(reply) => {
+                                let _ = reply.send(Ok(found.record.value));
+                            }
+                            Pending::Find(hotkey, reply) => {
+                                let r = SignedBinding::decode(&found.record.value)
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|b| {
+                                        let peer = b.record.peer_id.clone();
+                                        b.verify(&peer, Some(&hotkey), now())
+                                            .map_err(|e| e.to_string())?;
+                                        Ok(b)
+                                    });
+                                let _ = reply.send(r);
+                            }
+                        }
+                    }
+                }
+                QueryResult::GetRecord(Err(e)) => {
+                    if let Some(p) = self.pending_get.remove(&id) {
+                        let msg = format!("not found in the DHT: {e:?}");
+                        match p {
+                            Pending::Get(reply) => {
+                                let _ = reply.send(Err(msg));
+                            }
+                            Pending::Find(_, reply) => {
+                                let _ = reply.send(Err(msg));
+                            }
+                        }
+                    }
+                }
+                QueryResult::GetRecord(Ok(_)) if step.last => {
+                    if let Some(p) = self.pending_get.remove(&id) {
+                        let msg = "not found in the DHT".to_string();
+                        match p {
+                            Pending::Get(reply) => {
+                                let _ = reply.send(Err(msg));
+                            }
+                            Pending::Find(_, reply) => {
+                                let _ = reply.send(Err(msg));
+                            }
+                        }
+                    }
+                }
+                QueryResult::PutRecord(r) => {
+                    if let Some(reply) = self.pending_put.remove(&id) {
+                        let _ = reply.send(r.map(|_| ()).map_err(|e| format!("{e:?}")));
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}

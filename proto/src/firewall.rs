@@ -1,0 +1,448 @@
+//! Admission policy: who may hold a connection to this node, decided without I/O.
+//!
+//! Two decision points, both synchronous and allocation-free on the hot path:
+//!
+//! 1. **By address**, before the handshake ([`ConnLimiter::admit_address`]): cap on total
+//!    connections, per-IP connection cap, per-IP token-bucket rate limit, temporary bans.
+//! 2. **By peer**, once the transport has authenticated the peer id ([`Policy::admit_peer`]): ACL on
+//!    peer id and SS58, registration on the chain, subnet scope, stake gate.
+//!
+//! The rules, in order (the first that applies decides):
+//! - a denied peer id or hotkey is refused (deny always wins);
+//! - a peer id on the allow list is admitted even if unregistered (explicit operator trust);
+//! - an unregistered peer is refused;
+//! - if an allow list is set, a peer on neither allow list is refused;
+//! - a peer with no registration in scope (`single`/`whitelist`) is refused;
+//! - with `require_stake`, a peer whose best in-scope stake is below `min_stake` is refused.
+
+use crate::chain::{NodeEntry, Registry};
+use crate::hotkey::Hotkey;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+/// Why a connection was refused. Stable names for counters via [`DenyReason::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// Total connection cap reached.
+    TooManyConnections,
+    /// Per-IP connection cap reached.
+    TooManyFromIp,
+    /// Per-IP connection rate exceeded.
+    RateLimited,
+    /// The address or peer is temporarily banned after repeated failures.
+    Banned,
+    /// Peer id on the deny list.
+    AclPeerId,
+    /// Hotkey on the deny list.
+    AclSs58,
+    /// An allow list is set and the peer is not on it.
+    NotAllowListed,
+    /// No registration on the chain for this peer id.
+    Unregistered,
+    /// Registered, but not in any subnet this node admits.
+    OutOfScope,
+    /// Registered in scope, but with less stake than required.
+    InsufficientStake,
+    /// The identity exchange failed: no binding, or it did not verify.
+    BadBinding,
+    /// The binding verified but names another hotkey than the chain registered for the peer id.
+    Impersonation,
+    /// The binding has expired.
+    ExpiredBinding,
+}
+
+impl DenyReason {
+    /// Every reason, for listing counters.
+    pub const ALL: [DenyReason; 13] = [
+        DenyReason::TooManyConnections,
+        DenyReason::TooManyFromIp,
+        DenyReason::RateLimited,
+        DenyReason::Banned,
+        DenyReason::AclPeerId,
+        DenyReason::AclSs58,
+        DenyReason::NotAllowListed,
+        DenyReason::Unregistered,
+        DenyReason::OutOfScope,
+        DenyReason::InsufficientStake,
+        DenyReason::BadBinding,
+        DenyReason::Impersonation,
+        DenyReason::ExpiredBinding,
+    ];
+
+    /// A stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::TooManyConnections => "too_many_connections",
+            DenyReason::TooManyFromIp => "too_many_from_ip",
+            DenyReason::RateLimited => "rate_limited",
+            DenyReason::Banned => "banned",
+            DenyReason::AclPeerId => "acl_peer_id",
+            DenyReason::AclSs58 => "acl_ss58",
+            DenyReason::NotAllowListed => "not_allow_listed",
+            DenyReason::Unregistered => "unregistered",
+            DenyReason::OutOfScope => "out_of_scope",
+            DenyReason::InsufficientStake => "insufficient_stake",
+            DenyReason::BadBinding => "bad_binding",
+            DenyReason::Impersonation => "impersonation",
+            DenyReason::ExpiredBinding => "expired_binding",
+        }
+    }
+}
+
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which subnets' members are admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Members of exactly this subnet.
+    Single(u16),
+    /// Members of any of these subnets.
+    Whitelist(BTreeSet<u16>),
+    /// Any registered node (relay mode).
+    Open,
+}
+
+impl Scope {
+    /// Whether a registration in `netuid` is in scope.
+    pub fn contains(&self, netuid: u16) -> bool {
+        match self {
+            Scope::Single(n) => *n == netuid,
+            Scope::Whitelist(set) => set.contains(&netuid),
+            Scope::Open => true,
+        }
+    }
+}
+
+/// Allow and deny lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    /// Hotkeys always admitted (subject to deny).
+    pub allow_ss58: HashSet<Hotkey>,
+    /// Hotkeys always refused.
+    pub deny_ss58: HashSet<Hotkey>,
+    /// Peer ids (text form) always admitted, even unregistered.
+    pub allow_peers: HashSet<String>,
+    /// Peer ids (text form) always refused.
+    pub deny_peers: HashSet<String>,
+}
+
+impl Acl {
+    fn has_allow_list(&self) -> bool {
+        !self.allow_ss58.is_empty() || !self.allow_peers.is_empty()
+    }
+}
+
+/// The admission policy published by the FirewallActor.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// When false every authenticated peer is admitted (address limits still apply).
+    pub enabled: bool,
+    /// Allow/deny lists.
+    pub acl: Acl,
+    /// Subnet scope.
+    pub scope: Scope,
+    /// Whether a minimum stake is required.
+    pub require_stake: bool,
+    /// The minimum stake, in the chain's smallest unit.
+    pub min_stake: u128,
+    /// The chain registry this policy decides against (shared: it can be large).
+    pub registry: std::sync::Arc<Registry>,
+}
+
+/// What the policy knows about an admitted peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The hotkey registered for the peer, if it is registered.
+    pub hotkey: Option<Hotkey>,
+    /// In-scope subnets the peer is registered in.
+    pub netuids: Vec<u16>,
+}
+
+impl Policy {
+    /// Decides whether the authenticated `peer_id` (text form) may keep its connection.
+    ///
+    /// # Errors
+    /// The [`DenyReason`] of the first rule that refuses it.
+    pub fn admit_peer(&self, peer_id: &str) -> Result<Admission, DenyReason> {
+        let entries: Vec<&NodeEntry> = self.registry.by_peer(peer_id).collect();
+        let hotkey = entries.first().map(|e| e.hotkey);
+        if !self.enabled {
+            return Ok(Admission {
+                hotkey,
+                netuids: entries.iter().map(|e| e.netuid).collect(),
+            });
+        }
+        if self.acl.deny_peers.contains(peer_id) {
+            return Err(DenyReason::AclPeerId);
+        }
+        if entries
+            .iter()
+            .any(|e| self.acl.deny_ss58.contains(&e.hotkey))
+        {
+            return Err(DenyReason::AclSs58);
+        }
+        if self.acl.allow_peers.contains(peer_id) {
+            return Ok(Admission {
+                hotkey,
+                netuids: entries.iter().map(|e| e.netuid).collect(),
+            });
+        }
+        if entries.is_empty() {
+            return Err(DenyReason::Unregistered);
+        }
+        if self.acl.has_allow_list()
+            && !entries
+                .iter()
+                .any(|e| self.acl.allow_ss58.contains(&e.hotkey))
+        {
+            return Err(DenyReason::NotAllowListed);
+        }
+        let in_scope: Vec<&&NodeEntry> = entries
+            .iter()
+            .filter(|e| self.scope.contains(e.netuid))
+            .collect();
+        if in_scope.is_empty() {
+            return Err(DenyReason::OutOfScope);
+        }
+        if self.require_stake {
+            let best = in_scope.iter().map(|e| e.stake).max().unwrap_or(0);
+            if best < self.min_stake {
+                return Err(DenyReason::InsufficientStake);
+            }
+        }
+        let mut netuids: Vec<u16> = in_scope.iter().map(|e| e.netuid).collect();
+        netuids.sort_unstable();
+        netuids.dedup();
+        Ok(Admission { hotkey, netuids })
+    }
+}
+
+/// Limits on connections by address: totals, per IP, rate per IP, temporary bans.
+///
+/// Time is passed in as milliseconds on any monotonic clock.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    limits: Limits,
+    total: u32,
+    per_ip: HashMap<IpAddr, IpState>,
+}
+
+/// Configuration of a [`ConnLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum simultaneous connections (pending + established).
+    pub max_connections: u32,
+    /// Maximum simultaneous connections from one IP.
+    pub max_per_ip: u32,
+    /// New connections per second allowed from one IP (token bucket refill rate).
+    pub rate_per_ip: u32,
+    /// Burst of new connections allowed from one IP.
+    pub burst_per_ip: u32,
+    /// How long a ban lasts, in milliseconds.
+    pub ban_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct IpState {
+    open: u32,
+    tokens_milli: u64,
+    last_ms: u64,
+    banned_until_ms: u64,
+    failures: u32,
+}
+
+/// Upper bound on tracked idle IPs before stale ones are pruned, so a flood from many addresses
+/// cannot grow the table without limit.
+pub const MAX_TRACKED_IPS: usize = 65_536;
+
+impl ConnLimiter {
+    /// A limiter with no connections.
+    pub fn new(limits: Limits) -> Self {
+        ConnLimiter {
+            limits,
+            total: 0,
+            per_ip: HashMap::new(),
+        }
+    }
+
+    /// Replaces the limits (existing counts are kept).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Current number of counted connections.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Decides on a new connection from `ip` at `now_ms`; on success the connection is counted and
+    /// must later be released with [`ConnLimiter::release`].
+    ///
+    /// # Errors
+    /// The limit that refused it.
+    pub fn admit_address(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), DenyReason> {
+        if self.total >= self.limits.max_connections {
+            return Err(DenyReason::TooManyConnections);
+        }
+        if self.per_ip.len() >= MAX_TRACKED_IPS && !self.per_ip.contains_key(&ip) {
+            self.prune(now_ms);
+        }
+        let burst_milli = u64::from(self.limits.burst_per_ip.max(1)) * 1000;
+        let st = self.per_ip.entry(ip).or_insert_with(|| IpState {
+            tokens_milli: burst_milli,
+            last_ms: now_ms,
+            ..IpState::default()
+        });
+        if st.banned_until_ms > now_ms {
+            return Err(DenyReason::Banned);
+        }
+        if st.open >= self.limits.max_per_ip {
+            return Err(DenyReason::TooManyFromIp);
+        }
+        let elapsed = now_ms.saturating_sub(st.last_ms);
+        st.last_ms = now_ms;
+        st.tokens_milli = st
+            .tokens_milli
+            .saturating_add(elapsed.saturating_mul(u64::from(self.limits.rate_per_ip)))
+            .min(burst_milli);
+        if st.tokens_milli < 1000 {
+            return Err(DenyReason::RateLimited);
+        }
+        st.tokens_milli -= 1000;
+        st.open += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Releases a connection counted by [`ConnLimiter::admit_address`].
+    pub fn release(&mut self, ip: IpAddr) {
+        if let Some(st) = self.per_ip.get_mut(&ip) {
+            if st.open > 0 {
+                st.open -= 1;
+                self.total = self.total.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Records a failed identity exchange from `ip`; after `threshold` failures the IP is banned
+    /// for the configured time. Returns whether it is now banned.
+    pub fn record_failure(&mut self, ip: IpAddr, threshold: u32, now_ms: u64) -> bool {
+        let ban_ms = self.limits.ban_ms;
+        let st = self.per_ip.entry(ip).or_default();
+        st.failures += 1;
+        if st.failures >= threshold {
+            st.failures = 0;
+            st.banned_until_ms = now_ms.saturating_add(ban_ms);
+            return true;
+        }
+        false
+    }
+
+    fn prune(&mut self, now_ms: u64) {
+        self.per_ip
+            .retain(|_, st| st.open > 0 || st.banned_until_ms > now_ms || st.failures > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::NodeClass;
+
+    const P1: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+    const P2: &str = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N";
+    const P3: &str = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo";
+
+    fn policy(scope: Scope) -> Policy {
+        let e = |netuid, hk: u8, peer: &str, stake| NodeEntry {
+            netuid,
+            hotkey: Hotkey([hk; 32]),
+            peer_id: peer.into(),
+            stake,
+            class: NodeClass::Idle,
+        };
+        Policy {
+            enabled: true,
+            acl: Acl::default(),
+            scope,
+            require_stake: true,
+            min_stake: 100,
+            registry: std::sync::Arc::new(Registry::new([e(1, 1, P1, 500), e(2, 2, P2, 50)])),
+        }
+    }
+
+    #[test]
+    fn rules_in_order() {
+        let p = policy(Scope::Whitelist([1, 2].into()));
+        assert_eq!(p.admit_peer(P1).map(|a| a.netuids), Ok(vec![1]));
+        assert_eq!(p.admit_peer(P3), Err(DenyReason::Unregistered));
+        assert_eq!(p.admit_peer(P2), Err(DenyReason::InsufficientStake));
+        assert_eq!(
+            policy(Scope::Single(2)).admit_peer(P1),
+            Err(DenyReason::OutOfScope)
+        );
+        assert!(policy(Scope::Open).admit_peer(P1).is_ok());
+
+        let mut p = policy(Scope::Open);
+        p.acl.deny_peers.insert(P1.into());
+        assert_eq!(p.admit_peer(P1), Err(DenyReason::AclPeerId));
+        let mut p = policy(Scope::Open);
+        p.acl.deny_ss58.insert(Hotkey([1; 32]));
+        assert_eq!(p.admit_peer(P1), Err(DenyReason::AclSs58));
+        let mut p = policy(Scope::Open);
+        p.acl.allow_peers.insert(P3.into());
+        assert!(
+            p.admit_peer(P3).is_ok(),
+            "allow-listed peer id needs no registration"
+        );
+        assert_eq!(p.admit_peer(P1), Err(DenyReason::NotAllowListed));
+        p.acl.allow_ss58.insert(Hotkey([1; 32]));
+        assert!(p.admit_peer(P1).is_ok());
+        // Deny wins over allow.
+        p.acl.deny_peers.insert(P3.into());
+        assert_eq!(p.admit_peer(P3), Err(DenyReason::AclPeerId));
+
+        let mut p = policy(Scope::Single(9));
+        p.enabled = false;
+        assert!(p.admit_peer(P3).is_ok());
+    }
+
+    #[test]
+    fn limiter_caps_rates_and_bans() {
+        let limits = Limits {
+            max_connections: 3,
+            max_per_ip: 2,
+            rate_per_ip: 10,
+            burst_per_ip: 2,
+            ban_ms: 1000,
+        };
+        let mut l = ConnLimiter::new(limits);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(l.admit_address(a, 0), Ok(()));
+        assert_eq!(l.admit_address(a, 0), Ok(()));
+        assert_eq!(l.admit_address(a, 0), Err(DenyReason::TooManyFromIp));
+        l.release(a);
+        // Burst of 2 used up at t=0; the bucket refills at 10/s.
+        assert_eq!(l.admit_address(a, 0), Err(DenyReason::RateLimited));
+        assert_eq!(l.admit_address(a, 100), Ok(()));
+        assert_eq!(l.admit_address(b, 100), Ok(()));
+        assert_eq!(l.total(), 3);
+        assert_eq!(
+            l.admit_address(b, 5000),
+            Err(DenyReason::TooManyConnections)
+        );
+        l.release(b);
+        l.release(b); // double release is harmless
+        assert_eq!(l.total(), 2);
+        assert!(!l.record_failure(b, 2, 5000));
+        assert!(l.record_failure(b, 2, 5000));
+        assert_eq!(l.admit_address(b, 5500), Err(DenyReason::Banned));
+        assert_eq!(l.admit_address(b, 6001), Ok(()));
+    }
+}
