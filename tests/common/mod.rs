@@ -80,3 +80,82 @@ pub fn fd_count() -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// A dev chain in a temp dir shared by a test cluster.
+pub struct DevChainDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl DevChainDir {
+    pub fn new() -> Self {
+        DevChainDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("chain")
+    }
+
+    pub fn register(&self, netuid: u16, node: &NodeDir, stake: u128) {
+        use hermes_actors::chain::DevChain;
+        use hermes_proto::chain::{NodeClass, NodeEntry};
+        let (hotkey, _) = hermes::proto::Hotkey::from_ss58(&node.ss58).expect("ss58");
+        DevChain::new(self.path())
+            .register_sync(NodeEntry {
+                netuid,
+                hotkey,
+                peer_id: node.peer_id().to_base58(),
+                stake,
+                class: NodeClass::Registered,
+            })
+            .expect("register");
+    }
+}
+
+impl NodeDir {
+    /// The node's transport key (created now if needed), so its peer id is known before start.
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        hermes::transport_key(&self.data_dir().join("transport.key"))
+            .expect("transport key")
+            .public()
+            .to_peer_id()
+    }
+
+    /// The node's hotkey pair, to sign records by hand.
+    pub fn hotkey(&self) -> HotkeyPair {
+        HotkeyPair::load_bittensor_file(&self.hotkey_file).expect("hotkey")
+    }
+
+    /// A config for a cluster node: loopback, port 0, the shared dev chain, fast polling.
+    pub fn cluster_config(&self, chain: &DevChainDir, netuids: Vec<u16>) -> Config {
+        let mut c = self
+            .config()
+            .with_chain(hermes::config::ChainKind::Dev, chain.path())
+            .with_subnets(SubnetMode::Whitelist, netuids);
+        c.chain.poll_interval = hermes::config::HumanDuration(Duration::from_millis(100));
+        c.firewall.min_stake = 100;
+        c.firewall.max_conns_per_ip = 64;
+        c.firewall.ban_after_failures = 1000;
+        c.firewall.binding_timeout = hermes::config::HumanDuration(Duration::from_secs(5));
+        c
+    }
+}
+
+/// Polls an async condition until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,445 @@
+//! Multi-node tests: real libp2p connections over loopback, a real dev chain and real sled
+//! databases in temp dirs.
+
+mod common;
+
+use common::{eventually, DevChainDir, NodeDir};
+use hermes::proto::firewall::{Acl, DenyReason, Scope};
+use hermes::proto::{BindingRecord, Hotkey};
+use hermes::{Config, Runtime, RuntimeHandle};
+use libp2p::Multiaddr;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn start(cfg: Config) -> RuntimeHandle {
+    Runtime::builder(cfg).start().await.expect("start")
+}
+
+async fn addr(rt: &RuntimeHandle) -> Multiaddr {
+    assert!(
+        eventually(WAIT, || async {
+            !rt.listen_addrs().await.unwrap().is_empty()
+        })
+        .await
+    );
+    rt.listen_addrs().await.unwrap()[0].clone()
+}
+
+async fn sees(rt: &RuntimeHandle, ss58: &str) -> bool {
+    rt.peers().await.unwrap().iter().any(|p| p.ss58 == ss58)
+}
+
+async fn denied(rt: &RuntimeHandle, reason: DenyReason) -> u64 {
+    rt.firewall_stats().await.unwrap().denied(reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_discover_each_other_and_share_the_dht() {
+    let chain = DevChainDir::new();
+    let nodes: Vec<NodeDir> = (0..3).map(|_| NodeDir::new()).collect();
+    for n in &nodes {
+        chain.register(3, n, 1_000);
+    }
+    let a = start(nodes[0].cluster_config(&chain, vec![3])).await;
+    let boot = addr(&a).await;
+    let b = start(
+        nodes[1]
+            .cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![boot.clone()]),
+    )
+    .await;
+    let c = start(
+        nodes[2]
+            .cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![boot]),
+    )
+    .await;
+
+    // B and C only know A, yet all three end up verified peers of each other (via the DHT).
+    for (rt, me) in [(&a, 0), (&b, 1), (&c, 2)] {
+        for (other, n) in nodes.iter().enumerate() {
+            if other != me {
+                assert!(
+                    eventually(WAIT, || sees(rt, &n.ss58)).await,
+                    "node {me} never saw node {other}: {:?}",
+                    rt.peers().await
+                );
+            }
+        }
+    }
+    let pa = a.peers().await.unwrap();
+    let info_b = pa.iter().find(|p| p.ss58 == nodes[1].ss58).unwrap();
+    assert_eq!(info_b.peer_id, nodes[1].peer_id());
+    assert_eq!(info_b.netuids, vec![3]);
+    assert!(!info_b.addresses.is_empty());
+
+    // A finds C by wallet address alone, through the DHT, and the binding is C's.
+    let found = a.find(&nodes[2].ss58).await.unwrap();
+    assert_eq!(found.record.peer_id, nodes[2].peer_id().to_bytes());
+    assert!(a
+        .find("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY")
+        .await
+        .is_err());
+
+    // A record written by C is read by B.
+    c.dht_put(b"/app/model-hash", b"blake3:abc".to_vec())
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            b.dht_get(b"/app/model-hash").await.is_ok()
+        })
+        .await
+    );
+    assert_eq!(b.dht_get(b"/app/model-hash").await.unwrap(), b"blake3:abc");
+
+    // It survives a restart of the writer: C, alone after restart, still serves it from sled.
+    c.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let c2 = start(nodes[2].cluster_config(&chain, vec![3])).await;
+    assert_eq!(c2.dht_get(b"/app/model-hash").await.unwrap(), b"blake3:abc");
+    c2.shutdown().await.unwrap();
+}
+
+/// An attacker's config: it admits anyone itself (open scope), so every refusal measured is the
+/// target's.
+fn attacker(node: &NodeDir, chain: &DevChainDir, netuids: Vec<u16>) -> Config {
+    let mut c = node.cluster_config(chain, netuids);
+    c.subnets.mode = hermes::config::SubnetMode::Open;
+    c
+}
+
+/// Starts a target node and returns it with its address.
+async fn target(
+    chain: &DevChainDir,
+    node: &NodeDir,
+    scope_netuids: Vec<u16>,
+) -> (RuntimeHandle, Multiaddr) {
+    chain.register(3, node, 1_000);
+    let rt = start(node.cluster_config(chain, scope_netuids)).await;
+    let a = addr(&rt).await;
+    (rt, a)
+}
+
+/// Starts `node` as an attacker that dials `to` and checks that `target` counts `reason` and
+/// never admits it.
+async fn expect_denied(
+    target_rt: &RuntimeHandle,
+    to: &Multiaddr,
+    attacker: RuntimeHandle,
+    ss58: &str,
+    reason: DenyReason,
+) {
+    let before = denied(target_rt, reason).await;
+    attacker.dial(to.clone()).await.unwrap();
+    assert!(
+        eventually(WAIT, || async { denied(target_rt, reason).await > before }).await,
+        "{reason} was never counted: {:?}",
+        target_rt.firewall_stats().await.unwrap().denied
+    );
+    assert!(!sees(target_rt, ss58).await, "{reason}: attacker admitted");
+    let id = attacker.identity().await.unwrap().peer_id;
+    assert!(!target_rt.routing_table().await.unwrap().contains(&id));
+    attacker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_peers_are_denied_with_the_right_reason() {
+    let chain = DevChainDir::new();
+    let t = NodeDir::new();
+    let (trt, taddr) = target(&chain, &t, vec![3]).await;
+
+    // Unregistered.
+    let x = NodeDir::new();
+    let xrt = start(attacker(&x, &chain, vec![3])).await;
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::Unregistered).await;
+
+    // Stake below the minimum (100).
+    let x = NodeDir::new();
+    chain.register(3, &x, 5);
+    trt.refresh_chain().await.unwrap();
+    let xrt = start(attacker(&x, &chain, vec![3])).await;
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::InsufficientStake).await;
+
+    // Registered in another subnet than the whitelist admits...
+    let x = NodeDir::new();
+    chain.register(5, &x, 1_000);
+    trt.refresh_chain().await.unwrap();
+    let xrt = start(attacker(&x, &chain, vec![5])).await;
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::OutOfScope).await;
+    // ...and under `single` for another subnet...
+    trt.set_subnet_scope(Scope::Single(3)).await.unwrap();
+    let xrt = start(attacker(&x, &chain, vec![5])).await;
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::OutOfScope).await;
+    // ...but admitted in open relay mode.
+    trt.set_subnet_scope(Scope::Open).await.unwrap();
+    let xrt = start(attacker(&x, &chain, vec![5])).await;
+    xrt.dial(taddr.clone()).await.unwrap();
+    assert!(
+        eventually(WAIT, || sees(&trt, &x.ss58)).await,
+        "open mode must admit"
+    );
+    xrt.shutdown().await.unwrap();
+    trt.set_subnet_scope(Scope::Whitelist([3].into()))
+        .await
+        .unwrap();
+
+    // Denied by ACL: by SS58, then by peer id.
+    let x = NodeDir::new();
+    chain.register(3, &x, 1_000);
+    trt.refresh_chain().await.unwrap();
+    let (hk, _) = Hotkey::from_ss58(&x.ss58).unwrap();
+    let mut acl = Acl::default();
+    acl.deny_ss58.insert(hk);
+    trt.update_acl(acl).await.unwrap();
+    let xrt = start(attacker(&x, &chain, vec![3])).await;
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::AclSs58).await;
+    let mut acl = Acl::default();
+    acl.deny_peers.insert(x.peer_id().to_base58());
+    trt.update_acl(acl).await.unwrap();
+    let xrt = start(attacker(&x, &chain, vec![3])).await;
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::AclPeerId).await;
+    trt.update_acl(Acl::default()).await.unwrap();
+
+    // Impersonation: a registered node presents the valid binding of another hotkey (the
+    // victim's record, copied from the DHT or the wire).
+    let victim = NodeDir::new();
+    chain.register(3, &victim, 1_000);
+    let vrt = Runtime::builder(victim.cluster_config(&chain, vec![3]))
+        .with_network(false)
+        .start()
+        .await
+        .unwrap();
+    let victim_binding = vrt.identity().await.unwrap().binding.encode();
+    vrt.shutdown().await.unwrap();
+    let x = NodeDir::new();
+    chain.register(3, &x, 1_000);
+    trt.refresh_chain().await.unwrap();
+    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
+        .with_binding_override(victim_binding)
+        .start()
+        .await
+        .unwrap();
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::Impersonation).await;
+
+    // Its own binding, but expired.
+    let mut rec = own_record(&x);
+    rec.issued_at -= 7200;
+    rec.expires_at = rec.issued_at + 3600;
+    let expired = rec.sign(x.hotkey().pair()).unwrap().encode();
+    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
+        .with_binding_override(expired)
+        .start()
+        .await
+        .unwrap();
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::ExpiredBinding).await;
+
+    // Its own binding with a forged signature.
+    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
+    forged.signature[7] ^= 0x10;
+    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
+        .with_binding_override(forged.encode())
+        .start()
+        .await
+        .unwrap();
+    expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::BadBinding).await;
+
+    trt.shutdown().await.unwrap();
+}
+
+fn own_record(node: &NodeDir) -> BindingRecord {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    BindingRecord {
+        hotkey: node.hotkey().public(),
+        ss58_prefix: 42,
+        peer_id: node.peer_id().to_bytes(),
+        netuids: vec![3],
+        prekey: [1; 32],
+        issued_at: now,
+        expires_at: now + 3600,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropped() {
+    let chain = DevChainDir::new();
+    let (t, h, x) = (NodeDir::new(), NodeDir::new(), NodeDir::new());
+    for n in [&t, &h, &x] {
+        chain.register(3, n, 1_000);
+    }
+    let trt = start(t.cluster_config(&chain, vec![3])).await;
+    let taddr = addr(&trt).await;
+    let mut inbox = trt.subscribe_gossip().unwrap();
+    let hrt = start(
+        h.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![taddr.clone()]),
+    )
+    .await;
+    assert!(eventually(WAIT, || sees(&trt, &h.ss58)).await);
+
+    // X is registered but presents a forged binding: it connects, joins the topic and publishes
+    // for as long as it can before being cut off.
+    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
+    forged.signature[0] ^= 1;
+    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
+        .with_binding_override(forged.encode())
+        .start()
+        .await
+        .unwrap();
+    xrt.dial(taddr.clone()).await.unwrap();
+    for _ in 0..50 {
+        let _ = xrt.publish(3, b"from the attacker".to_vec()).await;
+    }
+    assert!(
+        eventually(WAIT, || async {
+            denied(&trt, DenyReason::BadBinding).await > 0
+        })
+        .await
+    );
+
+    // The honest peer's gossip gets through (positive control)...
+    assert!(
+        eventually(WAIT, || async {
+            hrt.publish(3, b"from the honest peer".to_vec())
+                .await
+                .is_ok()
+        })
+        .await,
+        "honest peer could not publish"
+    );
+    let msg = tokio::time::timeout(WAIT, async {
+        loop {
+            match inbox.recv().await {
+                Ok(m) => return m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("gossip channel closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("honest gossip delivered");
+    // ...and it is the first and only thing delivered: nothing from X ever came before it.
+    assert_eq!(msg.data, b"from the honest peer");
+    assert_eq!(msg.from, h.ss58);
+    while let Ok(m) = inbox.try_recv() {
+        assert_ne!(m.data, b"from the attacker", "attacker gossip delivered");
+    }
+    let xid = x.peer_id();
+    assert!(!trt.routing_table().await.unwrap().contains(&xid));
+    assert!(!trt.mesh_peers().await.unwrap().contains(&xid));
+    assert!(!sees(&trt, &x.ss58).await);
+    // The honest peer is in the routing table.
+    assert!(trt.routing_table().await.unwrap().contains(&h.peer_id()));
+    for rt in [xrt, hrt, trt] {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_acl_change_disconnects_a_connected_peer() {
+    let chain = DevChainDir::new();
+    let (a, b) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &a, 1_000);
+    chain.register(3, &b, 1_000);
+    let art = start(a.cluster_config(&chain, vec![3])).await;
+    let aaddr = addr(&art).await;
+    let brt = start(
+        b.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![aaddr]),
+    )
+    .await;
+    assert!(eventually(WAIT, || sees(&art, &b.ss58)).await);
+    assert!(eventually(WAIT, || sees(&brt, &a.ss58)).await);
+
+    let (hk, _) = Hotkey::from_ss58(&b.ss58).unwrap();
+    let mut acl = Acl::default();
+    acl.deny_ss58.insert(hk);
+    art.update_acl(acl).await.unwrap();
+    let bid = b.peer_id();
+    assert!(
+        eventually(WAIT, || async {
+            !sees(&art, &b.ss58).await && !art.connected_peers().await.unwrap().contains(&bid)
+        })
+        .await,
+        "denied peer still connected"
+    );
+    assert!(denied(&art, DenyReason::AclSs58).await >= 1);
+    assert!(!art.routing_table().await.unwrap().contains(&bid));
+    art.shutdown().await.unwrap();
+    brt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_identity_failures_ban_the_address() {
+    let chain = DevChainDir::new();
+    let (t, x) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &t, 1_000);
+    chain.register(3, &x, 1_000);
+    let mut cfg = t.cluster_config(&chain, vec![3]);
+    cfg.firewall.ban_after_failures = 2;
+    let trt = start(cfg).await;
+    let taddr = addr(&trt).await;
+    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
+    forged.signature[3] ^= 1;
+    for n in 1..=2u64 {
+        let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
+            .with_binding_override(forged.encode())
+            .start()
+            .await
+            .unwrap();
+        xrt.dial(taddr.clone()).await.unwrap();
+        assert!(
+            eventually(WAIT, || async {
+                denied(&trt, DenyReason::BadBinding).await >= n
+            })
+            .await
+        );
+        xrt.shutdown().await.unwrap();
+    }
+    // Now even an honest node from the same address is refused until the ban ends.
+    let h = NodeDir::new();
+    chain.register(3, &h, 1_000);
+    trt.refresh_chain().await.unwrap();
+    let hrt = start(h.cluster_config(&chain, vec![3])).await;
+    hrt.dial(taddr).await.unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            denied(&trt, DenyReason::Banned).await >= 1
+        })
+        .await
+    );
+    assert!(!sees(&trt, &h.ss58).await);
+    hrt.shutdown().await.unwrap();
+    trt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connect_over_quic() {
+    let chain = DevChainDir::new();
+    let (a, b) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &a, 1_000);
+    chain.register(3, &b, 1_000);
+    let quic: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    let art = start(
+        a.cluster_config(&chain, vec![3])
+            .with_listen(vec![quic.clone()]),
+    )
+    .await;
+    let aaddr = addr(&art).await;
+    assert!(aaddr.to_string().contains("/quic-v1"), "{aaddr}");
+    let brt = start(
+        b.cluster_config(&chain, vec![3])
+            .with_listen(vec![quic])
+            .with_bootstrap(vec![aaddr]),
+    )
+    .await;
+    assert!(eventually(WAIT, || sees(&art, &b.ss58)).await);
+    assert!(eventually(WAIT, || sees(&brt, &a.ss58)).await);
+    art.shutdown().await.unwrap();
+    brt.shutdown().await.unwrap();
+}
