@@ -21,6 +21,7 @@
 )]
 
 pub mod config;
+pub mod control;
 pub mod logging;
 pub mod runtime;
 

@@ -290,3 +290,167 @@ fn busy_data_dir_is_reported_not_waited_on() {
     assert!(o.status.success(), "{}", stderr(&o));
     futures::executor::block_on(rt.shutdown()).unwrap();
 }
+
+#[test]
+fn devchain_register_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain");
+    let chain_s = chain.to_str().unwrap();
+    let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+    let peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+    let reg = |peer: &str, hk: &str| {
+        run(&mut hermes(&[
+            "devchain",
+            "register",
+            "--chain",
+            chain_s,
+            "--netuid",
+            "3",
+            "--hotkey-ss58",
+            hk,
+            "--peer-id",
+            peer,
+            "--stake",
+            "1000",
+        ]))
+    };
+    let o = reg(peer, alice);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The chain's peer-id rule, and a clear error naming the flag.
+    let o = reg("2D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", alice);
+    assert_clean_failure(&o, "--peer-id");
+    let o = reg(peer, "5notanaddress");
+    assert_clean_failure(&o, "--hotkey-ss58");
+    let o = run(&mut hermes(&["devchain", "list", "--chain", chain_s]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["nodes"][0]["hotkey"], alice);
+    assert_eq!(v["nodes"][0]["peer_id"], peer);
+    assert_eq!(v["nodes"][0]["stake"], 1000);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
+}
+
+/// Two `hermes run` processes registered on one dev chain find each other; `hermes peers` lists
+/// them; an unregistered third is refused; SIGINT shuts each down cleanly (exit 0).
+#[test]
+fn run_two_nodes_and_list_peers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain");
+    let mut cfgs = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let d = dir.path().join(name);
+        let cfg = init(&d);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+        v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
+        v["chain"] = serde_json::json!({"kind": "dev", "path": chain, "poll_interval": "100ms"});
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        cfgs.push(cfg);
+    }
+    for cfg in &cfgs[..2] {
+        let id = id_json(cfg, None);
+        let o = run(&mut hermes(&[
+            "devchain",
+            "register",
+            "--chain",
+            chain.to_str().unwrap(),
+            "--netuid",
+            "7",
+            "--hotkey-ss58",
+            id["ss58"].as_str().unwrap(),
+            "--peer-id",
+            id["peer_id"].as_str().unwrap(),
+            "--stake",
+            "10",
+        ]));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let spawn = |cfg: &str| {
+        hermes(&["run", "--config", cfg])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut n1 = spawn(&cfgs[0]);
+    let mut lines = BufReader::new(n1.stdout.take().unwrap()).lines();
+    let listen = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listen:").map(|a| a.trim().to_string()))
+        .expect("n1 prints its listen address");
+    for cfg in &cfgs[1..] {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cfg).unwrap()).unwrap();
+        v["bootstrap"] = serde_json::json!([listen]);
+        std::fs::write(cfg, v.to_string()).unwrap();
+    }
+    let mut n2 = spawn(&cfgs[1]);
+    let mut n3 = spawn(&cfgs[2]);
+    let n2_ss58 = id_json_live(&cfgs[1]);
+    let lists = |cfg: &str, who: &str| {
+        let o = run(&mut hermes(&["peers", "--config", cfg, "--json"]));
+        o.status.success() && stdout(&o).contains(who)
+    };
+    let n1_ss58 = id_json_live(&cfgs[0]);
+    assert!(common_wait(
+        || lists(&cfgs[0], &n2_ss58) && lists(&cfgs[1], &n1_ss58)
+    ));
+    // The unregistered third is counted as refused by n1 and never listed.
+    assert!(common_wait(|| {
+        let o = run(&mut hermes(&["stats", "--config", &cfgs[0]]));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+        v["denied"]["unregistered"].as_u64().unwrap_or(0) >= 1
+    }));
+    let o = run(&mut hermes(&["peers", "--config", &cfgs[2]]));
+    assert!(stdout(&o).contains("no verified peers"), "{}", stdout(&o));
+    for child in [&mut n1, &mut n2, &mut n3] {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        assert!(
+            child.wait().unwrap().success(),
+            "node did not shut down cleanly"
+        );
+    }
+    // Without a running node, `peers` says so clearly.
+    let o = run(&mut hermes(&["peers", "--config", &cfgs[0]]));
+    assert_clean_failure(&o, "no running node");
+}
+
+/// The SS58 of a node, read through the running node's control socket.
+fn id_json_live(cfg: &str) -> String {
+    let cfg = hermes::Config::load(Path::new(cfg)).unwrap();
+    let path = hermes::control::socket_path(&cfg.data_dir);
+    let mut v = serde_json::Value::Null;
+    assert!(common_wait(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(hermes::control::request(&path, "id")) {
+            Ok(x) => {
+                v = x;
+                true
+            }
+            Err(_) => false,
+        }
+    }));
+    v["ss58"].as_str().unwrap().to_string()
+}
+
+/// Bounded polling for process-level tests.
+fn common_wait(mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}

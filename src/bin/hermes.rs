@@ -65,12 +65,66 @@ enum Cmd {
         #[arg(long)]
         signature: String,
     },
+    /// Run a node until Ctrl-C (serves `hermes peers` through DATA_DIR/control.sock).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the verified peers of a running node.
+    Peers {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Firewall denial counters of a running node, as JSON.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The embedded development chain.
+    Devchain {
+        #[command(subcommand)]
+        cmd: DevchainCmd,
+    },
     /// Start two local nodes and show how they prove their wallet identities to each other.
     Demo,
     /// Config file operations.
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevchainCmd {
+    /// Register (or update) a node; the chain's peer-id rule applies.
+    Register {
+        /// Dev chain directory.
+        #[arg(long)]
+        chain: PathBuf,
+        /// Subnet.
+        #[arg(long)]
+        netuid: u16,
+        /// The node's hotkey SS58 address.
+        #[arg(long)]
+        hotkey_ss58: String,
+        /// The node's peer id.
+        #[arg(long)]
+        peer_id: String,
+        /// Stake in the smallest unit.
+        #[arg(long)]
+        stake: u128,
+        /// registered, idle, included or validator.
+        #[arg(long, default_value = "registered")]
+        class: String,
+    },
+    /// Print every registration as a JSON snapshot (usable as a `static` chain).
+    List {
+        /// Dev chain directory.
+        #[arg(long)]
+        chain: PathBuf,
     },
 }
 
@@ -158,6 +212,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             signature,
         } => Ok(verify(&ss58, &payload, &signature)),
         Cmd::Demo => demo().map(|_| ExitCode::SUCCESS),
+        Cmd::Run { config } => run_node(&config.path).map(|_| ExitCode::SUCCESS),
+        Cmd::Peers { config, json } => peers(&config.path, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Stats { config } => {
+            let cfg = Config::load(&config.path)?;
+            let path = hermes::control::socket_path(&cfg.data_dir);
+            let v = block_on(hermes::control::request(&path, "stats"))?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Devchain { cmd } => devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
             cmd: ConfigCmd::Check { file },
         } => {
@@ -199,7 +263,9 @@ fn verify(ss58: &str, payload: &Payload, signature: &str) -> ExitCode {
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     // The runtime owns its threads; the CLI only needs to wait on a future.
-    let rt = tokio::runtime::Builder::new_current_thread().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     match rt {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
@@ -426,4 +492,132 @@ fn verdict<T>(r: &Result<T, hermes::Error>) -> String {
         Ok(_) => "accepted".into(),
         Err(e) => format!("refused: {e}"),
     }
+}
+
+fn run_node(config: &Path) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let data_dir = cfg.data_dir.clone();
+    block_on(async {
+        let rt = Runtime::builder(cfg).start().await?;
+        let me = rt.identity().await?;
+        println!("ss58:    {}", me.ss58);
+        println!("peer_id: {}", me.peer_id);
+        // Listen addresses appear as the transports bind; wait for the first.
+        let mut addrs = Vec::new();
+        for _ in 0..200 {
+            addrs = rt.listen_addrs().await?;
+            if !addrs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for a in &addrs {
+            println!("listen:  {a}/p2p/{}", me.peer_id);
+        }
+        let sock = hermes::control::socket_path(&data_dir);
+        let server = tokio::spawn(hermes::control::serve(rt.clone(), sock.clone()));
+        println!(
+            "control: {} (try `hermes peers --config ...`)",
+            sock.display()
+        );
+        println!("running; Ctrl-C to stop");
+        wait_for_signal().await;
+        eprintln!("shutting down");
+        server.abort();
+        let _ = std::fs::remove_file(&sock);
+        rt.shutdown().await?;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn peers(config: &Path, json: bool) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let path = hermes::control::socket_path(&cfg.data_dir);
+    let v = block_on(hermes::control::request(&path, "peers"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        println!("no verified peers");
+    }
+    for p in peers {
+        println!(
+            "{}  {}  netuids {}  {}",
+            p["ss58"].as_str().unwrap_or("?"),
+            p["peer_id"].as_str().unwrap_or("?"),
+            p["netuids"],
+            p["addresses"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn devchain(cmd: DevchainCmd) -> Result<()> {
+    use hermes_actors::chain::{DevChain, NodeJson, SnapshotJson};
+    match cmd {
+        DevchainCmd::Register {
+            chain,
+            netuid,
+            hotkey_ss58,
+            peer_id,
+            stake,
+            class,
+        } => {
+            let node = NodeJson {
+                netuid,
+                hotkey: hotkey_ss58,
+                peer_id,
+                stake,
+                class,
+            };
+            // Name the flag the bad value came from.
+            let entry = node.to_entry().map_err(|e| match e.split_once(": ") {
+                Some(("hotkey", rest)) => anyhow!("--hotkey-ss58: {rest}"),
+                Some(("peer_id", rest)) => anyhow!("--peer-id: {rest}"),
+                Some((field, rest)) => anyhow!("--{field}: {rest}"),
+                None => anyhow!(e),
+            })?;
+            DevChain::new(&chain).register_sync(entry)?;
+            println!(
+                "registered {} with peer id {} in subnet {} (stake {})",
+                node.hotkey, node.peer_id, node.netuid, node.stake
+            );
+        }
+        DevchainCmd::List { chain } => {
+            let reg = DevChain::new(&chain).load()?;
+            let snap = SnapshotJson {
+                nodes: reg
+                    .entries()
+                    .iter()
+                    .map(|e| NodeJson::from_entry(e, 42))
+                    .collect(),
+            };
+            println!("{}", serde_json::to_string_pretty(&snap)?);
+        }
+    }
+    Ok(())
 }

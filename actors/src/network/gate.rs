@@ -20,7 +20,7 @@ use libp2p::swarm::{
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,7 +72,11 @@ pub struct Gate {
     limiter: ConnLimiter,
     epoch: Instant,
     counted: HashMap<ConnectionId, IpAddr>,
+    announced: HashSet<String>,
 }
+
+/// How many refused peers are remembered for the once-per-peer info log.
+const MAX_ANNOUNCED: usize = 1024;
 
 /// The IP of a multiaddr, if it has one.
 pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
@@ -92,6 +96,7 @@ impl Gate {
             limiter: ConnLimiter::new(limits),
             epoch: Instant::now(),
             counted: HashMap::new(),
+            announced: HashSet::new(),
         }
     }
 
@@ -99,13 +104,21 @@ impl Gate {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn deny(&self, reason: DenyReason, who: &dyn std::fmt::Display) -> ConnectionDenied {
+    fn deny(&mut self, reason: DenyReason, who: &dyn std::fmt::Display) -> ConnectionDenied {
         self.counters.inc(reason);
         tracing::debug!(%reason, peer = %who, "connection denied");
+        // Operators see each refused peer once (at info) without a flood turning into a log flood.
+        let who = who.to_string();
+        if self.announced.len() >= MAX_ANNOUNCED {
+            self.announced.clear();
+        }
+        if self.announced.insert(who.clone()) {
+            tracing::info!(%reason, peer = %who, "refused a connection (further refusals of this peer are logged at debug)");
+        }
         ConnectionDenied::new(Denied(reason))
     }
 
-    fn check_peer(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+    fn check_peer(&mut self, peer: &PeerId) -> Result<(), ConnectionDenied> {
         match self.policy.load().admit_peer(&peer.to_base58()) {
             Ok(_) => Ok(()),
             Err(reason) => Err(self.deny(reason, peer)),

@@ -224,6 +224,9 @@ pub fn start(
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
             kcfg.set_kbucket_inserts(kad::BucketInserts::Manual);
+            // Bootstrapping is triggered by the task once a verified peer exists; libp2p's own
+            // timer would only warn "no known peers" before that.
+            kcfg.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(
                 local,
                 kad_store::SledStore::new(local, records, providers),
@@ -319,6 +322,7 @@ impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut republish = tokio::time::interval(Duration::from_secs(600));
+        let mut redial = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -327,10 +331,27 @@ impl Task {
                 },
                 ev = self.swarm.select_next_some() => self.on_event(ev),
                 _ = tick.tick() => self.expire_unverified(),
-                _ = republish.tick() => self.publish_binding(true),
+                _ = republish.tick() => {
+                    self.publish_binding(true);
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+                _ = redial.tick() => self.redial_bootstrap(),
             }
         }
         tracing::debug!("network task stopped");
+    }
+
+    /// While the node has no connection at all, keeps dialing its bootstrap addresses: nodes of
+    /// a cluster often start together, before the bootstrap node listens.
+    fn redial_bootstrap(&mut self) {
+        if self.swarm.connected_peers().next().is_some() {
+            return;
+        }
+        for addr in self.cfg.bootstrap.clone() {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "bootstrap redial failed");
+            }
+        }
     }
 
     fn own_binding_bytes(&self) -> Vec<u8> {
@@ -420,6 +441,7 @@ impl Task {
                         self.swarm.behaviour_mut().kad.add_address(&peer, a);
                     }
                     self.publish_binding(false);
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
                 true
             }
