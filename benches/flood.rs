@@ -1,0 +1,248 @@
+//! Connection flood against the admission gate.
+//!
+//! One admitted peer (A) streams gossip to a target node (T) while a flood client, in a separate
+//! process so that the measured RSS is the nodes' own, opens unauthorized TCP connections to T as
+//! fast as it can for 20 s from 8 loopback source addresses. Reports T's rejections per second
+//! (from its own counters), the process RSS before/during/after, and A→T throughput without and
+//! with the flood in the same run.
+//!
+//! Run: `cargo bench --bench flood` (set `FLOOD_SECS` to change the flood length).
+
+use hermes::config::{ChainKind, HumanDuration, SubnetMode};
+use hermes::{Config, HotkeyPair, Runtime, RuntimeHandle};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MSG: usize = 64 * 1024;
+
+fn rss_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn flood_child(target: SocketAddr, secs: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let attempts = Arc::new(AtomicU64::new(0));
+    rt.block_on(async {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for i in 0..64u8 {
+            let attempts = attempts.clone();
+            tasks.push(tokio::spawn(async move {
+                let src: std::net::IpAddr = format!("127.0.0.{}", 2 + i % 8).parse().expect("ip");
+                while Instant::now() < end {
+                    let Ok(sock) = tokio::net::TcpSocket::new_v4() else {
+                        continue;
+                    };
+                    if sock.bind(SocketAddr::new(src, 0)).is_err() {
+                        continue;
+                    }
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(1), sock.connect(target)).await
+                    {
+                        drop(s);
+                    }
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    println!("{}", attempts.load(Ordering::Relaxed));
+}
+
+fn node(dir: &Path, name: &str, chain: &Path) -> (Config, String, libp2p::PeerId) {
+    let d = dir.join(name);
+    let hk = d.join("hotkey");
+    let (key, file) = HotkeyPair::generate();
+    file.write_new(&hk).expect("hotkey");
+    let peer = hermes::transport_key(&d.join("data/transport.key"))
+        .expect("key")
+        .public()
+        .to_peer_id();
+    let mut c = Config::default()
+        .with_data_dir(d.join("data"))
+        .with_hotkey_file(&hk)
+        .with_chain(ChainKind::Dev, chain)
+        .with_subnets(SubnetMode::Single, vec![1])
+        .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
+        .with_log_level("error");
+    c.chain.poll_interval = HumanDuration(Duration::from_millis(200));
+    (c, key.public().to_ss58(42), peer)
+}
+
+async fn throughput(a: &RuntimeHandle, t: &RuntimeHandle, secs: f64) -> f64 {
+    let mut inbox = t.subscribe_gossip().expect("gossip");
+    let received = Arc::new(AtomicU64::new(0));
+    let r2 = received.clone();
+    let counter = tokio::spawn(async move {
+        loop {
+            match inbox.recv().await {
+                Ok(m) => {
+                    r2.fetch_add(m.data.len() as u64, Ordering::Relaxed);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let mut msg = vec![0u8; MSG];
+        msg[..8].copy_from_slice(&seq.to_le_bytes());
+        seq += 1;
+        // A full send queue refuses the message: back off briefly instead of spinning, which
+        // on a pinned core would starve the very tasks that drain the queue.
+        if a.publish(1, msg).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let bytes = received.load(Ordering::Relaxed);
+    counter.abort();
+    bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0)
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("HERMES_FLOOD_CHILD") {
+        let (addr, secs) = spec.split_once(',').expect("addr,secs");
+        flood_child(addr.parse().expect("addr"), secs.parse().expect("secs"));
+        return;
+    }
+    // Emulate an attacker on another machine: this process (both nodes) on CPU 0, the flood
+    // client on CPU 1, in every phase alike. Without pinning, the co-located client's CPU use
+    // would be measured as if it were the gate's cost.
+    let pinned = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let flood_secs: u64 = std::env::var("FLOOD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = dir.path().join("chain");
+    let (tcfg, tss58, tpeer) = node(dir.path(), "target", &chain);
+    let (acfg, ass58, apeer) = node(dir.path(), "admitted", &chain);
+    let dc = hermes_actors::chain::DevChain::new(&chain);
+    for (ss58, peer) in [(&tss58, tpeer), (&ass58, apeer)] {
+        let (hotkey, _) = hermes::proto::Hotkey::from_ss58(ss58).expect("ss58");
+        dc.register_sync(hermes::proto::chain::NodeEntry {
+            netuid: 1,
+            hotkey,
+            peer_id: peer.to_base58(),
+            stake: 1000,
+            class: hermes::proto::chain::NodeClass::Registered,
+        })
+        .expect("register");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let t = Runtime::builder(tcfg).start().await.expect("target");
+        let taddr = loop {
+            if let Some(a) = t.listen_addrs().await.expect("addrs").first().cloned() {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let a = Runtime::builder(acfg.with_bootstrap(vec![taddr.clone()])).start().await.expect("admitted");
+        // Wait for the gossip mesh: publish succeeds once T is in A's mesh.
+        while a.publish(1, b"warmup".to_vec()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let port = taddr
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .expect("tcp port");
+        let target: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+        let exe = std::env::current_exe().expect("exe");
+        let spawn_flood = |secs: u64| {
+            let mut cmd = if pinned {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", "1"]).arg(&exe);
+                c
+            } else {
+                std::process::Command::new(&exe)
+            };
+            cmd.env("HERMES_FLOOD_CHILD", format!("{target},{secs}"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("flood child")
+        };
+        let denied_total = |s: &hermes_actors::firewall::FirewallStats| -> u64 {
+            s.denied.iter().map(|(_, n)| n).sum()
+        };
+
+        println!(
+            "CPU pinning (nodes on CPU 0, flood client on CPU 1): {}",
+            if pinned { "on" } else { "unavailable" }
+        );
+        println!("== phase 1: flood only ({flood_secs} s, 64 client tasks, 8 source IPs, separate process) ==");
+        let rss_before = rss_mib();
+        let before = denied_total(&t.firewall_stats().await.expect("stats"));
+        let child = spawn_flood(flood_secs);
+        let start = Instant::now();
+        let mut rss_peak = rss_before;
+        while start.elapsed() < Duration::from_secs(flood_secs) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            rss_peak = rss_peak.max(rss_mib());
+        }
+        let out = child.wait_with_output().expect("flood child");
+        let elapsed = start.elapsed().as_secs_f64();
+        let attempts: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        let stats = t.firewall_stats().await.expect("stats");
+        let rejected = denied_total(&stats) - before;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_after = rss_mib();
+        println!("flood connection attempts (client side):  {attempts:>8} ({:.0}/s)", attempts as f64 / elapsed);
+        println!("connections rejected by the target:       {rejected:>8} ({:.0}/s)", rejected as f64 / elapsed);
+        for (r, n) in stats.denied.iter().filter(|(_, n)| *n > 0) {
+            println!("    {r:<20} {n}");
+        }
+        println!(
+            "process RSS before / peak during / after:  {rss_before:.1} / {rss_peak:.1} / {rss_after:.1} MiB  (growth {:+.1} MiB)",
+            rss_peak - rss_before
+        );
+
+        println!("\n== phase 2: admitted peer A streams 64 KiB gossip messages to T ==");
+        let _ = throughput(&a, &t, 5.0).await; // warm-up: caches and windows reach steady state
+        let base = throughput(&a, &t, 8.0).await;
+        println!("A→T throughput, no flood:                 {base:>8.1} MiB/s");
+        let child = spawn_flood(10);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let during = throughput(&a, &t, 8.0).await;
+        let _ = child.wait_with_output();
+        println!(
+            "A→T throughput, during flood:             {during:>8.1} MiB/s  ({:.0} % of no-flood)",
+            during / base * 100.0
+        );
+        println!(
+            "A still admitted by T: {}",
+            t.peers().await.expect("peers").iter().any(|p| p.ss58 == ass58)
+        );
+        a.shutdown().await.expect("shutdown");
+        t.shutdown().await.expect("shutdown");
+    });
+}
