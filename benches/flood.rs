@@ -6,7 +6,8 @@
 //! (from its own counters), the process RSS before/during/after, and A→T throughput without and
 //! with the flood in the same run.
 //!
-//! Run: `cargo bench --bench flood` (set `FLOOD_SECS` to change the flood length).
+//! Run: `cargo bench --bench flood` (`FLOOD_SECS` changes the flood length; `FLOOD_NO_PIN=1`
+//! runs without CPU pinning, attacker and nodes competing for both cores).
 
 use hermes::config::{ChainKind, HumanDuration, SubnetMode};
 use hermes::{Config, HotkeyPair, Runtime, RuntimeHandle};
@@ -125,11 +126,12 @@ fn main() {
     // Emulate an attacker on another machine: this process (both nodes) on CPU 0, the flood
     // client on CPU 1, in every phase alike. Without pinning, the co-located client's CPU use
     // would be measured as if it were the gate's cost.
-    let pinned = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let pinned = std::env::var_os("FLOOD_NO_PIN").is_none()
+        && std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
     let flood_secs: u64 = std::env::var("FLOOD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -197,17 +199,23 @@ fn main() {
 
         println!(
             "CPU pinning (nodes on CPU 0, flood client on CPU 1): {}",
-            if pinned { "on" } else { "unavailable" }
+            if pinned { "on" } else { "off" }
         );
         println!("== phase 1: flood only ({flood_secs} s, 64 client tasks, 8 source IPs, separate process) ==");
+        // Let start-up allocations settle (sled's first buffers, gossip heartbeat, DHT publish)
+        // so that they are not mistaken for the flood's cost.
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let rss_before = rss_mib();
         let before = denied_total(&t.firewall_stats().await.expect("stats"));
         let child = spawn_flood(flood_secs);
         let start = Instant::now();
         let mut rss_peak = rss_before;
+        let mut samples = Vec::new();
         while start.elapsed() < Duration::from_secs(flood_secs) {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            rss_peak = rss_peak.max(rss_mib());
+            let r = rss_mib();
+            rss_peak = rss_peak.max(r);
+            samples.push(r);
         }
         let out = child.wait_with_output().expect("flood child");
         let elapsed = start.elapsed().as_secs_f64();
@@ -221,6 +229,9 @@ fn main() {
         for (r, n) in stats.denied.iter().filter(|(_, n)| *n > 0) {
             println!("    {r:<20} {n}");
         }
+        let step = (samples.len() / 8).max(1);
+        let trace: Vec<String> = samples.iter().step_by(step).map(|r| format!("{r:.1}")).collect();
+        println!("RSS during the flood, sampled (MiB):        {}", trace.join(" "));
         println!(
             "process RSS before / peak during / after:  {rss_before:.1} / {rss_peak:.1} / {rss_after:.1} MiB  (growth {:+.1} MiB)",
             rss_peak - rss_before
@@ -228,15 +239,22 @@ fn main() {
 
         println!("\n== phase 2: admitted peer A streams 64 KiB gossip messages to T ==");
         let _ = throughput(&a, &t, 5.0).await; // warm-up: caches and windows reach steady state
-        let base = throughput(&a, &t, 8.0).await;
-        println!("A→T throughput, no flood:                 {base:>8.1} MiB/s");
-        let child = spawn_flood(10);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let during = throughput(&a, &t, 8.0).await;
-        let _ = child.wait_with_output();
+        // Alternate quiet and flooded windows so drift and noise hit both sides alike.
+        let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            quiet.push(throughput(&a, &t, 5.0).await);
+            let child = spawn_flood(7);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            flooded.push(throughput(&a, &t, 5.0).await);
+            let _ = child.wait_with_output();
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
+        println!("A→T throughput, quiet windows (MiB/s):    {}  mean {:.1}", fmt(&quiet), mean(&quiet));
+        println!("A→T throughput, flooded windows (MiB/s):  {}  mean {:.1}", fmt(&flooded), mean(&flooded));
         println!(
-            "A→T throughput, during flood:             {during:>8.1} MiB/s  ({:.0} % of no-flood)",
-            during / base * 100.0
+            "flooded / quiet:                          {:.0} %",
+            mean(&flooded) / mean(&quiet) * 100.0
         );
         println!(
             "A still admitted by T: {}",

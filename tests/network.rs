@@ -68,6 +68,18 @@ async fn three_nodes_discover_each_other_and_share_the_dht() {
             }
         }
     }
+    // Honest nodes never count each other as identity failures (e.g. when a simultaneous dial
+    // closes the connection that carried the binding request).
+    for rt in [&a, &b, &c] {
+        let s = rt.firewall_stats().await.unwrap();
+        for r in [
+            DenyReason::BadBinding,
+            DenyReason::Impersonation,
+            DenyReason::Banned,
+        ] {
+            assert_eq!(s.denied(r), 0, "{r} among honest nodes: {:?}", s.denied);
+        }
+    }
     let pa = a.peers().await.unwrap();
     let info_b = pa.iter().find(|p| p.ss58 == nodes[1].ss58).unwrap();
     assert_eq!(info_b.peer_id, nodes[1].peer_id());
@@ -118,7 +130,11 @@ async fn target(
     scope_netuids: Vec<u16>,
 ) -> (RuntimeHandle, Multiaddr) {
     chain.register(3, node, 1_000);
-    let rt = start(node.cluster_config(chain, scope_netuids)).await;
+    let mut cfg = node.cluster_config(chain, scope_netuids);
+    // Every attacker below comes from 127.0.0.1; without this the third failure would ban it
+    // and later cases would be counted as `banned` instead of their own reason.
+    cfg.firewall.ban_after_failures = 1000;
+    let rt = start(cfg).await;
     let a = addr(&rt).await;
     (rt, a)
 }

@@ -222,17 +222,8 @@ impl Policy {
     }
 }
 
-/// Limits on connections by address: totals, per IP, rate per IP, temporary bans.
-///
-/// Time is passed in as milliseconds on any monotonic clock.
-#[derive(Debug)]
-pub struct ConnLimiter {
-    limits: Limits,
-    total: u32,
-    per_ip: HashMap<IpAddr, IpState>,
-}
-
-/// Configuration of a [`ConnLimiter`].
+/// Address limits, applied in two places: [`RateLimiter`] (rate and bans) as connections are
+/// accepted, and [`ConnCounter`] (simultaneous connections) while they are open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum simultaneous connections (pending + established).
@@ -247,105 +238,146 @@ pub struct Limits {
     pub ban_ms: u64,
 }
 
+/// Upper bound on tracked IPs before idle ones are pruned, so a flood from many addresses cannot
+/// grow the tables without limit.
+pub const MAX_TRACKED_IPS: usize = 65_536;
+
+/// Per-IP token-bucket rate limit and temporary bans. Time is milliseconds on any monotonic clock.
+///
+/// This is the cheapest check and runs first, as the transport accepts a socket: it alone turns
+/// away a connection flood, before any handshake or swarm bookkeeping.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limits: Limits,
+    per_ip: HashMap<IpAddr, Bucket>,
+}
+
 #[derive(Debug, Default)]
-struct IpState {
-    open: u32,
+struct Bucket {
     tokens_milli: u64,
     last_ms: u64,
     banned_until_ms: u64,
     failures: u32,
 }
 
-/// Upper bound on tracked idle IPs before stale ones are pruned, so a flood from many addresses
-/// cannot grow the table without limit.
-pub const MAX_TRACKED_IPS: usize = 65_536;
-
-impl ConnLimiter {
-    /// A limiter with no connections.
+impl RateLimiter {
+    /// A limiter with full buckets.
     pub fn new(limits: Limits) -> Self {
-        ConnLimiter {
+        RateLimiter {
             limits,
-            total: 0,
             per_ip: HashMap::new(),
         }
     }
 
-    /// Replaces the limits (existing counts are kept).
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
-    }
-
-    /// Current number of counted connections.
-    pub fn total(&self) -> u32 {
-        self.total
-    }
-
-    /// Decides on a new connection from `ip` at `now_ms`; on success the connection is counted and
-    /// must later be released with [`ConnLimiter::release`].
+    /// Decides on a new connection from `ip` at `now_ms`.
     ///
     /// # Errors
-    /// The limit that refused it.
-    pub fn admit_address(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), DenyReason> {
-        if self.total >= self.limits.max_connections {
-            return Err(DenyReason::TooManyConnections);
-        }
+    /// [`DenyReason::Banned`] or [`DenyReason::RateLimited`].
+    pub fn check(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), DenyReason> {
         if self.per_ip.len() >= MAX_TRACKED_IPS && !self.per_ip.contains_key(&ip) {
             self.prune(now_ms);
         }
         let burst_milli = u64::from(self.limits.burst_per_ip.max(1)) * 1000;
-        let st = self.per_ip.entry(ip).or_insert_with(|| IpState {
+        let b = self.per_ip.entry(ip).or_insert_with(|| Bucket {
             tokens_milli: burst_milli,
             last_ms: now_ms,
-            ..IpState::default()
+            ..Bucket::default()
         });
-        if st.banned_until_ms > now_ms {
+        if b.banned_until_ms > now_ms {
             return Err(DenyReason::Banned);
         }
-        if st.open >= self.limits.max_per_ip {
-            return Err(DenyReason::TooManyFromIp);
-        }
-        let elapsed = now_ms.saturating_sub(st.last_ms);
-        st.last_ms = now_ms;
-        st.tokens_milli = st
+        let elapsed = now_ms.saturating_sub(b.last_ms);
+        b.last_ms = now_ms;
+        b.tokens_milli = b
             .tokens_milli
             .saturating_add(elapsed.saturating_mul(u64::from(self.limits.rate_per_ip)))
             .min(burst_milli);
-        if st.tokens_milli < 1000 {
+        if b.tokens_milli < 1000 {
             return Err(DenyReason::RateLimited);
         }
-        st.tokens_milli -= 1000;
-        st.open += 1;
-        self.total += 1;
+        b.tokens_milli -= 1000;
         Ok(())
-    }
-
-    /// Releases a connection counted by [`ConnLimiter::admit_address`].
-    pub fn release(&mut self, ip: IpAddr) {
-        if let Some(st) = self.per_ip.get_mut(&ip) {
-            if st.open > 0 {
-                st.open -= 1;
-                self.total = self.total.saturating_sub(1);
-            }
-        }
     }
 
     /// Records a failed identity exchange from `ip`; after `threshold` failures the IP is banned
     /// for the configured time. Returns whether it is now banned.
     pub fn record_failure(&mut self, ip: IpAddr, threshold: u32, now_ms: u64) -> bool {
         let ban_ms = self.limits.ban_ms;
-        let st = self.per_ip.entry(ip).or_default();
-        st.failures += 1;
-        if st.failures >= threshold {
-            st.failures = 0;
-            st.banned_until_ms = now_ms.saturating_add(ban_ms);
+        let b = self.per_ip.entry(ip).or_default();
+        b.failures += 1;
+        if b.failures >= threshold {
+            b.failures = 0;
+            b.banned_until_ms = now_ms.saturating_add(ban_ms);
             return true;
         }
         false
     }
 
     fn prune(&mut self, now_ms: u64) {
-        self.per_ip
-            .retain(|_, st| st.open > 0 || st.banned_until_ms > now_ms || st.failures > 0);
+        let burst_milli = u64::from(self.limits.burst_per_ip.max(1)) * 1000;
+        let rate = u64::from(self.limits.rate_per_ip);
+        // Keep only IPs whose state still matters: banned, failing, or with a bucket not yet full.
+        self.per_ip.retain(|_, b| {
+            let refilled = b
+                .tokens_milli
+                .saturating_add(now_ms.saturating_sub(b.last_ms).saturating_mul(rate));
+            b.banned_until_ms > now_ms || b.failures > 0 || refilled < burst_milli
+        });
+    }
+}
+
+/// Counts open connections, in total and per IP.
+#[derive(Debug)]
+pub struct ConnCounter {
+    max_total: u32,
+    max_per_ip: u32,
+    total: u32,
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+impl ConnCounter {
+    /// A counter with the given caps.
+    pub fn new(limits: Limits) -> Self {
+        ConnCounter {
+            max_total: limits.max_connections,
+            max_per_ip: limits.max_per_ip,
+            total: 0,
+            per_ip: HashMap::new(),
+        }
+    }
+
+    /// Counts a new connection from `ip` unless a cap is reached; it must later be released.
+    ///
+    /// # Errors
+    /// [`DenyReason::TooManyConnections`] or [`DenyReason::TooManyFromIp`].
+    pub fn admit(&mut self, ip: IpAddr) -> Result<(), DenyReason> {
+        if self.total >= self.max_total {
+            return Err(DenyReason::TooManyConnections);
+        }
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(DenyReason::TooManyFromIp);
+        }
+        *n += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Releases a connection counted by [`ConnCounter::admit`]; releasing more than was admitted
+    /// is harmless.
+    pub fn release(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            self.total = self.total.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections currently counted.
+    pub fn total(&self) -> u32 {
+        self.total
     }
 }
 
@@ -421,28 +453,46 @@ mod tests {
             burst_per_ip: 2,
             ban_ms: 1000,
         };
-        let mut l = ConnLimiter::new(limits);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(l.admit_address(a, 0), Ok(()));
-        assert_eq!(l.admit_address(a, 0), Ok(()));
-        assert_eq!(l.admit_address(a, 0), Err(DenyReason::TooManyFromIp));
-        l.release(a);
+        let mut c = ConnCounter::new(limits);
+        assert_eq!(c.admit(a), Ok(()));
+        assert_eq!(c.admit(a), Ok(()));
+        assert_eq!(c.admit(a), Err(DenyReason::TooManyFromIp));
+        assert_eq!(c.admit(b), Ok(()));
+        assert_eq!(c.admit(b), Err(DenyReason::TooManyConnections));
+        c.release(b);
+        c.release(b); // double release is harmless
+        assert_eq!(c.total(), 2);
+        assert_eq!(c.admit(b), Ok(()));
+
+        let mut r = RateLimiter::new(limits);
+        assert_eq!(r.check(a, 0), Ok(()));
+        assert_eq!(r.check(a, 0), Ok(()));
         // Burst of 2 used up at t=0; the bucket refills at 10/s.
-        assert_eq!(l.admit_address(a, 0), Err(DenyReason::RateLimited));
-        assert_eq!(l.admit_address(a, 100), Ok(()));
-        assert_eq!(l.admit_address(b, 100), Ok(()));
-        assert_eq!(l.total(), 3);
-        assert_eq!(
-            l.admit_address(b, 5000),
-            Err(DenyReason::TooManyConnections)
-        );
-        l.release(b);
-        l.release(b); // double release is harmless
-        assert_eq!(l.total(), 2);
-        assert!(!l.record_failure(b, 2, 5000));
-        assert!(l.record_failure(b, 2, 5000));
-        assert_eq!(l.admit_address(b, 5500), Err(DenyReason::Banned));
-        assert_eq!(l.admit_address(b, 6001), Ok(()));
+        assert_eq!(r.check(a, 0), Err(DenyReason::RateLimited));
+        assert_eq!(r.check(a, 100), Ok(()));
+        assert_eq!(r.check(b, 100), Ok(()));
+        assert!(!r.record_failure(b, 2, 5000));
+        assert!(r.record_failure(b, 2, 5000));
+        assert_eq!(r.check(b, 5500), Err(DenyReason::Banned));
+        assert_eq!(r.check(b, 6001), Ok(()));
+    }
+
+    #[test]
+    fn rate_limiter_table_stays_bounded() {
+        let limits = Limits {
+            max_connections: 10,
+            max_per_ip: 10,
+            rate_per_ip: 1000,
+            burst_per_ip: 1,
+            ban_ms: 10,
+        };
+        let mut r = RateLimiter::new(limits);
+        for i in 0..(MAX_TRACKED_IPS as u32 + 10) {
+            let ip = IpAddr::from(i.to_be_bytes());
+            let _ = r.check(ip, u64::from(i / 1000) * 10);
+        }
+        assert!(r.per_ip.len() <= MAX_TRACKED_IPS);
     }
 }

@@ -389,100 +389,164 @@ fn demo() -> Result<()> {
     result
 }
 
+/// Polls `f` every 20 ms until it yields `Some`, for at most `secs` seconds.
+async fn within<T, F, Fut>(secs: u64, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
 fn demo_in(tmp: &Path) -> Result<()> {
-    println!(
-        "Hermes demo: two nodes, each with its own wallet hotkey, in {}",
-        tmp.display()
-    );
+    use hermes::config::ChainKind;
+    use hermes::proto::chain::{NodeClass, NodeEntry};
+    use hermes::proto::firewall::DenyReason;
+    println!("Hermes demo in {}", tmp.display());
+    println!("A dev chain, three nodes on loopback: alpha and beta registered in subnet 3 with stake, gamma not.\n");
+    let chain_dir = tmp.join("devchain");
+    let chain = hermes_actors::chain::DevChain::new(&chain_dir);
     let mut nodes = Vec::new();
-    for (name, netuids) in [("alpha", vec![3u16]), ("beta", vec![3, 42])] {
+    for (name, registered) in [("alpha", true), ("beta", true), ("gamma", false)] {
         let dir = tmp.join(name);
         let (key, file) = HotkeyPair::generate();
         let hotkey = dir.join("hotkeys").join("default");
         file.write_new(&hotkey)?;
-        let mode = if netuids.len() == 1 {
-            SubnetMode::Single
-        } else {
-            SubnetMode::Whitelist
-        };
-        let cfg = Config::default()
+        let peer = hermes::transport_key(&dir.join("data").join("transport.key"))?
+            .public()
+            .to_peer_id();
+        if registered {
+            chain.register_sync(NodeEntry {
+                netuid: 3,
+                hotkey: key.public(),
+                peer_id: peer.to_base58(),
+                stake: 1_000,
+                class: NodeClass::Registered,
+            })?;
+        }
+        let mut cfg = Config::default()
             .with_data_dir(dir.join("data"))
             .with_hotkey_file(&hotkey)
-            .with_subnets(mode, netuids)
+            .with_chain(ChainKind::Dev, &chain_dir)
+            .with_subnets(SubnetMode::Single, vec![3])
+            .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
             .with_log_level("warn");
+        cfg.chain.poll_interval =
+            hermes::config::HumanDuration(std::time::Duration::from_millis(200));
         cfg.validate()?;
-        nodes.push((name, key, cfg));
+        nodes.push((name, key.public().to_ss58(42), cfg));
     }
     block_on(async {
-        let mut running = Vec::new();
-        for (name, _, cfg) in &nodes {
+        let mut rts = Vec::new();
+        let mut boot = Vec::new();
+        for (name, ss58, cfg) in &nodes {
             let t = std::time::Instant::now();
-            let rt = Runtime::builder(cfg.clone())
-                .with_logging(false)
+            let rt = Runtime::builder(cfg.clone().with_bootstrap(boot.clone()))
+                .with_logging(std::env::var_os("RUST_LOG").is_some())
                 .start()
                 .await?;
+            let addr = within(10, || async {
+                rt.listen_addrs().await.ok()?.first().cloned()
+            })
+            .await
+            .ok_or_else(|| anyhow!("{name} did not start listening"))?;
             let info = rt.identity().await?;
             println!(
-                "  {name:<5} started in {:>5.1} ms  ss58 {}  peer {}  netuids {:?}",
+                "  {name:<5} up in {:>4.0} ms  {ss58}  {}  {addr}",
                 t.elapsed().as_secs_f64() * 1e3,
-                info.ss58,
-                info.peer_id,
-                info.binding.record.netuids
+                info.peer_id
             );
-            running.push((rt, info));
+            if boot.is_empty() {
+                boot.push(addr);
+            }
+            rts.push(rt);
         }
-        let (a, ia) = &running[0];
-        let (b, ib) = &running[1];
-        println!("\nBinding records (hotkey signs peer id + prekey + subnets + validity):");
-        let ok = b
-            .verify_binding(ia.binding.encode(), ia.peer_id, Some(ia.hotkey))
-            .await;
+        let (alpha, beta, gamma) = (&rts[0], &rts[1], &rts[2]);
+        let (a_ss58, b_ss58) = (&nodes[0].1, &nodes[1].1);
+
+        println!("\nAdmission (firewall at connection time, then binding exchange):");
+        let t = std::time::Instant::now();
+        within(20, || async {
+            let p = alpha.peers().await.ok()?;
+            p.iter().any(|x| &x.ss58 == b_ss58).then_some(())
+        })
+        .await
+        .ok_or_else(|| anyhow!("alpha never admitted beta"))?;
         println!(
-            "  beta checks alpha's record over alpha's connection      -> {}",
-            verdict(&ok)
+            "  alpha admitted beta after verifying its binding ({:.0} ms)",
+            t.elapsed().as_secs_f64() * 1e3
         );
-        let ok = a
-            .verify_binding(ib.binding.encode(), ib.peer_id, Some(ib.hotkey))
-            .await;
+        let refused = within(20, || async {
+            let s = alpha.firewall_stats().await.ok()?;
+            let n = s.denied(DenyReason::Unregistered);
+            (n > 0).then_some(n)
+        })
+        .await
+        .ok_or_else(|| anyhow!("gamma was never refused"))?;
+        println!("  alpha refused gamma: reason `unregistered` ({refused} connection attempt(s), before any substream)");
+        println!("  gamma's verified peers: {}", gamma.peers().await?.len());
+
+        println!("\nDiscovery by wallet address (DHT lookup, record verified):");
+        let t = std::time::Instant::now();
+        let found = within(20, || async { beta.find(a_ss58).await.ok() })
+            .await
+            .ok_or_else(|| anyhow!("beta could not find alpha"))?;
         println!(
-            "  alpha checks beta's record over beta's connection       -> {}",
-            verdict(&ok)
+            "  beta looked up {a_ss58} -> peer {} in {:.0} ms",
+            libp2p::PeerId::from_bytes(&found.record.peer_id)?,
+            t.elapsed().as_secs_f64() * 1e3
         );
-        let stolen = a
+
+        println!("\nGossip on subnet 3 (only verified authors are delivered):");
+        let mut inbox = beta.subscribe_gossip()?;
+        within(20, || async {
+            alpha
+                .publish(3, b"epoch 1: weights ready".to_vec())
+                .await
+                .ok()
+        })
+        .await
+        .ok_or_else(|| anyhow!("alpha could not publish"))?;
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), inbox.recv())
+            .await
+            .map_err(|_| anyhow!("beta did not receive the gossip"))??;
+        println!(
+            "  beta received {:?} from {}",
+            String::from_utf8_lossy(&msg.data),
+            msg.from
+        );
+
+        println!("\nBinding records checked by hand:");
+        let ia = alpha.identity().await?;
+        let ib = beta.identity().await?;
+        let stolen = alpha
             .verify_binding(ib.binding.encode(), ia.peer_id, None)
             .await;
         println!(
-            "  a node replays beta's record over its own connection    -> {}",
+            "  beta's record replayed over alpha's connection -> {}",
             verdict(&stolen)
         );
-        let wrong = a
-            .verify_binding(ib.binding.encode(), ib.peer_id, Some(ia.hotkey))
+        let mut forged = ib.binding.clone();
+        forged.record.netuids = vec![3, 99];
+        let forged = alpha
+            .verify_binding(forged.encode(), ib.peer_id, None)
             .await;
         println!(
-            "  beta's record where the chain registered alpha's hotkey -> {}",
-            verdict(&wrong)
-        );
-        let mut forged = ib.binding.clone();
-        forged.record.netuids = vec![3, 42, 99];
-        let forged = a.verify_binding(forged.encode(), ib.peer_id, None).await;
-        println!(
-            "  beta's record with a subnet added after signing         -> {}",
+            "  beta's record with a subnet added               -> {}",
             verdict(&forged)
         );
-        let n = 2000u32;
-        let t = std::time::Instant::now();
-        for i in 0..n {
-            a.sign(&i.to_le_bytes()).await?;
-        }
-        let dt = t.elapsed().as_secs_f64();
-        println!(
-            "\n{n} hotkey signatures through alpha's IdentityActor: {:.0}/s",
-            f64::from(n) / dt
-        );
-        for (rt, _) in &running {
+
+        for rt in &rts {
             rt.shutdown().await?;
         }
-        println!("both nodes shut down cleanly");
+        println!("\nall nodes shut down cleanly");
         Ok::<_, anyhow::Error>(())
     })
 }

@@ -136,7 +136,6 @@ impl NodeDir {
         c.chain.poll_interval = hermes::config::HumanDuration(Duration::from_millis(100));
         c.firewall.min_stake = 100;
         c.firewall.max_conns_per_ip = 64;
-        c.firewall.ban_after_failures = 1000;
         c.firewall.binding_timeout = hermes::config::HumanDuration(Duration::from_secs(5));
         c
     }

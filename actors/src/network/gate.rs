@@ -2,7 +2,8 @@
 //! for them.
 //!
 //! 1. `handle_pending_inbound_connection` runs when a socket is accepted, before the security
-//!    handshake: the address limiter (total cap, per-IP cap, per-IP rate, bans) decides.
+//!    handshake: the connection caps (total, per IP) decide. Rate limits and bans were already
+//!    applied even earlier, in the transport ([`super::filter`]).
 //! 2. `handle_established_inbound_connection` / `..._outbound_...` run once noise/TLS has
 //!    authenticated the peer id and before any connection handler or substream exists: the policy
 //!    (ACL, registration, subnet scope, stake) decides.
@@ -11,7 +12,7 @@
 //! created a handler either. It reads the FirewallActor's policy through an `ArcSwap` snapshot:
 //! one atomic load, never an await. Every denial is counted per reason and logged at debug.
 
-use hermes_proto::firewall::{ConnLimiter, DenyReason, Limits, Policy};
+use hermes_proto::firewall::{ConnCounter, DenyReason, Limits, Policy};
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
@@ -25,7 +26,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 /// The shared, swappable policy snapshot.
 pub type SharedPolicy = Arc<arc_swap::ArcSwap<Policy>>;
@@ -69,8 +69,7 @@ pub struct Denied(pub DenyReason);
 pub struct Gate {
     policy: SharedPolicy,
     counters: Arc<DenyCounters>,
-    limiter: ConnLimiter,
-    epoch: Instant,
+    conns: ConnCounter,
     counted: HashMap<ConnectionId, IpAddr>,
     announced: HashSet<String>,
 }
@@ -93,15 +92,10 @@ impl Gate {
         Gate {
             policy,
             counters,
-            limiter: ConnLimiter::new(limits),
-            epoch: Instant::now(),
+            conns: ConnCounter::new(limits),
             counted: HashMap::new(),
             announced: HashSet::new(),
         }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn deny(&mut self, reason: DenyReason, who: &dyn std::fmt::Display) -> ConnectionDenied {
@@ -125,15 +119,9 @@ impl Gate {
         }
     }
 
-    /// Records a failed identity exchange from `ip`; bans it after `threshold` failures.
-    pub fn record_failure(&mut self, ip: IpAddr, threshold: u32) -> bool {
-        let now = self.now_ms();
-        self.limiter.record_failure(ip, threshold, now)
-    }
-
-    /// Connections currently counted by the address limiter.
+    /// Connections currently counted.
     pub fn counted(&self) -> u32 {
-        self.limiter.total()
+        self.conns.total()
     }
 }
 
@@ -150,8 +138,7 @@ impl NetworkBehaviour for Gate {
         let Some(ip) = ip_of(remote_addr) else {
             return Ok(());
         };
-        let now = self.now_ms();
-        match self.limiter.admit_address(ip, now) {
+        match self.conns.admit(ip) {
             Ok(()) => {
                 self.counted.insert(connection_id, ip);
                 Ok(())
@@ -204,7 +191,7 @@ impl NetworkBehaviour for Gate {
             _ => return,
         };
         if let Some(ip) = self.counted.remove(&id) {
-            self.limiter.release(ip);
+            self.conns.release(ip);
         }
     }
 

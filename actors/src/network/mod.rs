@@ -19,6 +19,7 @@
 //! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
 //! find another by wallet address alone; inbound DHT writes to such keys are verified first.
 
+pub mod filter;
 pub mod gate;
 pub mod identity_proto;
 pub mod kad_store;
@@ -27,7 +28,7 @@ use crate::storage::Store;
 use futures::StreamExt;
 use gate::{DenyCounters, Gate, SharedPolicy};
 use hermes_proto::binding::BindingError;
-use hermes_proto::firewall::{DenyReason, Limits};
+use hermes_proto::firewall::{DenyReason, Limits, RateLimiter};
 use hermes_proto::{Hotkey, SignedBinding};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::kad::{
@@ -211,15 +212,38 @@ pub fn start(
     let policy = cfg.policy.clone();
     let counters = cfg.counters.clone();
     let limits = cfg.limits;
+    let guard = Arc::new(filter::AddressGuard::new(
+        RateLimiter::new(limits),
+        cfg.counters.clone(),
+    ));
+    let g2 = guard.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_other_transport(move |key| {
+            use libp2p::core::muxing::StreamMuxerBox;
+            use libp2p::core::upgrade::Version;
+            use libp2p::core::Transport as _;
+            let tcp = filter::AddressFilter::with_reject(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+                g2.clone(),
+                filter::reset_tcp,
+            )
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default())
+            .map(|(p, m), _| (p, StreamMuxerBox::new(m)));
+            let quic = filter::AddressFilter::new(
+                libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key)),
+                g2,
+            )
+            .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(tcp.or_transport(quic).map(
+                |either, _| match either {
+                    futures::future::Either::Left(x) | futures::future::Either::Right(x) => x,
+                },
+            ))
+        })
         .map_err(|e| err(&e))?
-        .with_quic()
         .with_behaviour(|key| {
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
@@ -294,6 +318,7 @@ pub fn start(
         pending_put: HashMap::new(),
         gossip,
         last_publish: None,
+        guard,
     };
     Ok((handle, task.run(rx)))
 }
@@ -312,6 +337,7 @@ struct Task {
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     gossip: broadcast::Sender<GossipMessage>,
     last_publish: Option<Instant>,
+    guard: Arc<filter::AddressGuard>,
 }
 
 fn now() -> u64 {
@@ -362,18 +388,20 @@ impl Task {
     }
 
     fn deny(&mut self, peer: PeerId, reason: DenyReason, detail: &dyn std::fmt::Display) {
+        // One refusal per connection episode: a second failure report for a peer already refused
+        // (its request and its response can both fail) must not count twice or skip the ban.
+        let Some(state) = self.peers.get(&peer) else {
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        };
+        let ip = state.ip;
         self.cfg.counters.inc(reason);
         tracing::debug!(%peer, %reason, %detail, "peer refused");
-        let ip = self.peers.get(&peer).and_then(|p| p.ip);
         if let Some(ip) = ip {
             if matches!(
                 reason,
                 DenyReason::BadBinding | DenyReason::Impersonation | DenyReason::ExpiredBinding
-            ) && self
-                .swarm
-                .behaviour_mut()
-                .gate
-                .record_failure(ip, self.cfg.ban_after_failures)
+            ) && self.guard.record_failure(ip, self.cfg.ban_after_failures)
             {
                 tracing::info!(%ip, "banned after repeated identity failures");
             }
@@ -734,7 +762,20 @@ impl Task {
             request_response::Event::OutboundFailure { peer, error, .. }
                 if !self.is_verified(&peer) && self.swarm.is_connected(&peer) =>
             {
-                self.deny(peer, DenyReason::BadBinding, &error);
+                match error {
+                    // The connection carrying the request went away (e.g. a simultaneous dial was
+                    // deduplicated): not the peer's fault. Ask again on a remaining connection;
+                    // `binding_timeout` still bounds how long the peer may stay unverified.
+                    request_response::OutboundFailure::ConnectionClosed
+                    | request_response::OutboundFailure::DialFailure => {
+                        let bytes = self.own_binding_bytes();
+                        self.swarm
+                            .behaviour_mut()
+                            .identity
+                            .send_request(&peer, bytes);
+                    }
+                    other => self.deny(peer, DenyReason::BadBinding, &other),
+                }
             }
             _ => {}
         }
