@@ -5,6 +5,10 @@
 //! - [`storage`]: the node's single sled database, its directory lock and named trees.
 //! - [`identity`]: the IdentityActor (hotkey, transport key, prekey, binding record) and the key
 //!   file formats it reads and writes.
+//! - [`chain`]: the ChainActor and the `Chain` backends (dev chain, static snapshot).
+//! - [`firewall`]: the FirewallActor, which publishes the admission policy snapshot.
+//! - [`network`]: the network task owning the libp2p Swarm: transport filter, admission gate,
+//!   binding exchange, sled-backed Kademlia store, gossipsub.
 //! - [`supervise`]: panic containment so a supervised actor restarts instead of taking its arbiter
 //!   down with it.
 //!

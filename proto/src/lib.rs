@@ -6,6 +6,8 @@
 //! - [`peer_id`]: the chain's `validate_peer_id` rule, byte for byte.
 //! - [`hotkey`]: SS58 addresses and sr25519 signatures in the standard substrate signing context.
 //! - [`binding`]: the signed record that binds a libp2p peer id to a wallet hotkey.
+//! - [`chain`]: registry snapshots (subnet, hotkey, peer id, stake, class) as the firewall reads them.
+//! - [`firewall`]: the admission policy and the address limiters, as pure decisions.
 //!
 //! This crate is sans-IO: no sockets, files, clocks or global RNGs. Callers pass `now` in and get
 //! values or typed errors out, which is what makes every decoder fuzzable and every state machine
