@@ -410,13 +410,7 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Stopped`] after shutdown; [`Error::Identity`] if the actor failed the request.
     pub async fn identity(&self) -> Result<IdentityInfo, Error> {
-        Ok(self
-            .inner
-            .parts
-            .identity
-            .send(identity::GetIdentity)
-            .await
-            .map_err(|_| Error::Stopped)??)
+        Ok(Self::ask(&self.inner.parts.identity, identity::GetIdentity).await??)
     }
 
     /// Signs `message` with the hotkey (sr25519, substrate context).
@@ -424,13 +418,7 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Stopped`] after shutdown.
     pub async fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
-        Ok(self
-            .inner
-            .parts
-            .identity
-            .send(identity::Sign(message.to_vec()))
-            .await
-            .map_err(|_| Error::Stopped)??)
+        Ok(Self::ask(&self.inner.parts.identity, identity::Sign(message.to_vec())).await??)
     }
 
     /// Verifies a peer's binding record for a connection from `peer_id`.
@@ -443,17 +431,15 @@ impl RuntimeHandle {
         peer_id: libp2p::PeerId,
         expected: Option<hermes_proto::Hotkey>,
     ) -> Result<hermes_proto::SignedBinding, Error> {
-        Ok(self
-            .inner
-            .parts
-            .identity
-            .send(identity::VerifyBinding {
+        Ok(Self::ask(
+            &self.inner.parts.identity,
+            identity::VerifyBinding {
                 bytes,
                 peer_id,
                 expected,
-            })
-            .await
-            .map_err(|_| Error::Stopped)??)
+            },
+        )
+        .await??)
     }
 
     /// Test hook: makes the IdentityActor panic inside a handler.
@@ -462,13 +448,18 @@ impl RuntimeHandle {
     /// Always an error: the request that panicked fails, and the actor restarts.
     #[cfg(feature = "fault-injection")]
     pub async fn inject_identity_panic(&self) -> Result<(), Error> {
-        Ok(self
-            .inner
-            .parts
-            .identity
-            .send(identity::InjectPanic)
-            .await
-            .map_err(|_| Error::Stopped)??)
+        Ok(Self::ask(&self.inner.parts.identity, identity::InjectPanic).await??)
+    }
+
+    /// Sends `msg` to an actor and maps a stopped actor to [`Error::Stopped`].
+    async fn ask<A, M>(addr: &Addr<A>, msg: M) -> Result<M::Result, Error>
+    where
+        A: actix::Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        addr.send(msg).await.map_err(|_| Error::Stopped)
     }
 
     async fn net<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
@@ -594,12 +585,7 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Stopped`] after shutdown.
     pub async fn firewall_stats(&self) -> Result<FirewallStats, Error> {
-        self.inner
-            .parts
-            .firewall
-            .send(firewall::GetStats)
-            .await
-            .map_err(|_| Error::Stopped)
+        Self::ask(&self.inner.parts.firewall, firewall::GetStats).await
     }
 
     /// Replaces the ACL; connected peers it now refuses are disconnected.
@@ -607,12 +593,7 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Stopped`] after shutdown.
     pub async fn update_acl(&self, acl: Acl) -> Result<(), Error> {
-        self.inner
-            .parts
-            .firewall
-            .send(firewall::UpdateAcl(acl))
-            .await
-            .map_err(|_| Error::Stopped)
+        Self::ask(&self.inner.parts.firewall, firewall::UpdateAcl(acl)).await
     }
 
     /// Replaces the subnet scope; connected peers it now refuses are disconnected.
@@ -620,12 +601,7 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Stopped`] after shutdown.
     pub async fn set_subnet_scope(&self, scope: Scope) -> Result<(), Error> {
-        self.inner
-            .parts
-            .firewall
-            .send(firewall::SetSubnetScope(scope))
-            .await
-            .map_err(|_| Error::Stopped)
+        Self::ask(&self.inner.parts.firewall, firewall::SetSubnetScope(scope)).await
     }
 
     /// Re-reads the chain registry now instead of waiting for the next poll.
@@ -633,12 +609,8 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Network`] if the backend could not be read.
     pub async fn refresh_chain(&self) -> Result<usize, Error> {
-        self.inner
-            .parts
-            .chain
-            .send(chain::Refresh)
-            .await
-            .map_err(|_| Error::Stopped)?
+        Self::ask(&self.inner.parts.chain, chain::Refresh)
+            .await?
             .map(|r| r.len())
             .map_err(Error::Network)
     }

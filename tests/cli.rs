@@ -134,17 +134,11 @@ fn sign_and_verify() {
             .status
             .code()
     };
-    assert_eq!(
-        verify(&[
-            "--ss58",
-            &ss58,
-            "--message",
-            "hello subnet",
-            "--signature",
-            &sig
-        ]),
-        Some(0)
-    );
+    // Verify `message` against `sig` as signed by `signer`.
+    let check = |signer: &str, message: &str, sig: &str| {
+        verify(&["--ss58", signer, "--message", message, "--signature", sig])
+    };
+    assert_eq!(check(&ss58, "hello subnet", &sig), Some(0));
     // The same bytes given as hex.
     let hex_msg = format!("0x{}", hex::encode("hello subnet"));
     assert_eq!(
@@ -152,43 +146,13 @@ fn sign_and_verify() {
         Some(0)
     );
     // Other bytes, another signer, a corrupted signature: exit 1.
-    assert_eq!(
-        verify(&[
-            "--ss58",
-            &ss58,
-            "--message",
-            "hello subnet!",
-            "--signature",
-            &sig
-        ]),
-        Some(1)
-    );
+    assert_eq!(check(&ss58, "hello subnet!", &sig), Some(1));
     let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
-    assert_eq!(
-        verify(&[
-            "--ss58",
-            alice,
-            "--message",
-            "hello subnet",
-            "--signature",
-            &sig
-        ]),
-        Some(1)
-    );
+    assert_eq!(check(alice, "hello subnet", &sig), Some(1));
     let mut bad = sig.clone().into_bytes();
     bad[20] = if bad[20] == b'0' { b'1' } else { b'0' };
     let bad = String::from_utf8(bad).unwrap();
-    assert_eq!(
-        verify(&[
-            "--ss58",
-            &ss58,
-            "--message",
-            "hello subnet",
-            "--signature",
-            &bad
-        ]),
-        Some(1)
-    );
+    assert_eq!(check(&ss58, "hello subnet", &bad), Some(1));
     // Malformed inputs are refused with a reason, still exit 1.
     let o = run(&mut hermes(&[
         "verify",
@@ -216,17 +180,7 @@ fn sign_and_verify() {
     // A signature from `--hex` input verifies against the same bytes given as text.
     let o = run(&mut hermes(&["sign", "--config", &cfg, "--hex", &hex_msg]));
     let sig2 = stdout(&o).trim().to_string();
-    assert_eq!(
-        verify(&[
-            "--ss58",
-            &ss58,
-            "--message",
-            "hello subnet",
-            "--signature",
-            &sig2
-        ]),
-        Some(0)
-    );
+    assert_eq!(check(&ss58, "hello subnet", &sig2), Some(0));
 }
 
 #[test]

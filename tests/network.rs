@@ -123,6 +123,15 @@ fn attacker(node: &NodeDir, chain: &DevChainDir, netuids: Vec<u16>) -> Config {
     c
 }
 
+/// Starts `x` as an attacker that presents `binding` instead of its real binding record.
+async fn attacker_presenting(x: &NodeDir, chain: &DevChainDir, binding: Vec<u8>) -> RuntimeHandle {
+    Runtime::builder(attacker(x, chain, vec![3]))
+        .with_binding_override(binding)
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Starts a target node and returns it with its address.
 async fn target(
     chain: &DevChainDir,
@@ -233,11 +242,7 @@ async fn unauthorized_peers_are_denied_with_the_right_reason() {
     let x = NodeDir::new();
     chain.register(3, &x, 1_000);
     trt.refresh_chain().await.unwrap();
-    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
-        .with_binding_override(victim_binding)
-        .start()
-        .await
-        .unwrap();
+    let xrt = attacker_presenting(&x, &chain, victim_binding).await;
     expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::Impersonation).await;
 
     // Its own binding, but expired.
@@ -245,21 +250,13 @@ async fn unauthorized_peers_are_denied_with_the_right_reason() {
     rec.issued_at -= 7200;
     rec.expires_at = rec.issued_at + 3600;
     let expired = rec.sign(x.hotkey().pair()).unwrap().encode();
-    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
-        .with_binding_override(expired)
-        .start()
-        .await
-        .unwrap();
+    let xrt = attacker_presenting(&x, &chain, expired).await;
     expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::ExpiredBinding).await;
 
     // Its own binding with a forged signature.
     let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
     forged.signature[7] ^= 0x10;
-    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
-        .with_binding_override(forged.encode())
-        .start()
-        .await
-        .unwrap();
+    let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
     expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::BadBinding).await;
 
     trt.shutdown().await.unwrap();
@@ -302,11 +299,7 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
     // for as long as it can before being cut off.
     let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
     forged.signature[0] ^= 1;
-    let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
-        .with_binding_override(forged.encode())
-        .start()
-        .await
-        .unwrap();
+    let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
     xrt.dial(taddr.clone()).await.unwrap();
     for _ in 0..50 {
         let _ = xrt.publish(3, b"from the attacker".to_vec()).await;
@@ -403,11 +396,7 @@ async fn repeated_identity_failures_ban_the_address() {
     let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
     forged.signature[3] ^= 1;
     for n in 1..=2u64 {
-        let xrt = Runtime::builder(attacker(&x, &chain, vec![3]))
-            .with_binding_override(forged.encode())
-            .start()
-            .await
-            .unwrap();
+        let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
         xrt.dial(taddr.clone()).await.unwrap();
         assert!(
             eventually(WAIT, || async {

@@ -328,6 +328,20 @@ enum Pending {
     Get(oneshot::Sender<Result<Vec<u8>, String>>),
 }
 
+impl Pending {
+    /// Answers the waiting caller with an error.
+    fn fail(self, msg: String) {
+        match self {
+            Pending::Get(reply) => {
+                let _ = reply.send(Err(msg));
+            }
+            Pending::Find(_, reply) => {
+                let _ = reply.send(Err(msg));
+            }
+        }
+    }
+}
+
 struct Task {
     swarm: Swarm<Behaviour>,
     cfg: NetConfig,
@@ -851,28 +865,12 @@ impl Task {
                 }
                 QueryResult::GetRecord(Err(e)) => {
                     if let Some(p) = self.pending_get.remove(&id) {
-                        let msg = format!("not found in the DHT: {e:?}");
-                        match p {
-                            Pending::Get(reply) => {
-                                let _ = reply.send(Err(msg));
-                            }
-                            Pending::Find(_, reply) => {
-                                let _ = reply.send(Err(msg));
-                            }
-                        }
+                        p.fail(format!("not found in the DHT: {e:?}"));
                     }
                 }
                 QueryResult::GetRecord(Ok(_)) if step.last => {
                     if let Some(p) = self.pending_get.remove(&id) {
-                        let msg = "not found in the DHT".to_string();
-                        match p {
-                            Pending::Get(reply) => {
-                                let _ = reply.send(Err(msg));
-                            }
-                            Pending::Find(_, reply) => {
-                                let _ = reply.send(Err(msg));
-                            }
-                        }
+                        p.fail("not found in the DHT".to_string());
                     }
                 }
                 QueryResult::PutRecord(r) => {
