@@ -448,3 +448,110 @@ async fn nodes_connect_over_quic() {
     art.shutdown().await.unwrap();
     brt.shutdown().await.unwrap();
 }
+
+/// A plain libp2p node (ping only, no Hermes identity) may connect when the firewall is off
+/// ("open mode") and stays connected past the binding timeout; with the firewall on it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_libp2p_peer_is_tolerated_only_in_open_mode() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{noise, ping, tcp, yamux};
+
+    let chain = DevChainDir::new();
+    let (open, closed) = (NodeDir::new(), NodeDir::new());
+    let mut cfg = open.cluster_config(&chain, vec![3]);
+    cfg.firewall.enabled = false;
+    cfg.firewall.binding_timeout = hermes::config::HumanDuration(Duration::from_millis(300));
+    let open_rt = start(cfg).await;
+    let open_addr = addr(&open_rt).await;
+    let (closed_rt, closed_addr) = target(&chain, &closed, vec![3]).await;
+
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(100)))
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let me = *swarm.local_peer_id();
+
+    // Open mode: ten successful pings (about a second, over three binding timeouts) on one
+    // connection that is never closed.
+    swarm.dial(open_addr).unwrap();
+    let mut pings = 0;
+    tokio::time::timeout(WAIT, async {
+        while pings < 10 {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(ping::Event { result: Ok(_), .. }) => pings += 1,
+                SwarmEvent::ConnectionClosed { cause, .. } => {
+                    panic!("open node closed the connection: {cause:?}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("pings in open mode");
+    assert!(open_rt.connected_peers().await.unwrap().contains(&me));
+    assert!(
+        open_rt.peers().await.unwrap().is_empty(),
+        "a peer without a binding is never verified"
+    );
+    assert!(!open_rt.routing_table().await.unwrap().contains(&me));
+
+    // Firewall on: refused at connection time as unregistered.
+    swarm.dial(closed_addr).unwrap();
+    let closed_ok = tokio::time::timeout(WAIT, async {
+        loop {
+            swarm.select_next_some().await;
+            if denied(&closed_rt, DenyReason::Unregistered).await > 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed_ok.is_ok(),
+        "closed node never refused the plain peer"
+    );
+    assert!(!closed_rt.connected_peers().await.unwrap().contains(&me));
+    open_rt.shutdown().await.unwrap();
+    closed_rt.shutdown().await.unwrap();
+}
+
+/// Two nodes reading a read-only JSON registry snapshot admit each other; a node missing from the
+/// snapshot is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_snapshot_chain_gates_admission() {
+    let (a, b, x) = (NodeDir::new(), NodeDir::new(), NodeDir::new());
+    let snap_dir = tempfile::tempdir().unwrap();
+    let snap = snap_dir.path().join("registry.json");
+    let node = |n: &NodeDir| serde_json::json!({"netuid": 3, "hotkey": n.ss58, "peer_id": n.peer_id().to_base58(), "stake": 500, "class": "validator"});
+    std::fs::write(
+        &snap,
+        serde_json::json!({"nodes": [node(&a), node(&b)]}).to_string(),
+    )
+    .unwrap();
+    let chain = DevChainDir::new(); // unused by these configs; keeps the helper's shape
+    let cfg = |n: &NodeDir| {
+        n.cluster_config(&chain, vec![3])
+            .with_chain(hermes::config::ChainKind::Static, &snap)
+    };
+    let art = start(cfg(&a)).await;
+    let aaddr = addr(&art).await;
+    let brt = start(cfg(&b).with_bootstrap(vec![aaddr.clone()])).await;
+    assert!(eventually(WAIT, || sees(&art, &b.ss58)).await);
+    let mut xc = cfg(&x);
+    xc.subnets.mode = hermes::config::SubnetMode::Open;
+    let xrt = start(xc).await;
+    expect_denied(&art, &aaddr, xrt, &x.ss58, DenyReason::Unregistered).await;
+    art.shutdown().await.unwrap();
+    brt.shutdown().await.unwrap();
+}

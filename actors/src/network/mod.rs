@@ -180,6 +180,9 @@ struct Behaviour {
 #[derive(Debug, Default)]
 struct PeerState {
     verified: Option<PeerInfo>,
+    /// A plain libp2p peer that does not speak `/hermes/identity/1`, tolerated only while the
+    /// firewall is disabled (open mode). Never verified, so never in `peers()` or the DHT table.
+    foreign: bool,
     since: Option<Instant>,
     ip: Option<IpAddr>,
     listen_addrs: Vec<Multiaddr>,
@@ -503,7 +506,9 @@ impl Task {
         let late: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.verified.is_none() && p.since.is_some_and(|s| s.elapsed() > timeout))
+            .filter(|(_, p)| {
+                p.verified.is_none() && !p.foreign && p.since.is_some_and(|s| s.elapsed() > timeout)
+            })
             .map(|(id, _)| *id)
             .collect();
         for peer in late {
@@ -543,7 +548,13 @@ impl Task {
         let policy = self.cfg.policy.load_full();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in connected {
-            if let Err(reason) = policy.admit_peer(&peer.to_base58()) {
+            if policy.enabled && self.peers.get(&peer).is_some_and(|p| p.foreign) {
+                self.deny(
+                    peer,
+                    DenyReason::BadBinding,
+                    &"no Hermes identity and the firewall is on",
+                );
+            } else if let Err(reason) = policy.admit_peer(&peer.to_base58()) {
                 self.deny(peer, reason, &"policy changed");
             } else if let Some(Some(info)) = self.peers.get_mut(&peer).map(|p| p.verified.as_mut())
             {
@@ -787,6 +798,15 @@ impl Task {
                             .behaviour_mut()
                             .identity
                             .send_request(&peer, bytes);
+                    }
+                    // Open mode: other libp2p implementations may connect without a binding.
+                    request_response::OutboundFailure::UnsupportedProtocols
+                        if !self.cfg.policy.load().enabled =>
+                    {
+                        tracing::debug!(%peer, "peer has no Hermes identity; kept because the firewall is off");
+                        if let Some(st) = self.peers.get_mut(&peer) {
+                            st.foreign = true;
+                        }
                     }
                     other => self.deny(peer, DenyReason::BadBinding, &other),
                 }
