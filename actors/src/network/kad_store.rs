@@ -26,15 +26,19 @@ pub struct SledStore {
     local: PeerId,
     records: sled::Tree,
     providers: sled::Tree,
+    /// Number of records, kept here because `sled::Tree::len` walks the whole tree.
+    count: std::cell::Cell<usize>,
 }
 
 impl SledStore {
     /// A store over the two trees.
     pub fn new(local: PeerId, records: sled::Tree, providers: sled::Tree) -> Self {
+        let count = std::cell::Cell::new(records.len());
         SledStore {
             local,
             records,
             providers,
+            count,
         }
     }
 }
@@ -184,7 +188,9 @@ impl RecordStore for SledStore {
             Some(r) => Some(Cow::Owned(r)),
             None => {
                 // Expired or unreadable: drop it so it is not served again.
-                let _ = self.records.remove(k.as_ref());
+                if let Ok(Some(_)) = self.records.remove(k.as_ref()) {
+                    self.count.set(self.count.get().saturating_sub(1));
+                }
                 None
             }
         }
@@ -194,22 +200,27 @@ impl RecordStore for SledStore {
         if r.value.len() > MAX_VALUE_BYTES {
             return Err(Error::ValueTooLarge);
         }
-        if self.records.len() >= MAX_RECORDS
-            && !self.records.contains_key(r.key.as_ref()).unwrap_or(false)
-        {
+        let exists = self.records.contains_key(r.key.as_ref()).unwrap_or(false);
+        if !exists && self.count.get() >= MAX_RECORDS {
             return Err(Error::MaxRecords);
         }
-        self.records
+        let previous = self
+            .records
             .insert(r.key.as_ref(), encode_record(&r))
             .map_err(|e| {
                 tracing::error!(error = %e, "kad record write failed");
                 Error::MaxRecords
             })?;
+        if previous.is_none() {
+            self.count.set(self.count.get() + 1);
+        }
         Ok(())
     }
 
     fn remove(&mut self, k: &RecordKey) {
-        let _ = self.records.remove(k.as_ref());
+        if let Ok(Some(_)) = self.records.remove(k.as_ref()) {
+            self.count.set(self.count.get().saturating_sub(1));
+        }
     }
 
     fn records(&self) -> Self::RecordsIter<'_> {
@@ -318,6 +329,7 @@ mod tests {
             "expired record is not served"
         );
         assert_eq!(s.records().count(), 1);
+        assert_eq!(s.count.get(), 1, "the expired record was dropped on read");
         assert_eq!(s.providers(&RecordKey::new(&b"k1")).len(), 2);
         let provided: Vec<_> = s.provided().collect();
         assert_eq!(provided.len(), 1);
