@@ -14,7 +14,7 @@
 use crate::config::Config;
 use crate::config::{ChainKind, SubnetMode};
 use crate::Error;
-use actix::{Actor, Addr, Arbiter, Supervisor};
+use actix::{Addr, Arbiter, Supervisor};
 use hermes_actors::chain::{self, Chain, ChainActor, DevChain, StaticChain};
 use hermes_actors::firewall::{self, FirewallActor, FirewallStats, PolicyBase};
 use hermes_actors::identity::{self, IdentityActor, IdentityConfig, IdentityInfo};
@@ -208,14 +208,15 @@ async fn start_actors(
         FirewallActor::initial_policy(&base, registry.clone()),
     ));
     let counters = Arc::new(DenyCounters::default());
-    let firewall = FirewallActor::new(base, shared.clone(), counters.clone()).start();
+    let fw_actor = FirewallActor::new(base, shared.clone(), counters.clone());
+    let firewall = Supervisor::start(move |_| fw_actor);
 
     // The dev chain may block briefly on its file lock, so the ChainActor gets its own thread.
     let chain_arbiter = Arbiter::new();
     let poll = config.chain.poll_interval.0;
     let subscriber = firewall.clone().recipient();
     let initial = (*registry).clone();
-    let chain = ChainActor::start_in_arbiter(&chain_arbiter.handle(), move |_| {
+    let chain = Supervisor::start_in_arbiter(&chain_arbiter.handle(), move |_| {
         ChainActor::new(backend, initial, poll, subscriber)
     });
 

@@ -380,6 +380,13 @@ impl Actor for ChainActor {
     }
 }
 
+impl Supervised for ChainActor {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        tracing::warn!("ChainActor restarted; reloading the registry");
+        self.reload(ctx);
+    }
+}
+
 impl Handler<GetRegistry> for ChainActor {
     type Result = Arc<Registry>;
     fn handle(&mut self, _: GetRegistry, _: &mut Self::Context) -> Self::Result {

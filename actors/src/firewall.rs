@@ -117,6 +117,15 @@ impl Actor for FirewallActor {
     }
 }
 
+impl Supervised for FirewallActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // All state is in `self` (kept across a restart) and the shared snapshot; republish so a
+        // half-applied change cannot survive.
+        tracing::warn!("FirewallActor restarted");
+        self.publish();
+    }
+}
+
 impl Handler<RegistryUpdated> for FirewallActor {
     type Result = ();
     fn handle(&mut self, msg: RegistryUpdated, _: &mut Self::Context) {
