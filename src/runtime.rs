@@ -339,12 +339,10 @@ fn run_system(
     let (store, arbiters) = match started {
         Ok((mut parts, store)) => {
             let arbiters = std::mem::take(&mut parts.arbiters);
-            let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
             if ready_tx.send(Ok(parts)).is_err() {
                 tracing::warn!("runtime start was abandoned by its caller; stopping");
                 actix::System::current().stop();
             }
-            drop(handles);
             (store, arbiters)
         }
         Err(e) => {

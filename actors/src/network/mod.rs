@@ -554,12 +554,16 @@ impl Task {
                     DenyReason::BadBinding,
                     &"no Hermes identity and the firewall is on",
                 );
-            } else if let Err(reason) = policy.admit_peer(&peer.to_base58()) {
-                self.deny(peer, reason, &"policy changed");
-            } else if let Some(Some(info)) = self.peers.get_mut(&peer).map(|p| p.verified.as_mut())
-            {
-                if let Ok(adm) = policy.admit_peer(&peer.to_base58()) {
-                    info.netuids = adm.netuids;
+            } else {
+                match policy.admit_peer(&peer.to_base58()) {
+                    Err(reason) => self.deny(peer, reason, &"policy changed"),
+                    Ok(adm) => {
+                        if let Some(info) =
+                            self.peers.get_mut(&peer).and_then(|p| p.verified.as_mut())
+                        {
+                            info.netuids = adm.netuids;
+                        }
+                    }
                 }
             }
         }
