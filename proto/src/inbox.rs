@@ -1,0 +1,232 @@
+//! Receiver-side de-duplication: each message id reaches the application once.
+//!
+//! The seen-set is persisted, so exactly-once holds across restarts of the receiver. Three rules
+//! keep it correct and small:
+//!
+//! 1. **Claim before delivery.** [`Dedup::claim`] inserts `sender ‖ message id` if absent; only the
+//!    caller that inserted it delivers the message. A retried copy (its acknowledgement was lost)
+//!    finds the id and is acknowledged without being delivered again.
+//! 2. **One current session per sender.** A sender runs one message session to a receiver at a
+//!    time; [`Dedup::make_current`] makes the newest one current, and [`Dedup::is_current`] lets
+//!    the caller refuse frames still arriving on an older substream. Without this, a copy
+//!    buffered on a dying substream could arrive after the id was released (rule 3) and be
+//!    delivered twice.
+//! 3. **Release after acknowledgement.** Once the sender has the acknowledgement it drops the
+//!    message and tells the receiver (`Release`), which forgets the id ([`Dedup::release`]). Ids
+//!    whose release never comes (the sender crashed) are swept once the message's own expiry has
+//!    passed ([`Dedup::sweep`]): after that the message is refused as expired anyway.
+//!
+//! Session ids are kept the same way until their header leaves the replay window, so a replayed
+//! session header is refused even within the window.
+//!
+//! Keys: `'m' ‖ sender hotkey ‖ message id` and `'s' ‖ session id`; values: expiry as `u64`
+//! little-endian unix seconds.
+
+use crate::envelope::{Id128, ID_LEN};
+use crate::hotkey::Hotkey;
+use std::collections::{BTreeMap, HashMap};
+
+/// Length of a message key.
+pub const MSG_KEY_LEN: usize = 1 + 32 + ID_LEN;
+/// Length of a session key.
+pub const SESSION_KEY_LEN: usize = 1 + ID_LEN;
+
+/// Persistence behind the seen-set.
+pub trait SeenStore {
+    /// The store's error.
+    type Error: std::fmt::Display;
+    /// Inserts `key → expires_at` unless `key` is present; returns whether it inserted.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn insert_if_absent(&mut self, key: &[u8], expires_at: u64) -> Result<bool, Self::Error>;
+    /// Deletes a key (absent keys are fine).
+    ///
+    /// # Errors
+    /// The store's error.
+    fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error>;
+    /// Deletes every key whose expiry is at or before `now`; returns how many.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn remove_expired(&mut self, now: u64) -> Result<usize, Self::Error>;
+    /// Number of keys held.
+    fn len(&self) -> usize;
+    /// Whether no key is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn msg_key(sender: &Hotkey, id: &Id128) -> [u8; MSG_KEY_LEN] {
+    let mut k = [0u8; MSG_KEY_LEN];
+    k[0] = b'm';
+    k[1..33].copy_from_slice(&sender.0);
+    k[33..].copy_from_slice(&id.0);
+    k
+}
+
+fn session_key(id: &Id128) -> [u8; SESSION_KEY_LEN] {
+    let mut k = [0u8; SESSION_KEY_LEN];
+    k[0] = b's';
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+/// The de-duplicating seen-set of one node.
+#[derive(Debug)]
+pub struct Dedup<S> {
+    store: S,
+    current: HashMap<Hotkey, Id128>,
+}
+
+impl<S: SeenStore> Dedup<S> {
+    /// Wraps a store. Sessions are not persisted: after a restart every sender opens a new one.
+    pub fn new(store: S) -> Self {
+        Dedup {
+            store,
+            current: HashMap::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Consumes the set, returning its store (a restart in tests).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Records the id of a session header that passed its checks, for `keep_until` (unix
+    /// seconds). Returns `false` for a replay (the id was seen before).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn note_session(&mut self, session: &Id128, keep_until: u64) -> Result<bool, S::Error> {
+        self.store
+            .insert_if_absent(&session_key(session), keep_until)
+    }
+
+    /// Makes `session` (opened successfully) `sender`'s current session: frames of its older
+    /// sessions are refused from now on.
+    pub fn make_current(&mut self, sender: &Hotkey, session: &Id128) {
+        self.current.insert(*sender, *session);
+    }
+
+    /// Whether `session` is `sender`'s newest session.
+    pub fn is_current(&self, sender: &Hotkey, session: &Id128) -> bool {
+        self.current.get(sender) == Some(session)
+    }
+
+    /// A substream closed: its session stops being current (if it still was).
+    pub fn close_session(&mut self, sender: &Hotkey, session: &Id128) {
+        if self.current.get(sender) == Some(session) {
+            self.current.remove(sender);
+        }
+    }
+
+    /// Claims a message id; `true` means it is new and the caller must deliver it.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn claim(
+        &mut self,
+        sender: &Hotkey,
+        id: &Id128,
+        expires_at: u64,
+    ) -> Result<bool, S::Error> {
+        self.store
+            .insert_if_absent(&msg_key(sender, id), expires_at)
+    }
+
+    /// The sender has its acknowledgements for `ids` and will not send them again.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn release(&mut self, sender: &Hotkey, ids: &[Id128]) -> Result<(), S::Error> {
+        for id in ids {
+            self.store.remove(&msg_key(sender, id))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every id and session whose expiry has passed.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn sweep(&mut self, now: u64) -> Result<usize, S::Error> {
+        self.store.remove_expired(now)
+    }
+}
+
+/// An in-memory [`SeenStore`] for tests and simulations.
+#[derive(Debug, Default, Clone)]
+pub struct MemSeenStore {
+    map: BTreeMap<Vec<u8>, u64>,
+}
+
+impl SeenStore for MemSeenStore {
+    type Error = std::convert::Infallible;
+    fn insert_if_absent(&mut self, key: &[u8], expires_at: u64) -> Result<bool, Self::Error> {
+        if self.map.contains_key(key) {
+            return Ok(false);
+        }
+        self.map.insert(key.to_vec(), expires_at);
+        Ok(true)
+    }
+    fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error> {
+        self.map.remove(key);
+        Ok(())
+    }
+    fn remove_expired(&mut self, now: u64) -> Result<usize, Self::Error> {
+        let before = self.map.len();
+        self.map.retain(|_, e| *e > now);
+        Ok(before - self.map.len())
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Hotkey = Hotkey([1; 32]);
+    const B: Hotkey = Hotkey([2; 32]);
+
+    #[test]
+    fn claims_releases_sessions_and_sweeps() {
+        let mut d = Dedup::new(MemSeenStore::default());
+        let m = Id128([7; 16]);
+        assert!(d.claim(&A, &m, 100).unwrap());
+        assert!(!d.claim(&A, &m, 100).unwrap());
+        // The same id from another sender is another message.
+        assert!(d.claim(&B, &m, 100).unwrap());
+        d.release(&A, &[m]).unwrap();
+        assert!(d.claim(&A, &m, 100).unwrap());
+
+        let s1 = Id128([1; 16]);
+        let s2 = Id128([2; 16]);
+        assert!(d.note_session(&s1, 50).unwrap());
+        assert!(!d.is_current(&A, &s1));
+        d.make_current(&A, &s1);
+        assert!(d.is_current(&A, &s1));
+        assert!(!d.note_session(&s1, 50).unwrap(), "replayed header");
+        assert!(d.note_session(&s2, 50).unwrap());
+        d.make_current(&A, &s2);
+        assert!(!d.is_current(&A, &s1));
+        d.close_session(&A, &s1);
+        assert!(d.is_current(&A, &s2));
+        d.close_session(&A, &s2);
+        assert!(!d.is_current(&A, &s2));
+
+        // Sessions expire at 50, messages at 100.
+        let before = d.store().len();
+        assert_eq!(d.sweep(50).unwrap(), 2);
+        assert_eq!(d.sweep(100).unwrap(), before - 2);
+        assert!(d.store().is_empty());
+    }
+}
