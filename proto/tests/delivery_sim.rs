@@ -175,12 +175,12 @@ impl Sim {
             Op::SenderWrite(n) => self.sender_write(usize::from(*n)),
             Op::ToReceiver(n) => {
                 for _ in 0..*n {
-                    self.to_receiver();
+                    self.pump_receiver();
                 }
             }
             Op::ToSender(n) => {
                 for _ in 0..*n {
-                    self.to_sender();
+                    self.pump_sender();
                 }
             }
             Op::RestartSender => {
@@ -294,7 +294,7 @@ impl Sim {
         }
     }
 
-    fn to_receiver(&mut self) {
+    fn pump_receiver(&mut self) {
         let now = self.now;
         let Some(bytes) = self.link.as_mut().and_then(|l| l.s2r.pop_front()) else {
             return;
@@ -370,7 +370,7 @@ impl Sim {
         }
     }
 
-    fn to_sender(&mut self) {
+    fn pump_sender(&mut self) {
         let Some(bytes) = self.link.as_mut().and_then(|l| l.r2s.pop_front()) else {
             return;
         };
@@ -415,10 +415,10 @@ impl Sim {
             self.connect();
             self.sender_write(16);
             for _ in 0..64 {
-                self.to_receiver();
+                self.pump_receiver();
             }
             for _ in 0..64 {
-                self.to_sender();
+                self.pump_sender();
             }
         }
         panic!(
@@ -469,19 +469,19 @@ fn a_rotation_the_sender_missed_heals_through_the_stale_prekey_refusal() {
     sim.apply(&Op::EraseRetired);
     sim.apply(&Op::Send { ttl: 100 });
     sim.sender_write(1);
-    sim.to_receiver(); // SessionInit to the erased prekey: refused, with the fresh binding
-    sim.to_receiver(); // its message: no session
+    sim.pump_receiver(); // SessionInit to the erased prekey: refused, with the fresh binding
+    sim.pump_receiver(); // its message: no session
     assert_eq!(
         sim.refusals,
         vec![RejectReason::StalePrekey, RejectReason::NoSession]
     );
-    sim.to_sender();
+    sim.pump_sender();
     assert_eq!(sim.sender_view, sim.current_prekey());
     sim.sender_write(1);
-    sim.to_receiver();
-    sim.to_receiver();
+    sim.pump_receiver();
+    sim.pump_receiver();
     assert_eq!(sim.delivered.len(), 1);
-    sim.to_sender();
+    sim.pump_sender();
     assert!(sim.outbox().is_empty());
 }
 
@@ -491,15 +491,15 @@ fn replayed_frames_are_refused_and_deliver_nothing() {
     sim.apply(&Op::Connect);
     sim.apply(&Op::Send { ttl: 100 });
     sim.sender_write(1);
-    sim.to_receiver();
-    sim.to_receiver();
+    sim.pump_receiver();
+    sim.pump_receiver();
     assert_eq!(sim.delivered.len(), 1);
     // The session header and the message, injected again on the same link.
     for i in 0..2u8 {
         sim.apply(&Op::Replay(i));
     }
-    sim.to_receiver();
-    sim.to_receiver();
+    sim.pump_receiver();
+    sim.pump_receiver();
     assert_eq!(sim.delivered.len(), 1);
     assert_eq!(
         sim.refusals,
