@@ -118,9 +118,172 @@ pub struct Config {
     /// The embedded database.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// End-to-end encryption: prekeys and sessions.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    /// Messages: size limit, TTL, outbox and retries.
+    #[serde(default)]
+    pub messages: MessagesConfig,
+    /// Streams.
+    #[serde(default)]
+    pub streams: StreamsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `encryption` section: how often keys change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// How often the X25519 prekey (named in the binding record) is replaced. Default 1h: a
+    /// stolen prekey opens at most the sessions sealed to it in that hour. Range 1s..=30d.
+    #[serde(default = "default_prekey_rotation")]
+    pub prekey_rotation: HumanDuration,
+    /// How long a replaced prekey still opens sessions before it is erased, covering peers that
+    /// have not yet seen the new binding. Default 15m. Range 0s..=7d.
+    #[serde(default = "default_prekey_grace")]
+    pub prekey_grace: HumanDuration,
+    /// Messages sealed in one session before a new one starts (one public-key operation per
+    /// session, not per message). Default 65536. Range 1..=2^40.
+    #[serde(default = "default_session_max_messages")]
+    pub session_max_messages: u64,
+    /// Age at which a session is replaced, healing after any compromise of its keys. Default 10m.
+    /// Range 1s..=1d.
+    #[serde(default = "default_session_max_age")]
+    pub session_max_age: HumanDuration,
+    /// Oldest session header accepted (its creation time against this node's clock); older ones
+    /// are refused as replays. Default 10m. Range 10s..=1d.
+    #[serde(default = "default_replay_window")]
+    pub replay_window: HumanDuration,
+}
+
+fn default_prekey_rotation() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_prekey_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
+}
+fn default_session_max_messages() -> u64 {
+    1 << 16
+}
+fn default_session_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_replay_window() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig {
+            prekey_rotation: default_prekey_rotation(),
+            prekey_grace: default_prekey_grace(),
+            session_max_messages: default_session_max_messages(),
+            session_max_age: default_session_max_age(),
+            replay_window: default_replay_window(),
+        }
+    }
+}
+
+/// `messages` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesConfig {
+    /// Largest message payload, sent or received; larger ones are refused before sending (use a
+    /// stream). Default 16MiB. Range 1B..=64MiB.
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+    /// How long an undelivered message is kept and retried. Default 24h. Range 1s..=30d.
+    #[serde(default = "default_ttl")]
+    pub ttl: HumanDuration,
+    /// Most payload bytes the outbox holds; `send` fails beyond it. Default 1GiB. At least
+    /// `max_size`.
+    #[serde(default = "default_outbox_max")]
+    pub outbox_max_bytes: ByteSize,
+    /// First retry delay after a failed delivery; doubles per failure (with jitter). Default
+    /// 500ms. Range 10ms..=1h.
+    #[serde(default = "default_retry_min")]
+    pub retry_min: HumanDuration,
+    /// Longest retry delay. Default 60s. Range retry_min..=1d.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: HumanDuration,
+    /// Messages buffered for the application before senders are slowed down. Default 1024.
+    /// Range 1..=1000000.
+    #[serde(default = "default_inbox_capacity")]
+    pub inbox_capacity: usize,
+    /// How long to wait for a connection to a recipient (messages and streams). Default 10s.
+    /// Range 100ms..=10m.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+}
+
+fn default_max_size() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+fn default_outbox_max() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn default_retry_min() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_inbox_capacity() -> usize {
+    1024
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            max_size: default_max_size(),
+            ttl: default_ttl(),
+            outbox_max_bytes: default_outbox_max(),
+            retry_min: default_retry_min(),
+            retry_max: default_retry_max(),
+            inbox_capacity: default_inbox_capacity(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+/// `streams` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Plaintext bytes per encrypted chunk of the streams this node opens. Larger chunks cost
+    /// fewer frames; each side buffers one. Default 256KiB. Range 1KiB..=1MiB.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: ByteSize,
+    /// Incoming streams waiting for the application to take them; more are refused as busy.
+    /// Default 64. Range 1..=4096.
+    #[serde(default = "default_max_incoming")]
+    pub max_incoming: usize,
+    /// Accept streams that peers open without end-to-end encryption (transport encryption only).
+    /// Default false.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+fn default_chunk_size() -> ByteSize {
+    ByteSize(256 << 10)
+}
+fn default_max_incoming() -> usize {
+    64
+}
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            chunk_size: default_chunk_size(),
+            max_incoming: default_max_incoming(),
+            allow_plaintext: false,
+        }
+    }
 }
 
 /// Chain backend kind.
@@ -459,6 +622,9 @@ impl Default for Config {
             acl: AclConfig::default(),
             firewall: FirewallConfig::default(),
             storage: StorageConfig::default(),
+            encryption: EncryptionConfig::default(),
+            messages: MessagesConfig::default(),
+            streams: StreamsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -831,6 +997,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_data_plane(&err)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(err(
                 "log.level".into(),
@@ -838,6 +1005,134 @@ impl Config {
                     "invalid filter `{}` ({e}); expected e.g. \"info\", \"debug\" or \"hermes=debug,warn\"",
                     self.log.level
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_data_plane(
+        &self,
+        err: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let range = |field: &str, v: Duration, lo: Duration, hi: Duration, text: &str| {
+            if v < lo || v > hi {
+                Err(err(
+                    field.into(),
+                    format!(
+                        "{} is out of range; expected {text}",
+                        humantime::format_duration(v)
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let secs = Duration::from_secs;
+        let e = &self.encryption;
+        range(
+            "encryption.prekey_rotation",
+            e.prekey_rotation.0,
+            secs(1),
+            secs(30 * 86400),
+            "1s..=30days",
+        )?;
+        range(
+            "encryption.prekey_grace",
+            e.prekey_grace.0,
+            secs(0),
+            secs(7 * 86400),
+            "0s..=7days",
+        )?;
+        range(
+            "encryption.session_max_age",
+            e.session_max_age.0,
+            secs(1),
+            secs(86400),
+            "1s..=1day",
+        )?;
+        range(
+            "encryption.replay_window",
+            e.replay_window.0,
+            secs(10),
+            secs(86400),
+            "10s..=1day",
+        )?;
+        if !(1..=1u64 << 40).contains(&e.session_max_messages) {
+            return Err(err(
+                "encryption.session_max_messages".into(),
+                format!(
+                    "{} is out of range; expected 1..=2^40",
+                    e.session_max_messages
+                ),
+            ));
+        }
+        let m = &self.messages;
+        if m.max_size.0 == 0 || m.max_size.0 > 64 << 20 {
+            return Err(err(
+                "messages.max_size".into(),
+                format!(
+                    "{} bytes is out of range; expected 1B..=64MiB",
+                    m.max_size.0
+                ),
+            ));
+        }
+        if m.outbox_max_bytes < m.max_size {
+            return Err(err(
+                "messages.outbox_max_bytes".into(),
+                format!(
+                    "{} bytes is smaller than messages.max_size ({} bytes): no message of the maximum size would fit",
+                    m.outbox_max_bytes.0, m.max_size.0
+                ),
+            ));
+        }
+        range(
+            "messages.ttl",
+            m.ttl.0,
+            secs(1),
+            secs(30 * 86400),
+            "1s..=30days",
+        )?;
+        range(
+            "messages.retry_min",
+            m.retry_min.0,
+            Duration::from_millis(10),
+            secs(3600),
+            "10ms..=1h",
+        )?;
+        range(
+            "messages.retry_max",
+            m.retry_max.0,
+            m.retry_min.0,
+            secs(86400),
+            "retry_min..=1day",
+        )?;
+        range(
+            "messages.connect_timeout",
+            m.connect_timeout.0,
+            Duration::from_millis(100),
+            secs(600),
+            "100ms..=10m",
+        )?;
+        if !(1..=1_000_000).contains(&m.inbox_capacity) {
+            return Err(err(
+                "messages.inbox_capacity".into(),
+                format!("{} is out of range; expected 1..=1000000", m.inbox_capacity),
+            ));
+        }
+        let st = &self.streams;
+        if !(ByteSize(1 << 10)..=ByteSize(1 << 20)).contains(&st.chunk_size) {
+            return Err(err(
+                "streams.chunk_size".into(),
+                format!(
+                    "{} bytes is out of range; expected 1KiB..=1MiB",
+                    st.chunk_size.0
+                ),
+            ));
+        }
+        if !(1..=4096).contains(&st.max_incoming) {
+            return Err(err(
+                "streams.max_incoming".into(),
+                format!("{} is out of range; expected 1..=4096", st.max_incoming),
             ));
         }
         Ok(())

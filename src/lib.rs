@@ -23,12 +23,17 @@
 pub mod config;
 pub mod control;
 pub mod logging;
+pub mod messages;
 pub mod runtime;
 
 pub use config::{Config, ConfigError};
 pub use hermes_actors::identity::keys::{HotkeyPair, KeyError, HOTKEY_URI_ENV};
 pub use hermes_actors::IdentityInfo;
 pub use hermes_proto as proto;
+pub use messages::{
+    DeliveryEvent, Inbound, Inbox, IncomingStream, IncomingStreams, MessageId, MessageStats,
+    OutboxEntry, SendOptions, StreamError, StreamOptions, StreamReader, StreamReport, StreamWriter,
+};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
 
 use hermes_actors::{IdentityError, StoreError};
@@ -64,6 +69,9 @@ pub enum Error {
     /// An argument was invalid.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A message or stream operation failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// The runtime has been shut down.
     #[error("the runtime has been shut down")]
     Stopped,

@@ -13,21 +13,28 @@
 
 use crate::config::Config;
 use crate::config::{ChainKind, SubnetMode};
+use crate::messages::{Inbox, IncomingStreams, MessageId, OutboxEntry, SendOptions, Taken};
 use crate::Error;
-use actix::{Addr, Arbiter, Supervisor};
+use actix::{Actor, Addr, Arbiter, Supervisor};
 use hermes_actors::chain::{self, Chain, ChainActor, DevChain, StaticChain};
 use hermes_actors::firewall::{self, FirewallActor, FirewallStats, PolicyBase};
 use hermes_actors::identity::{self, IdentityActor, IdentityConfig, IdentityInfo};
+use hermes_actors::network::directory::PeerDirectory;
 use hermes_actors::network::gate::DenyCounters;
 use hermes_actors::network::{self, Command, GossipMessage, NetConfig, NetHandle, PeerInfo};
+use hermes_actors::stream::bulk::{IncomingStream, StreamOptions, StreamWriter};
+use hermes_actors::stream::{
+    self, DeliveryEvent, Inbound, MessageStats, StreamActor, StreamConfig, StreamDeps,
+};
 use hermes_actors::{Store, StoreOptions};
 use hermes_proto::firewall::{Acl, Limits, Scope};
+use hermes_proto::msglink::SessionLimits;
+use hermes_proto::outbox::OutboxLimits;
 use hermes_proto::{Hotkey, SignedBinding};
 use libp2p::{Multiaddr, PeerId};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Configures and starts a [`Runtime`].
 #[derive(Debug)]
@@ -142,7 +149,18 @@ struct Parts {
     firewall: Addr<FirewallActor>,
     chain: Addr<ChainActor>,
     net: Option<NetHandle>,
+    stream: Option<StreamParts>,
     arbiters: Vec<Arbiter>,
+}
+
+/// The stream layer's actor and the application-facing ends it created.
+struct StreamParts {
+    actor: Addr<StreamActor>,
+    inbox: Arc<Mutex<Option<mpsc::Receiver<Inbound>>>>,
+    incoming: Arc<Mutex<Option<mpsc::Receiver<IncomingStream>>>>,
+    events: broadcast::Sender<DeliveryEvent>,
+    ss58_prefix: u16,
+    chunk_size: usize,
 }
 
 fn scope_of(config: &Config) -> Scope {
@@ -177,9 +195,13 @@ async fn start_actors(
         ss58_prefix: config.identity.ss58_prefix,
         netuids: config.subnets.netuids.clone(),
         binding_ttl: config.identity.binding_ttl.0,
+        prekey_dir: config.data_dir.clone(),
+        prekey_rotation: config.encryption.prekey_rotation.0,
+        prekey_grace: config.encryption.prekey_grace.0,
     };
     let actor = IdentityActor::load(id_cfg, store.clone())?;
     let keypair = actor.transport_keypair();
+    let shared_binding = actor.shared_binding();
     let identity = Supervisor::start(move |_| actor);
     let me = identity
         .send(identity::GetIdentity)
@@ -227,6 +249,7 @@ async fn start_actors(
                 firewall,
                 chain,
                 net: None,
+                stream: None,
                 arbiters: vec![chain_arbiter],
             },
             store,
@@ -236,6 +259,9 @@ async fn start_actors(
     // thread's tokio runtime.
     let net_arbiter = Arbiter::new();
     let fw = &config.firewall;
+    let directory = Arc::new(PeerDirectory::default());
+    let (inbound_tx, inbound_rx) = mpsc::channel(stream::INBOUND_SUBSTREAM_QUEUE);
+    let policy = shared.clone();
     let net_cfg = NetConfig {
         listen: config.listen.iter().map(|a| a.0.clone()).collect(),
         bootstrap: config.bootstrap.iter().map(|a| a.0.clone()).collect(),
@@ -257,6 +283,8 @@ async fn start_actors(
         ban_after_failures: fw.ban_after_failures,
         binding_timeout: fw.binding_timeout.0,
         binding_override,
+        directory: directory.clone(),
+        inbound_substreams: inbound_tx,
     };
     let (net_tx, net_rx) = oneshot::channel();
     net_arbiter.spawn(async move {
@@ -288,31 +316,69 @@ async fn start_actors(
         .await
         .map_err(|_| Error::Startup("firewall stopped during start".into()))?;
 
-    // Keep the binding the network presents fresh: the IdentityActor re-signs at half-life.
-    let (id2, cmds) = (identity.clone(), net.commands.clone());
-    actix::spawn(async move {
-        let mut last = me.binding;
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let Ok(Ok(info)) = id2.send(identity::GetIdentity).await else {
-                break;
-            };
-            if info.binding != last {
-                last = info.binding.clone();
-                if cmds.send(Command::SetBinding(info.binding)).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    // The IdentityActor pushes every re-issued binding (half-life, prekey rotation) to the network.
+    identity
+        .send(identity::AttachNetwork(net.commands.clone()))
+        .await
+        .map_err(|_| Error::Startup("identity actor stopped during start".into()))?;
+
+    // The stream layer gets its own thread: crypto and sled work for messages stays off the
+    // threads of the swarm and of the identity.
+    let stream_arbiter = Arbiter::new();
+    let m = &config.messages;
+    let e = &config.encryption;
+    let stream_cfg = StreamConfig {
+        me: me.hotkey,
+        ss58_prefix: config.identity.ss58_prefix,
+        max_message: usize::try_from(m.max_size.0).unwrap_or(usize::MAX),
+        default_ttl: m.ttl.0,
+        outbox: OutboxLimits {
+            max_bytes: m.outbox_max_bytes.0,
+            retry_min_ms: u64::try_from(m.retry_min.0.as_millis()).unwrap_or(u64::MAX),
+            retry_max_ms: u64::try_from(m.retry_max.0.as_millis()).unwrap_or(u64::MAX),
+        },
+        session: SessionLimits {
+            max_messages: e.session_max_messages,
+            max_age_secs: e.session_max_age.0.as_secs().max(1),
+        },
+        replay_window: e.replay_window.0,
+        inbox_capacity: m.inbox_capacity,
+        chunk_size: usize::try_from(config.streams.chunk_size.0).unwrap_or(1 << 18),
+        max_incoming_streams: config.streams.max_incoming,
+        allow_plaintext_streams: config.streams.allow_plaintext,
+        connect_timeout: m.connect_timeout.0,
+        binding_timeout: fw.binding_timeout.0,
+    };
+    let deps = StreamDeps {
+        store: store.clone(),
+        identity: identity.clone(),
+        directory,
+        substreams: net.substreams.clone(),
+        net: net.commands.clone(),
+        policy,
+        binding: shared_binding,
+    };
+    let chunk_size = stream_cfg.chunk_size;
+    let ss58_prefix = stream_cfg.ss58_prefix;
+    let (stream_actor, ends) = StreamActor::new(stream_cfg, deps, inbound_rx)
+        .map_err(|e| Error::Startup(format!("cannot open the message store: {e}")))?;
+    let stream_addr =
+        StreamActor::start_in_arbiter(&stream_arbiter.handle(), move |_| stream_actor);
     Ok((
         Parts {
             identity,
             firewall,
             chain,
             net: Some(net),
-            arbiters: vec![chain_arbiter, net_arbiter],
+            stream: Some(StreamParts {
+                actor: stream_addr,
+                inbox: Arc::new(Mutex::new(Some(ends.inbox))),
+                incoming: Arc::new(Mutex::new(Some(ends.incoming))),
+                events: ends.events,
+                ss58_prefix,
+                chunk_size,
+            }),
+            arbiters: vec![chain_arbiter, net_arbiter, stream_arbiter],
         },
         store,
     ))
@@ -577,6 +643,166 @@ impl RuntimeHandle {
         self.net(|tx| Command::Dial(addr, tx))
             .await?
             .map_err(Error::Network)
+    }
+
+    fn stream_parts(&self) -> Result<&StreamParts, Error> {
+        self.inner.parts.stream.as_ref().ok_or_else(|| {
+            Error::Network("networking is off for this runtime (with_network(false))".into())
+        })
+    }
+
+    /// Sends `bytes` to the node of wallet address `to` on subnet `netuid`, end-to-end encrypted.
+    /// Returns once the message is in the durable outbox; it is delivered (exactly once) as soon
+    /// as the recipient is reachable, and retried with backoff until `messages.ttl` ends. Watch
+    /// [`RuntimeHandle::delivery_events`] for the outcome.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad address; [`Error::Stream`] with [`StreamError::TooLarge`]
+    /// beyond `messages.max_size` (nothing is sent), or a full outbox.
+    pub async fn send(
+        &self,
+        to: &str,
+        netuid: u16,
+        bytes: impl Into<Vec<u8>>,
+    ) -> Result<MessageId, Error> {
+        self.send_with(to, netuid, bytes, SendOptions::default())
+            .await
+    }
+
+    /// [`RuntimeHandle::send`] with options (e.g. a TTL).
+    ///
+    /// # Errors
+    /// As [`RuntimeHandle::send`].
+    pub async fn send_with(
+        &self,
+        to: &str,
+        netuid: u16,
+        bytes: impl Into<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<MessageId, Error> {
+        let (hotkey, _) = Hotkey::from_ss58(to).map_err(|e| Error::Invalid(e.to_string()))?;
+        let sp = self.stream_parts()?;
+        Ok(Self::ask(
+            &sp.actor,
+            stream::SendMessage {
+                to: hotkey,
+                netuid,
+                payload: bytes.into(),
+                ttl: opts.ttl,
+            },
+        )
+        .await??)
+    }
+
+    /// The inbox: every message delivered to this node, once each. One consumer at a time;
+    /// dropping it gives it back (messages keep waiting meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] while another `Inbox` is alive; [`Error::Network`] with networking off.
+    pub fn subscribe(&self) -> Result<Inbox, Error> {
+        Taken::take(&self.stream_parts()?.inbox).ok_or_else(|| {
+            Error::Invalid("the inbox is already taken; drop the other Inbox first".into())
+        })
+    }
+
+    /// Outcomes of sent messages: delivered, expired, or refused by the recipient.
+    ///
+    /// # Errors
+    /// [`Error::Network`] with networking off.
+    pub fn delivery_events(&self) -> Result<broadcast::Receiver<DeliveryEvent>, Error> {
+        Ok(self.stream_parts()?.events.subscribe())
+    }
+
+    /// Message and stream counters, including refusals per reason.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn message_stats(&self) -> Result<MessageStats, Error> {
+        Self::ask(&self.stream_parts()?.actor, stream::GetStats).await
+    }
+
+    /// Messages waiting in the outbox.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, Error> {
+        let sp = self.stream_parts()?;
+        let prefix = sp.ss58_prefix;
+        Ok(Self::ask(&sp.actor, stream::GetOutbox)
+            .await?
+            .into_iter()
+            .map(|m| OutboxEntry {
+                id: m.id,
+                to: m.to.to_ss58(prefix),
+                netuid: m.netuid,
+                len: m.len,
+                created_at: m.created_at,
+                expires_at: m.expires_at,
+            })
+            .collect())
+    }
+
+    /// Opens an end-to-end encrypted stream to the node of `to` on `netuid`. Write to it (it
+    /// implements the `futures` and `tokio` write traits), then call
+    /// [`StreamWriter::finish`] to close it and wait for the recipient's confirmation.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad address; [`Error::Stream`] when the recipient is unreachable
+    /// or refuses.
+    pub async fn open_stream(&self, to: &str, netuid: u16) -> Result<StreamWriter, Error> {
+        let chunk = self.stream_parts()?.chunk_size;
+        self.open_stream_with(to, netuid, StreamOptions::new(chunk))
+            .await
+    }
+
+    /// [`RuntimeHandle::open_stream`] with options (chunk size, or no end-to-end encryption).
+    ///
+    /// # Errors
+    /// As [`RuntimeHandle::open_stream`].
+    pub async fn open_stream_with(
+        &self,
+        to: &str,
+        netuid: u16,
+        opts: StreamOptions,
+    ) -> Result<StreamWriter, Error> {
+        let (hotkey, _) = Hotkey::from_ss58(to).map_err(|e| Error::Invalid(e.to_string()))?;
+        let sp = self.stream_parts()?;
+        Ok(Self::ask(
+            &sp.actor,
+            stream::OpenStream {
+                to: hotkey,
+                netuid,
+                opts,
+            },
+        )
+        .await??)
+    }
+
+    /// Streams opened to this node. One consumer at a time, like [`RuntimeHandle::subscribe`];
+    /// while nobody takes them, up to `streams.max_incoming` wait and further ones are refused.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] while another consumer is alive; [`Error::Network`] with networking off.
+    pub fn incoming_streams(&self) -> Result<IncomingStreams, Error> {
+        Taken::take(&self.stream_parts()?.incoming).ok_or_else(|| {
+            Error::Invalid(
+                "incoming streams are already taken; drop the other consumer first".into(),
+            )
+        })
+    }
+
+    /// Replaces the prekey now and pushes the new binding to every peer. With `erase_previous`,
+    /// retired prekeys are erased at once (after a suspected key theft: sessions sealed to them
+    /// can then never be opened again, here or anywhere).
+    ///
+    /// # Errors
+    /// [`Error::Identity`] when the prekey file cannot be written.
+    pub async fn rotate_prekey(&self, erase_previous: bool) -> Result<IdentityInfo, Error> {
+        Ok(Self::ask(
+            &self.inner.parts.identity,
+            identity::RotatePrekey { erase_previous },
+        )
+        .await??)
     }
 
     /// Denial counters per reason and a summary of the policy in force.

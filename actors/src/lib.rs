@@ -9,6 +9,8 @@
 //! - [`firewall`]: the FirewallActor, which publishes the admission policy snapshot.
 //! - [`network`]: the network task owning the libp2p Swarm: transport filter, admission gate,
 //!   binding exchange, sled-backed Kademlia store, gossipsub.
+//! - [`stream`]: the StreamActor: end-to-end encrypted messages (durable outbox, exactly-once
+//!   delivery) and streams.
 //! - [`supervise`]: panic containment so a supervised actor restarts instead of taking its arbiter
 //!   down with it.
 //!
@@ -23,6 +25,7 @@ pub mod firewall;
 pub mod identity;
 pub mod network;
 pub mod storage;
+pub mod stream;
 pub mod supervise;
 
 pub use identity::{IdentityActor, IdentityError, IdentityInfo};

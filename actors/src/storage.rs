@@ -5,8 +5,9 @@
 //! [`StoreError::InUse`] instead of blocking or corrupting state. The lock is released when the
 //! last clone of the [`Store`] is dropped, after sled has been flushed.
 //!
-//! Trees (one per concern, see the design notes): `prekeys`, and later `kad_records`,
-//! `kad_providers`, `peers`, `bindings`, `outbox`, `seen_ids`, `sync_*`, `epochs`, `attestations`.
+//! Trees (one per concern, see the design notes): `kad_records`, `kad_providers`, `outbox`,
+//! `seen_ids`, and later `sync_*`, `epochs`, `attestations`. (`prekeys` held the prekey seed in
+//! early versions; prekeys now live in their own file, see `identity::prekeys`.)
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,10 @@ pub const TREE_PREKEYS: &str = "prekeys";
 pub const TREE_KAD_RECORDS: &str = "kad_records";
 /// Kademlia provider records.
 pub const TREE_KAD_PROVIDERS: &str = "kad_providers";
+/// Outgoing messages not yet acknowledged.
+pub const TREE_OUTBOX: &str = "outbox";
+/// Received message ids and session ids, for de-duplication and replay protection.
+pub const TREE_SEEN: &str = "seen_ids";
 
 /// Errors opening or using the store.
 #[derive(Debug, Error)]
@@ -152,6 +157,15 @@ impl Store {
             .flush()
             .map(|_| ())
             .map_err(|e| self.db_err(e))
+    }
+
+    /// A number larger than any returned before, also across restarts (sled reserves ranges
+    /// durably, so a crash skips numbers but never repeats one).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] on sled failure.
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        self.inner.db.generate_id().map_err(|e| self.db_err(e))
     }
 
     /// Wraps a sled error with this store's path.

@@ -22,8 +22,8 @@
 
 use crate::codec::DecodeError;
 use crate::envelope::{Id128, SessionSecret, ID_LEN, TAG_LEN};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use ring::hmac;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::hmac;
 use std::fmt;
 use thiserror::Error;
 use zeroize::Zeroizing;

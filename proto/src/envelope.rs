@@ -42,13 +42,13 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::hotkey::{sign, Hotkey, SIGNATURE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::hmac;
 use hpke::aead::ExportOnlyAead;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::rand_core::CryptoRng;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use ring::hmac;
 use sp_core::sr25519;
 use std::fmt;
 use thiserror::Error;

@@ -88,7 +88,7 @@ impl PrekeyEntry {
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 4] {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut c = [0u8; 4];
     c.copy_from_slice(&d.as_ref()[..4]);
     c

@@ -1,36 +1,50 @@
 //! IdentityActor: the node's keys and its signed binding record.
 //!
-//! Owns the sr25519 hotkey, the libp2p transport keypair and the current X25519 prekey, and keeps a
-//! fresh [`SignedBinding`] that ties them together.
+//! Owns the sr25519 hotkey, the libp2p transport keypair and the rotating X25519 prekeys, and keeps
+//! a fresh [`SignedBinding`] that ties them together. It is the only place private prekeys live:
+//! sessions are sealed and opened here, and only the derived session secret leaves.
 //!
 //! Accepts:
-//! - [`GetIdentity`] → [`IdentityInfo`] (re-issues the binding when less than half its lifetime is left)
+//! - [`GetIdentity`] → [`IdentityInfo`]
 //! - [`Sign`] → 64-byte sr25519 signature (substrate context)
 //! - [`VerifyBinding`] → the decoded binding if it is valid for the given connection
+//! - [`SealSession`] → a signed session header and its secret, sealed to a peer's prekey
+//! - [`OpenSession`] → the secret of a (checked) session header, if its prekey is still held
+//! - [`RotatePrekey`] → a new current prekey now (the previous one retired, or erased at once)
+//! - [`AttachNetwork`] → where to push a re-issued binding
 //! - `InjectPanic` (feature `fault-injection`) → panics inside the handler, to test supervision
 //!
-//! Emits nothing yet; the network layer will ask it to verify every peer's binding.
+//! Emits [`Command::SetBinding`] to the network task whenever the binding is re-issued: at half
+//! its lifetime, and on every prekey rotation (the binding names the current prekey). A timer
+//! rotates prekeys every `prekey_rotation` and erases retired ones after `prekey_grace`.
 //!
-//! State that must survive restarts (the prekey seed) lives in the `prekeys` sled tree; keys are
-//! re-read from their files on restart.
+//! Prekeys live in their own file ([`prekeys`]); keys are re-read from their files on restart.
 
 pub mod keys;
+pub mod prekeys;
 
-use crate::storage::{Store, StoreError, TREE_PREKEYS};
+use crate::network::Command;
+use crate::storage::{Store, StoreError};
 use crate::supervise::{contain, Crashed};
 use actix::prelude::*;
 use hermes_proto::binding::MAX_LIFETIME_SECS;
+use hermes_proto::envelope::{
+    seal_session, EnvelopeError, SessionHeader, SessionReject, SessionRequest, SessionSecret,
+};
 use hermes_proto::{BindingError, BindingRecord, DecodeError, Hotkey, SignedBinding};
-use hpke::Kem as _;
 use keys::{HotkeyPair, HotkeySource, KeyError};
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
+use prekeys::{PrekeyFile, PrekeyFileError};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use zeroize::Zeroizing;
+use tokio::sync::mpsc;
 
-type PrekeyKem = hpke::kem::X25519HkdfSha256;
+/// The node's current binding, readable without a message (the stream layer hands it to peers
+/// that used a stale prekey).
+pub type SharedBinding = Arc<arc_swap::ArcSwap<SignedBinding>>;
 
 /// Mailbox capacity: identity requests come from local actors and the API, never straight from
 /// the wire, so a small bound is enough and keeps a stuck caller from queueing without limit.
@@ -52,6 +66,12 @@ pub enum IdentityError {
     /// A binding record failed verification.
     #[error(transparent)]
     Binding(#[from] BindingError),
+    /// The prekey file could not be read or written.
+    #[error(transparent)]
+    Prekeys(#[from] PrekeyFileError),
+    /// A session could not be sealed (the peer's prekey is unusable).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
     /// The actor panicked handling this request and is restarting.
     #[error(transparent)]
     Crashed(#[from] Crashed),
@@ -72,6 +92,12 @@ pub struct IdentityConfig {
     pub netuids: Vec<u16>,
     /// Lifetime of each binding record.
     pub binding_ttl: Duration,
+    /// Directory of the prekey file (the data dir).
+    pub prekey_dir: PathBuf,
+    /// How often the prekey rotates.
+    pub prekey_rotation: Duration,
+    /// How long a retired prekey still opens sessions before it is erased.
+    pub prekey_grace: Duration,
 }
 
 /// A public view of the node identity.
@@ -89,6 +115,8 @@ pub struct IdentityInfo {
     pub binding: SignedBinding,
     /// How many times the actor has been restarted by its supervisor.
     pub restarts: u32,
+    /// Prekeys held (the current one and retired ones still in their grace period).
+    pub prekeys: usize,
 }
 
 /// Keys loaded from disk.
@@ -105,13 +133,17 @@ pub struct IdentityActor {
     source: HotkeySource,
     store: Store,
     keys: Keys,
-    prekey_public: [u8; 32],
+    prekeys: PrekeyFile,
     binding: SignedBinding,
+    shared: SharedBinding,
+    network: Option<mpsc::Sender<Command>>,
+    /// A binding push that found the network queue full.
+    shared_pending: bool,
     restarts: u32,
 }
 
 impl IdentityActor {
-    /// Loads keys, the prekey and issues a binding. Used at start and after each restart.
+    /// Loads keys, the prekeys and issues a binding. Used at start and after each restart.
     ///
     /// # Errors
     /// [`IdentityError`] if any key or the database cannot be read.
@@ -121,16 +153,25 @@ impl IdentityActor {
             &cfg.transport_key_file,
             cfg.generate_transport_key,
         )?;
-        let prekey_public = load_or_create_prekey(&store)?;
+        let mut prekeys = PrekeyFile::open(&cfg.prekey_dir, &store, crate::unix_now())?;
+        // A node that was down past its rotation period rotates before it advertises anything.
+        prekeys.maintain(
+            crate::unix_now(),
+            cfg.prekey_rotation.as_secs().max(1),
+            cfg.prekey_grace.as_secs(),
+        )?;
         let keys = Keys { hotkey, transport };
-        let binding = issue_binding(&cfg, &keys, prekey_public)?;
+        let binding = issue_binding(&cfg, &keys, prekeys.current_public())?;
         Ok(IdentityActor {
             cfg,
             source,
             store,
             keys,
-            prekey_public,
+            prekeys,
+            shared: Arc::new(arc_swap::ArcSwap::from_pointee(binding.clone())),
             binding,
+            network: None,
+            shared_pending: false,
             restarts: 0,
         })
     }
@@ -138,6 +179,11 @@ impl IdentityActor {
     /// The libp2p transport keypair (for the network task).
     pub fn transport_keypair(&self) -> Keypair {
         self.keys.transport.clone()
+    }
+
+    /// The published binding (updated on every re-issue).
+    pub fn shared_binding(&self) -> SharedBinding {
+        self.shared.clone()
     }
 
     fn info(&self) -> IdentityInfo {
@@ -149,15 +195,56 @@ impl IdentityActor {
             transport_key_type: format!("{:?}", self.keys.transport.key_type()).to_lowercase(),
             binding: self.binding.clone(),
             restarts: self.restarts,
+            prekeys: self.prekeys.len(),
         }
+    }
+
+    /// Replaces the binding and tells everyone who presents or reads it.
+    fn set_binding(&mut self, binding: SignedBinding) {
+        self.binding = binding.clone();
+        self.shared.store(Arc::new(binding.clone()));
+        if let Some(net) = &self.network {
+            // A full queue means the network is busy; the next maintenance tick retries.
+            if net.try_send(Command::SetBinding(binding)).is_err() {
+                tracing::debug!("network queue full; binding push deferred");
+                self.shared_pending = true;
+            }
+        }
+    }
+
+    fn reissue(&mut self) -> Result<(), IdentityError> {
+        let b = issue_binding(&self.cfg, &self.keys, self.prekeys.current_public())?;
+        self.set_binding(b);
+        Ok(())
     }
 
     fn refresh_binding_if_stale(&mut self) -> Result<(), IdentityError> {
         let now = crate::unix_now();
         let rec = &self.binding.record;
         let half = (rec.expires_at - rec.issued_at) / 2;
-        if now >= rec.issued_at.saturating_add(half) || now < rec.issued_at {
-            self.binding = issue_binding(&self.cfg, &self.keys, self.prekey_public)?;
+        if now >= rec.issued_at.saturating_add(half)
+            || now < rec.issued_at
+            || rec.prekey != self.prekeys.current_public()
+        {
+            self.reissue()?;
+        }
+        Ok(())
+    }
+
+    /// The periodic work: rotate and erase prekeys when due, keep the binding fresh.
+    fn maintain(&mut self) -> Result<(), IdentityError> {
+        let rotated = self.prekeys.maintain(
+            crate::unix_now(),
+            self.cfg.prekey_rotation.as_secs().max(1),
+            self.cfg.prekey_grace.as_secs(),
+        )?;
+        if rotated {
+            tracing::info!(prekeys = self.prekeys.len(), "prekey rotated");
+        }
+        self.refresh_binding_if_stale()?;
+        if std::mem::take(&mut self.shared_pending) {
+            let b = self.binding.clone();
+            self.set_binding(b);
         }
         Ok(())
     }
@@ -169,9 +256,8 @@ impl IdentityActor {
             self.cfg.generate_transport_key,
         )?;
         self.keys = Keys { hotkey, transport };
-        self.prekey_public = load_or_create_prekey(&self.store)?;
-        self.binding = issue_binding(&self.cfg, &self.keys, self.prekey_public)?;
-        Ok(())
+        self.prekeys = PrekeyFile::open(&self.cfg.prekey_dir, &self.store, crate::unix_now())?;
+        self.reissue()
     }
 }
 
@@ -197,28 +283,13 @@ fn issue_binding(
     Ok(record.sign(keys.hotkey.pair())?)
 }
 
-/// Reads the current prekey seed from sled or creates one; returns the X25519 public key.
-fn load_or_create_prekey(store: &Store) -> Result<[u8; 32], IdentityError> {
-    use hpke::Serializable as _;
-    let tree = store.tree(TREE_PREKEYS)?;
-    let seed: Zeroizing<Vec<u8>> = match tree.get(b"current").map_err(|e| store.db_err(e))? {
-        Some(v) if v.len() == 32 => Zeroizing::new(v.to_vec()),
-        other => {
-            if other.is_some() {
-                tracing::warn!("stored prekey seed has the wrong length; replacing it");
-            }
-            let mut seed = Zeroizing::new(vec![0u8; 32]);
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-            tree.insert(b"current", seed.as_slice())
-                .map_err(|e| store.db_err(e))?;
-            tree.flush().map_err(|e| store.db_err(e))?;
-            seed
-        }
-    };
-    let (_private, public) = PrekeyKem::derive_keypair(&seed);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&public.to_bytes());
-    Ok(out)
+/// How often the maintenance timer runs: often enough to rotate on time, at most every 30 s.
+fn maintenance_interval(cfg: &IdentityConfig) -> Duration {
+    let quarter = cfg
+        .prekey_rotation
+        .min(cfg.prekey_grace.max(Duration::from_secs(1)))
+        / 4;
+    quarter.clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
 impl Actor for IdentityActor {
@@ -226,6 +297,11 @@ impl Actor for IdentityActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
+        ctx.run_interval(maintenance_interval(&self.cfg), |act, _| {
+            if let Err(e) = act.maintain() {
+                tracing::error!(error = %e, "identity maintenance failed; retrying at the next tick");
+            }
+        });
     }
 }
 
@@ -293,6 +369,88 @@ impl Handler<VerifyBinding> for IdentityActor {
             )?;
             Ok(binding)
         })?
+    }
+}
+
+/// Seal a new session to a peer (HPKE to its prekey, header signed by the hotkey).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(SessionHeader, SessionSecret), IdentityError>")]
+pub struct SealSession(pub SessionRequest);
+
+impl Handler<SealSession> for IdentityActor {
+    type Result = Result<(SessionHeader, SessionSecret), IdentityError>;
+    fn handle(&mut self, msg: SealSession, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>("IdentityActor", ctx, || {
+            let mut rng = hpke::rand_core::UnwrapErr(getrandom::SysRng);
+            Ok(seal_session(
+                self.keys.hotkey.pair(),
+                &msg.0,
+                crate::unix_now(),
+                &mut rng,
+            )?)
+        })?
+    }
+}
+
+/// Derive the secret of a session header that already passed [`SessionHeader::check`], with the
+/// prekey it names.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SessionSecret, SessionReject>")]
+pub struct OpenSession(pub SessionHeader);
+
+impl Handler<OpenSession> for IdentityActor {
+    type Result = Result<SessionSecret, SessionReject>;
+    fn handle(&mut self, msg: OpenSession, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>("IdentityActor", ctx, || {
+            match self.prekeys.find(&msg.0.prekey) {
+                Some(key) => msg.0.open(key),
+                None => Err(SessionReject::StalePrekey),
+            }
+        })
+        .unwrap_or(Err(SessionReject::Undecryptable))
+    }
+}
+
+/// Rotate the prekey now. With `erase_previous`, every retired prekey is erased at once
+/// (what an operator does after a suspected key theft); otherwise they keep their grace period.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<IdentityInfo, IdentityError>")]
+pub struct RotatePrekey {
+    /// Erase retired prekeys immediately.
+    pub erase_previous: bool,
+}
+
+impl Handler<RotatePrekey> for IdentityActor {
+    type Result = Result<IdentityInfo, IdentityError>;
+    fn handle(&mut self, msg: RotatePrekey, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>("IdentityActor", ctx, || {
+            let grace = self.cfg.prekey_grace.as_secs();
+            self.prekeys.rotate(crate::unix_now(), grace)?;
+            if msg.erase_previous {
+                self.prekeys.erase_retired()?;
+            }
+            tracing::info!(
+                erase_previous = msg.erase_previous,
+                "prekey rotated on request"
+            );
+            self.reissue()?;
+            Ok(self.info())
+        })?
+    }
+}
+
+/// Attach the network task's command queue, to which re-issued bindings are pushed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AttachNetwork(pub mpsc::Sender<Command>);
+
+impl Handler<AttachNetwork> for IdentityActor {
+    type Result = ();
+    fn handle(&mut self, msg: AttachNetwork, _: &mut Self::Context) {
+        self.network = Some(msg.0);
+        // The network started with the binding of that moment; make sure it has the latest.
+        let b = self.binding.clone();
+        self.set_binding(b);
     }
 }
 

@@ -16,15 +16,24 @@
 //! 4. When the policy changes (ACL, scope, registry), every connected peer is checked again and
 //!    those now refused are disconnected and removed from the routing table.
 //!
+//! 5. Verified peers are published in the [`directory::PeerDirectory`], which the stream layer
+//!    reads; when this node's binding is re-issued (e.g. a prekey rotation), it is pushed to every
+//!    verified peer over `/hermes/identity/1` so they seal new sessions to the new prekey.
+//! 6. The data plane (`/hermes/msg/1`, `/hermes/stream/1`) uses raw substreams
+//!    ([`substream`]) opened and accepted outside this task's event loop.
+//!
 //! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
 //! find another by wallet address alone; inbound DHT writes to such keys are verified first.
 
+pub mod directory;
 pub mod filter;
 pub mod gate;
 pub mod identity_proto;
 pub mod kad_store;
+pub mod substream;
 
 use crate::storage::Store;
+use directory::PeerDirectory;
 use futures::StreamExt;
 use gate::{DenyCounters, Gate, SharedPolicy};
 use hermes_proto::binding::BindingError;
@@ -97,6 +106,10 @@ pub struct NetConfig {
     pub binding_timeout: Duration,
     /// Test hook: present these bytes instead of the real binding.
     pub binding_override: Option<Vec<u8>>,
+    /// Verified peers, shared with the stream layer.
+    pub directory: Arc<PeerDirectory>,
+    /// Where negotiated inbound data-plane substreams go.
+    pub inbound_substreams: mpsc::Sender<substream::InboundSubstream>,
 }
 
 /// An admitted, verified peer.
@@ -112,6 +125,8 @@ pub struct PeerInfo {
     pub addresses: Vec<Multiaddr>,
     /// In-scope subnets it is registered in.
     pub netuids: Vec<u16>,
+    /// Its current verified binding (naming its current prekey).
+    pub binding: SignedBinding,
 }
 
 /// A gossip message accepted from a verified peer.
@@ -155,6 +170,10 @@ pub enum Command {
     MeshPeers(oneshot::Sender<Vec<PeerId>>),
     /// Peers with an open connection (verified or not).
     Connected(oneshot::Sender<Vec<PeerId>>),
+    /// Make sure a connection to the node of `hotkey` is being established: answers with its
+    /// peer id once a dial is under way (or at once when already connected). The caller then
+    /// waits for the peer to appear in the directory.
+    Connect(Hotkey, oneshot::Sender<Result<PeerId, String>>),
 }
 
 /// Handle to the network task.
@@ -164,6 +183,8 @@ pub struct NetHandle {
     pub commands: mpsc::Sender<Command>,
     /// Inbound gossip.
     pub gossip: broadcast::Sender<GossipMessage>,
+    /// Opens data-plane substreams.
+    pub substreams: substream::Substreams,
 }
 
 #[derive(NetworkBehaviour)]
@@ -175,6 +196,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad_store::SledStore>,
     gossipsub: gossipsub::Behaviour,
+    substream: substream::Behaviour,
 }
 
 #[derive(Debug, Default)]
@@ -220,6 +242,9 @@ pub fn start(
         cfg.counters.clone(),
     ));
     let g2 = guard.clone();
+    let (substream_behaviour, substreams) =
+        substream::Behaviour::new(cfg.inbound_substreams.clone());
+    let mut substream_behaviour = Some(substream_behaviour);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_other_transport(move |key| {
@@ -284,6 +309,7 @@ pub fn start(
                 ping: ping::Behaviour::default(),
                 kad,
                 gossipsub,
+                substream: substream_behaviour.take().ok_or("behaviour built twice")?,
             })
         })
         .map_err(|e| err(&e))?
@@ -311,6 +337,7 @@ pub fn start(
     let handle = NetHandle {
         commands: tx,
         gossip: gossip.clone(),
+        substreams,
     };
     let task = Task {
         swarm,
@@ -319,6 +346,7 @@ pub fn start(
         listen_addrs: Vec::new(),
         pending_get: HashMap::new(),
         pending_put: HashMap::new(),
+        pending_closest: HashMap::new(),
         gossip,
         last_publish: None,
         guard,
@@ -329,6 +357,7 @@ pub fn start(
 enum Pending {
     Find(Hotkey, oneshot::Sender<Result<SignedBinding, String>>),
     Get(oneshot::Sender<Result<Vec<u8>, String>>),
+    Connect(Hotkey, oneshot::Sender<Result<PeerId, String>>),
 }
 
 impl Pending {
@@ -339,6 +368,9 @@ impl Pending {
                 let _ = reply.send(Err(msg));
             }
             Pending::Find(_, reply) => {
+                let _ = reply.send(Err(msg));
+            }
+            Pending::Connect(_, reply) => {
                 let _ = reply.send(Err(msg));
             }
         }
@@ -352,6 +384,7 @@ struct Task {
     listen_addrs: Vec<Multiaddr>,
     pending_get: HashMap<kad::QueryId, Pending>,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
+    pending_closest: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
     gossip: broadcast::Sender<GossipMessage>,
     last_publish: Option<Instant>,
     guard: Arc<filter::AddressGuard>,
@@ -429,6 +462,7 @@ impl Task {
 
     fn forget(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
+        self.cfg.directory.remove(peer);
         let b = self.swarm.behaviour_mut();
         b.kad.remove_peer(peer);
         b.gossipsub.remove_explicit_peer(peer);
@@ -473,13 +507,16 @@ impl Task {
                     }
                 }
                 let first = state.verified.is_none();
-                state.verified = Some(PeerInfo {
+                let info = PeerInfo {
                     peer_id: peer,
                     ss58: hotkey.to_ss58(self.cfg.ss58_prefix),
                     hotkey,
                     addresses: addresses.clone(),
                     netuids,
-                });
+                    binding,
+                };
+                state.verified = Some(info.clone());
+                self.cfg.directory.upsert(info);
                 if first {
                     tracing::info!(%peer, ss58 = %hotkey.to_ss58(self.cfg.ss58_prefix), "peer admitted");
                     for a in addresses {
@@ -561,7 +598,10 @@ impl Task {
                         if let Some(info) =
                             self.peers.get_mut(&peer).and_then(|p| p.verified.as_mut())
                         {
-                            info.netuids = adm.netuids;
+                            if info.netuids != adm.netuids {
+                                info.netuids = adm.netuids;
+                                self.cfg.directory.upsert(info.clone());
+                            }
                         }
                     }
                 }
@@ -633,9 +673,28 @@ impl Task {
             }
             Command::Recheck => self.recheck(),
             Command::SetBinding(b) => {
+                if b == self.cfg.binding {
+                    return;
+                }
                 self.cfg.binding = b;
                 self.publish_binding(true);
+                // Verified peers learn the new binding (and prekey) at once; each answers with its
+                // own, which refreshes our view of it too.
+                let bytes = self.own_binding_bytes();
+                let verified: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.verified.is_some())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for peer in verified {
+                    self.swarm
+                        .behaviour_mut()
+                        .identity
+                        .send_request(&peer, bytes.clone());
+                }
             }
+            Command::Connect(hotkey, reply) => self.connect(hotkey, reply),
             Command::RoutingTable(reply) => {
                 let mut v = Vec::new();
                 for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
@@ -695,6 +754,7 @@ impl Task {
                 ..
             } => {
                 self.peers.remove(&peer_id);
+                self.cfg.directory.remove(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identity(ev)) => self.on_identity(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -874,15 +934,17 @@ impl Task {
                                 let _ = reply.send(Ok(found.record.value));
                             }
                             Pending::Find(hotkey, reply) => {
-                                let r = SignedBinding::decode(&found.record.value)
-                                    .map_err(|e| e.to_string())
-                                    .and_then(|b| {
-                                        let peer = b.record.peer_id.clone();
-                                        b.verify(&peer, Some(&hotkey), now())
-                                            .map_err(|e| e.to_string())?;
-                                        Ok(b)
-                                    });
-                                let _ = reply.send(r);
+                                let _ = reply.send(verify_found(&hotkey, &found.record.value));
+                            }
+                            Pending::Connect(hotkey, reply) => {
+                                match verify_found(&hotkey, &found.record.value).and_then(|b| {
+                                    PeerId::from_bytes(&b.record.peer_id).map_err(|e| e.to_string())
+                                }) {
+                                    Ok(peer) => self.dial_peer(peer, reply),
+                                    Err(e) => {
+                                        let _ = reply.send(Err(e));
+                                    }
+                                }
                             }
                         }
                     }
@@ -897,6 +959,32 @@ impl Task {
                         p.fail("not found in the DHT".to_string());
                     }
                 }
+                QueryResult::GetClosestPeers(r) if step.last || r.is_err() => {
+                    if let Some((peer, reply)) = self.pending_closest.remove(&id) {
+                        let found = match &r {
+                            Ok(ok) => ok.peers.iter().find(|p| p.peer_id == peer).cloned(),
+                            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => {
+                                peers.iter().find(|p| p.peer_id == peer).cloned()
+                            }
+                        };
+                        match found {
+                            Some(info) if !info.addrs.is_empty() => {
+                                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                                    .addresses(info.addrs)
+                                    .build();
+                                let r = self
+                                    .swarm
+                                    .dial(opts)
+                                    .map(|_| peer)
+                                    .map_err(|e| format!("cannot dial {peer}: {e}"));
+                                let _ = reply.send(r);
+                            }
+                            _ => {
+                                let _ = reply.send(Err(format!("no address known for {peer}")));
+                            }
+                        }
+                    }
+                }
                 QueryResult::PutRecord(r) => {
                     if let Some(reply) = self.pending_put.remove(&id) {
                         let _ = reply.send(r.map(|_| ()).map_err(|e| format!("{e:?}")));
@@ -905,6 +993,73 @@ impl Task {
                 _ => {}
             },
             _ => {}
+        }
+    }
+}
+
+/// Decodes and verifies a binding read from the DHT for `hotkey`.
+fn verify_found(hotkey: &Hotkey, value: &[u8]) -> Result<SignedBinding, String> {
+    let b = SignedBinding::decode(value).map_err(|e| e.to_string())?;
+    let peer = b.record.peer_id.clone();
+    b.verify(&peer, Some(hotkey), now())
+        .map_err(|e| e.to_string())?;
+    Ok(b)
+}
+
+impl Task {
+    /// Starts connecting to the node of `hotkey`: at once when its peer id is known, otherwise
+    /// after finding its binding in the DHT.
+    fn connect(&mut self, hotkey: Hotkey, reply: oneshot::Sender<Result<PeerId, String>>) {
+        if let Some(p) = self.cfg.directory.by_hotkey(&hotkey) {
+            let _ = reply.send(Ok(p.peer_id));
+            return;
+        }
+        // The registry names the peer id of a registered hotkey; otherwise ask the DHT.
+        let registered = self
+            .cfg
+            .policy
+            .load()
+            .registry
+            .by_hotkey(&hotkey)
+            .find_map(|e| e.peer_id.parse::<PeerId>().ok());
+        match registered {
+            Some(peer) => self.dial_peer(peer, reply),
+            None => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(binding_key(&hotkey));
+                self.pending_get.insert(id, Pending::Connect(hotkey, reply));
+            }
+        }
+    }
+
+    /// Dials `peer` by id with the addresses the behaviours know (the routing table); when none
+    /// are known, looks the peer up in the DHT first.
+    fn dial_peer(&mut self, peer: PeerId, reply: oneshot::Sender<Result<PeerId, String>>) {
+        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                let _ = reply.send(Ok(peer));
+            }
+            Err(libp2p::swarm::DialError::NoAddresses) => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.pending_closest.insert(id, (peer, reply));
+            }
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                let _ = reply.send(Ok(peer));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(format!("cannot dial {peer}: {e}")));
+            }
         }
     }
 }

@@ -1,0 +1,282 @@
+//! The prekey file: the node's rotating X25519 keys, stored in fixed slots that are overwritten in
+//! place (see [`hermes_proto::prekey`] for the format and why it is not in sled).
+//!
+//! Every change is written slot by slot with `pwrite` and made durable with `fdatasync` before the
+//! new state is used, so a crash never leaves the node advertising a prekey it cannot open.
+
+use crate::storage::{Store, TREE_PREKEYS};
+use hermes_proto::envelope::Prekey;
+use hermes_proto::prekey::{PrekeyRing, SlotWrite, FILE_LEN, SLOT_LEN};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// File name of the prekey file inside the data dir.
+pub const PREKEY_FILE: &str = "prekeys";
+
+/// Errors reading or writing the prekey file.
+#[derive(Debug, Error)]
+#[error("prekey file {path}: {reason}")]
+pub struct PrekeyFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What failed.
+    pub reason: String,
+}
+
+/// The prekey ring and the open file behind it.
+pub struct PrekeyFile {
+    path: PathBuf,
+    file: File,
+    ring: PrekeyRing,
+    /// Derived key pairs, current first (deriving costs a scalar multiplication, so it is done
+    /// once per change, not per session).
+    keys: Vec<Prekey>,
+}
+
+impl std::fmt::Debug for PrekeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrekeyFile")
+            .field("path", &self.path)
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    seed
+}
+
+impl PrekeyFile {
+    /// Opens (creating if needed) `data_dir/prekeys`. A seed kept in the `prekeys` sled tree by
+    /// an older version is imported as the current key and deleted from sled. An unreadable file
+    /// is set aside as `prekeys.corrupt` and replaced by a fresh ring: only sessions sealed to
+    /// the lost keys are affected, and their senders recover through a stale-prekey refusal.
+    ///
+    /// # Errors
+    /// [`PrekeyFileError`] when the file cannot be created, read or written.
+    pub fn open(data_dir: &Path, store: &Store, now: u64) -> Result<Self, PrekeyFileError> {
+        let path = data_dir.join(PREKEY_FILE);
+        let err = |reason: String| PrekeyFileError {
+            path: path.clone(),
+            reason,
+        };
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| err(e.to_string()))?;
+        let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+        let mut ring = if existed && len > 0 {
+            let mut buf = Zeroizing::new(vec![
+                0u8;
+                FILE_LEN.min(
+                    usize::try_from(len).unwrap_or(FILE_LEN) + 1
+                )
+            ]);
+            let n = file.read_at(&mut buf, 0).map_err(|e| err(e.to_string()))?;
+            match PrekeyRing::decode(&buf[..n]) {
+                Ok((ring, report)) => {
+                    if report.damaged > 0 {
+                        tracing::warn!(path = %path.display(), damaged = report.damaged, "prekey slots failed their check and were dropped");
+                    }
+                    ring
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "prekey file is unreadable; setting it aside and starting a new ring");
+                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                    return Self::open(data_dir, store, now);
+                }
+            }
+        } else {
+            PrekeyRing::default()
+        };
+        if len != FILE_LEN as u64 {
+            file.set_len(FILE_LEN as u64)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let mut writes = Vec::new();
+        // Migration: earlier versions kept one seed in sled.
+        let tree = store.tree(TREE_PREKEYS).map_err(|e| err(e.to_string()))?;
+        if let Ok(Some(old)) = tree.get(b"current") {
+            if ring.current().is_none() && old.len() == 32 {
+                let mut seed = [0u8; 32];
+                seed.copy_from_slice(&old);
+                writes.extend(ring.import_current(seed, now));
+            }
+        }
+        if ring.current().is_none() {
+            writes.extend(ring.rotate(random_seed(), now));
+        }
+        let mut me = PrekeyFile {
+            path,
+            file,
+            ring,
+            keys: Vec::new(),
+        };
+        // Write the full file once so every slot is in its final form, then drop the sled copy.
+        me.write_all()?;
+        drop(writes);
+        if tree.remove(b"current").ok().flatten().is_some() {
+            let _ = tree.flush();
+        }
+        me.refresh_keys();
+        Ok(me)
+    }
+
+    fn write_all(&self) -> Result<(), PrekeyFileError> {
+        let bytes = Zeroizing::new(self.ring.encode());
+        self.file
+            .write_all_at(&bytes, 0)
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| PrekeyFileError {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn apply(&mut self, writes: Vec<SlotWrite>) -> Result<(), PrekeyFileError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        for w in &writes {
+            let offset = (w.index * SLOT_LEN) as u64;
+            self.file
+                .write_all_at(&w.bytes, offset)
+                .map_err(|e| PrekeyFileError {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        self.file.sync_data().map_err(|e| PrekeyFileError {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.refresh_keys();
+        Ok(())
+    }
+
+    fn refresh_keys(&mut self) {
+        self.keys = self.ring.entries().iter().map(|e| e.keypair()).collect();
+    }
+
+    /// The current prekey's public key.
+    pub fn current_public(&self) -> [u8; 32] {
+        self.keys.first().map(Prekey::public).unwrap_or([0; 32])
+    }
+
+    /// The key pair with public key `public`, if this node still holds it.
+    pub fn find(&self, public: &[u8; 32]) -> Option<&Prekey> {
+        self.keys.iter().find(|k| k.public() == *public)
+    }
+
+    /// Number of prekeys held (current and retired).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no prekey is held (never the case after `open`).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Rotates now: a new current key; the old one is retired (and erased at once if `grace` is
+    /// zero). Durable before it returns.
+    ///
+    /// # Errors
+    /// [`PrekeyFileError`] when the file cannot be written.
+    pub fn rotate(&mut self, now: u64, grace: u64) -> Result<(), PrekeyFileError> {
+        let mut writes = self.ring.rotate(random_seed(), now);
+        writes.extend(self.ring.erase_expired(now, grace));
+        self.apply(writes)
+    }
+
+    /// Rotates if due and erases retired keys past their grace period. Returns whether the
+    /// current key changed.
+    ///
+    /// # Errors
+    /// [`PrekeyFileError`] when the file cannot be written.
+    pub fn maintain(&mut self, now: u64, period: u64, grace: u64) -> Result<bool, PrekeyFileError> {
+        let rotated = self.ring.rotation_due(now, period);
+        let mut writes = if rotated {
+            self.ring.rotate(random_seed(), now)
+        } else {
+            Vec::new()
+        };
+        writes.extend(self.ring.erase_expired(now, grace));
+        self.apply(writes)?;
+        Ok(rotated)
+    }
+
+    /// Erases every retired key now, whatever its grace period.
+    ///
+    /// # Errors
+    /// [`PrekeyFileError`] when the file cannot be written.
+    pub fn erase_retired(&mut self) -> Result<usize, PrekeyFileError> {
+        let writes = self.ring.erase_expired(u64::MAX, 0);
+        let n = writes.len();
+        self.apply(writes)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StoreOptions;
+
+    #[test]
+    fn rotation_persists_and_erasure_removes_the_seed_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut pf = PrekeyFile::open(dir.path(), &store, 1000).unwrap();
+        let first = pf.current_public();
+        assert_eq!(pf.len(), 1);
+        pf.rotate(2000, 3600).unwrap();
+        let second = pf.current_public();
+        assert_ne!(first, second);
+        assert!(
+            pf.find(&first).is_some(),
+            "retired key still opens during its grace"
+        );
+        drop(pf);
+        // Reopened: same keys.
+        let mut pf = PrekeyFile::open(dir.path(), &store, 2001).unwrap();
+        assert_eq!(pf.current_public(), second);
+        assert!(pf.find(&first).is_some());
+        // Grace over: the retired key is erased and its slot is zero on disk.
+        assert!(!pf.maintain(2000 + 3599, 1 << 30, 3600).unwrap());
+        assert!(pf.find(&first).is_some());
+        assert!(!pf.maintain(2000 + 3600, 1 << 30, 3600).unwrap());
+        assert!(pf.find(&first).is_none());
+        let bytes = std::fs::read(dir.path().join(PREKEY_FILE)).unwrap();
+        assert_eq!(bytes.len(), FILE_LEN);
+        let (ring, _) = PrekeyRing::decode(&bytes).unwrap();
+        assert_eq!(ring.entries().len(), 1);
+        assert!(ring.entries().iter().all(|e| e.keypair().public() != first));
+    }
+
+    #[test]
+    fn a_seed_from_sled_is_imported_and_a_corrupt_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tree = store.tree(TREE_PREKEYS).unwrap();
+        tree.insert(b"current", &[5u8; 32]).unwrap();
+        let pf = PrekeyFile::open(dir.path(), &store, 10).unwrap();
+        assert_eq!(pf.current_public(), Prekey::from_seed(&[5; 32]).public());
+        assert!(tree.get(b"current").unwrap().is_none());
+        drop(pf);
+        std::fs::write(dir.path().join(PREKEY_FILE), [0xffu8; FILE_LEN]).unwrap();
+        let pf = PrekeyFile::open(dir.path(), &store, 20).unwrap();
+        assert_eq!(pf.len(), 1);
+        assert!(dir.path().join("prekeys.corrupt").exists());
+    }
+}

@@ -1,0 +1,458 @@
+//! The tasks behind message links: a writer per destination, a reader per inbound substream, and
+//! the acceptor that routes inbound substreams from verified peers.
+//!
+//! Writer, step by step:
+//! 1. Find the destination among verified peers, or ask the network to connect and wait for it.
+//! 2. Open `/hermes/msg/1`; start an answer task on the read half.
+//! 3. Pull batches from the actor; before the first message, and whenever the session reaches
+//!    its limits, have the IdentityActor seal a new session; seal each message and write it.
+//! 4. The answer task maps acknowledgements and refusals back to message ids and reports them; a
+//!    stale-prekey refusal carries the recipient's fresh binding, which is verified and used for
+//!    the next session.
+//!
+//! The answer task runs apart from the writer so that acknowledgements keep being read while the
+//! writer waits for flow control: otherwise two nodes writing to each other could each wait for
+//! the other to read.
+//!
+//! Reader, step by step: reserve room in the application's inbox (backpressure: a full inbox stops
+//! reading, and flow control then slows the sender), read a frame, let [`LinkReceiver`] interpret
+//! it, and act: open sessions through the IdentityActor, hand messages to the actor for
+//! de-duplication and delivery, acknowledge them in batches.
+
+use super::wire::{self, ReadFrame};
+use super::{
+    Accept, AcceptOutcome, CloseSession, MakeCurrent, NoteSession, Pull, ReleaseIds, Shared,
+    StreamActor, StreamCounters, StreamError, WriterClosed, WriterEvent,
+};
+use crate::identity::{OpenSession, SealSession};
+use crate::network::substream::{InboundSubstream, MSG_PROTOCOL};
+use crate::network::{Command, PeerInfo};
+use actix::Addr;
+use futures::io::{BufReader, BufWriter, ReadHalf};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use hermes_proto::envelope::{
+    SessionKind, SessionReject, SessionRequest, BODY_HEADER_LEN, MAX_CLOCK_SKEW_SECS, TAG_LEN,
+};
+use hermes_proto::frame::{
+    parse_msg_prefix, MsgFrame, RefuseCode, MAX_CONTROL_FRAME, MAX_IDS, MSG_PREFIX_LEN,
+};
+use hermes_proto::msglink::{LinkReceiver, LinkSender, ReceiverStep, Refusal, SenderEvent};
+use hermes_proto::reason::RejectReason;
+use hermes_proto::{Hotkey, Id128, SignedBinding};
+use libp2p::{PeerId, Stream};
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+fn io_err(e: io::Error) -> StreamError {
+    StreamError::Io(e.to_string())
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The verified peer behind `to`, connecting first if needed.
+pub(crate) async fn ensure_peer(
+    shared: &Shared,
+    to: &Hotkey,
+) -> Result<Arc<PeerInfo>, StreamError> {
+    let dir = &shared.deps.directory;
+    if let Some(p) = dir.by_hotkey(to) {
+        return Ok(p);
+    }
+    let name = to.to_ss58(shared.cfg.ss58_prefix);
+    let (tx, rx) = oneshot::channel();
+    shared
+        .deps
+        .net
+        .send(Command::Connect(*to, tx))
+        .await
+        .map_err(|_| StreamError::Stopped)?;
+    match rx.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(StreamError::Unreachable(format!("{name}: {e}"))),
+        Err(_) => return Err(StreamError::Stopped),
+    }
+    dir.wait_for(shared.cfg.connect_timeout, |d| d.by_hotkey(to))
+        .await
+        .ok_or_else(|| {
+            StreamError::Unreachable(format!(
+                "{name}: no verified connection within {}",
+                humantime_secs(shared.cfg.connect_timeout)
+            ))
+        })
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Checks a binding a recipient sent with a stale-prekey refusal and returns its prekey.
+pub(crate) fn prekey_from_refusal(
+    bytes: &[u8],
+    peer: &PeerId,
+    hotkey: &Hotkey,
+) -> Result<[u8; 32], StreamError> {
+    let b = SignedBinding::decode(bytes)
+        .map_err(|e| StreamError::Refused(format!("undecodable binding in a refusal: {e}")))?;
+    b.verify(&peer.to_bytes(), Some(hotkey), crate::unix_now())
+        .map_err(|e| StreamError::Refused(format!("invalid binding in a refusal: {e}")))?;
+    Ok(b.record.prekey)
+}
+
+/// Runs a writer for `to` until its link ends, then tells the actor why.
+pub(crate) async fn run_writer(
+    to: Hotkey,
+    gen: u64,
+    shared: Arc<Shared>,
+    actor: Addr<StreamActor>,
+) {
+    let sessions = Rc::new(Cell::new(0u64));
+    let reason = writer(to, gen, &shared, &actor, &sessions)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    // Sent once per writer, so `do_send` cannot pile up.
+    actor.do_send(WriterClosed {
+        to,
+        gen,
+        reason,
+        sessions: sessions.get(),
+    });
+}
+
+async fn writer(
+    to: Hotkey,
+    gen: u64,
+    shared: &Arc<Shared>,
+    actor: &Addr<StreamActor>,
+    sessions: &Rc<Cell<u64>>,
+) -> Result<(), StreamError> {
+    let peer = ensure_peer(shared, &to).await?;
+    let stream = shared
+        .deps
+        .substreams
+        .open(peer.peer_id, MSG_PROTOCOL)
+        .await
+        .map_err(|e| StreamError::Unreachable(e.to_string()))?;
+    let (rd, wr) = stream.split();
+    let link = Rc::new(RefCell::new(LinkSender::new(shared.cfg.session)));
+    let prekey = Rc::new(Cell::new(peer.binding.record.prekey));
+    let wake = Rc::new(Notify::new());
+    let mut answers = actix::spawn(answer_loop(
+        rd,
+        link.clone(),
+        prekey.clone(),
+        wake.clone(),
+        to,
+        peer.peer_id,
+        actor.clone(),
+    ));
+    let mut w = BufWriter::with_capacity(64 << 10, wr);
+    let mut seen_issue = peer.binding.record.issued_at;
+    let result = async {
+        let mut pull = Box::pin(actor.send(Pull { to, gen }));
+        loop {
+            tokio::select! {
+                batch = &mut pull => {
+                    let batch = batch.map_err(|_| StreamError::Stopped)?;
+                    if batch.is_empty() {
+                        // This writer was replaced, or the actor is stopping.
+                        return Ok(());
+                    }
+                    let now = crate::unix_now();
+                    for m in &batch {
+                        if link.borrow().needs_session(now) {
+                            // A binding pushed since (e.g. after a rotation) names a newer prekey.
+                            if let Some(p) = shared.deps.directory.get(&peer.peer_id) {
+                                if p.binding.record.issued_at > seen_issue {
+                                    seen_issue = p.binding.record.issued_at;
+                                    prekey.set(p.binding.record.prekey);
+                                }
+                            }
+                            let req = SessionRequest {
+                                kind: SessionKind::Messages,
+                                recipient: to,
+                                prekey: prekey.get(),
+                                netuid: 0,
+                            };
+                            let (header, secret) = shared
+                                .deps
+                                .identity
+                                .send(SealSession(req))
+                                .await
+                                .map_err(|_| StreamError::Stopped)?
+                                .map_err(|e| StreamError::Refused(e.to_string()))?;
+                            let init = link.borrow_mut().start_session(&header, secret, now);
+                            sessions.set(sessions.get() + 1);
+                            w.write_all(&init).await.map_err(io_err)?;
+                        }
+                        let frame = link
+                            .borrow_mut()
+                            .seal(m, now)
+                            .map_err(|e| StreamError::Io(e.to_string()))?;
+                        w.write_all(&frame).await.map_err(io_err)?;
+                    }
+                    let release = link.borrow_mut().release_frame();
+                    if let Some(r) = release {
+                        w.write_all(&r).await.map_err(io_err)?;
+                    }
+                    w.flush().await.map_err(io_err)?;
+                    pull = Box::pin(actor.send(Pull { to, gen }));
+                }
+                _ = wake.notified() => {
+                    let release = link.borrow_mut().release_frame();
+                    if let Some(r) = release {
+                        wire::write_flush(&mut w, &r).await.map_err(io_err)?;
+                    }
+                }
+                done = &mut answers => {
+                    return done.unwrap_or(Err(StreamError::Stopped));
+                }
+            }
+        }
+    }
+    .await;
+    answers.abort();
+    let _ = w.close().await;
+    result
+}
+
+/// Reads the recipient's answers and reports them; ends when the substream does.
+async fn answer_loop(
+    rd: ReadHalf<Stream>,
+    link: Rc<RefCell<LinkSender>>,
+    prekey: Rc<Cell<[u8; 32]>>,
+    wake: Rc<Notify>,
+    to: Hotkey,
+    peer: PeerId,
+    actor: Addr<StreamActor>,
+) -> Result<(), StreamError> {
+    let mut rd = BufReader::new(rd);
+    loop {
+        let body = wire::read_frame(&mut rd, MAX_CONTROL_FRAME)
+            .await
+            .map_err(io_err)?
+            .ok_or_else(|| StreamError::Io("the recipient closed the link".into()))?;
+        let frame = MsgFrame::decode_body(body).map_err(|e| StreamError::Io(e.to_string()))?;
+        let ev = link.borrow_mut().on_frame(frame);
+        let mut fatal = None;
+        match &ev {
+            SenderEvent::Acked(_) => wake.notify_one(),
+            SenderEvent::SessionRefused {
+                code: RefuseCode::StalePrekey,
+                binding: Some(b),
+                ..
+            } => match prekey_from_refusal(b, &peer, &to) {
+                Ok(pk) => prekey.set(pk),
+                Err(e) => fatal = Some(e),
+            },
+            SenderEvent::SessionRefused { code, .. } => {
+                fatal = Some(StreamError::Refused(format!("session refused ({code:?})")));
+            }
+            _ => {}
+        }
+        // One event per frame this writer sent, so these cannot pile up beyond what it sent.
+        actor.do_send(WriterEvent { to, ev });
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+    }
+}
+
+/// Routes inbound substreams: only verified peers are served, each on its own task.
+pub(crate) async fn run_acceptor(
+    mut rx: mpsc::Receiver<InboundSubstream>,
+    shared: Arc<Shared>,
+    actor: Addr<StreamActor>,
+) {
+    while let Some(sub) = rx.recv().await {
+        let shared = shared.clone();
+        let actor = actor.clone();
+        actix::spawn(async move {
+            let peer = shared
+                .deps
+                .directory
+                .wait_for(shared.cfg.binding_timeout, |d| d.get(&sub.peer))
+                .await;
+            let Some(peer) = peer else {
+                tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "substream from an unverified peer dropped");
+                return;
+            };
+            if sub.protocol == MSG_PROTOCOL {
+                run_reader(sub.stream, peer, shared, actor).await;
+            } else {
+                super::bulk::accept(sub.stream, peer, shared, actor).await;
+            }
+        });
+    }
+}
+
+/// Whether `peer` may send on `netuid`: the subnet must be in this node's scope, and a
+/// registered peer must be registered (and admitted) in it.
+pub(crate) fn in_scope(shared: &Shared, peer: &PeerInfo, netuid: u16) -> bool {
+    let policy = shared.deps.policy.load();
+    if !policy.enabled {
+        return true;
+    }
+    if peer.netuids.is_empty() {
+        // Admitted by an explicit allow-list entry rather than a registration.
+        return policy.scope.contains(netuid);
+    }
+    peer.netuids.contains(&netuid)
+}
+
+/// Counts a refusal, sends its answer; returns whether the substream must close.
+async fn refuse<W: futures::AsyncWrite + Unpin>(
+    w: &mut W,
+    counters: &StreamCounters,
+    r: Refusal,
+) -> io::Result<bool> {
+    counters.reject(r.reason);
+    if let Some(a) = r.answer {
+        wire::write_flush(w, &a.encode()).await?;
+    }
+    Ok(r.close)
+}
+
+/// Serves one inbound message substream from `peer` until it ends.
+pub(crate) async fn run_reader(
+    stream: Stream,
+    peer: Arc<PeerInfo>,
+    shared: Arc<Shared>,
+    actor: Addr<StreamActor>,
+) {
+    let (rd, wr) = stream.split();
+    let mut rd = BufReader::with_capacity(256 << 10, rd);
+    let mut w = BufWriter::with_capacity(16 << 10, wr);
+    let window = shared.cfg.replay_window.as_secs();
+    let mut link = LinkReceiver::new(shared.cfg.me, peer.hotkey, window);
+    let max_frame = MSG_PREFIX_LEN + BODY_HEADER_LEN + shared.cfg.max_message + TAG_LEN;
+    let counters = shared.counters.clone();
+    let mut acks: Vec<Id128> = Vec::new();
+    let result: io::Result<()> = async {
+        loop {
+            let Ok(permit) = shared.inbox.clone().reserve_owned().await else {
+                return Ok(());
+            };
+            let frame = match wire::read_msg_frame(&mut rd, max_frame).await? {
+                ReadFrame::Eof => return Ok(()),
+                ReadFrame::TooLarge(prefix) => {
+                    let (sid, counter) = parse_msg_prefix(&prefix).map_err(invalid)?;
+                    if refuse(&mut w, &counters, link.too_large(sid, counter)).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                ReadFrame::Body(b) => match MsgFrame::decode_body(b) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        counters.reject(RejectReason::Malformed);
+                        return Err(invalid(e));
+                    }
+                },
+            };
+            let now = crate::unix_now();
+            let refusal = match link.on_frame(frame, now) {
+                ReceiverStep::Session(h) => {
+                    let keep = h.created_at + window + MAX_CLOCK_SKEW_SECS;
+                    let fresh = actor
+                        .send(NoteSession {
+                            session_id: h.session_id,
+                            keep_until: keep,
+                        })
+                        .await
+                        .map_err(|_| io::Error::other("stopping"))?;
+                    if !fresh {
+                        Some(link.refuse_session(&h, RejectReason::Replay, None))
+                    } else {
+                        match shared.deps.identity.send(OpenSession(h.clone())).await {
+                            Ok(Ok(secret)) => {
+                                link.install(&h, secret);
+                                let _ = actor
+                                    .send(MakeCurrent {
+                                        from: peer.hotkey,
+                                        session_id: h.session_id,
+                                    })
+                                    .await;
+                                None
+                            }
+                            Ok(Err(SessionReject::StalePrekey)) => {
+                                let mine = shared.deps.binding.load().encode();
+                                Some(link.refuse_session(&h, RejectReason::StalePrekey, Some(mine)))
+                            }
+                            Ok(Err(r)) => Some(link.refuse_session(&h, r.into(), None)),
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+                ReceiverStep::Message {
+                    session_id,
+                    counter,
+                    body,
+                } => {
+                    let Some(current) = shared.deps.directory.get(&peer.peer_id) else {
+                        // Refused by the firewall meanwhile: its connection is going away.
+                        return Ok(());
+                    };
+                    let in_scope = in_scope(&shared, &current, body.netuid);
+                    let outcome = actor
+                        .send(Accept {
+                            from: current,
+                            session_id,
+                            counter,
+                            body,
+                            in_scope,
+                            permit,
+                        })
+                        .await
+                        .map_err(|_| io::Error::other("stopping"))?;
+                    match outcome {
+                        AcceptOutcome::Ack(id) => {
+                            acks.push(id);
+                            None
+                        }
+                        AcceptOutcome::Refused(r) => Some(*r),
+                    }
+                }
+                ReceiverStep::Release(ids) => {
+                    actor
+                        .send(ReleaseIds {
+                            from: peer.hotkey,
+                            ids,
+                        })
+                        .await
+                        .map_err(|_| io::Error::other("stopping"))?;
+                    None
+                }
+                ReceiverStep::Refuse(r) => Some(r),
+            };
+            // Acknowledge in batches: wait while another complete frame is already buffered.
+            let flush_acks =
+                refusal.is_some() || acks.len() >= MAX_IDS || !wire::holds_frame(rd.buffer());
+            if flush_acks && !acks.is_empty() {
+                let frame = MsgFrame::Ack(std::mem::take(&mut acks)).encode();
+                wire::write_flush(&mut w, &frame).await?;
+            }
+            if let Some(r) = refusal {
+                if refuse(&mut w, &counters, r).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    if let Some(s) = link.session_id() {
+        actor.do_send(CloseSession {
+            from: peer.hotkey,
+            session_id: s,
+        });
+    }
+    if let Err(e) = result {
+        tracing::debug!(peer = %peer.peer_id, error = %e, "message link closed");
+    }
+    let _ = w.close().await;
+}

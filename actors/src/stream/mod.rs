@@ -1,0 +1,848 @@
+//! StreamActor: end-to-end encrypted messages with a durable outbox, and encrypted streams.
+//!
+//! Owns the outbox (messages not yet acknowledged), the seen-set (message and session ids already
+//! received) and the links: one writer task per destination with queued messages, one reader task
+//! per inbound message substream. All of them run on the actor's own thread, so a handoff between
+//! a link task and the actor never crosses threads. Protocol logic lives in `hermes-proto`
+//! ([`hermes_proto::msglink`], [`hermes_proto::outbox`], [`hermes_proto::inbox`]); this module
+//! moves bytes and keeps the books.
+//!
+//! Accepts:
+//! - [`SendMessage`] → the message id, once the message is in the outbox
+//! - [`GetStats`] → [`MessageStats`]; [`GetOutbox`] → the messages waiting
+//! - from its link tasks: `Pull`, `WriterEvent`, `WriterClosed`, `NoteSession`, `MakeCurrent`,
+//!   `CloseSession`, `Accept`, `ReleaseIds`
+//!
+//! Emits [`Inbound`] messages into the inbox channel (read through the runtime's subscription),
+//! [`DeliveryEvent`]s on a broadcast channel, and [`Command::Connect`] to the network task when a
+//! destination is not connected.
+//!
+//! A message's path: `SendMessage` → outbox (sled) → a writer for its destination connects if
+//! needed, opens `/hermes/msg/1`, starts a session (sealed by the IdentityActor) and pulls batches
+//! → the remote reader opens each message, claims its id in the seen-set, hands it to the
+//! application and acknowledges it → the writer reports the acknowledgement, the outbox deletes the
+//! message, and a `Release` lets the receiver forget the id. Any failure on the way leaves the
+//! message in the outbox, retried with exponential backoff and jitter until its TTL ends.
+
+pub mod bulk;
+mod link;
+pub mod store;
+mod wire;
+
+use crate::identity::{IdentityActor, SharedBinding};
+use crate::network::directory::PeerDirectory;
+use crate::network::gate::SharedPolicy;
+use crate::network::substream::{InboundSubstream, Substreams, MSG_PROTOCOL, STREAM_PROTOCOL};
+use crate::network::{Command, PeerInfo};
+use crate::storage::{Store, StoreError};
+use actix::prelude::*;
+use hermes_proto::envelope::MessageBody;
+use hermes_proto::inbox::Dedup;
+use hermes_proto::msglink::{accept_message, Accepted, Refusal, SenderEvent, SessionLimits};
+use hermes_proto::outbox::{Meta, Outbox, OutboxError, OutboxLimits, Outgoing};
+use hermes_proto::reason::RejectReason;
+use hermes_proto::{Hotkey, Id128};
+use libp2p::PeerId;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{SledOutbox, SledSeen};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Mailbox capacity. Link tasks wait (`send().await`) when it is full, which is how a busy actor
+/// slows its peers down instead of queueing without bound.
+pub const MAILBOX: usize = 1024;
+/// Most messages handed to a writer per pull.
+const PULL_MAX_MSGS: usize = 256;
+/// Most payload bytes handed to a writer per pull (one large message may exceed it).
+const PULL_MAX_BYTES: usize = 4 << 20;
+/// How often timers (retries, expiry) are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How often expired seen ids are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Capacity of the delivery-event broadcast; slow listeners lose the oldest events.
+pub const EVENT_QUEUE: usize = 4096;
+/// Capacity of the queue of inbound substreams waiting for the stream layer.
+pub const INBOUND_SUBSTREAM_QUEUE: usize = 256;
+
+/// A message delivered to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// Sender's SS58 address.
+    pub from: String,
+    /// Sender's hotkey.
+    pub hotkey: Hotkey,
+    /// Sender's peer id.
+    pub peer_id: PeerId,
+    /// Subnet the message belongs to.
+    pub netuid: u16,
+    /// Message id (the one `send` returned at the sender).
+    pub id: Id128,
+    /// When the delivered copy was sealed (sender's clock, unix seconds).
+    pub sent_at: u64,
+    /// The payload.
+    pub bytes: Vec<u8>,
+}
+
+/// What became of a sent message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryEvent {
+    /// The recipient acknowledged it (it reached its application, now or earlier).
+    Delivered {
+        /// Message id.
+        id: Id128,
+        /// Recipient.
+        to: Hotkey,
+    },
+    /// Its TTL ended before it could be delivered.
+    Expired {
+        /// Message id.
+        id: Id128,
+        /// Recipient.
+        to: Hotkey,
+    },
+    /// The recipient refused it for good (too large for it, outside its subnets, or expired
+    /// on arrival).
+    Failed {
+        /// Message id.
+        id: Id128,
+        /// Recipient.
+        to: Hotkey,
+        /// The recipient's reason.
+        reason: String,
+    },
+}
+
+/// Errors from the stream layer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The message is larger than `messages.max_size`.
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes (messages.max_size); send it as a stream instead")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The outbox is full.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The destination could not be reached.
+    #[error("cannot reach {0}")]
+    Unreachable(String),
+    /// The destination refused.
+    #[error("refused by the recipient: {0}")]
+    Refused(String),
+    /// An argument was invalid.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A transport or framing failure.
+    #[error("stream I/O: {0}")]
+    Io(String),
+    /// The runtime is shutting down.
+    #[error("the stream layer has stopped")]
+    Stopped,
+}
+
+impl From<StoreError> for StreamError {
+    fn from(e: StoreError) -> Self {
+        StreamError::Storage(e.to_string())
+    }
+}
+
+/// Counters shared by the actor, its link tasks and open streams.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+    /// Messages accepted by `send`.
+    pub sent: AtomicU64,
+    /// Messages acknowledged by their recipient.
+    pub delivered: AtomicU64,
+    /// Messages handed to this node's application.
+    pub received: AtomicU64,
+    /// Retried copies recognised and not delivered again.
+    pub duplicates: AtomicU64,
+    /// Message sessions opened by peers.
+    pub sessions_in: AtomicU64,
+    /// Message sessions this node started.
+    pub sessions_out: AtomicU64,
+    /// Streams this node opened.
+    pub streams_out: AtomicU64,
+    /// Streams accepted from peers.
+    pub streams_in: AtomicU64,
+    /// Stream bytes sent (plaintext).
+    pub stream_bytes_out: AtomicU64,
+    /// Stream bytes received and verified (plaintext).
+    pub stream_bytes_in: AtomicU64,
+}
+
+impl StreamCounters {
+    /// Counts one refusal.
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals for one reason.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the message and stream counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageStats {
+    /// Messages accepted by `send`.
+    pub sent: u64,
+    /// Messages acknowledged by their recipient.
+    pub delivered: u64,
+    /// Messages delivered to this node's application.
+    pub received: u64,
+    /// Retried copies recognised and not delivered again.
+    pub duplicates: u64,
+    /// Messages waiting in the outbox.
+    pub outbox: usize,
+    /// Their payload bytes.
+    pub outbox_bytes: u64,
+    /// Sessions opened by peers / started by this node.
+    pub sessions: (u64, u64),
+    /// Streams accepted / opened.
+    pub streams: (u64, u64),
+    /// Stream bytes received (verified) / sent.
+    pub stream_bytes: (u64, u64),
+    /// Refusals per reason.
+    pub rejected: Vec<(RejectReason, u64)>,
+}
+
+impl MessageStats {
+    /// Refusals for one reason.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Settings of the stream layer.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// This node's hotkey.
+    pub me: Hotkey,
+    /// SS58 prefix for printing.
+    pub ss58_prefix: u16,
+    /// Largest message payload accepted, either way.
+    pub max_message: usize,
+    /// TTL of a message sent without one.
+    pub default_ttl: Duration,
+    /// Outbox size and retry schedule.
+    pub outbox: OutboxLimits,
+    /// When sessions are replaced.
+    pub session: SessionLimits,
+    /// Oldest session header accepted.
+    pub replay_window: Duration,
+    /// Messages buffered for the application before peers are slowed down.
+    pub inbox_capacity: usize,
+    /// Plaintext bytes per stream chunk.
+    pub chunk_size: usize,
+    /// Incoming streams waiting to be accepted by the application.
+    pub max_incoming_streams: usize,
+    /// Whether peers may open streams without end-to-end encryption.
+    pub allow_plaintext_streams: bool,
+    /// How long to wait for a connection to a destination.
+    pub connect_timeout: Duration,
+    /// How long a new peer may take to finish its binding exchange before its substreams are
+    /// dropped.
+    pub binding_timeout: Duration,
+}
+
+/// What the stream layer talks to.
+#[derive(Debug, Clone)]
+pub struct StreamDeps {
+    /// The node's database.
+    pub store: Store,
+    /// Seals and opens sessions.
+    pub identity: Addr<IdentityActor>,
+    /// Verified peers.
+    pub directory: Arc<PeerDirectory>,
+    /// Opens substreams.
+    pub substreams: Substreams,
+    /// The network task.
+    pub net: mpsc::Sender<Command>,
+    /// The admission policy (for subnet scope).
+    pub policy: SharedPolicy,
+    /// This node's current binding (sent to peers that used a stale prekey).
+    pub binding: SharedBinding,
+}
+
+/// The application-facing ends created with the actor.
+#[derive(Debug)]
+pub struct StreamEnds {
+    /// Messages for the application.
+    pub inbox: mpsc::Receiver<Inbound>,
+    /// Streams for the application.
+    pub incoming: mpsc::Receiver<bulk::IncomingStream>,
+    /// Delivery events.
+    pub events: broadcast::Sender<DeliveryEvent>,
+    /// Counters.
+    pub counters: Arc<StreamCounters>,
+}
+
+/// Shared by the actor and its tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: StreamConfig,
+    pub(crate) deps: StreamDeps,
+    pub(crate) counters: Arc<StreamCounters>,
+    pub(crate) inbox: mpsc::Sender<Inbound>,
+    pub(crate) incoming: mpsc::Sender<bulk::IncomingStream>,
+}
+
+/// The StreamActor.
+pub struct StreamActor {
+    shared: Arc<Shared>,
+    outbox: Outbox<SledOutbox>,
+    dedup: Dedup<SledSeen>,
+    writers: HashMap<Hotkey, u64>,
+    next_gen: u64,
+    parked: HashMap<Hotkey, (u64, oneshot::Sender<Vec<Outgoing>>)>,
+    events: broadcast::Sender<DeliveryEvent>,
+    inbound: Option<mpsc::Receiver<InboundSubstream>>,
+    last_sweep: Instant,
+}
+
+impl std::fmt::Debug for StreamActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamActor")
+            .field("outbox", &self.outbox.len())
+            .field("writers", &self.writers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn rng() -> hpke::rand_core::UnwrapErr<getrandom::SysRng> {
+    hpke::rand_core::UnwrapErr(getrandom::SysRng)
+}
+
+impl StreamActor {
+    /// Opens the outbox and seen-set and builds the actor; `inbound` is where the network hands
+    /// negotiated data-plane substreams.
+    ///
+    /// # Errors
+    /// [`StreamError::Storage`] when the database cannot be read.
+    pub fn new(
+        cfg: StreamConfig,
+        deps: StreamDeps,
+        inbound: mpsc::Receiver<InboundSubstream>,
+    ) -> Result<(Self, StreamEnds), StreamError> {
+        let (outbox, bad) = Outbox::load(SledOutbox::open(&deps.store)?, cfg.outbox)?;
+        if bad > 0 {
+            tracing::warn!(entries = bad, "dropped undecodable outbox entries");
+        }
+        if !outbox.is_empty() {
+            tracing::info!(
+                messages = outbox.len(),
+                bytes = outbox.bytes(),
+                "outbox restored"
+            );
+        }
+        let dedup = Dedup::new(SledSeen::open(&deps.store)?);
+        let (inbox_tx, inbox_rx) = mpsc::channel(cfg.inbox_capacity.max(1));
+        let (inc_tx, inc_rx) = mpsc::channel(cfg.max_incoming_streams.max(1));
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
+        let counters = Arc::new(StreamCounters::default());
+        let shared = Arc::new(Shared {
+            cfg,
+            deps,
+            counters: counters.clone(),
+            inbox: inbox_tx,
+            incoming: inc_tx,
+        });
+        Ok((
+            StreamActor {
+                shared,
+                outbox,
+                dedup,
+                writers: HashMap::new(),
+                next_gen: 0,
+                parked: HashMap::new(),
+                events: events.clone(),
+                inbound: Some(inbound),
+                last_sweep: Instant::now(),
+            },
+            StreamEnds {
+                inbox: inbox_rx,
+                incoming: inc_rx,
+                events,
+                counters,
+            },
+        ))
+    }
+
+    fn counters(&self) -> &StreamCounters {
+        &self.shared.counters
+    }
+
+    fn emit(&self, ev: DeliveryEvent) {
+        // Nobody listening is fine.
+        let _ = self.events.send(ev);
+    }
+
+    /// Gives `to`'s queued messages to its writer: answers a parked pull, or starts a writer.
+    fn kick(&mut self, to: Hotkey, ctx: &mut Context<Self>) {
+        if let Some((gen, tx)) = self.parked.remove(&to) {
+            self.answer_pull(to, gen, tx);
+        } else if !self.writers.contains_key(&to) {
+            if self.shared.deps.directory.by_hotkey(&to).is_some() {
+                self.outbox.retry_now(&to);
+            }
+            self.start_due_writers(ctx);
+        }
+    }
+
+    fn answer_pull(&mut self, to: Hotkey, gen: u64, tx: oneshot::Sender<Vec<Outgoing>>) {
+        let batch = match self
+            .outbox
+            .take(&to, PULL_MAX_MSGS, PULL_MAX_BYTES, crate::unix_now())
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the outbox failed");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            self.parked.insert(to, (gen, tx));
+            return;
+        }
+        if let Err(batch) = tx.send(batch) {
+            // The writer is gone: its messages go back to the queue.
+            for m in batch {
+                let _ = self.outbox.rejected(&m.meta.id, false);
+            }
+        }
+    }
+
+    fn start_due_writers(&mut self, ctx: &mut Context<Self>) {
+        for to in self.outbox.due(now_ms()) {
+            if self.writers.contains_key(&to) {
+                continue;
+            }
+            let gen = self.next_gen;
+            self.next_gen += 1;
+            self.writers.insert(to, gen);
+            self.outbox.link_up(&to);
+            let shared = self.shared.clone();
+            let me = ctx.address();
+            ctx.spawn(link::run_writer(to, gen, shared, me).into_actor(self));
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        match self.outbox.expire(crate::unix_now()) {
+            Ok(gone) => {
+                for m in gone {
+                    tracing::debug!(id = %m.id, "message expired undelivered");
+                    self.emit(DeliveryEvent::Expired { id: m.id, to: m.to });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "outbox expiry failed"),
+        }
+        self.start_due_writers(ctx);
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = Instant::now();
+            match self.dedup.sweep(crate::unix_now()) {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired seen ids swept"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "seen-set sweep failed"),
+            }
+        }
+    }
+
+    fn on_writer_event(&mut self, to: Hotkey, ev: SenderEvent, ctx: &mut Context<Self>) {
+        match ev {
+            SenderEvent::Acked(ids) => match self.outbox.acked(&ids) {
+                Ok(done) => {
+                    StreamCounters::add(&self.counters().delivered, done.len() as u64);
+                    for m in done {
+                        self.emit(DeliveryEvent::Delivered { id: m.id, to: m.to });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "outbox update failed"),
+            },
+            SenderEvent::Rejected { id, code } => {
+                match self.outbox.rejected(&id, code.is_terminal()) {
+                    Ok(Some(m)) => {
+                        tracing::info!(id = %m.id, reason = code.as_str(), "message refused by its recipient");
+                        self.emit(DeliveryEvent::Failed {
+                            id: m.id,
+                            to: m.to,
+                            reason: code.as_str().to_string(),
+                        });
+                    }
+                    Ok(None) => self.kick(to, ctx),
+                    Err(e) => tracing::error!(error = %e, "outbox update failed"),
+                }
+            }
+            SenderEvent::SessionRefused { requeue, .. } => {
+                for id in requeue {
+                    let _ = self.outbox.rejected(&id, false);
+                }
+                self.kick(to, ctx);
+            }
+            SenderEvent::Ignored => {}
+        }
+    }
+
+    fn accept(&mut self, a: Accept) -> AcceptOutcome {
+        let c = self.shared.counters.clone();
+        match accept_message(
+            &mut self.dedup,
+            &a.from.hotkey,
+            a.session_id,
+            a.counter,
+            a.body,
+            a.in_scope,
+        ) {
+            Ok(Accepted::Deliver(body)) => {
+                let id = body.id;
+                a.permit.send(Inbound {
+                    from: a.from.ss58.clone(),
+                    hotkey: a.from.hotkey,
+                    peer_id: a.from.peer_id,
+                    netuid: body.netuid,
+                    id,
+                    sent_at: body.sent_at,
+                    bytes: body.payload,
+                });
+                StreamCounters::add(&c.received, 1);
+                AcceptOutcome::Ack(id)
+            }
+            Ok(Accepted::Duplicate(id)) => {
+                StreamCounters::add(&c.duplicates, 1);
+                AcceptOutcome::Ack(id)
+            }
+            // Counted by the reader, which counts every refusal on its substream.
+            Ok(Accepted::Refused(r)) => AcceptOutcome::Refused(Box::new(r)),
+            Err(e) => {
+                // Neither delivered nor acknowledged: the sender retries later.
+                tracing::error!(error = %e, "seen-set write failed; message not accepted");
+                AcceptOutcome::Refused(Box::new(Refusal {
+                    reason: RejectReason::Malformed,
+                    answer: None,
+                    close: true,
+                }))
+            }
+        }
+    }
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        if let Some(rx) = self.inbound.take() {
+            ctx.spawn(link::run_acceptor(rx, self.shared.clone(), ctx.address()).into_actor(self));
+        }
+        self.start_due_writers(ctx);
+    }
+}
+
+/// Queue a message.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Id128, StreamError>")]
+pub struct SendMessage {
+    /// Recipient.
+    pub to: Hotkey,
+    /// Subnet.
+    pub netuid: u16,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Time to live (default: `messages.ttl`).
+    pub ttl: Option<Duration>,
+}
+
+impl Handler<SendMessage> for StreamActor {
+    type Result = Result<Id128, StreamError>;
+    fn handle(&mut self, m: SendMessage, ctx: &mut Self::Context) -> Self::Result {
+        let max = self.shared.cfg.max_message;
+        if m.payload.len() > max {
+            return Err(StreamError::TooLarge {
+                size: m.payload.len(),
+                max,
+            });
+        }
+        if m.to == self.shared.cfg.me {
+            return Err(StreamError::Invalid(
+                "the recipient is this node's own hotkey".into(),
+            ));
+        }
+        let ttl = m
+            .ttl
+            .unwrap_or(self.shared.cfg.default_ttl)
+            .as_secs()
+            .max(1);
+        let meta = self.outbox.enqueue(
+            m.to,
+            m.netuid,
+            &m.payload,
+            crate::unix_now(),
+            ttl,
+            &mut rng(),
+        )?;
+        StreamCounters::add(&self.counters().sent, 1);
+        self.kick(m.to, ctx);
+        Ok(meta.id)
+    }
+}
+
+/// Counters and outbox size.
+#[derive(Debug, Message)]
+#[rtype(result = "MessageStats")]
+pub struct GetStats;
+
+impl Handler<GetStats> for StreamActor {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        let c = self.counters();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MessageResult(MessageStats {
+            sent: g(&c.sent),
+            delivered: g(&c.delivered),
+            received: g(&c.received),
+            duplicates: g(&c.duplicates),
+            outbox: self.outbox.len(),
+            outbox_bytes: self.outbox.bytes(),
+            sessions: (g(&c.sessions_in), g(&c.sessions_out)),
+            streams: (g(&c.streams_in), g(&c.streams_out)),
+            stream_bytes: (g(&c.stream_bytes_in), g(&c.stream_bytes_out)),
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|r| (*r, c.rejected(*r)))
+                .collect(),
+        })
+    }
+}
+
+/// The messages waiting in the outbox.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Meta>")]
+pub struct GetOutbox;
+
+impl Handler<GetOutbox> for StreamActor {
+    type Result = MessageResult<GetOutbox>;
+    fn handle(&mut self, _: GetOutbox, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.outbox.pending())
+    }
+}
+
+/// A writer asks for its next batch; answered when there is one.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Outgoing>")]
+pub(crate) struct Pull {
+    pub(crate) to: Hotkey,
+    pub(crate) gen: u64,
+}
+
+impl Handler<Pull> for StreamActor {
+    type Result = ResponseFuture<Vec<Outgoing>>;
+    fn handle(&mut self, p: Pull, _: &mut Self::Context) -> Self::Result {
+        if self.writers.get(&p.to) != Some(&p.gen) {
+            return Box::pin(async { Vec::new() });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.answer_pull(p.to, p.gen, tx);
+        Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+}
+
+/// What a writer learnt from its recipient.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriterEvent {
+    pub(crate) to: Hotkey,
+    pub(crate) ev: SenderEvent,
+}
+
+impl Handler<WriterEvent> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: WriterEvent, ctx: &mut Self::Context) {
+        self.on_writer_event(m.to, m.ev, ctx);
+    }
+}
+
+/// A writer ended (its substream closed, or it could not connect).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriterClosed {
+    pub(crate) to: Hotkey,
+    pub(crate) gen: u64,
+    pub(crate) reason: Option<String>,
+    pub(crate) sessions: u64,
+}
+
+impl Handler<WriterClosed> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: WriterClosed, _: &mut Self::Context) {
+        StreamCounters::add(&self.counters().sessions_out, m.sessions);
+        if self.writers.get(&m.to) != Some(&m.gen) {
+            return;
+        }
+        self.writers.remove(&m.to);
+        self.parked.remove(&m.to);
+        self.outbox.link_lost(&m.to, now_ms(), &mut rng());
+        if let Some(reason) = m.reason {
+            if self.outbox.has_queued(&m.to) {
+                tracing::debug!(to = %m.to.to_ss58(self.shared.cfg.ss58_prefix), %reason, "link down; will retry");
+            }
+        }
+    }
+}
+
+/// A session header from a peer passed its checks: is its id new?
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub(crate) struct NoteSession {
+    pub(crate) session_id: Id128,
+    pub(crate) keep_until: u64,
+}
+
+impl Handler<NoteSession> for StreamActor {
+    type Result = bool;
+    fn handle(&mut self, m: NoteSession, _: &mut Self::Context) -> bool {
+        self.dedup
+            .note_session(&m.session_id, m.keep_until)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "seen-set write failed");
+                false
+            })
+    }
+}
+
+/// A session from `from` is open: it becomes the sender's current one.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct MakeCurrent {
+    pub(crate) from: Hotkey,
+    pub(crate) session_id: Id128,
+}
+
+impl Handler<MakeCurrent> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: MakeCurrent, _: &mut Self::Context) {
+        StreamCounters::add(&self.counters().sessions_in, 1);
+        self.dedup.make_current(&m.from, &m.session_id);
+    }
+}
+
+/// A reader's substream ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseSession {
+    pub(crate) from: Hotkey,
+    pub(crate) session_id: Id128,
+}
+
+impl Handler<CloseSession> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: CloseSession, _: &mut Self::Context) {
+        self.dedup.close_session(&m.from, &m.session_id);
+    }
+}
+
+/// An opened message to de-duplicate and deliver through `permit`.
+#[derive(Message)]
+#[rtype(result = "AcceptOutcome")]
+pub(crate) struct Accept {
+    pub(crate) from: Arc<PeerInfo>,
+    pub(crate) session_id: Id128,
+    pub(crate) counter: u64,
+    pub(crate) body: MessageBody,
+    pub(crate) in_scope: bool,
+    pub(crate) permit: mpsc::OwnedPermit<Inbound>,
+}
+
+impl std::fmt::Debug for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accept")
+            .field("from", &self.from.ss58)
+            .field("id", &self.body.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reader does after [`Accept`].
+#[derive(Debug)]
+pub(crate) enum AcceptOutcome {
+    /// Acknowledge this id.
+    Ack(Id128),
+    /// Refuse the frame.
+    Refused(Box<Refusal>),
+}
+
+impl Handler<Accept> for StreamActor {
+    type Result = MessageResult<Accept>;
+    fn handle(&mut self, a: Accept, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.accept(a))
+    }
+}
+
+/// The sender will not resend these ids.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReleaseIds {
+    pub(crate) from: Hotkey,
+    pub(crate) ids: Vec<Id128>,
+}
+
+impl Handler<ReleaseIds> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: ReleaseIds, _: &mut Self::Context) {
+        if let Err(e) = self.dedup.release(&m.from, &m.ids) {
+            tracing::error!(error = %e, "seen-set release failed");
+        }
+    }
+}
+
+/// Open a stream to a peer (runs on the actor's thread, whose runtime has the timers the
+/// handshake needs; the returned writer works on any executor).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bulk::StreamWriter, StreamError>")]
+pub struct OpenStream {
+    /// Recipient.
+    pub to: Hotkey,
+    /// Subnet.
+    pub netuid: u16,
+    /// E2E and chunk size.
+    pub opts: bulk::StreamOptions,
+}
+
+impl Handler<OpenStream> for StreamActor {
+    type Result = ResponseFuture<Result<bulk::StreamWriter, StreamError>>;
+    fn handle(&mut self, m: OpenStream, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move { bulk::open(&shared, m.to, m.netuid, m.opts).await })
+    }
+}
+
+/// The protocols this layer serves, for logs.
+pub const PROTOCOLS: [libp2p::StreamProtocol; 2] = [MSG_PROTOCOL, STREAM_PROTOCOL];

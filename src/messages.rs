@@ -1,0 +1,99 @@
+//! The application's ends of the data plane: the message inbox, the queue of incoming streams,
+//! and the types that describe messages and streams.
+//!
+//! Each queue has one consumer at a time: [`RuntimeHandle::subscribe`](crate::RuntimeHandle::subscribe)
+//! and [`RuntimeHandle::incoming_streams`](crate::RuntimeHandle::incoming_streams) hand it out, and
+//! dropping it hands it back, so a later call gets it again with nothing lost. While nobody
+//! consumes, messages wait in the inbox (and, once it is full, in the senders' outboxes: flow
+//! control slows them down rather than dropping anything).
+
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+pub use hermes_actors::stream::bulk::{
+    IncomingStream, StreamOptions, StreamReader, StreamReport, StreamWriter,
+};
+pub use hermes_actors::stream::{DeliveryEvent, Inbound, MessageStats, StreamError};
+pub use hermes_proto::Id128 as MessageId;
+pub use hermes_proto::RejectReason;
+
+/// A queue with one consumer at a time, returned to its slot when the consumer is dropped.
+#[derive(Debug)]
+pub struct Taken<T> {
+    rx: Option<mpsc::Receiver<T>>,
+    slot: Arc<Mutex<Option<mpsc::Receiver<T>>>>,
+}
+
+impl<T> Taken<T> {
+    pub(crate) fn take(slot: &Arc<Mutex<Option<mpsc::Receiver<T>>>>) -> Option<Self> {
+        let rx = slot.lock().ok()?.take()?;
+        Some(Taken {
+            rx: Some(rx),
+            slot: slot.clone(),
+        })
+    }
+
+    /// The next item; `None` once the runtime has shut down.
+    pub async fn recv(&mut self) -> Option<T> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => None,
+        }
+    }
+
+    /// The next item if one is waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.rx.as_mut().and_then(|rx| rx.try_recv().ok())
+    }
+}
+
+impl<T> Drop for Taken<T> {
+    fn drop(&mut self) {
+        if let (Some(rx), Ok(mut slot)) = (self.rx.take(), self.slot.lock()) {
+            *slot = Some(rx);
+        }
+    }
+}
+
+impl<T> Stream for Taken<T> {
+    type Item = T;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// Messages delivered to this node, each exactly once.
+pub type Inbox = Taken<Inbound>;
+
+/// Streams opened to this node and accepted for the application.
+pub type IncomingStreams = Taken<IncomingStream>;
+
+/// How a message is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// How long the message is kept and retried (default: `messages.ttl`).
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Message id.
+    pub id: MessageId,
+    /// Recipient's SS58 address.
+    pub to: String,
+    /// Subnet.
+    pub netuid: u16,
+    /// Payload size.
+    pub len: usize,
+    /// When `send` accepted it (unix seconds).
+    pub created_at: u64,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+}
