@@ -9,24 +9,17 @@
 //! Run: `cargo bench --bench flood` (`FLOOD_SECS` changes the flood length; `FLOOD_NO_PIN=1`
 //! runs without CPU pinning, attacker and nodes competing for both cores).
 
-use hermes::config::{ChainKind, HumanDuration, SubnetMode};
-use hermes::{Config, HotkeyPair, Runtime, RuntimeHandle};
+#[path = "support.rs"]
+mod support;
+
+use hermes::{Runtime, RuntimeHandle};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{listen_addr, node, rss_mib};
 
 const MSG: usize = 64 * 1024;
-
-fn rss_mib() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
 
 fn flood_child(target: SocketAddr, secs: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,26 +56,6 @@ fn flood_child(target: SocketAddr, secs: u64) {
         }
     });
     println!("{}", attempts.load(Ordering::Relaxed));
-}
-
-fn node(dir: &Path, name: &str, chain: &Path) -> (Config, String, libp2p::PeerId) {
-    let d = dir.join(name);
-    let hk = d.join("hotkey");
-    let (key, file) = HotkeyPair::generate();
-    file.write_new(&hk).expect("hotkey");
-    let peer = hermes::transport_key(&d.join("data/transport.key"))
-        .expect("key")
-        .public()
-        .to_peer_id();
-    let mut c = Config::default()
-        .with_data_dir(d.join("data"))
-        .with_hotkey_file(&hk)
-        .with_chain(ChainKind::Dev, chain)
-        .with_subnets(SubnetMode::Single, vec![1])
-        .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
-        .with_log_level("error");
-    c.chain.poll_interval = HumanDuration(Duration::from_millis(200));
-    (c, key.public().to_ss58(42), peer)
 }
 
 async fn throughput(a: &RuntimeHandle, t: &RuntimeHandle, secs: f64) -> f64 {
@@ -138,20 +111,8 @@ fn main() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let chain = dir.path().join("chain");
-    let (tcfg, tss58, tpeer) = node(dir.path(), "target", &chain);
-    let (acfg, ass58, apeer) = node(dir.path(), "admitted", &chain);
-    let dc = hermes_actors::chain::DevChain::new(&chain);
-    for (ss58, peer) in [(&tss58, tpeer), (&ass58, apeer)] {
-        let (hotkey, _) = hermes::proto::Hotkey::from_ss58(ss58).expect("ss58");
-        dc.register_sync(hermes::proto::chain::NodeEntry {
-            netuid: 1,
-            hotkey,
-            peer_id: peer.to_base58(),
-            stake: 1000,
-            class: hermes::proto::chain::NodeClass::Registered,
-        })
-        .expect("register");
-    }
+    let (tcfg, _) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
+    let (acfg, ass58) = node(dir.path(), "admitted", &chain, 1, "/ip4/127.0.0.1/tcp/0");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -159,12 +120,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let t = Runtime::builder(tcfg).start().await.expect("target");
-        let taddr = loop {
-            if let Some(a) = t.listen_addrs().await.expect("addrs").first().cloned() {
-                break a;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let taddr = listen_addr(&t).await;
         let a = Runtime::builder(acfg.with_bootstrap(vec![taddr.clone()])).start().await.expect("admitted");
         // Wait for the gossip mesh: publish succeeds once T is in A's mesh.
         while a.publish(1, b"warmup".to_vec()).await.is_err() {

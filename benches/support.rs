@@ -1,0 +1,59 @@
+//! Helpers shared by the benchmarks: node directories with real key files on a dev chain.
+#![allow(dead_code, unreachable_pub)]
+
+use hermes::config::{ChainKind, HumanDuration, SubnetMode};
+use hermes::{Config, HotkeyPair, RuntimeHandle};
+use std::path::Path;
+use std::time::Duration;
+
+/// Resident set size of this process, MiB.
+pub fn rss_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// A node under `dir/name` with a fresh hotkey, registered with stake in `netuid` on the dev
+/// chain at `chain`, listening on `listen`. Returns its config and SS58 address.
+pub fn node(dir: &Path, name: &str, chain: &Path, netuid: u16, listen: &str) -> (Config, String) {
+    let d = dir.join(name);
+    let hk = d.join("hotkey");
+    let (key, file) = HotkeyPair::generate();
+    file.write_new(&hk).expect("hotkey");
+    let peer = hermes::transport_key(&d.join("data/transport.key"))
+        .expect("key")
+        .public()
+        .to_peer_id();
+    let ss58 = key.public().to_ss58(42);
+    hermes_actors::chain::DevChain::new(chain)
+        .register_sync(hermes::proto::chain::NodeEntry {
+            netuid,
+            hotkey: key.public(),
+            peer_id: peer.to_base58(),
+            stake: 1000,
+            class: hermes::proto::chain::NodeClass::Registered,
+        })
+        .expect("register");
+    let mut c = Config::default()
+        .with_data_dir(d.join("data"))
+        .with_hotkey_file(&hk)
+        .with_chain(ChainKind::Dev, chain)
+        .with_subnets(SubnetMode::Single, vec![netuid])
+        .with_listen(vec![listen.parse().expect("addr")])
+        .with_log_level("error");
+    c.chain.poll_interval = HumanDuration(Duration::from_millis(200));
+    (c, ss58)
+}
+
+/// The node's first listen address, once bound.
+pub async fn listen_addr(rt: &RuntimeHandle) -> libp2p::Multiaddr {
+    loop {
+        if let Some(a) = rt.listen_addrs().await.expect("addrs").first().cloned() {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
