@@ -44,7 +44,9 @@ pub fn node(dir: &Path, name: &str, chain: &Path, netuid: u16, listen: &str) -> 
         .with_subnets(SubnetMode::Single, vec![netuid])
         .with_listen(vec![listen.parse().expect("addr")])
         .with_log_level("error");
-    c.chain.poll_interval = HumanDuration(Duration::from_millis(200));
+    // The registry is read at start; polling the dev chain (which opens its database each time)
+    // would only add noise to the measurements.
+    c.chain.poll_interval = HumanDuration(Duration::from_secs(600));
     (c, ss58)
 }
 

@@ -159,6 +159,25 @@ impl Store {
             .map_err(|e| self.db_err(e))
     }
 
+    /// Flushes in the background; the future resolves once everything written before the call
+    /// is durable. Does not block the calling thread.
+    pub fn flush_async(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
+        let inner = self.inner.clone();
+        async move {
+            inner
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|source| StoreError::Db {
+                    path: inner.path.clone(),
+                    source,
+                })
+        }
+    }
+
     /// A number larger than any returned before, also across restarts (sled reserves ranges
     /// durably, so a crash skips numbers but never repeats one).
     ///

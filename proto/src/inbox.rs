@@ -94,6 +94,11 @@ impl<S: SeenStore> Dedup<S> {
         &self.store
     }
 
+    /// The store, mutably (e.g. to flush a write-behind store).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Consumes the set, returning its store (a restart in tests).
     pub fn into_store(self) -> S {
         self.store

@@ -10,7 +10,8 @@
 //!    hands it to [`LinkSender::start_session`], which returns the `SessionInit` frame.
 //! 2. [`LinkSender::seal`] seals each message under the next ratchet key.
 //! 3. [`LinkSender::on_frame`] maps `Ack`, `Reject` and `SessionRefused` back to message ids.
-//! 4. [`LinkSender::release_frame`] batches acknowledged ids into `Release` frames.
+//! 4. [`release_frames`] batches acknowledged ids, once their deletion at the sender is durable,
+//!    into `Release` frames.
 //!
 //! Receiver, step by step ([`LinkReceiver::on_frame`]):
 //! 1. `SessionInit` → header checks ([`SessionHeader::check`]) → [`ReceiverStep::Session`]; the
@@ -86,7 +87,6 @@ pub struct LinkSender {
     started_at: u64,
     /// Sent, not yet answered: (session, counter, message id), in sending order.
     in_flight: VecDeque<(Id128, u64, Id128)>,
-    to_release: Vec<Id128>,
 }
 
 impl LinkSender {
@@ -97,7 +97,6 @@ impl LinkSender {
             ratchet: None,
             started_at: 0,
             in_flight: VecDeque::new(),
-            to_release: Vec::new(),
         }
     }
 
@@ -171,7 +170,6 @@ impl LinkSender {
                     if let Some(pos) = self.in_flight.iter().position(|(_, _, m)| *m == id) {
                         self.in_flight.remove(pos);
                         acked.push(id);
-                        self.to_release.push(id);
                     }
                 }
                 if acked.is_empty() {
@@ -220,20 +218,18 @@ impl LinkSender {
         }
     }
 
-    /// A `Release` frame for acknowledged ids, if any are pending (at most [`MAX_IDS`] per frame).
-    pub fn release_frame(&mut self) -> Option<Vec<u8>> {
-        if self.to_release.is_empty() {
-            return None;
-        }
-        let n = self.to_release.len().min(MAX_IDS);
-        let ids: Vec<Id128> = self.to_release.drain(..n).collect();
-        Some(MsgFrame::Release(ids).encode())
-    }
-
     /// The link is gone: the ids still in flight (to queue again).
     pub fn into_unanswered(self) -> Vec<Id128> {
         self.in_flight.into_iter().map(|(_, _, m)| m).collect()
     }
+}
+
+/// `Release` frames for `ids` ([`MAX_IDS`] per frame). Only ids whose deletion from the outbox
+/// is durable may be released (see [`crate::outbox::Outbox::take_unflushed`]).
+pub fn release_frames(ids: &[Id128]) -> Vec<Vec<u8>> {
+    ids.chunks(MAX_IDS)
+        .map(|c| MsgFrame::Release(c.to_vec()).encode())
+        .collect()
 }
 
 /// What the caller of [`LinkReceiver::on_frame`] must do next.

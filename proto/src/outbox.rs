@@ -31,7 +31,7 @@ use crate::codec::{DecodeError, Reader};
 use crate::envelope::Id128;
 use crate::hotkey::Hotkey;
 use hpke::rand_core::CryptoRng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thiserror::Error;
 
 /// Stored-value version.
@@ -59,11 +59,13 @@ pub trait OutboxStore {
     /// # Errors
     /// The store's error.
     fn get(&self, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, Self::Error>;
-    /// Deletes a value (absent keys are fine).
+    /// Deletes a value (absent keys are fine). Returns `true` when the deletion is not yet
+    /// durable: the value had reached durable storage and its removal still has to be written
+    /// (see [`Outbox::take_unflushed`]).
     ///
     /// # Errors
     /// The store's error.
-    fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<(), Self::Error>;
+    fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<bool, Self::Error>;
     /// Every key with the metadata part of its value (the first [`ENTRY_HEADER_LEN`] bytes) and
     /// the value's full length, in key order.
     ///
@@ -227,8 +229,13 @@ pub struct Outbox<S> {
     store: S,
     limits: OutboxLimits,
     dests: HashMap<Hotkey, Dest>,
-    by_id: HashMap<Id128, (Hotkey, u64)>,
+    /// Where each message is: recipient, sequence, expiry.
+    by_id: HashMap<Id128, (Hotkey, u64, u64)>,
+    /// Messages by expiry, so expiring costs nothing while nothing expires.
+    by_expiry: BTreeSet<(u64, Id128)>,
     bytes: u64,
+    /// Deleted messages whose deletion the store has not yet made durable.
+    unflushed: Vec<Id128>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> OutboxError {
@@ -244,13 +251,15 @@ impl<S: OutboxStore> Outbox<S> {
     pub fn load(mut store: S, limits: OutboxLimits) -> Result<(Self, usize), OutboxError> {
         let mut dests: HashMap<Hotkey, Dest> = HashMap::new();
         let mut by_id = HashMap::new();
+        let mut by_expiry = BTreeSet::new();
         let mut bytes = 0u64;
         let mut bad = Vec::new();
         for (key, head, len) in store.scan().map_err(store_err)? {
             match decode_meta(&key, &head, len) {
                 Ok(m) => {
                     bytes += m.len as u64;
-                    by_id.insert(m.id, (m.to, m.seq));
+                    by_id.insert(m.id, (m.to, m.seq, m.expires_at));
+                    by_expiry.insert((m.expires_at, m.id));
                     dests.entry(m.to).or_default().queued.insert(m.seq, m);
                 }
                 Err(_) => bad.push(key),
@@ -265,7 +274,9 @@ impl<S: OutboxStore> Outbox<S> {
                 limits,
                 dests,
                 by_id,
+                by_expiry,
                 bytes,
+                unflushed: Vec::new(),
             },
             bad.len(),
         ))
@@ -274,6 +285,11 @@ impl<S: OutboxStore> Outbox<S> {
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The underlying store, mutably (e.g. to flush a write-behind store).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     /// Consumes the outbox, returning its store (a restart in tests).
@@ -334,7 +350,8 @@ impl<S: OutboxStore> Outbox<S> {
             len: payload.len(),
         };
         self.bytes += len;
-        self.by_id.insert(id, (to, seq));
+        self.by_id.insert(id, (to, seq, expires_at));
+        self.by_expiry.insert((expires_at, id));
         self.dests
             .entry(to)
             .or_default()
@@ -381,6 +398,7 @@ impl<S: OutboxStore> Outbox<S> {
                     // Gone from the store (should not happen): forget it rather than stall.
                     if let Some(m) = dest.queued.remove(&seq) {
                         self.by_id.remove(&m.id);
+                        self.by_expiry.remove(&(m.expires_at, m.id));
                         self.bytes = self.bytes.saturating_sub(m.len as u64);
                     }
                     continue;
@@ -398,11 +416,14 @@ impl<S: OutboxStore> Outbox<S> {
     }
 
     fn remove_one(&mut self, id: &Id128) -> Result<Option<Meta>, OutboxError> {
-        let Some((to, seq)) = self.by_id.get(id).copied() else {
+        let Some((to, seq, expires_at)) = self.by_id.get(id).copied() else {
             return Ok(None);
         };
-        self.store.remove(&store_key(&to, seq)).map_err(store_err)?;
+        if self.store.remove(&store_key(&to, seq)).map_err(store_err)? {
+            self.unflushed.push(*id);
+        }
         self.by_id.remove(id);
+        self.by_expiry.remove(&(expires_at, *id));
         let meta = self
             .dests
             .get_mut(&to)
@@ -448,7 +469,7 @@ impl<S: OutboxStore> Outbox<S> {
         if terminal {
             return self.remove_one(id);
         }
-        if let Some((to, seq)) = self.by_id.get(id).copied() {
+        if let Some((to, seq, _)) = self.by_id.get(id).copied() {
             if let Some(d) = self.dests.get_mut(&to) {
                 if let Some(m) = d.in_flight.remove(&seq) {
                     d.queued.insert(seq, m);
@@ -515,19 +536,14 @@ impl<S: OutboxStore> Outbox<S> {
     /// The earliest time (unix milliseconds) at which [`Outbox::due`] or [`Outbox::expire`] may
     /// have work, if any.
     pub fn next_wakeup_ms(&self) -> Option<u64> {
-        self.dests
+        let retry = self
+            .dests
             .values()
-            .flat_map(|d| {
-                let retry = (!d.link && !d.queued.is_empty()).then_some(d.next_attempt_ms);
-                let expiry = d
-                    .queued
-                    .values()
-                    .chain(d.in_flight.values())
-                    .map(|m| m.expires_at.saturating_mul(1000))
-                    .min();
-                retry.into_iter().chain(expiry)
-            })
-            .min()
+            .filter(|d| !d.link && !d.queued.is_empty())
+            .map(|d| d.next_attempt_ms)
+            .min();
+        let expiry = self.by_expiry.first().map(|(e, _)| e.saturating_mul(1000));
+        retry.into_iter().chain(expiry).min()
     }
 
     /// Deletes every message whose expiry has passed at `now` (unix seconds); returns them.
@@ -536,11 +552,10 @@ impl<S: OutboxStore> Outbox<S> {
     /// [`OutboxError::Store`].
     pub fn expire(&mut self, now: u64) -> Result<Vec<Meta>, OutboxError> {
         let ids: Vec<Id128> = self
-            .dests
-            .values()
-            .flat_map(|d| d.queued.values().chain(d.in_flight.values()))
-            .filter(|m| m.expires_at <= now)
-            .map(|m| m.id)
+            .by_expiry
+            .iter()
+            .take_while(|(e, _)| *e <= now)
+            .map(|(_, id)| *id)
             .collect();
         let mut out = Vec::new();
         for id in ids {
@@ -549,6 +564,15 @@ impl<S: OutboxStore> Outbox<S> {
             }
         }
         Ok(out)
+    }
+
+    /// Messages deleted (acknowledged, refused or expired) since the last call whose deletion is
+    /// not yet durable. Until it is, a crash could bring them back, so the sender must not yet
+    /// tell the recipient to forget their ids (`Release`): a resurrected copy would then be
+    /// delivered twice. Deletions not listed here (of messages that never reached durable
+    /// storage) are safe to release at once.
+    pub fn take_unflushed(&mut self) -> Vec<Id128> {
+        std::mem::take(&mut self.unflushed)
     }
 
     /// Every held message's metadata, by recipient then sequence.
@@ -579,9 +603,10 @@ impl OutboxStore for MemOutboxStore {
     fn get(&self, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, Self::Error> {
         Ok(self.map.get(key).cloned())
     }
-    fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<(), Self::Error> {
+    fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<bool, Self::Error> {
+        // The map is the durable state in simulations: a removal is durable at once.
         self.map.remove(key);
-        Ok(())
+        Ok(false)
     }
     fn scan(&self) -> Result<Vec<ScannedEntry>, Self::Error> {
         Ok(self

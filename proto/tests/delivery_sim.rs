@@ -12,8 +12,8 @@ use hermes_proto::frame::{MsgFrame, RefuseCode};
 use hermes_proto::hotkey::Hotkey;
 use hermes_proto::inbox::{Dedup, MemSeenStore};
 use hermes_proto::msglink::{
-    accept_message, Accepted, LinkReceiver, LinkSender, ReceiverStep, Refusal, SenderEvent,
-    SessionLimits,
+    accept_message, release_frames, Accepted, LinkReceiver, LinkSender, ReceiverStep, Refusal,
+    SenderEvent, SessionLimits,
 };
 use hermes_proto::outbox::{MemOutboxStore, Outbox, OutboxLimits};
 use hermes_proto::prekey::PrekeyRing;
@@ -278,10 +278,6 @@ impl Sim {
             link.s2r.push_back(f.clone());
             self.captured.push(f);
         }
-        let link = self.link.as_mut().unwrap();
-        if let Some(f) = link.tx.release_frame() {
-            link.s2r.push_back(f);
-        }
     }
 
     fn refuse(&mut self, r: Refusal) {
@@ -379,6 +375,10 @@ impl Sim {
         match ev {
             SenderEvent::Acked(ids) => {
                 self.outbox().acked(&ids).unwrap();
+                // The simulated store is durable at once, so every deletion may be released.
+                assert!(self.outbox().take_unflushed().is_empty());
+                let link = self.link.as_mut().unwrap();
+                link.s2r.extend(release_frames(&ids));
             }
             SenderEvent::Rejected { id, code } => {
                 let gone = self.outbox().rejected(&id, code.is_terminal()).unwrap();

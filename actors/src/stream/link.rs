@@ -9,6 +9,8 @@
 //! 4. The answer task maps acknowledgements and refusals back to message ids and reports them; a
 //!    stale-prekey refusal carries the recipient's fresh binding, which is verified and used for
 //!    the next session.
+//! 5. The actor hands back acknowledged ids once their deletion from the outbox is durable; the
+//!    writer releases them at the receiver (`Release`), which then forgets them.
 //!
 //! The answer task runs apart from the writer so that acknowledgements keep being read while the
 //! writer waits for flow control: otherwise two nodes writing to each other could each wait for
@@ -36,7 +38,9 @@ use hermes_proto::envelope::{
 use hermes_proto::frame::{
     parse_msg_prefix, MsgFrame, RefuseCode, MAX_CONTROL_FRAME, MAX_IDS, MSG_PREFIX_LEN,
 };
-use hermes_proto::msglink::{LinkReceiver, LinkSender, ReceiverStep, Refusal, SenderEvent};
+use hermes_proto::msglink::{
+    release_frames, LinkReceiver, LinkSender, ReceiverStep, Refusal, SenderEvent,
+};
 use hermes_proto::reason::RejectReason;
 use hermes_proto::{Hotkey, Id128, SignedBinding};
 use libp2p::{PeerId, Stream};
@@ -44,7 +48,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 fn io_err(e: io::Error) -> StreamError {
     StreamError::Io(e.to_string())
@@ -109,9 +113,10 @@ pub(crate) async fn run_writer(
     gen: u64,
     shared: Arc<Shared>,
     actor: Addr<StreamActor>,
+    releases: mpsc::UnboundedReceiver<Vec<Id128>>,
 ) {
     let sessions = Rc::new(Cell::new(0u64));
-    let reason = writer(to, gen, &shared, &actor, &sessions)
+    let reason = writer(to, gen, &shared, &actor, &sessions, releases)
         .await
         .err()
         .map(|e| e.to_string());
@@ -130,6 +135,7 @@ async fn writer(
     shared: &Arc<Shared>,
     actor: &Addr<StreamActor>,
     sessions: &Rc<Cell<u64>>,
+    mut releases: mpsc::UnboundedReceiver<Vec<Id128>>,
 ) -> Result<(), StreamError> {
     let peer = ensure_peer(shared, &to).await?;
     let stream = shared
@@ -141,12 +147,10 @@ async fn writer(
     let (rd, wr) = stream.split();
     let link = Rc::new(RefCell::new(LinkSender::new(shared.cfg.session)));
     let prekey = Rc::new(Cell::new(peer.binding.record.prekey));
-    let wake = Rc::new(Notify::new());
     let mut answers = actix::spawn(answer_loop(
         rd,
         link.clone(),
         prekey.clone(),
-        wake.clone(),
         to,
         peer.peer_id,
         actor.clone(),
@@ -196,18 +200,14 @@ async fn writer(
                             .map_err(|e| StreamError::Io(e.to_string()))?;
                         w.write_all(&frame).await.map_err(io_err)?;
                     }
-                    let release = link.borrow_mut().release_frame();
-                    if let Some(r) = release {
-                        w.write_all(&r).await.map_err(io_err)?;
-                    }
                     w.flush().await.map_err(io_err)?;
                     pull = Box::pin(actor.send(Pull { to, gen }));
                 }
-                _ = wake.notified() => {
-                    let release = link.borrow_mut().release_frame();
-                    if let Some(r) = release {
-                        wire::write_flush(&mut w, &r).await.map_err(io_err)?;
+                Some(ids) = releases.recv() => {
+                    for f in release_frames(&ids) {
+                        w.write_all(&f).await.map_err(io_err)?;
                     }
+                    w.flush().await.map_err(io_err)?;
                 }
                 done = &mut answers => {
                     return done.unwrap_or(Err(StreamError::Stopped));
@@ -226,7 +226,6 @@ async fn answer_loop(
     rd: ReadHalf<Stream>,
     link: Rc<RefCell<LinkSender>>,
     prekey: Rc<Cell<[u8; 32]>>,
-    wake: Rc<Notify>,
     to: Hotkey,
     peer: PeerId,
     actor: Addr<StreamActor>,
@@ -241,7 +240,6 @@ async fn answer_loop(
         let ev = link.borrow_mut().on_frame(frame);
         let mut fatal = None;
         match &ev {
-            SenderEvent::Acked(_) => wake.notify_one(),
             SenderEvent::SessionRefused {
                 code: RefuseCode::StalePrekey,
                 binding: Some(b),

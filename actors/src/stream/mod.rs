@@ -313,8 +313,15 @@ pub struct StreamActor {
     shared: Arc<Shared>,
     outbox: Outbox<SledOutbox>,
     dedup: Dedup<SledSeen>,
-    writers: HashMap<Hotkey, u64>,
+    /// Active writer per destination: its generation and where to send ids it may release.
+    writers: HashMap<Hotkey, (u64, mpsc::UnboundedSender<Vec<Id128>>)>,
     next_gen: u64,
+    /// Persist cycles started, and the last one known durable (flushed).
+    cycle: u64,
+    durable: u64,
+    flushing: bool,
+    /// Acknowledged ids whose deletion becomes durable with cycle `.0`.
+    release_wait: Vec<(u64, Hotkey, Id128)>,
     parked: HashMap<Hotkey, (u64, oneshot::Sender<Vec<Outgoing>>)>,
     events: broadcast::Sender<DeliveryEvent>,
     inbound: Option<mpsc::Receiver<InboundSubstream>>,
@@ -382,6 +389,10 @@ impl StreamActor {
                 dedup,
                 writers: HashMap::new(),
                 next_gen: 0,
+                cycle: 0,
+                durable: 0,
+                flushing: false,
+                release_wait: Vec::new(),
                 parked: HashMap::new(),
                 events: events.clone(),
                 inbound: Some(inbound),
@@ -447,11 +458,13 @@ impl StreamActor {
             }
             let gen = self.next_gen;
             self.next_gen += 1;
-            self.writers.insert(to, gen);
+            // Unbounded on purpose: it carries only ids this writer sent and had acknowledged.
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.writers.insert(to, (gen, tx));
             self.outbox.link_up(&to);
             let shared = self.shared.clone();
             let me = ctx.address();
-            ctx.spawn(link::run_writer(to, gen, shared, me).into_actor(self));
+            ctx.spawn(link::run_writer(to, gen, shared, me, rx).into_actor(self));
         }
     }
 
@@ -466,6 +479,7 @@ impl StreamActor {
             Err(e) => tracing::error!(error = %e, "outbox expiry failed"),
         }
         self.start_due_writers(ctx);
+        self.persist(ctx);
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = Instant::now();
             match self.dedup.sweep(crate::unix_now()) {
@@ -476,13 +490,83 @@ impl StreamActor {
         }
     }
 
+    /// Writes what the write-behind stores hold in memory and, when outbox deletions are among
+    /// it, flushes in the background; once durable, the ids they cover are released.
+    fn persist(&mut self, ctx: &mut Context<Self>) {
+        if let Err(e) = self.dedup.store_mut().persist() {
+            tracing::error!(error = %e, "writing the seen-set failed; retrying at the next tick");
+        }
+        if self.flushing {
+            return;
+        }
+        let written = match self.outbox.store_mut().persist() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "writing the outbox failed; retrying at the next tick");
+                return;
+            }
+        };
+        if written == 0 && self.release_wait.is_empty() {
+            return;
+        }
+        self.cycle += 1;
+        let cycle = self.cycle;
+        self.flushing = true;
+        let flush = self.shared.deps.store.flush_async();
+        ctx.spawn(flush.into_actor(self).map(move |r, act, _| {
+            act.flushing = false;
+            match r {
+                Ok(()) => {
+                    act.durable = cycle;
+                    act.release_durable();
+                }
+                Err(e) => tracing::error!(error = %e, "flushing the outbox failed; retrying"),
+            }
+        }));
+    }
+
+    /// Hands every id whose deletion is now durable to its writer, to release at the receiver.
+    fn release_durable(&mut self) {
+        let durable = self.durable;
+        let mut ready: HashMap<Hotkey, Vec<Id128>> = HashMap::new();
+        self.release_wait.retain(|(c, to, id)| {
+            if *c <= durable {
+                ready.entry(*to).or_default().push(*id);
+                false
+            } else {
+                true
+            }
+        });
+        for (to, ids) in ready {
+            self.release(to, ids);
+        }
+    }
+
+    fn release(&self, to: Hotkey, ids: Vec<Id128>) {
+        if let Some((_, tx)) = self.writers.get(&to) {
+            // No writer: the receiver forgets the ids when they expire.
+            let _ = tx.send(ids);
+        }
+    }
+
     fn on_writer_event(&mut self, to: Hotkey, ev: SenderEvent, ctx: &mut Context<Self>) {
         match ev {
             SenderEvent::Acked(ids) => match self.outbox.acked(&ids) {
                 Ok(done) => {
                     StreamCounters::add(&self.counters().delivered, done.len() as u64);
+                    let unflushed = self.outbox.take_unflushed();
+                    let mut now = Vec::with_capacity(done.len());
                     for m in done {
+                        if unflushed.contains(&m.id) {
+                            // On disk: release once its deletion is durable too.
+                            self.release_wait.push((self.cycle + 1, to, m.id));
+                        } else {
+                            now.push(m.id);
+                        }
                         self.emit(DeliveryEvent::Delivered { id: m.id, to: m.to });
+                    }
+                    if !now.is_empty() {
+                        self.release(to, now);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "outbox update failed"),
@@ -550,6 +634,19 @@ impl StreamActor {
                     close: true,
                 }))
             }
+        }
+    }
+}
+
+impl Drop for StreamActor {
+    fn drop(&mut self) {
+        // Shutdown: everything accepted or claimed and still alive reaches sled before the store
+        // is flushed and closed.
+        if let Err(e) = self.outbox.store_mut().persist() {
+            tracing::error!(error = %e, "writing the outbox at shutdown failed");
+        }
+        if let Err(e) = self.dedup.store_mut().persist() {
+            tracing::error!(error = %e, "writing the seen-set at shutdown failed");
         }
     }
 }
@@ -666,7 +763,7 @@ pub(crate) struct Pull {
 impl Handler<Pull> for StreamActor {
     type Result = ResponseFuture<Vec<Outgoing>>;
     fn handle(&mut self, p: Pull, _: &mut Self::Context) -> Self::Result {
-        if self.writers.get(&p.to) != Some(&p.gen) {
+        if self.writers.get(&p.to).map(|w| w.0) != Some(p.gen) {
             return Box::pin(async { Vec::new() });
         }
         let (tx, rx) = oneshot::channel();
@@ -704,7 +801,7 @@ impl Handler<WriterClosed> for StreamActor {
     type Result = ();
     fn handle(&mut self, m: WriterClosed, _: &mut Self::Context) {
         StreamCounters::add(&self.counters().sessions_out, m.sessions);
-        if self.writers.get(&m.to) != Some(&m.gen) {
+        if self.writers.get(&m.to).map(|w| w.0) != Some(m.gen) {
             return;
         }
         self.writers.remove(&m.to);
