@@ -521,6 +521,13 @@ impl<S: OutboxStore> Outbox<S> {
         self.dests.get(to).is_some_and(|d| !d.queued.is_empty())
     }
 
+    /// Messages held for `to`, queued or in flight.
+    pub fn held_for(&self, to: &Hotkey) -> usize {
+        self.dests
+            .get(to)
+            .map_or(0, |d| d.queued.len() + d.in_flight.len())
+    }
+
     /// Recipients with queued messages, no link, and whose backoff has elapsed at `now_ms`.
     pub fn due(&self, now_ms: u64) -> Vec<Hotkey> {
         let mut v: Vec<Hotkey> = self

@@ -24,7 +24,7 @@
 use super::wire::{self, ReadFrame};
 use super::{
     Accept, AcceptOutcome, CloseSession, MakeCurrent, NoteSession, Pull, ReleaseIds, Shared,
-    StreamActor, StreamCounters, StreamError, WriterClosed, WriterEvent,
+    StreamActor, StreamCounters, StreamError, WriterClosed, WriterEvent, WriterReady,
 };
 use crate::identity::{OpenSession, SealSession};
 use crate::network::substream::{InboundSubstream, MSG_PROTOCOL};
@@ -144,6 +144,8 @@ async fn writer(
         .open(peer.peer_id, MSG_PROTOCOL)
         .await
         .map_err(|e| StreamError::Unreachable(e.to_string()))?;
+    // Once per writer.
+    actor.do_send(WriterReady { to, gen });
     let (rd, wr) = stream.split();
     let link = Rc::new(RefCell::new(LinkSender::new(shared.cfg.session)));
     let prekey = Rc::new(Cell::new(peer.binding.record.prekey));

@@ -58,6 +58,10 @@ pub const MAILBOX: usize = 1024;
 const PULL_MAX_MSGS: usize = 256;
 /// Most payload bytes handed to a writer per pull (one large message may exceed it).
 const PULL_MAX_BYTES: usize = 4 << 20;
+/// Messages held for a connected destination before `send` waits for acknowledgements: the
+/// backpressure that keeps a fast sender from building a backlog a live link cannot drain (and
+/// that would otherwise end up on disk).
+pub const SEND_WINDOW: usize = 2048;
 /// How often timers (retries, expiry) are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How often expired seen ids are swept.
@@ -322,6 +326,10 @@ pub struct StreamActor {
     flushing: bool,
     /// Acknowledged ids whose deletion becomes durable with cycle `.0`.
     release_wait: Vec<(u64, Hotkey, Id128)>,
+    /// Destinations whose writer has its substream open.
+    connected: std::collections::HashSet<Hotkey>,
+    /// `send` calls waiting for room in a connected destination's window.
+    blocked: HashMap<Hotkey, std::collections::VecDeque<oneshot::Sender<()>>>,
     parked: HashMap<Hotkey, (u64, oneshot::Sender<Vec<Outgoing>>)>,
     events: broadcast::Sender<DeliveryEvent>,
     inbound: Option<mpsc::Receiver<InboundSubstream>>,
@@ -393,6 +401,8 @@ impl StreamActor {
                 durable: 0,
                 flushing: false,
                 release_wait: Vec::new(),
+                connected: Default::default(),
+                blocked: HashMap::new(),
                 parked: HashMap::new(),
                 events: events.clone(),
                 inbound: Some(inbound),
@@ -474,6 +484,7 @@ impl StreamActor {
                 for m in gone {
                     tracing::debug!(id = %m.id, "message expired undelivered");
                     self.emit(DeliveryEvent::Expired { id: m.id, to: m.to });
+                    self.unblock(&m.to);
                 }
             }
             Err(e) => tracing::error!(error = %e, "outbox expiry failed"),
@@ -493,13 +504,13 @@ impl StreamActor {
     /// Writes what the write-behind stores hold in memory and, when outbox deletions are among
     /// it, flushes in the background; once durable, the ids they cover are released.
     fn persist(&mut self, ctx: &mut Context<Self>) {
-        if let Err(e) = self.dedup.store_mut().persist() {
+        if let Err(e) = self.dedup.store_mut().persist(store::WRITE_BEHIND) {
             tracing::error!(error = %e, "writing the seen-set failed; retrying at the next tick");
         }
         if self.flushing {
             return;
         }
-        let written = match self.outbox.store_mut().persist() {
+        let written = match self.outbox.store_mut().persist(store::WRITE_BEHIND) {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "writing the outbox failed; retrying at the next tick");
@@ -523,6 +534,29 @@ impl StreamActor {
                 Err(e) => tracing::error!(error = %e, "flushing the outbox failed; retrying"),
             }
         }));
+    }
+
+    /// Lets waiting `send` calls for `to` return while its window has room (all of them once the
+    /// link is down: an unreachable destination is what the outbox is for).
+    fn unblock(&mut self, to: &Hotkey) {
+        let room = !self.connected.contains(to) || self.outbox.held_for(to) < SEND_WINDOW;
+        if !room {
+            return;
+        }
+        if let Some(q) = self.blocked.get_mut(to) {
+            let free = SEND_WINDOW.saturating_sub(self.outbox.held_for(to)).max(1);
+            let n = if self.connected.contains(to) {
+                free.min(q.len())
+            } else {
+                q.len()
+            };
+            for tx in q.drain(..n) {
+                let _ = tx.send(());
+            }
+            if q.is_empty() {
+                self.blocked.remove(to);
+            }
+        }
     }
 
     /// Hands every id whose deletion is now durable to its writer, to release at the receiver.
@@ -550,11 +584,17 @@ impl StreamActor {
     }
 
     fn on_writer_event(&mut self, to: Hotkey, ev: SenderEvent, ctx: &mut Context<Self>) {
+        self.on_writer_event_inner(to, ev, ctx);
+        self.unblock(&to);
+    }
+
+    fn on_writer_event_inner(&mut self, to: Hotkey, ev: SenderEvent, ctx: &mut Context<Self>) {
         match ev {
             SenderEvent::Acked(ids) => match self.outbox.acked(&ids) {
                 Ok(done) => {
                     StreamCounters::add(&self.counters().delivered, done.len() as u64);
-                    let unflushed = self.outbox.take_unflushed();
+                    let unflushed: std::collections::HashSet<Id128> =
+                        self.outbox.take_unflushed().into_iter().collect();
                     let mut now = Vec::with_capacity(done.len());
                     for m in done {
                         if unflushed.contains(&m.id) {
@@ -642,10 +682,10 @@ impl Drop for StreamActor {
     fn drop(&mut self) {
         // Shutdown: everything accepted or claimed and still alive reaches sled before the store
         // is flushed and closed.
-        if let Err(e) = self.outbox.store_mut().persist() {
+        if let Err(e) = self.outbox.store_mut().persist(Duration::ZERO) {
             tracing::error!(error = %e, "writing the outbox at shutdown failed");
         }
-        if let Err(e) = self.dedup.store_mut().persist() {
+        if let Err(e) = self.dedup.store_mut().persist(Duration::ZERO) {
             tracing::error!(error = %e, "writing the seen-set at shutdown failed");
         }
     }
@@ -679,36 +719,52 @@ pub struct SendMessage {
 }
 
 impl Handler<SendMessage> for StreamActor {
-    type Result = Result<Id128, StreamError>;
+    type Result = ResponseFuture<Result<Id128, StreamError>>;
     fn handle(&mut self, m: SendMessage, ctx: &mut Self::Context) -> Self::Result {
         let max = self.shared.cfg.max_message;
         if m.payload.len() > max {
-            return Err(StreamError::TooLarge {
+            let e = StreamError::TooLarge {
                 size: m.payload.len(),
                 max,
-            });
+            };
+            return Box::pin(async move { Err(e) });
         }
         if m.to == self.shared.cfg.me {
-            return Err(StreamError::Invalid(
-                "the recipient is this node's own hotkey".into(),
-            ));
+            return Box::pin(async {
+                Err(StreamError::Invalid(
+                    "the recipient is this node's own hotkey".into(),
+                ))
+            });
         }
         let ttl = m
             .ttl
             .unwrap_or(self.shared.cfg.default_ttl)
             .as_secs()
             .max(1);
-        let meta = self.outbox.enqueue(
+        let meta = match self.outbox.enqueue(
             m.to,
             m.netuid,
             &m.payload,
             crate::unix_now(),
             ttl,
             &mut rng(),
-        )?;
+        ) {
+            Ok(m) => m,
+            Err(e) => return Box::pin(async move { Err(e.into()) }),
+        };
         StreamCounters::add(&self.counters().sent, 1);
         self.kick(m.to, ctx);
-        Ok(meta.id)
+        let id = meta.id;
+        if self.connected.contains(&m.to) && self.outbox.held_for(&m.to) > SEND_WINDOW {
+            // Accepted and stored; the caller waits until the link catches up.
+            let (tx, rx) = oneshot::channel();
+            self.blocked.entry(m.to).or_default().push_back(tx);
+            return Box::pin(async move {
+                let _ = rx.await;
+                Ok(id)
+            });
+        }
+        Box::pin(async move { Ok(id) })
     }
 }
 
@@ -806,11 +862,30 @@ impl Handler<WriterClosed> for StreamActor {
         }
         self.writers.remove(&m.to);
         self.parked.remove(&m.to);
+        self.connected.remove(&m.to);
+        self.unblock(&m.to);
         self.outbox.link_lost(&m.to, now_ms(), &mut rng());
         if let Some(reason) = m.reason {
             if self.outbox.has_queued(&m.to) {
                 tracing::debug!(to = %m.to.to_ss58(self.shared.cfg.ss58_prefix), %reason, "link down; will retry");
             }
+        }
+    }
+}
+
+/// A writer has its substream open: its destination is live.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriterReady {
+    pub(crate) to: Hotkey,
+    pub(crate) gen: u64,
+}
+
+impl Handler<WriterReady> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: WriterReady, _: &mut Self::Context) {
+        if self.writers.get(&m.to).map(|w| w.0) == Some(m.gen) {
+            self.connected.insert(m.to);
         }
     }
 }

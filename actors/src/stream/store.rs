@@ -4,32 +4,43 @@
 //! each to sled and deleting it again a moment later cost more than everything else a message
 //! does (measured: sled's node copies and log writes dominated a profile of the message
 //! benchmark). So both stores keep new entries in memory first and [`SledOutbox::persist`] /
-//! [`SledSeen::persist`] write those still alive in one batch: on the StreamActor's 100 ms tick,
-//! when [`PERSIST_AFTER`] entries are waiting, and when the actor stops. An entry removed before
-//! that never touches the disk.
+//! [`SledSeen::persist`] write those still alive after [`WRITE_BEHIND`] in one batch (on the
+//! StreamActor's 100 ms tick; everything at once when too much is waiting, and when the actor
+//! stops). An entry removed before that never touches the disk.
 //!
 //! Nothing is fsynced per message either (that would cap a node at a few hundred messages per
 //! second); sled's flusher makes batches durable within `storage.flush_every`, and a clean
 //! shutdown writes and flushes everything. A crash can therefore lose what arrived in the last
-//! tick plus `flush_every`, with bounded and safe effects: an outbox entry not yet on disk is a
+//! [`WRITE_BEHIND`] plus `flush_every`, with bounded and safe effects: an outbox entry not yet on disk is a
 //! message `send` accepted but never stored, and a seen id not yet on disk can let one retried
 //! message through a second time.
 
 use crate::storage::{Store, StoreError, TREE_OUTBOX, TREE_SEEN};
 use hermes_proto::inbox::SeenStore;
 use hermes_proto::outbox::{OutboxStore, ScannedEntry, ENTRY_HEADER_LEN, KEY_LEN};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
-/// Entries waiting in memory before they are written without waiting for the tick.
-pub const PERSIST_AFTER: usize = 4096;
+/// How long a new entry may stay in memory only. Most messages are acknowledged (and most
+/// seen ids released) well within it, so they never cost a disk write; it is also the longest a
+/// crash can lose beyond sled's own flush interval.
+pub const WRITE_BEHIND: Duration = Duration::from_millis(1000);
+/// Payload bytes held in memory only before everything is written at once, whatever its age.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Seen-set entries held in memory only before everything is written at once.
+pub const MAX_PENDING_SEEN: usize = 1 << 16;
 
 /// The outbox tree, written behind.
 #[derive(Debug)]
 pub struct SledOutbox {
     tree: sled::Tree,
     store: Store,
-    /// Written to memory, not yet to sled.
-    pending: HashMap<[u8; KEY_LEN], Vec<u8>>,
+    /// Written to memory, not yet to sled, with when.
+    pending: HashMap<[u8; KEY_LEN], (Vec<u8>, Instant)>,
+    /// Insertion order of `pending` (keys removed meanwhile are skipped), so that a persist
+    /// looks only at entries old enough to write.
+    order: VecDeque<(Instant, [u8; KEY_LEN])>,
+    pending_bytes: usize,
     /// Removed in memory, still in sled.
     removed: HashSet<[u8; KEY_LEN]>,
 }
@@ -44,22 +55,47 @@ impl SledOutbox {
             tree: store.tree(TREE_OUTBOX)?,
             store: store.clone(),
             pending: HashMap::new(),
+            order: VecDeque::new(),
+            pending_bytes: 0,
             removed: HashSet::new(),
         })
     }
 
-    /// Writes every insertion and removal still in memory to sled in one batch; returns how
-    /// many. They are durable once sled flushes ([`Store::flush_async`]).
+    /// Writes to sled, in one batch, every removal and every insertion older than `min_age`
+    /// (all of them when too many bytes wait); returns how many. They are durable once sled
+    /// flushes ([`Store::flush_async`]).
     ///
     /// # Errors
     /// [`StoreError`] on sled failure (the entries stay in memory for the next attempt).
-    pub fn persist(&mut self) -> Result<usize, StoreError> {
-        if self.pending.is_empty() && self.removed.is_empty() {
+    pub fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
+        let min_age = if self.pending_bytes > MAX_PENDING_BYTES {
+            Duration::ZERO
+        } else {
+            min_age
+        };
+        let mut due = Vec::new();
+        while let Some((at, k)) = self.order.front() {
+            if at.elapsed() < min_age {
+                break;
+            }
+            let k = *k;
+            self.order.pop_front();
+            if self
+                .pending
+                .get(&k)
+                .is_some_and(|(_, t)| t.elapsed() >= min_age)
+            {
+                due.push(k);
+            }
+        }
+        if due.is_empty() && self.removed.is_empty() {
             return Ok(0);
         }
         let mut batch = sled::Batch::default();
-        for (k, v) in &self.pending {
-            batch.insert(&k[..], &v[..]);
+        for k in &due {
+            if let Some((v, _)) = self.pending.get(k) {
+                batch.insert(&k[..], &v[..]);
+            }
         }
         for k in &self.removed {
             batch.remove(&k[..]);
@@ -67,8 +103,12 @@ impl SledOutbox {
         self.tree
             .apply_batch(batch)
             .map_err(|e| self.store.db_err(e))?;
-        let n = self.pending.len() + self.removed.len();
-        self.pending.clear();
+        let n = due.len() + self.removed.len();
+        for k in &due {
+            if let Some((v, _)) = self.pending.remove(k) {
+                self.pending_bytes -= v.len();
+            }
+        }
         self.removed.clear();
         Ok(n)
     }
@@ -78,15 +118,20 @@ impl OutboxStore for SledOutbox {
     type Error = StoreError;
 
     fn insert(&mut self, key: &[u8; KEY_LEN], value: &[u8]) -> Result<(), StoreError> {
-        self.pending.insert(*key, value.to_vec());
-        if self.pending.len() >= PERSIST_AFTER {
-            self.persist()?;
+        self.pending_bytes += value.len();
+        let now = Instant::now();
+        self.order.push_back((now, *key));
+        if let Some((old, _)) = self.pending.insert(*key, (value.to_vec(), now)) {
+            self.pending_bytes -= old.len();
+        }
+        if self.pending_bytes > 4 * MAX_PENDING_BYTES {
+            self.persist(Duration::ZERO)?;
         }
         Ok(())
     }
 
     fn get(&self, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.pending.get(key) {
+        if let Some((v, _)) = self.pending.get(key) {
             return Ok(Some(v.clone()));
         }
         if self.removed.contains(key) {
@@ -99,14 +144,12 @@ impl OutboxStore for SledOutbox {
     }
 
     fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<bool, StoreError> {
-        if self.pending.remove(key).is_some() {
+        if let Some((v, _)) = self.pending.remove(key) {
             // Never written: nothing on disk can bring it back.
+            self.pending_bytes -= v.len();
             return Ok(false);
         }
         self.removed.insert(*key);
-        if self.removed.len() >= PERSIST_AFTER {
-            self.persist()?;
-        }
         Ok(true)
     }
 
@@ -123,7 +166,7 @@ impl OutboxStore for SledOutbox {
                 out.push((key, v[..v.len().min(ENTRY_HEADER_LEN)].to_vec(), v.len()));
             }
         }
-        for (key, v) in &self.pending {
+        for (key, (v, _)) in &self.pending {
             out.push((*key, v[..v.len().min(ENTRY_HEADER_LEN)].to_vec(), v.len()));
         }
         out.sort_by_key(|e| e.0);
@@ -140,8 +183,10 @@ impl OutboxStore for SledOutbox {
 pub struct SledSeen {
     tree: sled::Tree,
     store: Store,
-    /// Written to memory, not yet to sled.
-    pending: HashMap<Vec<u8>, u64>,
+    /// Written to memory, not yet to sled: expiry, and when.
+    pending: HashMap<Vec<u8>, (u64, Instant)>,
+    /// Insertion order of `pending`, as for the outbox.
+    order: VecDeque<(Instant, Vec<u8>)>,
     /// Removed in memory, still in sled.
     removed: HashSet<Vec<u8>>,
 }
@@ -156,6 +201,7 @@ impl SledSeen {
             tree: store.tree(TREE_SEEN)?,
             store: store.clone(),
             pending: HashMap::new(),
+            order: VecDeque::new(),
             removed: HashSet::new(),
         })
     }
@@ -164,23 +210,44 @@ impl SledSeen {
     ///
     /// # Errors
     /// [`StoreError`] on sled failure (the entries stay in memory for the next attempt).
-    pub fn persist(&mut self) -> Result<usize, StoreError> {
-        if self.pending.is_empty() && self.removed.is_empty() {
+    pub fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
+        let min_age = if self.pending.len() > MAX_PENDING_SEEN {
+            Duration::ZERO
+        } else {
+            min_age
+        };
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.order.front() {
+            if at.elapsed() < min_age {
+                break;
+            }
+            if let Some((_, k)) = self.order.pop_front() {
+                if self
+                    .pending
+                    .get(&k)
+                    .is_some_and(|(_, t)| t.elapsed() >= min_age)
+                {
+                    due.push(k);
+                }
+            }
+        }
+        if due.is_empty() && self.removed.is_empty() {
             return Ok(0);
         }
         let mut batch = sled::Batch::default();
-        for (k, v) in &self.pending {
-            batch.insert(&k[..], &v.to_le_bytes()[..]);
+        for k in &due {
+            if let Some((e, _)) = self.pending.remove(k) {
+                batch.insert(&k[..], &e.to_le_bytes()[..]);
+            }
         }
         for k in &self.removed {
             batch.remove(&k[..]);
         }
+        let n = due.len() + self.removed.len();
+        self.removed.clear();
         self.tree
             .apply_batch(batch)
             .map_err(|e| self.store.db_err(e))?;
-        let n = self.pending.len() + self.removed.len();
-        self.pending.clear();
-        self.removed.clear();
         Ok(n)
     }
 }
@@ -200,28 +267,24 @@ impl SeenStore for SledSeen {
         {
             return Ok(false);
         }
-        self.pending.insert(key.to_vec(), expires_at);
-        if self.pending.len() >= PERSIST_AFTER {
-            self.persist()?;
-        }
+        let now = Instant::now();
+        self.order.push_back((now, key.to_vec()));
+        self.pending.insert(key.to_vec(), (expires_at, now));
         Ok(true)
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         if self.pending.remove(key).is_none() {
             self.removed.insert(key.to_vec());
-            if self.removed.len() >= PERSIST_AFTER {
-                self.persist()?;
-            }
         }
         Ok(())
     }
 
     fn remove_expired(&mut self, now: u64) -> Result<usize, StoreError> {
         let before = self.pending.len();
-        self.pending.retain(|_, e| *e > now);
+        self.pending.retain(|_, (e, _)| *e > now);
         let mut n = before - self.pending.len();
-        self.persist()?;
+        self.persist(Duration::ZERO)?;
         for item in self.tree.iter() {
             let (k, v) = item.map_err(|e| self.store.db_err(e))?;
             let expiry = <[u8; 8]>::try_from(v.as_ref())
@@ -268,11 +331,11 @@ mod tests {
             assert!(d.claim(&bob, &Id128([9; 16]), 500).unwrap());
             // Written behind: nothing reaches sled until persisted.
             assert_eq!(
-                o.store_mut().persist().unwrap(),
+                o.store_mut().persist(Duration::ZERO).unwrap(),
                 1,
                 "the acknowledged one never does"
             );
-            assert_eq!(d.store_mut().persist().unwrap(), 1);
+            assert_eq!(d.store_mut().persist(Duration::ZERO).unwrap(), 1);
             store.flush().unwrap();
             b.id
         };
@@ -295,7 +358,7 @@ mod tests {
         // Deleting an entry that is on disk is not durable until persisted and flushed.
         o.acked(&[id]).unwrap();
         assert_eq!(o.take_unflushed(), vec![id]);
-        o.store_mut().persist().unwrap();
+        o.store_mut().persist(Duration::ZERO).unwrap();
         store.flush().unwrap();
         let (o2, _) =
             Outbox::load(SledOutbox::open(&store).unwrap(), OutboxLimits::default()).unwrap();
