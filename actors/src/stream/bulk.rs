@@ -9,26 +9,30 @@
 //!    the connection's binding, signature, age, replay, subnet), opens it with its prekey, and
 //!    answers `Accept` once the application has room for another incoming stream, `Refuse`
 //!    otherwise. A stale prekey is refused with the current binding and the opener retries once.
-//! 4. [`StreamWriter`] seals and writes chunks as the application writes; [`StreamReader`] reads
-//!    and opens them as the application reads. Nothing is buffered beyond one chunk on each side,
-//!    so a slow reader slows the writer through the transport's flow control, and memory stays
-//!    bounded whatever the stream's length.
+//! 4. [`StreamWriter`] seals chunks as the application writes; [`StreamReader`] opens them as the
+//!    application reads. Tasks on the network thread move the sealed chunks between them and the
+//!    substream ([`super::pump`]). At most a few chunks wait on each side, so a slow reader slows
+//!    the writer through the transport's flow control, and memory stays bounded whatever the
+//!    stream's length.
 //! 5. Closing the writer seals the final chunk. When the reader has opened it and sees the end of
 //!    the substream, it writes `Done` with the byte count; [`StreamWriter::finish`] waits for it.
 //!
 //! Both ends implement the `futures` and the `tokio` I/O traits.
 
 use super::link::{ensure_peer, in_scope, prekey_from_refusal};
+use super::pump::{Item, Pool, WriteState, QUEUE};
 use super::wire;
 use super::{NoteSession, Shared, StreamActor, StreamCounters, StreamError};
 use crate::identity::{OpenSession, SealSession};
 use crate::network::substream::STREAM_PROTOCOL;
 use crate::network::PeerInfo;
 use actix::Addr;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
 use futures::{AsyncRead, AsyncWrite};
 use hermes_proto::chunk::{
-    decode_chunk_header, encode_chunk_header, ChunkError, ChunkOpener, ChunkSealer, PlainChunks,
-    CHUNK_HEADER_LEN, FLAG_FINAL, MAX_CHUNK,
+    encode_chunk_header, ChunkOpener, ChunkSealer, PlainChunks, CHUNK_HEADER_LEN, FLAG_FINAL,
+    MAX_CHUNK,
 };
 use hermes_proto::envelope::{
     SessionKind, SessionReject, SessionRequest, SessionSecret, MAX_CLOCK_SKEW_SECS, TAG_LEN,
@@ -95,16 +99,19 @@ pub struct StreamReport {
     pub elapsed: Duration,
 }
 
-/// The writing end of a stream.
+/// The writing end of a stream. Seals chunks on the caller's thread and hands them to a task on
+/// the network thread that writes them (see [`super::pump`]).
 pub struct StreamWriter {
-    inner: Stream,
+    tx: mpsc::Sender<Vec<u8>>,
+    state: Arc<WriteState>,
+    pool: Arc<Pool>,
+    done: Option<oneshot::Receiver<Result<u64, String>>>,
     sealer: Option<ChunkSealer>,
     chunk: usize,
     /// Chunk being filled: header room, then plaintext.
     buf: Vec<u8>,
-    /// Sealed frame being written, and how much of it is written.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Frames handed to the pump.
+    sent: u64,
     final_sealed: bool,
     id: Id128,
     bytes: u64,
@@ -126,7 +133,8 @@ fn broken(msg: &str) -> io::Error {
 }
 
 impl StreamWriter {
-    fn new(
+    /// Starts the write pump for `inner` on the current (network) thread.
+    fn start(
         inner: Stream,
         id: Id128,
         sealer: Option<ChunkSealer>,
@@ -134,15 +142,28 @@ impl StreamWriter {
         counters: Arc<StreamCounters>,
         started: Instant,
     ) -> Self {
-        let mut buf = Vec::with_capacity(CHUNK_HEADER_LEN + chunk + TAG_LEN);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (done_tx, done_rx) = oneshot::channel();
+        let state = Arc::new(WriteState::default());
+        let pool = Arc::new(Pool::default());
+        actix::spawn(super::pump::write_pump(
+            inner,
+            rx,
+            state.clone(),
+            pool.clone(),
+            done_tx,
+        ));
+        let mut buf = pool.get(CHUNK_HEADER_LEN + chunk + TAG_LEN);
         buf.resize(CHUNK_HEADER_LEN, 0);
         StreamWriter {
-            inner,
+            tx,
+            state,
+            pool,
+            done: Some(done_rx),
             sealer,
             chunk,
             buf,
-            out: Vec::with_capacity(CHUNK_HEADER_LEN + chunk + TAG_LEN),
-            out_pos: 0,
+            sent: 0,
             final_sealed: false,
             id,
             bytes: 0,
@@ -161,86 +182,89 @@ impl StreamWriter {
         self.bytes
     }
 
-    /// Seals the chunk being filled into `out` (which must be drained).
-    fn seal(&mut self, final_chunk: bool) -> io::Result<()> {
+    fn pump_error(&self) -> io::Error {
+        broken(
+            &self
+                .state
+                .error()
+                .unwrap_or_else(|| "the stream's connection closed".into()),
+        )
+    }
+
+    /// Seals the chunk being filled and hands it to the pump; the caller has checked that the
+    /// channel has room (`poll_ready`).
+    fn seal_and_send(&mut self, final_chunk: bool) -> io::Result<()> {
+        let mut frame = std::mem::replace(
+            &mut self.buf,
+            self.pool.get(CHUNK_HEADER_LEN + self.chunk + TAG_LEN),
+        );
+        self.buf.resize(CHUNK_HEADER_LEN, 0);
         match self.sealer.as_mut() {
             Some(s) => s
-                .seal_frame(&mut self.buf, final_chunk)
+                .seal_frame(&mut frame, final_chunk)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             None => {
-                let body = self.buf.len() - CHUNK_HEADER_LEN;
-                self.buf[..CHUNK_HEADER_LEN]
-                    .copy_from_slice(&encode_chunk_header(body, final_chunk));
+                let body = frame.len() - CHUNK_HEADER_LEN;
+                frame[..CHUNK_HEADER_LEN].copy_from_slice(&encode_chunk_header(body, final_chunk));
             }
         }
-        std::mem::swap(&mut self.buf, &mut self.out);
-        self.out_pos = 0;
-        self.buf.clear();
-        self.buf.resize(CHUNK_HEADER_LEN, 0);
         self.final_sealed = final_chunk;
+        self.tx.start_send(frame).map_err(|_| self.pump_error())?;
+        self.sent += 1;
         Ok(())
     }
 
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_pos += n;
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match ready!(self.tx.poll_ready(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(_) => Poll::Ready(Err(self.pump_error())),
         }
-        self.out.clear();
-        self.out_pos = 0;
-        Poll::Ready(Ok(()))
+    }
+
+    /// Waits until the pump has written and flushed everything handed to it.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.state.waker.register(cx.waker());
+        if self.state.written.load(Ordering::Acquire) >= self.sent {
+            return Poll::Ready(Ok(()));
+        }
+        if self.state.error().is_some() || self.tx.is_closed() {
+            return Poll::Ready(Err(self.pump_error()));
+        }
+        Poll::Pending
     }
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_drain(cx))?;
-            if self.final_sealed {
-                return Poll::Ready(Err(broken("write after the stream was closed")));
-            }
-            let filled = self.buf.len() - CHUNK_HEADER_LEN;
-            if filled >= self.chunk {
-                self.seal(false)?;
-                continue;
-            }
-            if data.is_empty() {
-                return Poll::Ready(Ok(0));
-            }
-            let n = (self.chunk - filled).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            self.bytes += n as u64;
-            self.counters
-                .stream_bytes_out
-                .fetch_add(n as u64, Ordering::Relaxed);
-            if filled + n == self.chunk {
-                self.seal(false)?;
-                // Start sending at once; the bytes are accepted either way.
-                if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
-                    return Poll::Ready(Err(e));
-                }
-            }
-            return Poll::Ready(Ok(n));
+        if self.final_sealed {
+            return Poll::Ready(Err(broken("write after the stream was closed")));
         }
+        if self.buf.len() - CHUNK_HEADER_LEN >= self.chunk {
+            ready!(self.poll_room(cx))?;
+            self.seal_and_send(false)?;
+        }
+        let filled = self.buf.len() - CHUNK_HEADER_LEN;
+        let n = (self.chunk - filled).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.bytes += n as u64;
+        self.counters
+            .stream_bytes_out
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(cx))?;
         if !self.final_sealed && self.buf.len() > CHUNK_HEADER_LEN {
-            self.seal(false)?;
-            ready!(self.poll_drain(cx))?;
+            ready!(self.poll_room(cx))?;
+            self.seal_and_send(false)?;
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.poll_written(cx)
     }
 
     fn poll_close_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(cx))?;
         if !self.final_sealed {
-            self.seal(true)?;
+            ready!(self.poll_room(cx))?;
+            self.seal_and_send(true)?;
         }
-        ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_close(cx)
+        self.poll_written(cx)
     }
 
     /// Closes the stream (sealing the final chunk) and waits until the recipient confirms that
@@ -254,24 +278,21 @@ impl StreamWriter {
         self.close()
             .await
             .map_err(|e| StreamError::Io(e.to_string()))?;
-        let body = wire::read_frame(&mut self.inner, MAX_CONTROL_FRAME)
-            .await
-            .map_err(|e| StreamError::Io(e.to_string()))?
-            .ok_or_else(|| {
-                StreamError::Io("the recipient closed the stream without confirming it".into())
-            })?;
-        match StreamControl::decode_body(&body) {
-            Ok(StreamControl::Done { bytes }) if bytes == self.bytes => Ok(StreamReport {
+        let done = self
+            .done
+            .take()
+            .ok_or_else(|| StreamError::Io("stream already finished".into()))?;
+        match done.await {
+            Ok(Ok(bytes)) if bytes == self.bytes => Ok(StreamReport {
                 bytes,
                 elapsed: self.started.elapsed(),
             }),
-            Ok(StreamControl::Done { bytes }) => Err(StreamError::Io(format!(
+            Ok(Ok(bytes)) => Err(StreamError::Io(format!(
                 "the recipient confirmed {bytes} bytes, {} were sent",
                 self.bytes
             ))),
-            _ => Err(StreamError::Io(
-                "unexpected answer to the end of a stream".into(),
-            )),
+            Ok(Err(e)) => Err(StreamError::Io(e)),
+            Err(_) => Err(StreamError::Stopped),
         }
     }
 }
@@ -310,35 +331,30 @@ impl tokio::io::AsyncWrite for StreamWriter {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
-    /// Reading a chunk header (`got` bytes so far).
-    Header,
-    /// Reading a chunk body.
-    Body { flags: u8 },
+    /// Waiting for the next chunk from the pump.
+    Next,
     /// Plaintext `pos..len` of `body` is ready.
     Ready { pos: usize, len: usize },
-    /// The final chunk was consumed; the substream must end now.
-    AfterFinal,
-    /// Writing the `Done` confirmation.
-    Confirming,
-    /// Complete.
+    /// Complete and confirmed.
     Finished,
     /// Refused for this reason.
     Failed(RejectReason),
+    /// The transport failed.
+    Broken,
 }
 
-/// The reading end of a stream.
+/// The reading end of a stream. A task on the network thread reads whole chunks (see
+/// [`super::pump`]); they are opened on the caller's thread as it reads.
 pub struct StreamReader {
-    inner: Stream,
+    rx: mpsc::Receiver<Item>,
+    confirm: Option<oneshot::Sender<u64>>,
+    pool: Arc<Pool>,
     opener: Option<ChunkOpener>,
     plain: PlainChunks,
-    max_body: usize,
-    header: [u8; CHUNK_HEADER_LEN],
-    got: usize,
     body: Vec<u8>,
     final_seen: bool,
     state: ReadState,
-    confirm: Vec<u8>,
-    confirm_pos: usize,
+    error: String,
     bytes: u64,
     id: Id128,
     counters: Arc<StreamCounters>,
@@ -355,25 +371,35 @@ impl std::fmt::Debug for StreamReader {
 }
 
 impl StreamReader {
-    fn new(
+    /// Starts the read pump for `inner` on the current (network) thread.
+    fn start(
         inner: Stream,
         id: Id128,
         opener: Option<ChunkOpener>,
         chunk_max: usize,
         counters: Arc<StreamCounters>,
     ) -> Self {
-        StreamReader {
+        let max_body = chunk_max + if opener.is_some() { TAG_LEN } else { 0 };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (confirm_tx, confirm_rx) = oneshot::channel();
+        let pool = Arc::new(Pool::default());
+        actix::spawn(super::pump::read_pump(
             inner,
-            max_body: chunk_max + if opener.is_some() { TAG_LEN } else { 0 },
+            tx,
+            pool.clone(),
+            max_body,
+            confirm_rx,
+        ));
+        StreamReader {
+            rx,
+            confirm: Some(confirm_tx),
+            pool,
             opener,
             plain: PlainChunks::default(),
-            header: [0; CHUNK_HEADER_LEN],
-            got: 0,
             body: Vec::new(),
             final_seen: false,
-            state: ReadState::Header,
-            confirm: Vec::new(),
-            confirm_pos: 0,
+            state: ReadState::Next,
+            error: String::new(),
             bytes: 0,
             id,
             counters,
@@ -390,35 +416,32 @@ impl StreamReader {
         self.id
     }
 
-    fn fail(&mut self, reason: RejectReason) -> io::Error {
-        if !matches!(self.state, ReadState::Failed(_)) {
-            self.counters.reject(reason);
-            tracing::debug!(stream = %self.id, %reason, "stream refused");
-        }
-        self.state = ReadState::Failed(reason);
+    fn refused(&self, reason: RejectReason) -> io::Error {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("stream {} refused: {reason}", self.id),
         )
     }
 
-    /// Reads into `dst` from the substream; 0 means end of input.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, header: bool) -> Poll<io::Result<usize>> {
-        let (buf, from) = if header {
-            (&mut self.header[..], self.got)
-        } else {
-            (&mut self.body[..], self.got)
-        };
-        Pin::new(&mut self.inner).poll_read(cx, &mut buf[from..])
+    fn fail(&mut self, reason: RejectReason) -> io::Error {
+        if !matches!(self.state, ReadState::Failed(_)) {
+            self.counters.reject(reason);
+            tracing::debug!(stream = %self.id, %reason, "stream refused");
+        }
+        self.state = ReadState::Failed(reason);
+        // Dropping the channel stops the pump, which drops the substream.
+        self.rx.close();
+        self.refused(reason)
     }
 
     fn poll_read_inner(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
         loop {
             match self.state {
-                ReadState::Failed(reason) => {
+                ReadState::Failed(reason) => return Poll::Ready(Err(self.refused(reason))),
+                ReadState::Broken => {
                     return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("stream {} refused: {reason}", self.id),
+                        io::ErrorKind::ConnectionReset,
+                        self.error.clone(),
                     )))
                 }
                 ReadState::Finished => return Poll::Ready(Ok(0)),
@@ -428,107 +451,58 @@ impl StreamReader {
                     }
                     let n = (len - pos).min(out.len());
                     out[..n].copy_from_slice(&self.body[pos..pos + n]);
-                    self.state = if pos + n == len {
-                        self.got = 0;
-                        if self.final_seen {
-                            ReadState::AfterFinal
-                        } else {
-                            ReadState::Header
-                        }
+                    if pos + n == len {
+                        self.pool.put(std::mem::take(&mut self.body));
+                        self.state = ReadState::Next;
                     } else {
-                        ReadState::Ready { pos: pos + n, len }
-                    };
+                        self.state = ReadState::Ready { pos: pos + n, len };
+                    }
                     return Poll::Ready(Ok(n));
                 }
-                ReadState::Header => {
-                    let n = match ready!(self.poll_fill(cx, true)) {
-                        Ok(n) => n,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    };
-                    if n == 0 {
-                        // The substream ended: fine only after a final chunk, which would have
-                        // moved us to `AfterFinal`; here it is a cut.
-                        return Poll::Ready(Err(self.fail(RejectReason::StreamTruncated)));
-                    }
-                    self.got += n;
-                    if self.got < CHUNK_HEADER_LEN {
-                        continue;
-                    }
-                    match decode_chunk_header(&self.header, self.max_body) {
-                        Ok((len, flags)) => {
-                            self.body.resize(len, 0);
-                            self.got = 0;
-                            self.state = ReadState::Body { flags };
+                ReadState::Next => match ready!(self.rx.poll_next_unpin(cx)) {
+                    Some(Item::Chunk(flags, mut body)) => {
+                        if self.final_seen {
+                            return Poll::Ready(Err(self.fail(RejectReason::StreamExtended)));
                         }
-                        Err(_) => return Poll::Ready(Err(self.fail(RejectReason::Malformed))),
-                    }
-                }
-                ReadState::Body { flags } => {
-                    if self.got < self.body.len() {
-                        let n = match ready!(self.poll_fill(cx, false)) {
-                            Ok(n) => n,
-                            Err(e) => return Poll::Ready(Err(e)),
+                        let opened = match self.opener.as_mut() {
+                            Some(o) => o.open(flags, &mut body),
+                            None => self.plain.next(flags).map(|()| body.len()),
                         };
-                        if n == 0 {
-                            return Poll::Ready(Err(self.fail(RejectReason::StreamTruncated)));
-                        }
-                        self.got += n;
-                        continue;
-                    }
-                    let opened = match self.opener.as_mut() {
-                        Some(o) => o.open(flags, &mut self.body),
-                        None => self.plain.next(flags).map(|()| self.body.len()),
-                    };
-                    match opened {
-                        Ok(len) => {
-                            self.bytes += len as u64;
-                            self.counters
-                                .stream_bytes_in
-                                .fetch_add(len as u64, Ordering::Relaxed);
-                            self.final_seen = flags & FLAG_FINAL != 0;
-                            self.state = ReadState::Ready { pos: 0, len };
-                            if len == 0 {
-                                // An empty chunk (typically the final one): nothing to hand out.
-                                self.got = 0;
-                                self.state = if self.final_seen {
-                                    ReadState::AfterFinal
+                        match opened {
+                            Ok(len) => {
+                                self.bytes += len as u64;
+                                self.counters
+                                    .stream_bytes_in
+                                    .fetch_add(len as u64, Ordering::Relaxed);
+                                self.final_seen = flags & FLAG_FINAL != 0;
+                                self.body = body;
+                                self.state = if len == 0 {
+                                    ReadState::Next
                                 } else {
-                                    ReadState::Header
+                                    ReadState::Ready { pos: 0, len }
                                 };
                             }
-                        }
-                        Err(e) => {
-                            return Poll::Ready(Err(self.fail(RejectReason::from(e))));
+                            Err(e) => return Poll::Ready(Err(self.fail(RejectReason::from(e)))),
                         }
                     }
-                }
-                ReadState::AfterFinal => {
-                    let mut probe = [0u8; 1];
-                    let n = match ready!(Pin::new(&mut self.inner).poll_read(cx, &mut probe)) {
-                        Ok(n) => n,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    };
-                    if n != 0 {
-                        return Poll::Ready(Err(self.fail(ChunkError::AfterFinal.into())));
-                    }
-                    self.confirm = StreamControl::Done { bytes: self.bytes }.encode();
-                    self.confirm_pos = 0;
-                    self.state = ReadState::Confirming;
-                }
-                ReadState::Confirming => {
-                    while self.confirm_pos < self.confirm.len() {
-                        let n = ready!(Pin::new(&mut self.inner)
-                            .poll_write(cx, &self.confirm[self.confirm_pos..]))?;
-                        if n == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    Some(Item::End) | None => {
+                        if !self.final_seen {
+                            return Poll::Ready(Err(self.fail(RejectReason::StreamTruncated)));
                         }
-                        self.confirm_pos += n;
+                        if let Some(c) = self.confirm.take() {
+                            // Best effort: the data verified here is complete either way.
+                            let _ = c.send(self.bytes);
+                        }
+                        self.state = ReadState::Finished;
                     }
-                    // The confirmation is best effort once written: a sender that has gone away
-                    // does not make the data we verified any less complete.
-                    let _ = ready!(Pin::new(&mut self.inner).poll_close(cx));
-                    self.state = ReadState::Finished;
-                }
+                    Some(Item::Malformed) => {
+                        return Poll::Ready(Err(self.fail(RejectReason::Malformed)))
+                    }
+                    Some(Item::Failed(e)) => {
+                        self.error = e;
+                        self.state = ReadState::Broken;
+                    }
+                },
             }
         }
     }
@@ -637,7 +611,7 @@ pub(crate) async fn open(
                     false => None,
                 };
                 shared.counters.streams_out.fetch_add(1, Ordering::Relaxed);
-                return Ok(StreamWriter::new(
+                return Ok(StreamWriter::start(
                     s,
                     id,
                     sealer,
@@ -789,7 +763,7 @@ pub(crate) async fn accept(
             netuid: header.netuid,
             id,
             e2e,
-            reader: StreamReader::new(s, id, opener, chunk_max as usize, shared.counters.clone()),
+            reader: StreamReader::start(s, id, opener, chunk_max as usize, shared.counters.clone()),
         });
         return;
     }

@@ -26,6 +26,7 @@
 
 pub mod bulk;
 mod link;
+mod pump;
 pub mod store;
 mod wire;
 
