@@ -44,20 +44,64 @@ fn median(v: &mut [f64]) -> f64 {
 
 // ------------------------------------------------------------------ quinn baseline
 
-async fn quinn_once(total: u64) -> Duration {
+/// quinn's default TLS configuration (AES-256-GCM first), or with ChaCha20-Poly1305 first, the
+/// suite libp2p's QUIC transport prefers (its TLS configuration lists it first and cannot be
+/// changed from outside), to show how much of the gap to the default baseline is the cipher.
+fn quinn_configs(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    chacha: bool,
+) -> (quinn::ServerConfig, quinn::ClientConfig) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).expect("root");
+    if !chacha {
+        return (
+            quinn::ServerConfig::with_single_cert(vec![cert], key).expect("server"),
+            quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client"),
+        );
+    }
+    let provider = || {
+        let mut p = rustls::crypto::aws_lc_rs::default_provider();
+        // AES-128-GCM stays listed (second) because QUIC's initial packets require it.
+        p.cipher_suites = vec![
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ];
+        Arc::new(p)
+    };
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server tls");
+    server.alpn_protocols = vec![b"bench".to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"bench".to_vec()];
+    (
+        quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server).expect("quic server"),
+        )),
+        quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(client).expect("quic client"),
+        )),
+    )
+}
+
+async fn quinn_once(total: u64, chacha: bool) -> Duration {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
     let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
         ck.key_pair.serialize_der(),
     ));
-    let server_cfg =
-        quinn::ServerConfig::with_single_cert(vec![cert.clone()], key).expect("server");
+    let (server_cfg, client_cfg) = quinn_configs(cert, key, chacha);
     let server =
         quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = server.local_addr().expect("addr");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let client_cfg = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client");
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
     client.set_default_client_config(client_cfg);
     let recv = tokio::spawn(async move {
@@ -284,19 +328,23 @@ fn main() {
     rt.block_on(async {
         let tcp = pair(dir.path(), "tcp", "/ip4/127.0.0.1/tcp/0").await;
         let quic = pair(dir.path(), "quic", "/ip4/127.0.0.1/udp/0/quic-v1").await;
-        let chunk = 256 << 10;
-        type Cfg<'a> = (&'static str, Option<(&'a Pair, bool)>);
-        let configs: Vec<Cfg> = [
-            ("quinn baseline (no libp2p, no E2E)", None),
-            ("Hermes TCP+noise+yamux, E2E on", Some((&tcp, true))),
-            ("Hermes TCP+noise+yamux, E2E off", Some((&tcp, false))),
-            ("Hermes QUIC, E2E on", Some((&quic, true))),
-            ("Hermes QUIC, E2E off", Some((&quic, false))),
+        let chunk = (env("BENCH_CHUNK_KIB", 256) << 10) as usize;
+        enum Run<'a> {
+            Quinn { chacha: bool },
+            Hermes { pair: &'a Pair, e2e: bool },
+        }
+        let configs: Vec<(&str, Run)> = [
+            ("quinn baseline (no libp2p, no E2E)", Run::Quinn { chacha: false }),
+            ("quinn, ChaCha20 first (libp2p-quic's choice)", Run::Quinn { chacha: true }),
+            ("Hermes TCP+noise+yamux, E2E on", Run::Hermes { pair: &tcp, e2e: true }),
+            ("Hermes TCP+noise+yamux, E2E off", Run::Hermes { pair: &tcp, e2e: false }),
+            ("Hermes QUIC, E2E on", Run::Hermes { pair: &quic, e2e: true }),
+            ("Hermes QUIC, E2E off", Run::Hermes { pair: &quic, e2e: false }),
         ]
         .into_iter()
-        .filter(|(name, c)| match c {
-            None => wanted("quinn"),
-            Some((p, _)) => wanted(if std::ptr::eq(*p, &tcp) { "tcp" } else { "quic" }) && !name.is_empty(),
+        .filter(|(_, c)| match c {
+            Run::Quinn { .. } => wanted("quinn"),
+            Run::Hermes { pair, .. } => wanted(if std::ptr::eq(*pair, &tcp) { "tcp" } else { "quic" }),
         })
         .collect();
         let mut results: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); configs.len()];
@@ -304,29 +352,29 @@ fn main() {
             for round in 0..rounds {
                 for (i, (name, c)) in configs.iter().enumerate() {
                     let (d, rss) = match c {
-                        None => (
-                            tokio::time::timeout(RUN_TIMEOUT, quinn_once(total)).await.expect("quinn timed out"),
+                        Run::Quinn { chacha } => (
+                            tokio::time::timeout(RUN_TIMEOUT, quinn_once(total, *chacha)).await.expect("quinn timed out"),
                             0.0,
                         ),
-                        Some((p, e2e)) => tokio::time::timeout(RUN_TIMEOUT, hermes_once(p, total, *e2e, chunk))
+                        Run::Hermes { pair, e2e } => tokio::time::timeout(RUN_TIMEOUT, hermes_once(pair, total, *e2e, chunk))
                             .await
                             .expect("stream timed out"),
                     };
                     let r = mib_s(total, d);
-                    println!("  round {} {name:<40} {r:>8.1} MiB/s  ({:.2} s, RSS growth {rss:+.1} MiB)", round + 1, d.as_secs_f64());
+                    println!("  round {} {name:<44} {r:>8.1} MiB/s  ({:.2} s, RSS growth {rss:+.1} MiB)", round + 1, d.as_secs_f64());
                     results[i].0.push(r);
                     results[i].1 = results[i].1.max(rss);
                 }
             }
             let base = configs
                 .iter()
-                .position(|(_, c)| c.is_none())
+                .position(|(_, c)| matches!(c, Run::Quinn { chacha: false }))
                 .map(|i| median(&mut results[i].0.clone()));
-            println!("\n{:<42} {:>10} {:>12} {:>14}", "configuration", "median", "vs quinn", "peak RSS +MiB");
+            println!("\n{:<46} {:>10} {:>12} {:>14}", "configuration", "median", "vs quinn", "peak RSS +MiB");
             for (i, (name, _)) in configs.iter().enumerate() {
                 let m = median(&mut results[i].0.clone());
                 let ratio = base.map_or("-".to_string(), |b| format!("{:.0} %", m / b * 100.0));
-                println!("{name:<42} {m:>7.1} MiB/s {ratio:>10} {:>12.1}", results[i].1);
+                println!("{name:<46} {m:>7.1} MiB/s {ratio:>10} {:>12.1}", results[i].1);
             }
         }
         if wanted("msg") {
