@@ -516,6 +516,37 @@ impl RuntimeHandle {
         Ok(Self::ask(&self.inner.parts.identity, identity::InjectPanic).await??)
     }
 
+    /// Test hook: a raw `/hermes/msg/1` (`messages`) or `/hermes/stream/1` substream to the
+    /// verified peer `to`, for sending hand-made frames.
+    ///
+    /// # Errors
+    /// [`Error::Stream`] when the peer cannot be reached.
+    #[cfg(feature = "fault-injection")]
+    pub async fn debug_raw_substream(
+        &self,
+        to: &str,
+        messages: bool,
+    ) -> Result<libp2p::Stream, Error> {
+        let (hotkey, _) = Hotkey::from_ss58(to).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Self::ask(
+            &self.stream_parts()?.actor,
+            stream::RawSubstream {
+                to: hotkey,
+                messages,
+            },
+        )
+        .await??)
+    }
+
+    /// Test hook: a copy of every message frame this node writes from now on.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown.
+    #[cfg(feature = "fault-injection")]
+    pub async fn debug_wiretap(&self) -> Result<broadcast::Receiver<Vec<u8>>, Error> {
+        Self::ask(&self.stream_parts()?.actor, stream::Wiretap).await
+    }
+
     /// Sends `msg` to an actor and maps a stopped actor to [`Error::Stopped`].
     async fn ask<A, M>(addr: &Addr<A>, msg: M) -> Result<M::Result, Error>
     where

@@ -521,6 +521,15 @@ impl<S: OutboxStore> Outbox<S> {
         self.dests.get(to).is_some_and(|d| !d.queued.is_empty())
     }
 
+    /// Recipients with queued messages and no link, in backoff or not.
+    pub fn waiting(&self) -> Vec<Hotkey> {
+        self.dests
+            .iter()
+            .filter(|(_, d)| !d.link && !d.queued.is_empty())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// Messages held for `to`, queued or in flight.
     pub fn held_for(&self, to: &Hotkey) -> usize {
         self.dests

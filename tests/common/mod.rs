@@ -158,3 +158,43 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a runtime.
+pub async fn start(cfg: hermes::Config) -> hermes::RuntimeHandle {
+    hermes::Runtime::builder(cfg).start().await.expect("start")
+}
+
+/// The node's first listen address, once bound.
+pub async fn addr(rt: &hermes::RuntimeHandle) -> libp2p::Multiaddr {
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !rt.listen_addrs().await.unwrap().is_empty()
+        })
+        .await,
+        "the node never listened"
+    );
+    rt.listen_addrs().await.unwrap()[0].clone()
+}
+
+/// Waits until `rt` has verified the node of `ss58`.
+pub async fn sees(rt: &hermes::RuntimeHandle, ss58: &str) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        rt.peers().await.unwrap().iter().any(|p| p.ss58 == ss58)
+    })
+    .await
+}
+
+/// Reads one length-prefixed frame body from a raw substream.
+pub async fn read_frame_body<R: futures::AsyncRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// The operating system's CSPRNG in the form the envelope functions take.
+pub fn os_rng() -> impl hpke::rand_core::CryptoRng {
+    hpke::rand_core::UnwrapErr(getrandom::SysRng)
+}

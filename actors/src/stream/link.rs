@@ -194,12 +194,14 @@ async fn writer(
                                 .map_err(|e| StreamError::Refused(e.to_string()))?;
                             let init = link.borrow_mut().start_session(&header, secret, now);
                             sessions.set(sessions.get() + 1);
+                            shared.tap(&init);
                             w.write_all(&init).await.map_err(io_err)?;
                         }
                         let frame = link
                             .borrow_mut()
                             .seal(m, now)
                             .map_err(|e| StreamError::Io(e.to_string()))?;
+                        shared.tap(&frame);
                         w.write_all(&frame).await.map_err(io_err)?;
                     }
                     w.flush().await.map_err(io_err)?;

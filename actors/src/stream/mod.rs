@@ -311,6 +311,18 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<StreamCounters>,
     pub(crate) inbox: mpsc::Sender<Inbound>,
     pub(crate) incoming: mpsc::Sender<bulk::IncomingStream>,
+    /// Test hook: a copy of every message frame written.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) wiretap: broadcast::Sender<Vec<u8>>,
+}
+
+impl Shared {
+    /// Copies an outgoing message frame to the wiretap (feature `fault-injection` only).
+    #[inline]
+    pub(crate) fn tap(&self, _frame: &[u8]) {
+        #[cfg(feature = "fault-injection")]
+        let _ = self.wiretap.send(_frame.to_vec());
+    }
 }
 
 /// The StreamActor.
@@ -390,6 +402,8 @@ impl StreamActor {
             counters: counters.clone(),
             inbox: inbox_tx,
             incoming: inc_tx,
+            #[cfg(feature = "fault-injection")]
+            wiretap: broadcast::channel(4096).0,
         });
         Ok((
             StreamActor {
@@ -489,6 +503,13 @@ impl StreamActor {
                 }
             }
             Err(e) => tracing::error!(error = %e, "outbox expiry failed"),
+        }
+        // A destination that became reachable (it connected to us, or another path found it)
+        // is tried at once instead of at the end of its backoff.
+        for to in self.outbox.waiting() {
+            if self.shared.deps.directory.by_hotkey(&to).is_some() {
+                self.outbox.retry_now(&to);
+            }
         }
         self.start_due_writers(ctx);
         self.persist(ctx);
@@ -1014,6 +1035,53 @@ impl Handler<OpenStream> for StreamActor {
     fn handle(&mut self, m: OpenStream, _: &mut Self::Context) -> Self::Result {
         let shared = self.shared.clone();
         Box::pin(async move { bulk::open(&shared, m.to, m.netuid, m.opts).await })
+    }
+}
+
+/// Test hook: a raw data-plane substream to a verified peer, to send it hand-made frames.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "Result<libp2p::Stream, StreamError>")]
+pub struct RawSubstream {
+    /// The peer.
+    pub to: Hotkey,
+    /// `/hermes/msg/1` when true, `/hermes/stream/1` otherwise.
+    pub messages: bool,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<RawSubstream> for StreamActor {
+    type Result = ResponseFuture<Result<libp2p::Stream, StreamError>>;
+    fn handle(&mut self, m: RawSubstream, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let peer = link::ensure_peer(&shared, &m.to).await?;
+            let protocol = if m.messages {
+                MSG_PROTOCOL
+            } else {
+                STREAM_PROTOCOL
+            };
+            shared
+                .deps
+                .substreams
+                .open(peer.peer_id, protocol)
+                .await
+                .map_err(|e| StreamError::Unreachable(e.to_string()))
+        })
+    }
+}
+
+/// Test hook: every message frame this node writes from now on.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "broadcast::Receiver<Vec<u8>>")]
+pub struct Wiretap;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Wiretap> for StreamActor {
+    type Result = MessageResult<Wiretap>;
+    fn handle(&mut self, _: Wiretap, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.shared.wiretap.subscribe())
     }
 }
 
