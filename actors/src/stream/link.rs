@@ -75,18 +75,23 @@ pub(crate) async fn ensure_peer(
         .send(Command::Connect(*to, tx))
         .await
         .map_err(|_| StreamError::Stopped)?;
-    match rx.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(StreamError::Unreachable(format!("{name}: {e}"))),
+    // Even when this side cannot dial (no address known yet), the peer may be connecting to us
+    // right now: wait for it either way, and report the dial error if it never shows up.
+    let dial_error = match rx.await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e),
         Err(_) => return Err(StreamError::Stopped),
-    }
+    };
     dir.wait_for(shared.cfg.connect_timeout, |d| d.by_hotkey(to))
         .await
         .ok_or_else(|| {
-            StreamError::Unreachable(format!(
-                "{name}: no verified connection within {}",
-                humantime_secs(shared.cfg.connect_timeout)
-            ))
+            StreamError::Unreachable(match dial_error {
+                Some(e) => format!("{name}: {e}"),
+                None => format!(
+                    "{name}: no verified connection within {}",
+                    humantime_secs(shared.cfg.connect_timeout)
+                ),
+            })
         })
 }
 
