@@ -1,14 +1,30 @@
-//! The local control socket: how `hermes peers` talks to a running `hermes run`.
+//! The local control socket: how `hermes peers`, `hermes send` and `hermes stream` talk to a
+//! running `hermes run` / `hermes listen`.
 //!
-//! A Unix socket at `DATA_DIR/control.sock`, mode 0600 (only the node's user may query it).
-//! Protocol: the client writes one command line (`peers`, `stats` or `id`), the server answers
-//! with one line of JSON and closes. Lines are capped at 1 KiB so a stray client cannot make the
-//! node buffer without limit.
+//! A Unix socket at `DATA_DIR/control.sock`, mode 0600 (only the node's user may use it). The
+//! client writes one request line, capped at 1 KiB so that a stray client cannot make the node
+//! buffer without limit:
+//!
+//! - `peers`, `stats`, `msgstats`, `outbox`, `id`: the server answers one line of JSON and closes.
+//! - `{"cmd":"send","to":…,"netuid":…,"len":…,"ttl_secs":…,"wait_ms":…}`, then `len` payload
+//!   bytes: the node sends the message and answers once it is delivered, refused, or `wait_ms`
+//!   has passed (`status` `delivered`, `failed`, `expired` or `queued`).
+//! - `{"cmd":"stream","to":…,"netuid":…}`: the node opens the stream and answers
+//!   `{"ready":true}` (or an error); the client then writes the data and shuts its side down;
+//!   the node answers with the confirmed byte count once the recipient has verified everything.
+//!
+//! Every answer is one JSON line; errors are `{"error": "…"}`.
 
+use crate::messages::{DeliveryEvent, MessageId, SendOptions};
 use crate::{Error, RuntimeHandle};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+
+/// Longest request line.
+const MAX_LINE: u64 = 1024;
 
 /// The socket path for a data dir.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -41,11 +57,58 @@ pub async fn serve(rt: RuntimeHandle, path: PathBuf) -> Result<(), Error> {
     }
 }
 
-async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(r.take(1024)).read_line(&mut line).await?;
-    let reply = match line.trim() {
+#[derive(Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+enum Request {
+    Send {
+        to: String,
+        netuid: u16,
+        len: usize,
+        ttl_secs: Option<u64>,
+        wait_ms: u64,
+    },
+    Stream {
+        to: String,
+        netuid: u16,
+    },
+}
+
+fn error(e: impl std::fmt::Display) -> serde_json::Value {
+    serde_json::json!({ "error": e.to_string() })
+}
+
+/// Waits up to `wait` for the outcome of message `id`: `{"id", "status"}` with status
+/// `delivered`, `failed` (with `reason`), `expired`, or `queued` when nothing happened in time.
+pub async fn wait_outcome(
+    events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>,
+    id: MessageId,
+    wait: Duration,
+) -> serde_json::Value {
+    let r = tokio::time::timeout(wait, async {
+        loop {
+            match events.recv().await {
+                Ok(DeliveryEvent::Delivered { id: got, .. }) if got == id => {
+                    return serde_json::json!({ "id": id.to_hex(), "status": "delivered" })
+                }
+                Ok(DeliveryEvent::Failed { id: got, reason, .. }) if got == id => {
+                    return serde_json::json!({ "id": id.to_hex(), "status": "failed", "reason": reason })
+                }
+                Ok(DeliveryEvent::Expired { id: got, .. }) if got == id => {
+                    return serde_json::json!({ "id": id.to_hex(), "status": "expired" })
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return serde_json::json!({ "id": id.to_hex(), "status": "queued" })
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| serde_json::json!({ "id": id.to_hex(), "status": "queued" }))
+}
+
+async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
+    match cmd {
         "peers" => match rt.peers().await {
             Ok(peers) => serde_json::json!({ "peers": peers.iter().map(|p| serde_json::json!({
                 "ss58": p.ss58,
@@ -53,14 +116,37 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                 "netuids": p.netuids,
                 "addresses": p.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>() }),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
+            Err(e) => error(e),
         },
         "stats" => match rt.firewall_stats().await {
             Ok(s) => serde_json::json!({
                 "denied": s.denied.iter().map(|(r, n)| (r.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
                 "registry_entries": s.registry_entries,
             }),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
+            Err(e) => error(e),
+        },
+        "msgstats" => match rt.message_stats().await {
+            Ok(s) => serde_json::json!({
+                "sent": s.sent,
+                "delivered": s.delivered,
+                "received": s.received,
+                "duplicates": s.duplicates,
+                "outbox": s.outbox,
+                "outbox_bytes": s.outbox_bytes,
+                "sessions_in": s.sessions.0,
+                "sessions_out": s.sessions.1,
+                "streams_in": s.streams.0,
+                "streams_out": s.streams.1,
+                "rejected": s.rejected.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            }),
+            Err(e) => error(e),
+        },
+        "outbox" => match rt.outbox().await {
+            Ok(list) => serde_json::json!({ "outbox": list.iter().map(|e| serde_json::json!({
+                "id": e.id.to_hex(), "to": e.to, "netuid": e.netuid, "len": e.len,
+                "created_at": e.created_at, "expires_at": e.expires_at,
+            })).collect::<Vec<_>>() }),
+            Err(e) => error(e),
         },
         "id" => match (rt.identity().await, rt.listen_addrs().await) {
             (Ok(i), Ok(addrs)) => serde_json::json!({
@@ -68,14 +154,144 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                 "peer_id": i.peer_id.to_base58(),
                 "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             }),
-            (Err(e), _) | (_, Err(e)) => serde_json::json!({ "error": e.to_string() }),
+            (Err(e), _) | (_, Err(e)) => error(e),
         },
-        other => {
-            serde_json::json!({ "error": format!("unknown command `{other}`; expected peers, stats or id") })
+        other => error(format!(
+            "unknown command `{other}`; expected peers, stats, msgstats, outbox, id, or a send/stream request"
+        )),
+    }
+}
+
+async fn write_line<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    v: &serde_json::Value,
+) -> std::io::Result<()> {
+    w.write_all(format!("{v}\n").as_bytes()).await?;
+    w.flush().await
+}
+
+async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    (&mut r).take(MAX_LINE).read_line(&mut line).await?;
+    let line = line.trim();
+    if !line.starts_with('{') {
+        let reply = simple(&rt, line).await;
+        write_line(&mut w, &reply).await?;
+        return w.shutdown().await;
+    }
+    let req: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => {
+            write_line(&mut w, &error(format!("bad request: {e}"))).await?;
+            return w.shutdown().await;
         }
     };
-    w.write_all(format!("{reply}\n").as_bytes()).await?;
+    let reply = match req {
+        Request::Send {
+            to,
+            netuid,
+            len,
+            ttl_secs,
+            wait_ms,
+        } => {
+            // Bounded by the protocol's limit before anything is allocated; the configured
+            // limit is checked by `send`.
+            if len > 64 << 20 {
+                error(format!(
+                    "message of {len} bytes exceeds the protocol maximum of 64 MiB"
+                ))
+            } else {
+                let mut payload = vec![0u8; len];
+                r.read_exact(&mut payload).await?;
+                match rt.delivery_events() {
+                    Err(e) => error(e),
+                    Ok(mut events) => {
+                        let opts = SendOptions {
+                            ttl: ttl_secs.map(Duration::from_secs),
+                        };
+                        match rt.send_with(&to, netuid, payload, opts).await {
+                            Ok(id) => {
+                                wait_outcome(&mut events, id, Duration::from_millis(wait_ms)).await
+                            }
+                            Err(e) => error(e),
+                        }
+                    }
+                }
+            }
+        }
+        Request::Stream { to, netuid } => match rt.open_stream(&to, netuid).await {
+            Err(e) => error(e),
+            Ok(mut writer) => {
+                write_line(&mut w, &serde_json::json!({ "ready": true })).await?;
+                match copy(&mut r, &mut writer).await {
+                    Err(e) => error(format!("reading the data: {e}")),
+                    Ok(_) => match writer.finish().await {
+                        Ok(rep) => serde_json::json!({
+                            "bytes": rep.bytes,
+                            "elapsed_ms": rep.elapsed.as_millis() as u64,
+                        }),
+                        Err(e) => error(e),
+                    },
+                }
+            }
+        },
+    };
+    write_line(&mut w, &reply).await?;
     w.shutdown().await
+}
+
+/// Copies `r` into a stream writer until end of input.
+pub async fn copy<R: AsyncRead + Unpin>(
+    r: &mut R,
+    w: &mut crate::StreamWriter,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf).await?;
+        if k == 0 {
+            return Ok(n);
+        }
+        w.write_all(&buf[..k]).await?;
+        n += k as u64;
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> Error {
+    Error::Network(e.to_string())
+}
+
+async fn connect(path: &Path) -> Result<UnixStream, Error> {
+    UnixStream::connect(path).await.map_err(|e| {
+        Error::Network(format!(
+            "no running node at {} ({e}); start one with `hermes run`",
+            path.display()
+        ))
+    })
+}
+
+async fn read_answer<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+) -> Result<serde_json::Value, Error> {
+    let mut out = String::new();
+    (&mut *r)
+        .take(16 << 20)
+        .read_line(&mut out)
+        .await
+        .map_err(bad)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| Error::Network(format!("bad answer: {e}")))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        return Err(Error::Network(e.to_string()));
+    }
+    Ok(v)
+}
+
+/// Whether a node answers on `path`.
+pub async fn is_running(path: &Path) -> bool {
+    UnixStream::connect(path).await.is_ok()
 }
 
 /// Sends one command to a running node and returns its JSON answer.
@@ -83,24 +299,70 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
 /// # Errors
 /// [`Error::Network`] if no node is listening on `path` or the answer is not JSON.
 pub async fn request(path: &Path, command: &str) -> Result<serde_json::Value, Error> {
-    let mut s = UnixStream::connect(path).await.map_err(|e| {
-        Error::Network(format!(
-            "no running node at {} ({e}); start one with `hermes run`",
-            path.display()
-        ))
-    })?;
-    s.write_all(format!("{command}\n").as_bytes())
+    let s = connect(path).await?;
+    let (r, mut w) = s.into_split();
+    w.write_all(format!("{command}\n").as_bytes())
         .await
-        .map_err(|e| Error::Network(e.to_string()))?;
-    let mut out = String::new();
-    s.take(16 << 20)
-        .read_to_string(&mut out)
+        .map_err(bad)?;
+    read_answer(&mut BufReader::new(r)).await
+}
+
+/// Has a running node send a message; answers with its id and status.
+///
+/// # Errors
+/// [`Error::Network`] with the node's reason.
+pub async fn send(
+    path: &Path,
+    to: &str,
+    netuid: u16,
+    payload: &[u8],
+    ttl: Option<Duration>,
+    wait: Duration,
+) -> Result<serde_json::Value, Error> {
+    let s = connect(path).await?;
+    let (r, mut w) = s.into_split();
+    let req = serde_json::json!({
+        "cmd": "send", "to": to, "netuid": netuid, "len": payload.len(),
+        "ttl_secs": ttl.map(|t| t.as_secs()), "wait_ms": wait.as_millis() as u64,
+    });
+    w.write_all(format!("{req}\n").as_bytes())
         .await
-        .map_err(|e| Error::Network(e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| Error::Network(format!("bad answer: {e}")))?;
-    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(Error::Network(e.to_string()));
+        .map_err(bad)?;
+    w.write_all(payload).await.map_err(bad)?;
+    read_answer(&mut BufReader::new(r)).await
+}
+
+/// Has a running node stream everything `data` yields to `to`; `progress` is called with the
+/// bytes handed over so far. Answers with the confirmed byte count.
+///
+/// # Errors
+/// [`Error::Network`] with the node's reason.
+pub async fn stream<R: AsyncRead + Unpin>(
+    path: &Path,
+    to: &str,
+    netuid: u16,
+    data: &mut R,
+    mut progress: impl FnMut(u64),
+) -> Result<serde_json::Value, Error> {
+    let s = connect(path).await?;
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid });
+    w.write_all(format!("{req}\n").as_bytes())
+        .await
+        .map_err(bad)?;
+    read_answer(&mut r).await?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        let k = data.read(&mut buf).await.map_err(bad)?;
+        if k == 0 {
+            break;
+        }
+        w.write_all(&buf[..k]).await.map_err(bad)?;
+        n += k as u64;
+        progress(n);
     }
-    Ok(v)
+    w.shutdown().await.map_err(bad)?;
+    read_answer(&mut r).await
 }

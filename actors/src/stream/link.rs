@@ -59,6 +59,11 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// The verified peer behind `to`, connecting first if needed.
+///
+/// A node that has just started may not yet know where `to` is (its routing table fills as it
+/// bootstraps), and `to` may be connecting to us at the same moment; so the connection attempt
+/// is repeated every second until `connect_timeout`, and a peer that shows up by itself is
+/// taken as soon as its binding is verified.
 pub(crate) async fn ensure_peer(
     shared: &Shared,
     to: &Hotkey,
@@ -68,31 +73,35 @@ pub(crate) async fn ensure_peer(
         return Ok(p);
     }
     let name = to.to_ss58(shared.cfg.ss58_prefix);
-    let (tx, rx) = oneshot::channel();
-    shared
-        .deps
-        .net
-        .send(Command::Connect(*to, tx))
-        .await
-        .map_err(|_| StreamError::Stopped)?;
-    // Even when this side cannot dial (no address known yet), the peer may be connecting to us
-    // right now: wait for it either way, and report the dial error if it never shows up.
-    let dial_error = match rx.await {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(e),
-        Err(_) => return Err(StreamError::Stopped),
-    };
-    dir.wait_for(shared.cfg.connect_timeout, |d| d.by_hotkey(to))
-        .await
-        .ok_or_else(|| {
-            StreamError::Unreachable(match dial_error {
+    let deadline = std::time::Instant::now() + shared.cfg.connect_timeout;
+    loop {
+        let (tx, rx) = oneshot::channel();
+        shared
+            .deps
+            .net
+            .send(Command::Connect(*to, tx))
+            .await
+            .map_err(|_| StreamError::Stopped)?;
+        let dial_error = match rx.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => return Err(StreamError::Stopped),
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let wait = left.min(std::time::Duration::from_secs(1));
+        if let Some(p) = dir.wait_for(wait, |d| d.by_hotkey(to)).await {
+            return Ok(p);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StreamError::Unreachable(match dial_error {
                 Some(e) => format!("{name}: {e}"),
                 None => format!(
                     "{name}: no verified connection within {}",
                     humantime_secs(shared.cfg.connect_timeout)
                 ),
-            })
-        })
+            }));
+        }
+    }
 }
 
 fn humantime_secs(d: std::time::Duration) -> String {

@@ -1,0 +1,365 @@
+//! `hermes send`, `hermes listen` and `hermes stream`: the data plane from the command line.
+//!
+//! `send` and `stream` go through the node already running on the config's data dir (its control
+//! socket) when there is one, and otherwise start the node for the duration of the command.
+
+use super::{block_on, serve, wait_for_signal};
+use anyhow::{anyhow, bail, Context, Result};
+use hermes::proto::Hotkey;
+use hermes::{control, Config, DeliveryEvent, Inbound, IncomingStream, Runtime};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// Exit status of a message still waiting in the outbox.
+const EXIT_QUEUED: u8 = 3;
+
+fn check_to(to: &str) -> Result<()> {
+    Hotkey::from_ss58(to)
+        .map(|_| ())
+        .map_err(|e| anyhow!("--to: {e}"))
+}
+
+/// Starts the node of `cfg` quietly for a one-off command.
+async fn one_off(mut cfg: Config) -> Result<hermes::RuntimeHandle> {
+    if std::env::var_os("RUST_LOG").is_none() {
+        cfg.log.level = "warn".into();
+    }
+    Ok(Runtime::builder(cfg).start().await?)
+}
+
+fn rate(bytes: u64, d: Duration) -> String {
+    format!(
+        "{:.1} MiB/s",
+        bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64().max(1e-9)
+    )
+}
+
+pub(super) fn send(
+    config: &Path,
+    to: &str,
+    netuid: u16,
+    payload: &[u8],
+    ttl: Option<Duration>,
+    wait: Duration,
+) -> Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    check_to(to)?;
+    let max = cfg.messages.max_size.0;
+    if payload.len() as u64 > max {
+        bail!(
+            "the message is {} bytes; messages.max_size is {max} bytes (send large payloads with `hermes stream`)",
+            payload.len()
+        );
+    }
+    let sock = control::socket_path(&cfg.data_dir);
+    let answer = block_on(async {
+        if control::is_running(&sock).await {
+            return Ok::<_, anyhow::Error>(
+                control::send(&sock, to, netuid, payload, ttl, wait).await?,
+            );
+        }
+        let rt = one_off(cfg).await?;
+        let mut events = rt.delivery_events()?;
+        let sent = rt
+            .send_with(to, netuid, payload.to_vec(), hermes::SendOptions { ttl })
+            .await;
+        let answer = match sent {
+            Ok(id) => control::wait_outcome(&mut events, id, wait).await,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        rt.shutdown().await?;
+        Ok(answer)
+    })?;
+    if let Some(e) = answer["error"].as_str() {
+        bail!("{e}");
+    }
+    let id = answer["id"].as_str().unwrap_or("?");
+    match answer["status"].as_str() {
+        Some("delivered") => {
+            println!(
+                "delivered {id} to {to} ({} bytes, end-to-end encrypted)",
+                payload.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("failed") => {
+            eprintln!(
+                "refused by {to}: {} (message {id} dropped)",
+                answer["reason"].as_str().unwrap_or("no reason given")
+            );
+            Ok(ExitCode::from(1))
+        }
+        Some("expired") => {
+            eprintln!("message {id} expired before {to} could be reached");
+            Ok(ExitCode::from(1))
+        }
+        _ => {
+            println!(
+                "queued {id} for {to}: not confirmed within {}; it stays in the outbox and is retried whenever this node runs, until its TTL ends",
+                humantime::format_duration(wait)
+            );
+            Ok(ExitCode::from(EXIT_QUEUED))
+        }
+    }
+}
+
+/// A printable preview of a payload: its text when it is text, else the first bytes in hex.
+fn preview(bytes: &[u8]) -> (bool, String) {
+    match std::str::from_utf8(bytes) {
+        Ok(t) if t.chars().all(|c| !c.is_control() || c == '\n' || c == '\t') => {
+            let mut p: String = t.chars().take(200).collect();
+            if t.chars().count() > 200 {
+                p.push('…');
+            }
+            (true, p.escape_debug().to_string())
+        }
+        _ => {
+            let n = bytes.len().min(32);
+            let mut p = format!("0x{}", hex::encode(&bytes[..n]));
+            if bytes.len() > n {
+                p.push('…');
+            }
+            (false, p)
+        }
+    }
+}
+
+fn print_message(m: &Inbound, json: bool) {
+    let (text, p) = preview(&m.bytes);
+    if json {
+        let mut v = serde_json::json!({
+            "type": "message", "from": m.from, "netuid": m.netuid, "id": m.id.to_hex(),
+            "size": m.bytes.len(), "sent_at": m.sent_at,
+        });
+        v[if text { "text" } else { "hex" }] = if text {
+            serde_json::Value::String(String::from_utf8_lossy(&m.bytes).into_owned())
+        } else {
+            serde_json::Value::String(format!("0x{}", hex::encode(&m.bytes)))
+        };
+        println!("{v}");
+    } else {
+        println!(
+            "message {} from {} (netuid {}, {} bytes): {}",
+            m.id,
+            m.from,
+            m.netuid,
+            m.bytes.len(),
+            if text { format!("\"{p}\"") } else { p }
+        );
+    }
+}
+
+fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    let pb = match total {
+        Some(t) => {
+            let pb = ProgressBar::new(t);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            ) {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb
+        }
+        None => {
+            let pb = ProgressBar::new_spinner();
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
+            {
+                pb.set_style(style);
+            }
+            pb
+        }
+    };
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Reads an incoming stream to its end (saving it under `save_dir` if given) and reports it.
+async fn receive_stream(mut s: IncomingStream, save_dir: Option<std::path::PathBuf>, json: bool) {
+    let started = Instant::now();
+    let pb = bytes_bar(None, &format!("stream {} from {}", s.id, s.from));
+    let (path, part) = match &save_dir {
+        Some(d) => (
+            Some(d.join(format!("{}.bin", s.id))),
+            Some(d.join(format!("{}.part", s.id))),
+        ),
+        None => (None, None),
+    };
+    let result: Result<u64> = async {
+        let mut file = match &part {
+            Some(p) => Some(
+                tokio::fs::File::create(p)
+                    .await
+                    .with_context(|| format!("cannot create {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = tokio::io::AsyncReadExt::read(&mut s.reader, &mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            if let Some(f) = file.as_mut() {
+                tokio::io::AsyncWriteExt::write_all(f, &buf[..k]).await?;
+            }
+            n += k as u64;
+            pb.set_position(n);
+        }
+        if let Some(mut f) = file {
+            tokio::io::AsyncWriteExt::flush(&mut f).await?;
+            f.sync_all().await?;
+        }
+        if let (Some(part), Some(path)) = (&part, &path) {
+            tokio::fs::rename(part, path).await?;
+        }
+        Ok(n)
+    }
+    .await;
+    pb.finish_and_clear();
+    let elapsed = started.elapsed();
+    match result {
+        Ok(n) => {
+            let saved = path
+                .map(|p| format!(" -> {}", p.display()))
+                .unwrap_or_else(|| " (not saved: use --save-dir)".into());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "type": "stream", "from": s.from, "netuid": s.netuid,
+                        "id": s.id.to_hex(), "bytes": n, "e2e": s.e2e, "elapsed_ms": elapsed.as_millis() as u64 })
+                );
+            } else {
+                println!(
+                    "stream {} from {} (netuid {}): {n} bytes received and verified in {:.2} s ({}){saved}",
+                    s.id,
+                    s.from,
+                    s.netuid,
+                    elapsed.as_secs_f64(),
+                    rate(n, elapsed)
+                );
+            }
+        }
+        Err(e) => {
+            if let Some(p) = part {
+                let _ = std::fs::remove_file(p);
+            }
+            eprintln!("stream {} from {} refused: {e:#}", s.id, s.from);
+        }
+    }
+}
+
+pub(super) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Result<()> {
+    if let Some(d) = save_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("--save-dir: cannot create {}", d.display()))?;
+    }
+    let save_dir = save_dir.map(Path::to_path_buf);
+    serve(config, |rt| async move {
+        let mut inbox = rt.subscribe()?;
+        let mut incoming = rt.incoming_streams()?;
+        println!("listening for messages and streams; Ctrl-C to stop");
+        let stop = wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                m = inbox.recv() => match m {
+                    Some(m) => print_message(&m, json),
+                    None => break,
+                },
+                s = incoming.recv() => match s {
+                    Some(s) => {
+                        tokio::spawn(receive_stream(s, save_dir.clone(), json));
+                    }
+                    None => break,
+                },
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The size of stdin when it is a regular file (for the progress bar's ETA).
+fn stdin_len() -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let f = std::io::stdin();
+    let path = format!("/proc/self/fd/{}", f.as_raw_fd());
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+}
+
+pub(super) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) -> Result<()> {
+    let cfg = Config::load(config)?;
+    check_to(to)?;
+    let total = match file {
+        Some(p) => Some(
+            std::fs::metadata(p)
+                .with_context(|| format!("--file: cannot read {}", p.display()))?
+                .len(),
+        ),
+        None => stdin_len(),
+    };
+    let sock = control::socket_path(&cfg.data_dir);
+    let started = Instant::now();
+    let bytes = block_on(async {
+        let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
+            Some(p) => Box::new(
+                tokio::fs::File::open(p)
+                    .await
+                    .with_context(|| format!("--file: cannot open {}", p.display()))?,
+            ),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let pb = bytes_bar(total, &format!("stream to {to}"));
+        if control::is_running(&sock).await {
+            let answer =
+                control::stream(&sock, to, netuid, &mut input, |n| pb.set_position(n)).await;
+            pb.finish_and_clear();
+            return Ok::<_, anyhow::Error>(answer?["bytes"].as_u64().unwrap_or(0));
+        }
+        let rt = one_off(cfg).await?;
+        let result = async {
+            let mut w = rt.open_stream(to, netuid).await?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let k = input.read(&mut buf).await.context("reading the input")?;
+                if k == 0 {
+                    break;
+                }
+                tokio::io::AsyncWriteExt::write_all(&mut w, &buf[..k]).await?;
+                n += k as u64;
+                pb.set_position(n);
+            }
+            let report = w.finish().await?;
+            Ok::<_, anyhow::Error>(report.bytes)
+        }
+        .await;
+        pb.finish_and_clear();
+        rt.shutdown().await?;
+        result
+    })?;
+    let elapsed = started.elapsed();
+    println!(
+        "sent {bytes} bytes to {to}, confirmed complete and authentic by the recipient, in {:.2} s ({})",
+        elapsed.as_secs_f64(),
+        rate(bytes, elapsed)
+    );
+    Ok(())
+}
+
+/// Waits for the first delivery event about `id` (used by the demo).
+pub(super) async fn delivered(
+    events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>,
+    id: hermes::MessageId,
+    wait: Duration,
+) -> bool {
+    control::wait_outcome(events, id, wait).await["status"] == "delivered"
+}
