@@ -408,3 +408,189 @@ fn common_wait(mut cond: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// `hermes listen` prints what `hermes send` sends and saves what `hermes stream` streams, with
+/// the sender run ad hoc or through its own running node; failures are clear.
+#[test]
+fn send_stream_and_listen_as_a_user_would() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain");
+    let mut cfgs = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let d = dir.path().join(name);
+        let cfg = init(&d);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+        v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
+        v["chain"] = serde_json::json!({"kind": "dev", "path": chain, "poll_interval": "100ms"});
+        v["messages"] = serde_json::json!({"max_size": "64KiB", "connect_timeout": "3s"});
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        let id = id_json(&cfg, None);
+        let o = run(&mut hermes(&[
+            "devchain",
+            "register",
+            "--chain",
+            chain.to_str().unwrap(),
+            "--netuid",
+            "7",
+            "--hotkey-ss58",
+            id["ss58"].as_str().unwrap(),
+            "--peer-id",
+            id["peer_id"].as_str().unwrap(),
+            "--stake",
+            "10",
+        ]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        ids.push(id["ss58"].as_str().unwrap().to_string());
+        cfgs.push(cfg);
+    }
+    let saved = dir.path().join("saved");
+    let mut listener = hermes(&["listen", "--config", &cfgs[0], "--json", "--save-dir"])
+        .arg(&saved)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = listener.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_json = |what: &str| -> serde_json::Value {
+        loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("listen printed no {what}"));
+            if line.starts_with('{') {
+                return serde_json::from_str(&line).unwrap();
+            }
+        }
+    };
+    let listen = loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        if let Some(a) = line.strip_prefix("listen:") {
+            break a.trim().to_string();
+        }
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfgs[1]).unwrap()).unwrap();
+    v["bootstrap"] = serde_json::json!([listen]);
+    std::fs::write(&cfgs[1], v.to_string()).unwrap();
+
+    // A message, the sender's node started just for it.
+    let o = run(&mut hermes(&[
+        "send",
+        "--config",
+        &cfgs[1],
+        "--to",
+        &ids[0],
+        "--netuid",
+        "7",
+        "--message",
+        "hello from n2",
+    ]));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("delivered "), "{}", stdout(&o));
+    let m = next_json("message");
+    assert_eq!(
+        (m["type"].as_str(), m["text"].as_str(), m["from"].as_str()),
+        (
+            Some("message"),
+            Some("hello from n2"),
+            Some(ids[1].as_str())
+        )
+    );
+
+    // A stream from a file and one from stdin, each saved whole under its id.
+    let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i * 7 + 3) as u8).collect();
+    let file = dir.path().join("payload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let o = run(hermes(&[
+        "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--file",
+    ])
+    .arg(&file));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("sent {} bytes", data.len())),
+        "{}",
+        stdout(&o)
+    );
+    let s = next_json("stream");
+    assert_eq!(s["bytes"].as_u64(), Some(data.len() as u64));
+    let saved_file = saved.join(format!("{}.bin", s["id"].as_str().unwrap()));
+    assert!(std::fs::read(&saved_file).unwrap() == data);
+    let o = run(hermes(&[
+        "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7",
+    ])
+    .stdin(std::fs::File::open(&file).unwrap()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = next_json("stream from stdin");
+    assert!(
+        std::fs::read(saved.join(format!("{}.bin", s["id"].as_str().unwrap()))).unwrap() == data
+    );
+
+    // Through the sender's own running node (its control socket).
+    let mut n2 = hermes(&["run", "--config", &cfgs[1]])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = id_json_live(&cfgs[1]);
+    let o = run(&mut hermes(&[
+        "send", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--hex", "0x00ff10",
+    ]));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let m = next_json("message via the control socket");
+    assert_eq!(m["hex"].as_str(), Some("0x00ff10"));
+    assert!(Command::new("kill")
+        .args(["-INT", &n2.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(n2.wait().unwrap().success());
+
+    // Clear failures, and a queued message when the recipient is down.
+    let o = run(&mut hermes(&[
+        "send",
+        "--config",
+        &cfgs[1],
+        "--to",
+        "nobody",
+        "--message",
+        "x",
+    ]));
+    assert_clean_failure(&o, "--to");
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 65 << 10]).unwrap();
+    let o = run(hermes(&["send", "--config", &cfgs[1], "--to", &ids[0], "--file"]).arg(&big));
+    assert_clean_failure(&o, "messages.max_size");
+    let o = run(&mut hermes(&[
+        "send",
+        "--config",
+        &cfgs[1],
+        "--to",
+        &ids[2],
+        "--netuid",
+        "7",
+        "--message",
+        "later",
+        "--wait",
+        "1s",
+    ]));
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("queued "), "{}", stdout(&o));
+
+    assert!(Command::new("kill")
+        .args(["-INT", &listener.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(listener.wait().unwrap().success());
+}
