@@ -107,6 +107,22 @@ pub async fn wait_outcome(
     r.unwrap_or_else(|_| serde_json::json!({ "id": id.to_hex(), "status": "queued" }))
 }
 
+fn message_stats_json(s: &crate::messages::MessageStats) -> serde_json::Value {
+    serde_json::json!({
+        "sent": s.sent,
+        "delivered": s.delivered,
+        "received": s.received,
+        "duplicates": s.duplicates,
+        "outbox": s.outbox,
+        "outbox_bytes": s.outbox_bytes,
+        "sessions_in": s.sessions.0,
+        "sessions_out": s.sessions.1,
+        "streams_in": s.streams.0,
+        "streams_out": s.streams.1,
+        "rejected": s.rejected.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+    })
+}
+
 async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
     match cmd {
         "peers" => match rt.peers().await {
@@ -118,27 +134,16 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             })).collect::<Vec<_>>() }),
             Err(e) => error(e),
         },
-        "stats" => match rt.firewall_stats().await {
-            Ok(s) => serde_json::json!({
+        "stats" => match (rt.firewall_stats().await, rt.message_stats().await) {
+            (Ok(s), Ok(m)) => serde_json::json!({
                 "denied": s.denied.iter().map(|(r, n)| (r.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
                 "registry_entries": s.registry_entries,
+                "messages": message_stats_json(&m),
             }),
-            Err(e) => error(e),
+            (Err(e), _) | (_, Err(e)) => error(e),
         },
         "msgstats" => match rt.message_stats().await {
-            Ok(s) => serde_json::json!({
-                "sent": s.sent,
-                "delivered": s.delivered,
-                "received": s.received,
-                "duplicates": s.duplicates,
-                "outbox": s.outbox,
-                "outbox_bytes": s.outbox_bytes,
-                "sessions_in": s.sessions.0,
-                "sessions_out": s.sessions.1,
-                "streams_in": s.streams.0,
-                "streams_out": s.streams.1,
-                "rejected": s.rejected.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
-            }),
+            Ok(m) => message_stats_json(&m),
             Err(e) => error(e),
         },
         "outbox" => match rt.outbox().await {

@@ -549,6 +549,19 @@ fn send_stream_and_listen_as_a_user_would() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let m = next_json("message via the control socket");
     assert_eq!(m["hex"].as_str(), Some("0x00ff10"));
+    // The listener's node counts what it took in: two messages, two streams, nothing refused.
+    let o = run(&mut hermes(&["stats", "--config", &cfgs[0]]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (
+            st["messages"]["received"].as_u64(),
+            st["messages"]["streams_in"].as_u64(),
+            st["messages"]["rejected"].as_object().map(|r| r.len()),
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{st}"
+    );
     assert!(Command::new("kill")
         .args(["-INT", &n2.id().to_string()])
         .status()

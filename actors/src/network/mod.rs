@@ -30,6 +30,7 @@ pub mod filter;
 pub mod gate;
 pub mod identity_proto;
 pub mod kad_store;
+pub mod quic;
 pub mod substream;
 
 use crate::storage::Store;
@@ -261,7 +262,7 @@ pub fn start(
             .multiplex(yamux::Config::default())
             .map(|(p, m), _| (p, StreamMuxerBox::new(m)));
             let quic = filter::AddressFilter::new(
-                libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key)),
+                quic::QuicTransport::new(key, quic::QuicConfig::default())?,
                 g2,
             )
             .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
