@@ -49,6 +49,34 @@ const SCHEMES: [SignatureScheme; 9] = [
     SignatureScheme::RSA_PKCS1_SHA512,
 ];
 
+/// Socket buffer size asked for on every UDP socket (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`). The default (~208 KiB on Linux) overflows at a few hundred MiB/s and every drop
+/// is a loss to congestion control.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket bound to `addr` with [`SOCKET_BUFFER`]-sized buffers.
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer is slower, not wrong.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> io::Result<quinn::Endpoint> {
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        bind_udp(addr)?,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
 /// Why a QUIC listener, dial or connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QuicError {
@@ -548,7 +576,7 @@ impl QuicTransport {
         } else {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
         };
-        let ep = quinn::Endpoint::client(SocketAddr::new(any, 0))?;
+        let ep = endpoint(SocketAddr::new(any, 0), None)?;
         self.dialers.insert(v4, ep.clone());
         Ok(ep)
     }
@@ -568,7 +596,7 @@ impl libp2p::core::Transport for QuicTransport {
         let Some((local, None)) = parse_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        let endpoint = quinn::Endpoint::server(self.server.clone(), local)
+        let endpoint = endpoint(local, Some(self.server.clone()))
             .map_err(|e| TransportError::Other(e.into()))?;
         let local = endpoint
             .local_addr()
