@@ -113,6 +113,13 @@ pub struct NetConfig {
     pub inbound_substreams: mpsc::Sender<substream::InboundSubstream>,
 }
 
+/// Gossipsub application score of a connected peer whose binding is not verified yet. With the
+/// default weight (10) and thresholds it lands at -60: below 0 (never grafted into a mesh, grafts
+/// it asks for are refused), below the gossip (-10) and publish (-50) thresholds (it is sent
+/// nothing), above the graylist (-80), so its subscriptions are still recorded for when it is
+/// verified. Its messages are dropped by validation meanwhile.
+const UNVERIFIED_SCORE: f64 = -6.0;
+
 /// An admitted, verified peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -292,9 +299,21 @@ pub fn start(
                 .max_transmit_size(1 << 20)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gcfg,
+            )?;
+            // Peer scores keep unverified peers out of the mesh: see `UNVERIFIED_SCORE`. Only
+            // the application score is used; the other penalties are off (per-IP limits are
+            // the firewall's job, and a slow verified peer stays a member).
+            gossipsub.with_peer_score(
+                gossipsub::PeerScoreParams {
+                    ip_colocation_factor_weight: 0.0,
+                    slow_peer_weight: 0.0,
+                    behaviour_penalty_weight: 0.0,
+                    ..Default::default()
+                },
+                gossipsub::PeerScoreThresholds::default(),
             )?;
             Ok(Behaviour {
                 gate: Gate::new(policy, counters, limits),
@@ -519,6 +538,10 @@ impl Task {
                 state.verified = Some(info.clone());
                 self.cfg.directory.upsert(info);
                 if first {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer, 0.0);
                     tracing::info!(%peer, ss58 = %hotkey.to_ss58(self.cfg.ss58_prefix), "peer admitted");
                     for a in addresses {
                         self.swarm.behaviour_mut().kad.add_address(&peer, a);
@@ -742,6 +765,10 @@ impl Task {
                     state.since = Some(Instant::now());
                 }
                 if num_established.get() == 1 && state.verified.is_none() {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer_id, UNVERIFIED_SCORE);
                     let bytes = self.own_binding_bytes();
                     self.swarm
                         .behaviour_mut()
