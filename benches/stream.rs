@@ -92,17 +92,39 @@ fn quinn_configs(
     )
 }
 
-async fn quinn_once(total: u64, chacha: bool) -> Duration {
+/// `tuned`: the socket buffers and flow-control windows of Hermes' QUIC transport, to separate
+/// what tuning is worth from what the rest of the stack costs.
+async fn quinn_once(total: u64, chacha: bool, tuned: bool) -> Duration {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
     let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
         ck.key_pair.serialize_der(),
     ));
-    let (server_cfg, client_cfg) = quinn_configs(cert, key, chacha);
-    let server =
-        quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let (mut server_cfg, mut client_cfg) = quinn_configs(cert, key, chacha);
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let (server, mut client) = if tuned {
+        use hermes_actors::network::quic;
+        let t = Arc::new(quic::transport_config(&quic::QuicConfig::default()).expect("transport"));
+        server_cfg.transport_config(t.clone());
+        client_cfg.transport_config(t);
+        let ep = |server: Option<quinn::ServerConfig>| {
+            let socket = quic::bind_udp(any).expect("bind");
+            quinn::Endpoint::new(
+                Default::default(),
+                server,
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .expect("endpoint")
+        };
+        (ep(Some(server_cfg)), ep(None))
+    } else {
+        (
+            quinn::Endpoint::server(server_cfg, any).expect("bind"),
+            quinn::Endpoint::client(any).expect("bind"),
+        )
+    };
     let addr = server.local_addr().expect("addr");
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
     client.set_default_client_config(client_cfg);
     let recv = tokio::spawn(async move {
         let conn = server
@@ -330,12 +352,13 @@ fn main() {
         let quic = pair(dir.path(), "quic", "/ip4/127.0.0.1/udp/0/quic-v1").await;
         let chunk = (env("BENCH_CHUNK_KIB", 256) << 10) as usize;
         enum Run<'a> {
-            Quinn { chacha: bool },
+            Quinn { chacha: bool, tuned: bool },
             Hermes { pair: &'a Pair, e2e: bool },
         }
         let configs: Vec<(&str, Run)> = [
-            ("quinn baseline (no libp2p, no E2E)", Run::Quinn { chacha: false }),
-            ("quinn, ChaCha20 first (stock libp2p-quic)", Run::Quinn { chacha: true }),
+            ("quinn baseline (no libp2p, no E2E)", Run::Quinn { chacha: false, tuned: false }),
+            ("quinn, ChaCha20 first (stock libp2p-quic)", Run::Quinn { chacha: true, tuned: false }),
+            ("quinn, tuned like Hermes' QUIC", Run::Quinn { chacha: false, tuned: true }),
             ("Hermes TCP+noise+yamux, E2E on", Run::Hermes { pair: &tcp, e2e: true }),
             ("Hermes TCP+noise+yamux, E2E off", Run::Hermes { pair: &tcp, e2e: false }),
             ("Hermes QUIC, E2E on", Run::Hermes { pair: &quic, e2e: true }),
@@ -352,8 +375,8 @@ fn main() {
             for round in 0..rounds {
                 for (i, (name, c)) in configs.iter().enumerate() {
                     let (d, rss) = match c {
-                        Run::Quinn { chacha } => (
-                            tokio::time::timeout(RUN_TIMEOUT, quinn_once(total, *chacha)).await.expect("quinn timed out"),
+                        Run::Quinn { chacha, tuned } => (
+                            tokio::time::timeout(RUN_TIMEOUT, quinn_once(total, *chacha, *tuned)).await.expect("quinn timed out"),
                             0.0,
                         ),
                         Run::Hermes { pair, e2e } => tokio::time::timeout(RUN_TIMEOUT, hermes_once(pair, total, *e2e, chunk))
@@ -368,7 +391,7 @@ fn main() {
             }
             let base = configs
                 .iter()
-                .position(|(_, c)| matches!(c, Run::Quinn { chacha: false }))
+                .position(|(_, c)| matches!(c, Run::Quinn { chacha: false, tuned: false }))
                 .map(|i| median(&mut results[i].0.clone()));
             println!("\n{:<46} {:>10} {:>12} {:>14}", "configuration", "median", "vs quinn", "peak RSS +MiB");
             for (i, (name, _)) in configs.iter().enumerate() {

@@ -55,7 +55,7 @@ const SCHEMES: [SignatureScheme; 9] = [
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// A UDP socket bound to `addr` with [`SOCKET_BUFFER`]-sized buffers.
-fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -287,6 +287,25 @@ impl rustls::client::ResolvesClientCert for OwnCert {
     }
 }
 
+/// quinn's transport parameters for `cfg` (public so that benchmarks can tune a plain quinn
+/// baseline the same way).
+pub fn transport_config(cfg: &QuicConfig) -> Result<quinn::TransportConfig, QuicError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(0u32.into())
+        .max_concurrent_bidi_streams(cfg.max_streams.into())
+        .datagram_receive_buffer_size(None)
+        .allow_spin(false)
+        .keep_alive_interval(Some(cfg.keep_alive))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(cfg.idle_timeout)
+                .map_err(|e| QuicError::Tls(e.to_string()))?,
+        ))
+        .stream_receive_window(cfg.stream_window.into())
+        .receive_window(cfg.connection_window.into())
+        .send_window(u64::from(cfg.connection_window));
+    Ok(t)
+}
+
 fn quinn_configs(
     keypair: &libp2p::identity::Keypair,
     cfg: &QuicConfig,
@@ -318,20 +337,7 @@ fn quinn_configs(
         .with_cert_resolver(own);
     server.alpn_protocols = vec![ALPN.to_vec()];
 
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_uni_streams(0u32.into())
-        .max_concurrent_bidi_streams(cfg.max_streams.into())
-        .datagram_receive_buffer_size(None)
-        .allow_spin(false)
-        .keep_alive_interval(Some(cfg.keep_alive))
-        .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(cfg.idle_timeout).map_err(|e| tls(&e))?,
-        ))
-        .stream_receive_window(cfg.stream_window.into())
-        .receive_window(cfg.connection_window.into())
-        .send_window(u64::from(cfg.connection_window));
-    let transport = Arc::new(transport);
+    let transport = Arc::new(transport_config(cfg)?);
 
     let mut client = quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| tls(&e))?,
