@@ -3,26 +3,11 @@
 
 mod common;
 
-use common::{eventually, DevChainDir, NodeDir};
-use hermes::{Config, DeliveryEvent, Runtime, RuntimeHandle};
-use libp2p::Multiaddr;
+use common::{addr, start, DevChainDir, NodeDir};
+use hermes::DeliveryEvent;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn start(cfg: Config) -> RuntimeHandle {
-    Runtime::builder(cfg).start().await.expect("start")
-}
-
-async fn addr(rt: &RuntimeHandle) -> Multiaddr {
-    assert!(
-        eventually(WAIT, || async {
-            !rt.listen_addrs().await.unwrap().is_empty()
-        })
-        .await
-    );
-    rt.listen_addrs().await.unwrap()[0].clone()
-}
 
 /// Waits for the delivery event of `id`.
 async fn delivered(

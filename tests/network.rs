@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{eventually, DevChainDir, NodeDir};
+use common::{addr, eventually, start, DevChainDir, NodeDir};
 use hermes::proto::firewall::{Acl, DenyReason, Scope};
 use hermes::proto::{BindingRecord, Hotkey};
 use hermes::{Config, Runtime, RuntimeHandle};
@@ -11,20 +11,6 @@ use libp2p::Multiaddr;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn start(cfg: Config) -> RuntimeHandle {
-    Runtime::builder(cfg).start().await.expect("start")
-}
-
-async fn addr(rt: &RuntimeHandle) -> Multiaddr {
-    assert!(
-        eventually(WAIT, || async {
-            !rt.listen_addrs().await.unwrap().is_empty()
-        })
-        .await
-    );
-    rt.listen_addrs().await.unwrap()[0].clone()
-}
 
 async fn sees(rt: &RuntimeHandle, ss58: &str) -> bool {
     rt.peers().await.unwrap().iter().any(|p| p.ss58 == ss58)

@@ -2,27 +2,12 @@
 
 mod common;
 
-use common::{eventually, DevChainDir, NodeDir};
+use common::{addr, eventually, start, DevChainDir, NodeDir};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use hermes::{Config, Runtime, RuntimeHandle};
-use libp2p::Multiaddr;
+use hermes::{Config, RuntimeHandle};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn start(cfg: Config) -> RuntimeHandle {
-    Runtime::builder(cfg).start().await.expect("start")
-}
-
-async fn addr(rt: &RuntimeHandle) -> Multiaddr {
-    assert!(
-        eventually(WAIT, || async {
-            !rt.listen_addrs().await.unwrap().is_empty()
-        })
-        .await
-    );
-    rt.listen_addrs().await.unwrap()[0].clone()
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -18,7 +18,9 @@
 use crate::storage::{Store, StoreError, TREE_OUTBOX, TREE_SEEN};
 use hermes_proto::inbox::SeenStore;
 use hermes_proto::outbox::{OutboxStore, ScannedEntry, ENTRY_HEADER_LEN, KEY_LEN};
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// How long a new entry may stay in memory only. Most messages are acknowledged (and most
@@ -27,32 +29,29 @@ use std::time::{Duration, Instant};
 pub const WRITE_BEHIND: Duration = Duration::from_millis(1000);
 /// Payload bytes held in memory only before everything is written at once, whatever its age.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
-/// Seen-set entries held in memory only before everything is written at once.
-pub const MAX_PENDING_SEEN: usize = 1 << 16;
+/// Entries held in memory only before everything is written at once, whatever its age.
+pub const MAX_PENDING_ENTRIES: usize = 1 << 16;
 
-/// The outbox tree, written behind.
+/// A sled tree whose new entries wait in memory until they are [`WRITE_BEHIND`] old; entries
+/// removed before that never reach the disk. Shared by the outbox and the seen-set.
 #[derive(Debug)]
-pub struct SledOutbox {
+struct WriteBehind<K> {
     tree: sled::Tree,
     store: Store,
-    /// Written to memory, not yet to sled, with when.
-    pending: HashMap<[u8; KEY_LEN], (Vec<u8>, Instant)>,
-    /// Insertion order of `pending` (keys removed meanwhile are skipped), so that a persist
-    /// looks only at entries old enough to write.
-    order: VecDeque<(Instant, [u8; KEY_LEN])>,
+    /// Written to memory, not yet to sled: the value as it will be stored, and when.
+    pending: HashMap<K, (Vec<u8>, Instant)>,
+    /// Insertion order of `pending` (keys removed or rewritten meanwhile are skipped), so that a
+    /// persist looks only at entries old enough to write.
+    order: VecDeque<(Instant, K)>,
     pending_bytes: usize,
     /// Removed in memory, still in sled.
-    removed: HashSet<[u8; KEY_LEN]>,
+    removed: HashSet<K>,
 }
 
-impl SledOutbox {
-    /// Opens the `outbox` tree.
-    ///
-    /// # Errors
-    /// [`StoreError`] on sled failure.
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(SledOutbox {
-            tree: store.tree(TREE_OUTBOX)?,
+impl<K: Hash + Eq + Clone + AsRef<[u8]>> WriteBehind<K> {
+    fn open(store: &Store, name: &str) -> Result<Self, StoreError> {
+        Ok(WriteBehind {
+            tree: store.tree(name)?,
             store: store.clone(),
             pending: HashMap::new(),
             order: VecDeque::new(),
@@ -61,161 +60,78 @@ impl SledOutbox {
         })
     }
 
-    /// Writes to sled, in one batch, every removal and every insertion older than `min_age`
-    /// (all of them when too many bytes wait); returns how many. They are durable once sled
-    /// flushes ([`Store::flush_async`]).
-    ///
-    /// # Errors
-    /// [`StoreError`] on sled failure (the entries stay in memory for the next attempt).
-    pub fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
-        let min_age = if self.pending_bytes > MAX_PENDING_BYTES {
-            Duration::ZERO
-        } else {
-            min_age
-        };
-        let mut due = Vec::new();
-        while let Some((at, k)) = self.order.front() {
-            if at.elapsed() < min_age {
-                break;
-            }
-            let k = *k;
-            self.order.pop_front();
-            if self
-                .pending
-                .get(&k)
-                .is_some_and(|(_, t)| t.elapsed() >= min_age)
-            {
-                due.push(k);
-            }
-        }
-        if due.is_empty() && self.removed.is_empty() {
-            return Ok(0);
-        }
-        let mut batch = sled::Batch::default();
-        for k in &due {
-            if let Some((v, _)) = self.pending.get(k) {
-                batch.insert(&k[..], &v[..]);
-            }
-        }
-        for k in &self.removed {
-            batch.remove(&k[..]);
-        }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| self.store.db_err(e))?;
-        let n = due.len() + self.removed.len();
-        for k in &due {
-            if let Some((v, _)) = self.pending.remove(k) {
-                self.pending_bytes -= v.len();
-            }
-        }
-        self.removed.clear();
-        Ok(n)
+    fn db_err(&self, e: sled::Error) -> StoreError {
+        self.store.db_err(e)
     }
-}
 
-impl OutboxStore for SledOutbox {
-    type Error = StoreError;
-
-    fn insert(&mut self, key: &[u8; KEY_LEN], value: &[u8]) -> Result<(), StoreError> {
-        self.pending_bytes += value.len();
+    fn insert(&mut self, key: K, value: Vec<u8>) {
         let now = Instant::now();
-        self.order.push_back((now, *key));
-        if let Some((old, _)) = self.pending.insert(*key, (value.to_vec(), now)) {
+        self.pending_bytes += value.len();
+        self.order.push_back((now, key.clone()));
+        if let Some((old, _)) = self.pending.insert(key, (value, now)) {
             self.pending_bytes -= old.len();
         }
-        if self.pending_bytes > 4 * MAX_PENDING_BYTES {
-            self.persist(Duration::ZERO)?;
-        }
-        Ok(())
     }
 
-    fn get(&self, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some((v, _)) = self.pending.get(key) {
-            return Ok(Some(v.clone()));
-        }
-        if self.removed.contains(key) {
-            return Ok(None);
-        }
-        self.tree
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| self.store.db_err(e))
+    fn pending<Q>(&self, key: &Q) -> Option<&Vec<u8>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.pending.get(key).map(|(v, _)| v)
     }
 
-    fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<bool, StoreError> {
+    fn is_removed<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.removed.contains(key)
+    }
+
+    /// Forgets `key`; returns whether it may be on disk (a removal is then queued).
+    fn remove<Q>(&mut self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some((v, _)) = self.pending.remove(key) {
-            // Never written: nothing on disk can bring it back.
             self.pending_bytes -= v.len();
-            return Ok(false);
+            // Never written, unless an older copy's removal is still queued.
+            return self.removed.contains(key);
         }
-        self.removed.insert(*key);
-        Ok(true)
+        self.removed.insert(key.to_owned());
+        true
     }
 
-    fn scan(&self) -> Result<Vec<ScannedEntry>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.tree.iter() {
-            let (k, v) = item.map_err(|e| self.store.db_err(e))?;
-            let Ok(key) = <[u8; KEY_LEN]>::try_from(k.as_ref()) else {
-                // Not ours: drop it so it cannot accumulate.
-                let _ = self.tree.remove(&k);
-                continue;
-            };
-            if !self.pending.contains_key(&key) && !self.removed.contains(&key) {
-                out.push((key, v[..v.len().min(ENTRY_HEADER_LEN)].to_vec(), v.len()));
+    /// Drops the in-memory entries whose value `keep` rejects; returns how many.
+    fn retain_pending(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> usize {
+        let before = self.pending.len();
+        let mut freed = 0;
+        self.pending.retain(|_, (v, _)| {
+            let k = keep(v);
+            if !k {
+                freed += v.len();
             }
-        }
-        for (key, (v, _)) in &self.pending {
-            out.push((*key, v[..v.len().min(ENTRY_HEADER_LEN)].to_vec(), v.len()));
-        }
-        out.sort_by_key(|e| e.0);
-        Ok(out)
+            k
+        });
+        self.pending_bytes -= freed;
+        before - self.pending.len()
     }
 
-    fn next_seq(&mut self) -> Result<u64, StoreError> {
-        self.store.generate_id()
-    }
-}
-
-/// The seen-set tree, written behind.
-#[derive(Debug)]
-pub struct SledSeen {
-    tree: sled::Tree,
-    store: Store,
-    /// Written to memory, not yet to sled: expiry, and when.
-    pending: HashMap<Vec<u8>, (u64, Instant)>,
-    /// Insertion order of `pending`, as for the outbox.
-    order: VecDeque<(Instant, Vec<u8>)>,
-    /// Removed in memory, still in sled.
-    removed: HashSet<Vec<u8>>,
-}
-
-impl SledSeen {
-    /// Opens the `seen_ids` tree.
-    ///
-    /// # Errors
-    /// [`StoreError`] on sled failure.
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(SledSeen {
-            tree: store.tree(TREE_SEEN)?,
-            store: store.clone(),
-            pending: HashMap::new(),
-            order: VecDeque::new(),
-            removed: HashSet::new(),
-        })
-    }
-
-    /// Writes every entry still in memory to sled in one batch.
+    /// Writes to sled, in one batch, every removal and every insertion older than `min_age` (all
+    /// of them when more than [`MAX_PENDING_BYTES`] or [`MAX_PENDING_ENTRIES`] wait); returns
+    /// how many. They are durable once sled flushes ([`Store::flush_async`]).
     ///
     /// # Errors
     /// [`StoreError`] on sled failure (the entries stay in memory for the next attempt).
-    pub fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
-        let min_age = if self.pending.len() > MAX_PENDING_SEEN {
-            Duration::ZERO
-        } else {
-            min_age
-        };
+    fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
+        let min_age =
+            if self.pending_bytes > MAX_PENDING_BYTES || self.pending.len() > MAX_PENDING_ENTRIES {
+                Duration::ZERO
+            } else {
+                min_age
+            };
         let mut due = Vec::new();
         while let Some((at, _)) = self.order.front() {
             if at.elapsed() < min_age {
@@ -234,21 +150,139 @@ impl SledSeen {
         if due.is_empty() && self.removed.is_empty() {
             return Ok(0);
         }
+        // Removals first: a key removed and then written again ends up written (the last
+        // operation on a key in a batch wins).
         let mut batch = sled::Batch::default();
+        for k in &self.removed {
+            batch.remove(k.as_ref());
+        }
         for k in &due {
-            if let Some((e, _)) = self.pending.remove(k) {
-                batch.insert(&k[..], &e.to_le_bytes()[..]);
+            if let Some((v, _)) = self.pending.get(k) {
+                batch.insert(k.as_ref(), &v[..]);
             }
         }
-        for k in &self.removed {
-            batch.remove(&k[..]);
+        if let Err(e) = self.tree.apply_batch(batch) {
+            // Put the due keys back in order so the next attempt finds them.
+            for k in due.into_iter().rev() {
+                if let Some((_, t)) = self.pending.get(&k) {
+                    self.order.push_front((*t, k));
+                }
+            }
+            return Err(self.db_err(e));
         }
         let n = due.len() + self.removed.len();
+        for k in &due {
+            if let Some((v, _)) = self.pending.remove(k) {
+                self.pending_bytes -= v.len();
+            }
+        }
         self.removed.clear();
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| self.store.db_err(e))?;
         Ok(n)
+    }
+}
+
+/// The outbox tree, written behind.
+#[derive(Debug)]
+pub struct SledOutbox(WriteBehind<[u8; KEY_LEN]>);
+
+impl SledOutbox {
+    /// Opens the `outbox` tree.
+    ///
+    /// # Errors
+    /// [`StoreError`] on sled failure.
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Ok(SledOutbox(WriteBehind::open(store, TREE_OUTBOX)?))
+    }
+
+    /// Writes to sled, in one batch, every removal and every insertion older than `min_age`
+    /// (all of them when too much waits); returns how many. They are durable once sled
+    /// flushes ([`Store::flush_async`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] on sled failure (the entries stay in memory for the next attempt).
+    pub fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
+        self.0.persist(min_age)
+    }
+}
+
+impl OutboxStore for SledOutbox {
+    type Error = StoreError;
+
+    fn insert(&mut self, key: &[u8; KEY_LEN], value: &[u8]) -> Result<(), StoreError> {
+        self.0.insert(*key, value.to_vec());
+        if self.0.pending_bytes > 4 * MAX_PENDING_BYTES {
+            self.0.persist(Duration::ZERO)?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.0.pending(key) {
+            return Ok(Some(v.clone()));
+        }
+        if self.0.is_removed(key) {
+            return Ok(None);
+        }
+        self.0
+            .tree
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| self.0.db_err(e))
+    }
+
+    fn remove(&mut self, key: &[u8; KEY_LEN]) -> Result<bool, StoreError> {
+        Ok(self.0.remove(key))
+    }
+
+    fn scan(&self) -> Result<Vec<ScannedEntry>, StoreError> {
+        let w = &self.0;
+        let mut out = Vec::new();
+        for item in w.tree.iter() {
+            let (k, v) = item.map_err(|e| w.db_err(e))?;
+            let Ok(key) = <[u8; KEY_LEN]>::try_from(k.as_ref()) else {
+                // Not ours: drop it so it cannot accumulate.
+                let _ = w.tree.remove(&k);
+                continue;
+            };
+            if w.pending(&key).is_none() && !w.is_removed(&key) {
+                out.push((key, v[..v.len().min(ENTRY_HEADER_LEN)].to_vec(), v.len()));
+            }
+        }
+        for (key, (v, _)) in &w.pending {
+            out.push((*key, v[..v.len().min(ENTRY_HEADER_LEN)].to_vec(), v.len()));
+        }
+        out.sort_by_key(|e| e.0);
+        Ok(out)
+    }
+
+    fn next_seq(&mut self) -> Result<u64, StoreError> {
+        self.0.store.generate_id()
+    }
+}
+
+/// The seen-set tree, written behind; values are expiry times (little-endian u64).
+#[derive(Debug)]
+pub struct SledSeen(WriteBehind<Vec<u8>>);
+
+fn expiry(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map(u64::from_le_bytes).unwrap_or(0)
+}
+
+impl SledSeen {
+    /// Opens the `seen_ids` tree.
+    ///
+    /// # Errors
+    /// [`StoreError`] on sled failure.
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Ok(SledSeen(WriteBehind::open(store, TREE_SEEN)?))
+    }
+
+    /// Writes to sled every removal and every entry older than `min_age`, in one batch.
+    ///
+    /// # Errors
+    /// [`StoreError`] on sled failure (the entries stay in memory for the next attempt).
+    pub fn persist(&mut self, min_age: Duration) -> Result<usize, StoreError> {
+        self.0.persist(min_age)
     }
 }
 
@@ -256,42 +290,30 @@ impl SeenStore for SledSeen {
     type Error = StoreError;
 
     fn insert_if_absent(&mut self, key: &[u8], expires_at: u64) -> Result<bool, StoreError> {
-        if self.pending.contains_key(key) {
+        let w = &mut self.0;
+        if w.pending(key).is_some() {
             return Ok(false);
         }
-        if !self.removed.remove(key)
-            && self
-                .tree
-                .contains_key(key)
-                .map_err(|e| self.store.db_err(e))?
-        {
+        if !w.is_removed(key) && w.tree.contains_key(key).map_err(|e| w.db_err(e))? {
             return Ok(false);
         }
-        let now = Instant::now();
-        self.order.push_back((now, key.to_vec()));
-        self.pending.insert(key.to_vec(), (expires_at, now));
+        w.insert(key.to_vec(), expires_at.to_le_bytes().to_vec());
         Ok(true)
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        if self.pending.remove(key).is_none() {
-            self.removed.insert(key.to_vec());
-        }
+        self.0.remove(key);
         Ok(())
     }
 
     fn remove_expired(&mut self, now: u64) -> Result<usize, StoreError> {
-        let before = self.pending.len();
-        self.pending.retain(|_, (e, _)| *e > now);
-        let mut n = before - self.pending.len();
-        self.persist(Duration::ZERO)?;
-        for item in self.tree.iter() {
-            let (k, v) = item.map_err(|e| self.store.db_err(e))?;
-            let expiry = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_le_bytes)
-                .unwrap_or(0);
-            if expiry <= now {
-                self.tree.remove(&k).map_err(|e| self.store.db_err(e))?;
+        let mut n = self.0.retain_pending(|v| expiry(v) > now);
+        self.0.persist(Duration::ZERO)?;
+        let w = &self.0;
+        for item in w.tree.iter() {
+            let (k, v) = item.map_err(|e| w.db_err(e))?;
+            if expiry(&v) <= now {
+                w.tree.remove(&k).map_err(|e| w.db_err(e))?;
                 n += 1;
             }
         }
@@ -299,7 +321,8 @@ impl SeenStore for SledSeen {
     }
 
     fn len(&self) -> usize {
-        (self.tree.len() + self.pending.len()).saturating_sub(self.removed.len())
+        let w = &self.0;
+        (w.tree.len() + w.pending.len()).saturating_sub(w.removed.len())
     }
 }
 
@@ -310,6 +333,34 @@ mod tests {
     use hermes_proto::inbox::Dedup;
     use hermes_proto::outbox::{Outbox, OutboxLimits};
     use hermes_proto::{Hotkey, Id128};
+
+    #[test]
+    fn a_key_removed_and_written_again_ends_as_last_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut seen = SledSeen::open(&store).unwrap();
+        assert!(seen.insert_if_absent(b"k", 10).unwrap());
+        seen.persist(Duration::ZERO).unwrap();
+        // On disk; removed, written again in memory only, removed again.
+        seen.remove(b"k").unwrap();
+        assert!(seen.insert_if_absent(b"k", 20).unwrap());
+        seen.remove(b"k").unwrap();
+        seen.persist(Duration::ZERO).unwrap();
+        assert_eq!(seen.len(), 0);
+        let mut seen = SledSeen::open(&store).unwrap();
+        assert_eq!(seen.len(), 0, "the copy on disk outlived its removal");
+
+        // Removed, then written again: the new copy is what the disk keeps.
+        assert!(seen.insert_if_absent(b"k", 10).unwrap());
+        seen.persist(Duration::ZERO).unwrap();
+        seen.remove(b"k").unwrap();
+        assert!(seen.insert_if_absent(b"k", 20).unwrap());
+        seen.persist(Duration::ZERO).unwrap();
+        let mut seen = SledSeen::open(&store).unwrap();
+        assert_eq!(seen.remove_expired(15).unwrap(), 0);
+        assert_eq!(seen.len(), 1);
+        assert!(!seen.insert_if_absent(b"k", 30).unwrap());
+    }
 
     #[test]
     fn outbox_and_seen_set_survive_reopening_the_database() {
