@@ -130,7 +130,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Firewall denial counters of a running node, as JSON.
+    /// Firewall denial counters and message counters of a running node, as JSON.
     Stats {
         #[command(flatten)]
         config: ConfigArg,
