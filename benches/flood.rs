@@ -1,6 +1,7 @@
 //! Connection flood against the admission gate.
 //!
-//! One admitted peer (A) streams gossip to a target node (T) while a flood client, in a separate
+//! One admitted peer (A) streams to a target node (T) over an end-to-end encrypted stream while a
+//! flood client, in a separate
 //! process so that the measured RSS is the nodes' own, opens unauthorized TCP connections to T as
 //! fast as it can for 20 s from 8 loopback source addresses. Reports T's rejections per second
 //! (from its own counters), the process RSS before/during/after, and A→T throughput without and
@@ -12,14 +13,16 @@
 #[path = "support.rs"]
 mod support;
 
-use hermes::{Runtime, RuntimeHandle};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use hermes::{IncomingStreams, Runtime, RuntimeHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{listen_addr, node, rss_mib};
 
-const MSG: usize = 64 * 1024;
+/// Application write size on A's stream.
+const WRITE: usize = 1 << 20;
 
 fn flood_child(target: SocketAddr, secs: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -58,36 +61,29 @@ fn flood_child(target: SocketAddr, secs: u64) {
     println!("{}", attempts.load(Ordering::Relaxed));
 }
 
-async fn throughput(a: &RuntimeHandle, t: &RuntimeHandle, secs: f64) -> f64 {
-    let mut inbox = t.subscribe_gossip().expect("gossip");
-    let received = Arc::new(AtomicU64::new(0));
-    let r2 = received.clone();
-    let counter = tokio::spawn(async move {
-        loop {
-            match inbox.recv().await {
-                Ok(m) => {
-                    r2.fetch_add(m.data.len() as u64, Ordering::Relaxed);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => break,
-            }
+/// A writes to T over one E2E stream for `secs`; returns the MiB/s T verified and confirmed.
+async fn throughput(
+    a: &RuntimeHandle,
+    t_ss58: &str,
+    incoming: &mut IncomingStreams,
+    secs: f64,
+) -> f64 {
+    let reader = async {
+        let mut s = incoming.recv().await.expect("incoming stream");
+        let mut buf = vec![0u8; WRITE];
+        while s.reader.read(&mut buf).await.expect("read") > 0 {}
+    };
+    let writer = async {
+        let data = vec![0x5au8; WRITE];
+        let start = Instant::now();
+        let mut w = a.open_stream(t_ss58, 1).await.expect("open stream");
+        while start.elapsed().as_secs_f64() < secs {
+            w.write_all(&data).await.expect("write");
         }
-    });
-    let start = Instant::now();
-    let mut seq = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
-        let mut msg = vec![0u8; MSG];
-        msg[..8].copy_from_slice(&seq.to_le_bytes());
-        seq += 1;
-        // A full send queue refuses the message: back off briefly instead of spinning, which
-        // on a pinned core would starve the very tasks that drain the queue.
-        if a.publish(1, msg).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    let bytes = received.load(Ordering::Relaxed);
-    counter.abort();
-    bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0)
+        let report = w.finish().await.expect("finish");
+        report.bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0)
+    };
+    tokio::join!(reader, writer).1
 }
 
 fn main() {
@@ -111,7 +107,7 @@ fn main() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let chain = dir.path().join("chain");
-    let (tcfg, _) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
+    let (tcfg, tss58) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
     let (acfg, ass58) = node(dir.path(), "admitted", &chain, 1, "/ip4/127.0.0.1/tcp/0");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -122,8 +118,9 @@ fn main() {
         let t = Runtime::builder(tcfg).start().await.expect("target");
         let taddr = listen_addr(&t).await;
         let a = Runtime::builder(acfg.with_bootstrap(vec![taddr.clone()])).start().await.expect("admitted");
-        // Wait for the gossip mesh: publish succeeds once T is in A's mesh.
-        while a.publish(1, b"warmup".to_vec()).await.is_err() {
+        let mut incoming = t.incoming_streams().expect("incoming streams");
+        // Wait until A has verified T.
+        while !a.peers().await.expect("peers").iter().any(|p| p.ss58 == tss58) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let port = taddr
@@ -193,15 +190,15 @@ fn main() {
             rss_peak - rss_before
         );
 
-        println!("\n== phase 2: admitted peer A streams 64 KiB gossip messages to T ==");
-        let _ = throughput(&a, &t, 5.0).await; // warm-up: caches and windows reach steady state
+        println!("\n== phase 2: admitted peer A streams to T (E2E stream, 1 MiB writes) ==");
+        let _ = throughput(&a, &tss58, &mut incoming, 5.0).await; // warm-up: caches and windows reach steady state
         // Alternate quiet and flooded windows so drift and noise hit both sides alike.
         let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
         for _ in 0..3 {
-            quiet.push(throughput(&a, &t, 5.0).await);
+            quiet.push(throughput(&a, &tss58, &mut incoming, 5.0).await);
             let child = spawn_flood(7);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            flooded.push(throughput(&a, &t, 5.0).await);
+            flooded.push(throughput(&a, &tss58, &mut incoming, 5.0).await);
             let _ = child.wait_with_output();
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
