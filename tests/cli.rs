@@ -52,6 +52,38 @@ fn id_json(cfg: &str, env_uri: Option<&str>) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).expect("id --json prints JSON")
 }
 
+/// `hermes devchain register` on the chain at `chain`.
+fn register(chain: &str, netuid: u16, hotkey_ss58: &str, peer_id: &str, stake: &str) -> Output {
+    run(&mut hermes(&[
+        "devchain",
+        "register",
+        "--chain",
+        chain,
+        "--netuid",
+        &netuid.to_string(),
+        "--hotkey-ss58",
+        hotkey_ss58,
+        "--peer-id",
+        peer_id,
+        "--stake",
+        stake,
+    ]))
+}
+
+/// Registers the node of `cfg` (as `hermes id` reports it) with stake 10; returns its id JSON.
+fn register_node(chain: &Path, netuid: u16, cfg: &str) -> serde_json::Value {
+    let id = id_json(cfg, None);
+    let o = register(
+        chain.to_str().unwrap(),
+        netuid,
+        id["ss58"].as_str().unwrap(),
+        id["peer_id"].as_str().unwrap(),
+        "10",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    id
+}
+
 #[test]
 fn alice_uri_gives_the_known_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -252,22 +284,7 @@ fn devchain_register_and_list() {
     let chain_s = chain.to_str().unwrap();
     let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
     let peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
-    let reg = |peer: &str, hk: &str| {
-        run(&mut hermes(&[
-            "devchain",
-            "register",
-            "--chain",
-            chain_s,
-            "--netuid",
-            "3",
-            "--hotkey-ss58",
-            hk,
-            "--peer-id",
-            peer,
-            "--stake",
-            "1000",
-        ]))
-    };
+    let reg = |peer: &str, hk: &str| register(chain_s, 3, hk, peer, "1000");
     let o = reg(peer, alice);
     assert!(o.status.success(), "{}", stderr(&o));
     // The chain's peer-id rule, and a clear error naming the flag.
@@ -303,22 +320,7 @@ fn run_two_nodes_and_list_peers() {
         cfgs.push(cfg);
     }
     for cfg in &cfgs[..2] {
-        let id = id_json(cfg, None);
-        let o = run(&mut hermes(&[
-            "devchain",
-            "register",
-            "--chain",
-            chain.to_str().unwrap(),
-            "--netuid",
-            "7",
-            "--hotkey-ss58",
-            id["ss58"].as_str().unwrap(),
-            "--peer-id",
-            id["peer_id"].as_str().unwrap(),
-            "--stake",
-            "10",
-        ]));
-        assert!(o.status.success(), "{}", stderr(&o));
+        register_node(&chain, 7, cfg);
     }
     let spawn = |cfg: &str| {
         hermes(&["run", "--config", cfg])
@@ -428,22 +430,7 @@ fn send_stream_and_listen_as_a_user_would() {
         v["chain"] = serde_json::json!({"kind": "dev", "path": chain, "poll_interval": "100ms"});
         v["messages"] = serde_json::json!({"max_size": "64KiB", "connect_timeout": "3s"});
         std::fs::write(&cfg, v.to_string()).unwrap();
-        let id = id_json(&cfg, None);
-        let o = run(&mut hermes(&[
-            "devchain",
-            "register",
-            "--chain",
-            chain.to_str().unwrap(),
-            "--netuid",
-            "7",
-            "--hotkey-ss58",
-            id["ss58"].as_str().unwrap(),
-            "--peer-id",
-            id["peer_id"].as_str().unwrap(),
-            "--stake",
-            "10",
-        ]));
-        assert!(o.status.success(), "{}", stderr(&o));
+        let id = register_node(&chain, 7, &cfg);
         ids.push(id["ss58"].as_str().unwrap().to_string());
         cfgs.push(cfg);
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{addr, start, DevChainDir, NodeDir};
+use common::{addr, linked_pair, start, DevChainDir, NodeDir, TCP};
 use hermes::DeliveryEvent;
 use std::time::Duration;
 
@@ -28,17 +28,7 @@ async fn delivered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_exchange_messages_over_tcp() {
-    let chain = DevChainDir::new();
-    let (na, nb) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &na, 1_000);
-    chain.register(3, &nb, 1_000);
-    let a = start(na.cluster_config(&chain, vec![3])).await;
-    let boot = addr(&a).await;
-    let b = start(
-        nb.cluster_config(&chain, vec![3])
-            .with_bootstrap(vec![boot]),
-    )
-    .await;
+    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
     let mut inbox = b.subscribe().unwrap();
     let mut events = a.delivery_events().unwrap();
     let id = a
@@ -72,18 +62,8 @@ async fn two_nodes_exchange_messages_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_flow_over_quic_too() {
-    let chain = DevChainDir::new();
-    let (na, nb) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &na, 1_000);
-    chain.register(3, &nb, 1_000);
-    let quic = |n: &NodeDir| {
-        n.cluster_config(&chain, vec![3])
-            .with_listen(vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()])
-    };
-    let a = start(quic(&na)).await;
-    let boot = addr(&a).await;
-    assert!(boot.to_string().contains("quic-v1"));
-    let b = start(quic(&nb).with_bootstrap(vec![boot])).await;
+    let (_chain, _na, nb, a, b) = linked_pair("/ip4/127.0.0.1/udp/0/quic-v1", |_| {}).await;
+    assert!(addr(&a).await.to_string().contains("quic-v1"));
     let mut inbox = b.subscribe().unwrap();
     let mut ids = Vec::new();
     for i in 0..50u32 {

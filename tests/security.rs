@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{addr, eventually, os_rng, read_frame_body, sees, start, DevChainDir, NodeDir};
+use common::{
+    addr, eventually, linked_pair, os_rng, read_frame_body, sees, start, DevChainDir, NodeDir, TCP,
+};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use hermes::proto::chunk::{ChunkSealer, CHUNK_HEADER_LEN};
 use hermes::proto::envelope::{
@@ -296,6 +298,17 @@ fn chunk(sealer: &mut ChunkSealer, data: &[u8], last: bool) -> Vec<u8> {
     f
 }
 
+/// Reads the next incoming stream to its end (the reader's error if it refuses the stream).
+async fn next_stream_bytes(incoming: &mut hermes::IncomingStreams) -> std::io::Result<Vec<u8>> {
+    let mut st = tokio::time::timeout(WAIT, incoming.recv())
+        .await
+        .expect("a stream within the wait")
+        .expect("incoming streams open");
+    let mut out = Vec::new();
+    st.reader.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reordered_truncated_and_extended_streams_are_refused() {
     let c = cluster().await;
@@ -325,12 +338,7 @@ async fn reordered_truncated_and_extended_streams_are_refused() {
             s.write_all(&f).await.unwrap();
         }
         s.close().await.unwrap();
-        let mut st = tokio::time::timeout(WAIT, incoming.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let mut out = Vec::new();
-        let err = st.reader.read_to_end(&mut out).await.unwrap_err();
+        let err = next_stream_bytes(&mut incoming).await.unwrap_err();
         assert!(err.to_string().contains(reason.as_str()), "{reason}: {err}");
         assert_eq!(rejected(b, reason).await, before + 1, "{reason}");
     }
@@ -340,13 +348,7 @@ async fn reordered_truncated_and_extended_streams_are_refused() {
         .await
         .unwrap();
     s.close().await.unwrap();
-    let mut st = tokio::time::timeout(WAIT, incoming.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut out = Vec::new();
-    st.reader.read_to_end(&mut out).await.unwrap();
-    assert_eq!(out, b"fine");
+    assert_eq!(next_stream_bytes(&mut incoming).await.unwrap(), b"fine");
     let done = StreamControl::decode_body(&read_frame_body(&mut s).await.unwrap()).unwrap();
     assert_eq!(done, StreamControl::Done { bytes: 4 });
     for rt in [&c.a.1, &c.b.1, &c.x.1] {
@@ -393,17 +395,8 @@ fn open_with_stored_keys(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erased_prekey_leaves_no_stored_key_that_opens_a_captured_message() {
-    let chain = DevChainDir::new();
-    let (na, nb) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &na, 1_000);
-    chain.register(3, &nb, 1_000);
-    let b = start(nb.cluster_config(&chain, vec![3])).await;
-    let boot = addr(&b).await;
-    let a = start(
-        na.cluster_config(&chain, vec![3])
-            .with_bootstrap(vec![boot]),
-    )
-    .await;
+    // b listens, a dials it.
+    let (_chain, nb, na, b, a) = linked_pair(TCP, |_| {}).await;
     let mut inbox = b.subscribe().unwrap();
     let mut tap = a.debug_wiretap().await.unwrap();
     a.send(&nb.ss58, 3, b"weights for epoch 9".to_vec())

@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{addr, eventually, start, DevChainDir, NodeDir};
+use common::{eventually, linked_pair, TCP};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use hermes::{Config, RuntimeHandle};
+use hermes::RuntimeHandle;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -17,17 +17,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_arrives_whole_and_is_confirmed() {
-    let chain = DevChainDir::new();
-    let (na, nb) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &na, 1_000);
-    chain.register(3, &nb, 1_000);
-    let a = start(na.cluster_config(&chain, vec![3])).await;
-    let boot = addr(&a).await;
-    let b = start(
-        nb.cluster_config(&chain, vec![3])
-            .with_bootstrap(vec![boot]),
-    )
-    .await;
+    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
     let mut incoming = b.incoming_streams().unwrap();
     let data = pattern(5 << 20 | 12345, 9);
     let sender = {
@@ -59,30 +49,9 @@ async fn a_stream_arrives_whole_and_is_confirmed() {
     b.shutdown().await.unwrap();
 }
 
-async fn pair_with(
-    listen: &str,
-    tweak: impl Fn(&mut Config),
-) -> (DevChainDir, NodeDir, NodeDir, RuntimeHandle, RuntimeHandle) {
-    let chain = DevChainDir::new();
-    let (na, nb) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &na, 1_000);
-    chain.register(3, &nb, 1_000);
-    let cfg = |n: &NodeDir| {
-        let mut c = n
-            .cluster_config(&chain, vec![3])
-            .with_listen(vec![listen.parse().unwrap()]);
-        tweak(&mut c);
-        c
-    };
-    let a = start(cfg(&na)).await;
-    let boot = addr(&a).await;
-    let b = start(cfg(&nb).with_bootstrap(vec![boot])).await;
-    (chain, na, nb, a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_cross_quic_both_ways_at_once() {
-    let (_chain, na, nb, a, b) = pair_with("/ip4/127.0.0.1/udp/0/quic-v1", |_| {}).await;
+    let (_chain, na, nb, a, b) = linked_pair("/ip4/127.0.0.1/udp/0/quic-v1", |_| {}).await;
     let (mut ia, mut ib) = (a.incoming_streams().unwrap(), b.incoming_streams().unwrap());
     let send = |from: RuntimeHandle, to: String, data: Vec<u8>| {
         tokio::spawn(async move {
@@ -122,7 +91,7 @@ async fn streams_cross_quic_both_ways_at_once() {
 async fn a_reader_that_does_not_read_holds_the_writer_back() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    let (_chain, _na, nb, a, b) = pair_with("/ip4/127.0.0.1/tcp/0", |_| {}).await;
+    let (_chain, _na, nb, a, b) = linked_pair(TCP, |_| {}).await;
     let mut incoming = b.incoming_streams().unwrap();
     let total = 256u64 << 20;
     let progress = Arc::new(AtomicU64::new(0));
@@ -182,7 +151,7 @@ async fn a_reader_that_does_not_read_holds_the_writer_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_streams_need_the_recipients_consent() {
-    let (_chain, _na, nb, a, b) = pair_with("/ip4/127.0.0.1/tcp/0", |_| {}).await;
+    let (_chain, _na, nb, a, b) = linked_pair(TCP, |_| {}).await;
     let _incoming = b.incoming_streams().unwrap();
     let opts = hermes::StreamOptions {
         e2e: false,
@@ -192,8 +161,7 @@ async fn plaintext_streams_need_the_recipients_consent() {
     assert!(err.to_string().contains("refused"), "{err}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    let (_chain, _na, nb, a, b) =
-        pair_with("/ip4/127.0.0.1/tcp/0", |c| c.streams.allow_plaintext = true).await;
+    let (_chain, _na, nb, a, b) = linked_pair(TCP, |c| c.streams.allow_plaintext = true).await;
     let mut incoming = b.incoming_streams().unwrap();
     let mut w = a.open_stream_with(&nb.ss58, 3, opts).await.unwrap();
     w.write_all(b"in the clear, inside the transport")

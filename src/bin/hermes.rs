@@ -519,6 +519,18 @@ where
     None
 }
 
+/// The next item of a demo channel (`recv` future), waiting at most 20 s; `what` names it in the
+/// error.
+async fn next_within<T>(
+    recv: impl std::future::Future<Output = Option<T>>,
+    what: &str,
+) -> Result<T> {
+    tokio::time::timeout(std::time::Duration::from_secs(20), recv)
+        .await
+        .map_err(|_| anyhow!("{what} did not arrive within 20 s"))?
+        .ok_or_else(|| anyhow!("the channel for {what} closed"))
+}
+
 /// A demo node: its name, address, subnets and config.
 struct DemoNode {
     name: &'static str,
@@ -651,10 +663,7 @@ fn demo_in(tmp: &Path) -> Result<()> {
         let id = alpha
             .send(b, 3, b"epoch 12: weights ready".to_vec())
             .await?;
-        let m = tokio::time::timeout(std::time::Duration::from_secs(20), inbox.recv())
-            .await
-            .map_err(|_| anyhow!("beta did not receive alpha's message"))?
-            .ok_or_else(|| anyhow!("beta's inbox closed"))?;
+        let m = next_within(inbox.recv(), "alpha's message to beta").await?;
         println!(
             "  alpha -> beta  {:?} (id {id}) received in {:.1} ms",
             String::from_utf8_lossy(&m.bytes),
@@ -666,10 +675,7 @@ fn demo_in(tmp: &Path) -> Result<()> {
         gamma
             .send(b, 7, b"gamma reporting on subnet 7".to_vec())
             .await?;
-        let m = tokio::time::timeout(std::time::Duration::from_secs(20), inbox.recv())
-            .await
-            .map_err(|_| anyhow!("beta did not receive gamma's message"))?
-            .ok_or_else(|| anyhow!("beta's inbox closed"))?;
+        let m = next_within(inbox.recv(), "gamma's message to beta").await?;
         println!(
             "  gamma -> beta  {:?} from {}",
             String::from_utf8_lossy(&m.bytes),
@@ -709,10 +715,7 @@ fn demo_in(tmp: &Path) -> Result<()> {
                 Ok::<_, anyhow::Error>(w.finish().await?)
             })
         };
-        let mut s = tokio::time::timeout(std::time::Duration::from_secs(20), incoming.recv())
-            .await
-            .map_err(|_| anyhow!("alpha was not offered the stream"))?
-            .ok_or_else(|| anyhow!("incoming streams closed"))?;
+        let mut s = next_within(incoming.recv(), "beta's stream to alpha").await?;
         let t = std::time::Instant::now();
         let mut buf = vec![0u8; 1 << 20];
         let mut got = 0u64;

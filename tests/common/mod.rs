@@ -159,6 +159,9 @@ where
     }
 }
 
+/// Loopback TCP listen address on a free port.
+pub const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
 /// Starts a runtime.
 pub async fn start(cfg: hermes::Config) -> hermes::RuntimeHandle {
     hermes::Runtime::builder(cfg).start().await.expect("start")
@@ -174,6 +177,36 @@ pub async fn addr(rt: &hermes::RuntimeHandle) -> libp2p::Multiaddr {
         "the node never listened"
     );
     rt.listen_addrs().await.unwrap()[0].clone()
+}
+
+/// Two nodes registered in subnet 3 of a fresh dev chain, both listening on `listen`, the second
+/// bootstrapped to the first; `tweak` adjusts both configs. Returns the chain (keep it alive),
+/// the two node directories and the two runtimes, first node first.
+pub async fn linked_pair(
+    listen: &str,
+    tweak: impl Fn(&mut hermes::Config),
+) -> (
+    DevChainDir,
+    NodeDir,
+    NodeDir,
+    hermes::RuntimeHandle,
+    hermes::RuntimeHandle,
+) {
+    let chain = DevChainDir::new();
+    let (na, nb) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &na, 1_000);
+    chain.register(3, &nb, 1_000);
+    let cfg = |n: &NodeDir| {
+        let mut c = n
+            .cluster_config(&chain, vec![3])
+            .with_listen(vec![listen.parse().expect("listen address")]);
+        tweak(&mut c);
+        c
+    };
+    let a = start(cfg(&na)).await;
+    let boot = addr(&a).await;
+    let b = start(cfg(&nb).with_bootstrap(vec![boot])).await;
+    (chain, na, nb, a, b)
 }
 
 /// Waits until `rt` has verified the node of `ss58`.
