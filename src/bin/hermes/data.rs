@@ -3,18 +3,58 @@
 //! `send` and `stream` go through the node already running on the config's data dir (its control
 //! socket) when there is one, and otherwise start the node for the duration of the command.
 
-use super::{block_on, serve, wait_for_signal};
+use crate::node::{serve, wait_for_signal};
+use crate::{block_on, parse_hex};
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use hermes::proto::Hotkey;
 use hermes::{control, Config, DeliveryEvent, Inbound, IncomingStream, Runtime};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 /// Exit status of a message still waiting in the outbox.
 const EXIT_QUEUED: u8 = 3;
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct MessageBody {
+    /// The message as UTF-8 text.
+    #[arg(long)]
+    message: Option<String>,
+    /// The message is this file's content (`-` for stdin).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The message as 0x-prefixed hex bytes.
+    #[arg(long)]
+    hex: Option<String>,
+}
+
+impl MessageBody {
+    pub(crate) fn bytes(&self) -> Result<Vec<u8>> {
+        if let Some(m) = &self.message {
+            return Ok(m.as_bytes().to_vec());
+        }
+        if let Some(h) = &self.hex {
+            return parse_hex("--hex", h);
+        }
+        match &self.file {
+            Some(p) if p.as_os_str() == "-" => {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+                    .context("--file -: cannot read stdin")?;
+                Ok(v)
+            }
+            Some(p) => {
+                std::fs::read(p).with_context(|| format!("--file: cannot read {}", p.display()))
+            }
+            None => bail!("give one of --message, --file or --hex"),
+        }
+    }
+}
 
 fn check_to(to: &str) -> Result<()> {
     Hotkey::from_ss58(to)
@@ -37,7 +77,7 @@ fn rate(bytes: u64, d: Duration) -> String {
     )
 }
 
-pub(super) fn send(
+pub(crate) fn send(
     config: &Path,
     to: &str,
     netuid: u16,
@@ -253,7 +293,7 @@ async fn receive_stream(mut s: IncomingStream, save_dir: Option<std::path::PathB
     }
 }
 
-pub(super) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Result<()> {
+pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Result<()> {
     if let Some(d) = save_dir {
         std::fs::create_dir_all(d)
             .with_context(|| format!("--save-dir: cannot create {}", d.display()))?;
@@ -295,7 +335,7 @@ fn stdin_len() -> Option<u64> {
         .map(|m| m.len())
 }
 
-pub(super) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) -> Result<()> {
+pub(crate) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) -> Result<()> {
     let cfg = Config::load(config)?;
     check_to(to)?;
     let total = match file {
@@ -356,7 +396,7 @@ pub(super) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) 
 }
 
 /// Waits for the first delivery event about `id` (used by the demo).
-pub(super) async fn delivered(
+pub(crate) async fn delivered(
     events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>,
     id: hermes::MessageId,
     wait: Duration,
