@@ -255,6 +255,11 @@ async fn start_actors(
             store,
         ));
     }
+    // A registry that admits nobody (often a wrong or never-set chain.path) would otherwise only
+    // show as every connection being refused.
+    if let Some(warning) = config.registry_warning(&registry) {
+        tracing::warn!("{warning}");
+    }
     // The swarm runs on its own arbiter; it is built there so the transports bind to that
     // thread's tokio runtime.
     let net_arbiter = Arbiter::new();

@@ -1,7 +1,16 @@
-//! Every class of bad config gives an error that names the field (or line and column).
+//! Every class of bad config gives an error that names the field (or line and column) in the
+//! user's terms, defaults are what a file that leaves a field out gets, and a node whose chain
+//! registry would make it refuse everyone says so when it starts.
 
+mod common;
+
+use common::{DevChainDir, NodeDir};
+use hermes::config::{ChainKind, SubnetMode};
 use hermes::{Config, ConfigError};
+use serde_json::Value;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 struct Case {
     dir: tempfile::TempDir,
@@ -205,4 +214,324 @@ fn bad_log_level() {
     let (f, _) =
         c.field_error(r#"{"identity": {"hotkey_file": "HOTKEY"}, "log": {"format": "xml"}}"#);
     assert_eq!(f, "log.format");
+}
+
+#[test]
+fn default_config_round_trips_through_json() {
+    let d = Config::default();
+    let json = d.to_pretty_json();
+    assert_eq!(Config::parse(&json, Path::new("x")).unwrap(), d);
+    // Every section is printed in full, so `config check` shows each default it applies.
+    let v: Value = serde_json::from_str(&json).unwrap();
+    for section in [
+        "identity",
+        "subnets",
+        "chain",
+        "acl",
+        "firewall",
+        "storage",
+        "encryption",
+        "messages",
+        "streams",
+        "log",
+    ] {
+        assert!(v[section].is_object(), "{section} missing from {json}");
+    }
+    assert_eq!(v["firewall"]["max_conns_per_ip"], 8);
+    assert_eq!(v["messages"]["max_size"], "16MiB");
+    assert_eq!(v["chain"]["kind"], "dev");
+}
+
+#[test]
+fn minimal_file_and_empty_sections_give_the_defaults() {
+    let c = Case::new();
+    let expected = Config::default()
+        .with_hotkey_file(&c.hotkey)
+        .with_data_dir(c.dir.path().join("hermes-data"))
+        .with_chain(ChainKind::Dev, c.dir.path().join("devchain"));
+    let minimal = c
+        .load(r#"{"identity": {"hotkey_file": "HOTKEY"}}"#)
+        .unwrap();
+    assert_eq!(minimal, expected);
+    let empty_sections = c
+        .load(
+            r#"{"identity": {"hotkey_file": "HOTKEY"}, "subnets": {}, "chain": {}, "acl": {},
+                "firewall": {}, "storage": {}, "encryption": {}, "messages": {}, "streams": {},
+                "log": {}}"#,
+        )
+        .unwrap();
+    assert_eq!(empty_sections, expected);
+    // One field set leaves its neighbours at their defaults.
+    let one = c
+        .load(r#"{"identity": {"hotkey_file": "HOTKEY"}, "firewall": {"min_stake": 5}}"#)
+        .unwrap();
+    assert_eq!(one.firewall.min_stake, 5);
+    assert_eq!(
+        one.firewall.max_connections,
+        expected.firewall.max_connections
+    );
+    assert!(one.firewall.enabled && one.firewall.require_stake);
+}
+
+#[test]
+fn every_field_is_documented() {
+    let docs = std::fs::read_to_string("docs/CONFIG.md").unwrap();
+    let v: Value = serde_json::from_str(&Config::default().to_pretty_json()).unwrap();
+    let mut missing = Vec::new();
+    for (path, _) in leaves(&v) {
+        if !docs.contains(&format!("| `{path}` |")) {
+            missing.push(path);
+        }
+    }
+    // Optional fields are not printed when unset.
+    for path in ["identity.hotkey_file", "identity.transport_key_file"] {
+        if !docs.contains(&format!("| `{path}` |")) {
+            missing.push(path.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "not in docs/CONFIG.md: {missing:?}");
+}
+
+/// Every field and section of `v` with its value, by path (`firewall.min_stake`).
+fn leaves(v: &Value) -> Vec<(String, Value)> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, child, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
+}
+
+/// Words of Rust that a user never wrote and cannot act on.
+fn assert_no_rust_names(context: &str, text: &str) {
+    for word in [
+        "struct",
+        "enum ",
+        "variant",
+        "Config",
+        "Addr",
+        "HumanDuration",
+        "ByteSize",
+        "AclEntry",
+        "PathBuf",
+        "Option",
+        "Vec<",
+        "Snapshot",
+        "NodeJson",
+    ] {
+        assert!(!text.contains(word), "{context}: `{word}` in: {text}");
+    }
+}
+
+#[test]
+fn wrong_values_anywhere_name_the_field_in_the_users_terms() {
+    let c = Case::new();
+    let base: Value = serde_json::from_str(&Config::default().to_pretty_json()).unwrap();
+    let wrong = [
+        "[]", "{}", "5", "-1", "1.5", "\"x\"", "null", "true", "[5]", "[{}]",
+    ];
+    let mut paths: Vec<String> = leaves(&base).into_iter().map(|(p, _)| p).collect();
+    paths.extend(base.as_object().unwrap().keys().cloned());
+    paths.push("identity.transport_key_file".into());
+    let mut checked = 0;
+    for path in &paths {
+        for w in wrong {
+            let mut v = base.clone();
+            v["identity"]["hotkey_file"] = c.hotkey.display().to_string().into();
+            let mut slot = &mut v;
+            for part in path.split('.') {
+                slot = &mut slot[part];
+            }
+            *slot = serde_json::from_str(w).unwrap();
+            let ctx = format!("{path} = {w}");
+            match c.load(&v.to_string()) {
+                Ok(_) => {}
+                Err(ConfigError::Field { field, reason, .. }) => {
+                    assert!(
+                        field.starts_with(path.as_str()),
+                        "{ctx}: error names `{field}`: {reason}"
+                    );
+                    assert_no_rust_names(&ctx, &reason);
+                    checked += 1;
+                }
+                // The file is valid JSON: a syntax error would send the user looking for a typo
+                // that is not there.
+                Err(e) => panic!("{ctx}: expected a field error, got {e}"),
+            }
+        }
+    }
+    assert!(checked > 300, "only {checked} errors checked");
+    // A wrong name for a choice lists the choices.
+    let (f, r) = c.field_error(r#"{"identity": {"hotkey_file": "HOTKEY"}, "chain": {"kind": 7}}"#);
+    assert_eq!(f, "chain.kind");
+    assert!(r.contains("one of `dev`, `static`"), "{r}");
+    let (f, r) =
+        c.field_error(r#"{"identity": {"hotkey_file": "HOTKEY"}, "log": {"format": "xml"}}"#);
+    assert_eq!(f, "log.format");
+    assert!(
+        r.contains("\"xml\"") && r.contains("one of `text`, `json`"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_an_object_says_what_the_config_is() {
+    let c = Case::new();
+    for text in ["[]", "5", "\"hermes\"", "null", "[{\"data_dir\": \"x\"}]"] {
+        let (f, r) = c.field_error(text);
+        assert_eq!(f, "(top level)", "{text}");
+        assert!(
+            r.contains("a JSON object with the fields data_dir, identity"),
+            "{text}: {r}"
+        );
+        assert_no_rust_names(text, &r);
+    }
+    let (f, r) = c.field_error(r#"{"identity": "HOTKEY"}"#);
+    assert_eq!(f, "identity");
+    assert!(r.contains("hotkey_file, transport_key_file"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_snapshot_that_is_not_one_says_what_it_should_be() {
+    let node = NodeDir::new();
+    let snap = node.path().join("snapshot.json");
+    for (text, needle) in [
+        ("[]", "a JSON object {\"nodes\": [...]}"),
+        (r#"{"nodes": [5]}"#, "netuid, hotkey (SS58), peer_id, stake"),
+    ] {
+        std::fs::write(&snap, text).unwrap();
+        let cfg = node.config().with_chain(ChainKind::Static, &snap);
+        let err = hermes::Runtime::builder(cfg)
+            .with_logging(false)
+            .with_network(false)
+            .start()
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&snap.display().to_string()), "{err}");
+        assert!(err.contains(needle), "{text}: {err}");
+        assert_no_rust_names(text, &err.replace(&snap.display().to_string(), ""));
+    }
+}
+
+/// Everything the tracing subscriber of this test process wrote (every test's runtimes log here;
+/// each test looks for its own paths).
+fn captured_log() -> String {
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    struct Sink(&'static Mutex<Vec<u8>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = LOG.get_or_init(|| {
+        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Sink(buf))
+            .init();
+        buf
+    });
+    String::from_utf8_lossy(&log.lock().unwrap()).into_owned()
+}
+
+/// Starts a node with `cfg` (networking on, our log capture in place of Hermes' own), stops it,
+/// and returns the warnings it logged about its chain registry.
+async fn start_warnings(cfg: Config, network: bool) -> Vec<String> {
+    let before = captured_log().len();
+    let chain = cfg.chain.path.display().to_string();
+    let rt = hermes::Runtime::builder(cfg)
+        .with_logging(false)
+        .with_network(network)
+        .start()
+        .await
+        .expect("the node starts whatever its registry holds");
+    rt.shutdown().await.unwrap();
+    // The check runs before `start` returns, so its line is already written.
+    captured_log()[before..]
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&chain))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_would_refuse_everyone_warns_at_start() {
+    // chain.path never set: the default `./devchain` next to the config, which nothing created.
+    let node = NodeDir::new();
+    let mut file: Value = serde_json::from_str(&node.config().to_pretty_json()).unwrap();
+    file.as_object_mut().unwrap().remove("chain");
+    let p = node.path().join("hermes.json");
+    std::fs::write(&p, file.to_string()).unwrap();
+    let cfg = Config::load(&p).unwrap();
+    let missing = node.path().join("devchain");
+    assert_eq!(cfg.chain.path, missing);
+    assert!(!missing.exists());
+    let w = start_warnings(cfg.clone(), true).await;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains(&format!(
+            "the dev chain directory {} (chain.path) does not exist",
+            missing.display()
+        )) && w[0].contains("every peer is refused as unregistered"),
+        "{}",
+        w[0]
+    );
+    // Starting did not create it: the warning stays true until someone registers.
+    assert!(!missing.exists());
+
+    // Without networking (`hermes id`) nobody is refused, so nothing is said.
+    assert!(start_warnings(cfg.clone(), false).await.is_empty());
+    // With the firewall off the registry is not consulted.
+    let mut off = cfg.clone();
+    off.firewall.enabled = false;
+    assert!(start_warnings(off, true).await.is_empty());
+
+    // A directory that holds no registrations.
+    std::fs::create_dir(&missing).unwrap();
+    let w = start_warnings(cfg.clone(), true).await;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("holds no registrations"), "{}", w[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_only_outside_the_nodes_subnets_are_warned_about() {
+    let chain = DevChainDir::new();
+    let (node, other) = (NodeDir::new(), NodeDir::new());
+    chain.register(1, &other, 1_000);
+    let cfg = |n: &NodeDir| {
+        n.cluster_config(&chain, vec![3])
+            .with_listen(vec![common::TCP.parse().unwrap()])
+    };
+    let w = start_warnings(cfg(&node), true).await;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("1 registration(s) but none in subnet(s) 3"),
+        "{}",
+        w[0]
+    );
+    // In `open` mode a registration in any subnet admits its node.
+    let open = cfg(&node).with_subnets(SubnetMode::Open, vec![]);
+    assert!(start_warnings(open, true).await.is_empty());
+    // Once a node is registered in subnet 3 there is someone to admit.
+    chain.register(3, &other, 1_000);
+    assert!(start_warnings(cfg(&node), true).await.is_empty());
 }

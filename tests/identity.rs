@@ -192,3 +192,35 @@ fn rsa_transport_key_is_accepted() {
     assert!(id.starts_with("Qm"), "{id}");
     assert!(hermes::proto::validate_peer_id(id.as_bytes()));
 }
+
+#[test]
+fn a_file_that_is_not_a_hotkey_file_says_what_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let phrase = fixture()["secretPhrase"].as_str().unwrap().to_string();
+    for (name, text) in [
+        ("array", "[]".to_string()),
+        ("positional", "[\"0x00\", \"0x00\"]".to_string()),
+        ("number", "5".to_string()),
+        ("string", "\"hello\"".to_string()),
+        ("mnemonic", format!("{phrase}\n")),
+        ("broken", "{\"secretSeed\": ".to_string()),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, &text).unwrap();
+        let e = HotkeyPair::load_bittensor_file(&p).unwrap_err();
+        assert!(matches!(e, KeyError::HotkeyFormat { .. }), "{name}: {e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("a JSON object with secretPhrase, secretSeed and/or privateKey"),
+            "{name}: {msg}"
+        );
+        for rust in ["struct", "BittensorKeyfile", "Option"] {
+            assert!(!msg.contains(rust), "{name}: `{rust}` in {msg}");
+        }
+        // A phrase put where the file goes is pointed at the variable, without being echoed.
+        assert!(!msg.contains(&phrase), "{name}: {msg}");
+        if name == "mnemonic" {
+            assert!(msg.contains(hermes::HOTKEY_URI_ENV), "{msg}");
+        }
+    }
+}

@@ -71,7 +71,10 @@ pub trait Chain: Send + Sync + std::fmt::Debug + 'static {
 
 /// One node in a JSON snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a node: a JSON object with netuid, hotkey (SS58), peer_id, stake and optionally class"
+)]
 pub struct NodeJson {
     /// Subnet.
     pub netuid: u16,
@@ -92,7 +95,10 @@ fn default_class() -> String {
 
 /// A JSON registry snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a registry snapshot: a JSON object {\"nodes\": [...]}, as `hermes devchain list` prints"
+)]
 pub struct SnapshotJson {
     /// Every registration.
     pub nodes: Vec<NodeJson>,

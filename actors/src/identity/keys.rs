@@ -203,8 +203,23 @@ impl HotkeyPair {
                     .into(),
             ));
         }
-        let file: BittensorKeyfile =
-            serde_json::from_slice(&text).map_err(|e| fmt_err(e.to_string()))?;
+        // serde would also read a JSON array positionally into the fields; only an object is
+        // a hotkey file. A bare mnemonic or seed lands here too.
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(fmt_err(format!(
+                "expected {HOTKEY_FILE_SHAPE}; a secret phrase or seed on its own goes in \
+                 {HOTKEY_URI_ENV} instead"
+            )));
+        }
+        let file: BittensorKeyfile = serde_json::from_slice(&text).map_err(|e| {
+            // A data error names the value of the wrong type; a syntax error only says where the
+            // JSON broke, so add what was expected there.
+            if e.is_data() {
+                fmt_err(e.to_string())
+            } else {
+                fmt_err(format!("not JSON ({e}); expected {HOTKEY_FILE_SHAPE}"))
+            }
+        })?;
         let mismatch = |field, stated: &str, derived: String| KeyError::HotkeyMismatch {
             path: path.to_path_buf(),
             field,
@@ -272,6 +287,10 @@ impl HotkeyPair {
         Ok(HotkeyPair { pair })
     }
 }
+
+/// What a hotkey file must contain, for error messages.
+const HOTKEY_FILE_SHAPE: &str = "a JSON object with secretPhrase, secretSeed and/or privateKey, \
+    plus publicKey, accountId and ss58Address (what btcli writes for an unencrypted hotkey)";
 
 /// The JSON that bittensor's wallet writes for an unencrypted hotkey.
 #[derive(Serialize, Deserialize)]

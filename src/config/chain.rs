@@ -1,0 +1,140 @@
+//! `chain` section: where the registry of subnet nodes comes from, and the start-up check that a
+//! node is not about to refuse everyone because that registry is empty.
+
+use super::values::one_of;
+use super::{check_readable_file, Check, Config, ConfigError, HumanDuration, SubnetMode};
+use hermes_proto::chain::Registry;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Chain backend kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// The embedded development chain in `chain.path` (a directory).
+    Dev,
+    /// A read-only JSON snapshot in `chain.path` (a file).
+    Static,
+}
+
+impl<'de> Deserialize<'de> for ChainKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(d, &[("dev", ChainKind::Dev), ("static", ChainKind::Static)])
+    }
+}
+
+/// `chain` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a JSON object with the fields kind, path, poll_interval"
+)]
+pub struct ChainConfig {
+    /// `dev` or `static`.
+    pub kind: ChainKind,
+    /// Dev chain directory or snapshot file.
+    pub path: PathBuf,
+    /// How often the registry is re-read. Range 50ms..=10m.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            // The embedded dev chain: it works on a fresh machine with nothing else installed.
+            kind: ChainKind::Dev,
+            // Next to the config file (relative paths resolve against its directory), so a node
+            // set up by `hermes init` finds its chain wherever it is started from.
+            path: PathBuf::from("./devchain"),
+            // 2s: registrations show up quickly on a dev chain; a real chain's block time is
+            // longer anyway.
+            poll_interval: HumanDuration::secs(2),
+        }
+    }
+}
+
+impl ChainConfig {
+    pub(super) fn validate(&self, check: &Check<'_>) -> Result<(), ConfigError> {
+        check.duration(
+            "chain.poll_interval",
+            self.poll_interval,
+            Duration::from_millis(50),
+            Duration::from_secs(600),
+            "50ms..=10m",
+        )?;
+        if self.kind == ChainKind::Static {
+            check_readable_file(&self.path).map_err(|r| check.err("chain.path", r))?;
+        } else if self.path.exists() && !self.path.is_dir() {
+            return Err(check.err(
+                "chain.path",
+                format!(
+                    "{} is not a directory (a dev chain is a directory)",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Why a node with this config and `registry` (what it read from the chain at start) would
+    /// refuse every peer, if it would; `None` when the registry can admit someone.
+    ///
+    /// A dev chain directory that does not exist reads as an empty registry (the directory is
+    /// created by the first registration), so without this check a mistyped or never-set
+    /// `chain.path` only shows as every connection being refused. The runtime logs the returned
+    /// text as a warning when it starts networking.
+    pub fn registry_warning(&self, registry: &Registry) -> Option<String> {
+        // With the firewall off the registry is never consulted.
+        if !self.firewall.enabled {
+            return None;
+        }
+        let path = self.chain.path.display();
+        if registry.is_empty() {
+            let (what, fix) = match self.chain.kind {
+                ChainKind::Dev if !self.chain.path.exists() => (
+                    format!("the dev chain directory {path} (chain.path) does not exist"),
+                    format!(
+                        "set chain.path to the dev chain directory the other nodes use (a relative \
+                         path is resolved against the config file's directory), or register nodes \
+                         with `hermes devchain register --chain {path}`"
+                    ),
+                ),
+                ChainKind::Dev => (
+                    format!("the dev chain {path} (chain.path) holds no registrations"),
+                    format!("register nodes with `hermes devchain register --chain {path}`"),
+                ),
+                ChainKind::Static => (
+                    format!("the chain snapshot {path} (chain.path) lists no nodes"),
+                    "add the subnet's nodes to it".to_string(),
+                ),
+            };
+            return Some(format!(
+                "{what}: the registry is empty, so every peer is refused as unregistered (except \
+                 peer ids listed in acl.allow); {fix}. Changes are picked up within \
+                 chain.poll_interval ({})",
+                humantime::format_duration(self.chain.poll_interval.0)
+            ));
+        }
+        let netuids = &self.subnets.netuids;
+        if self.subnets.mode == SubnetMode::Open
+            || registry
+                .entries()
+                .iter()
+                .any(|e| netuids.contains(&e.netuid))
+        {
+            return None;
+        }
+        let list: Vec<String> = netuids.iter().map(u16::to_string).collect();
+        Some(format!(
+            "the chain registry ({path}) has {} registration(s) but none in subnet(s) {} that this \
+             node serves (subnets.netuids): every peer is refused as out of scope until nodes \
+             register in one of them",
+            registry.len(),
+            list.join(", ")
+        ))
+    }
+}
