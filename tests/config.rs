@@ -203,6 +203,17 @@ fn syntax_errors_give_line_and_column() {
         Err(e @ ConfigError::Syntax { .. }) => assert!(e.to_string().contains(":1:")),
         other => panic!("expected a syntax error, got {other:?}"),
     }
+    // Text after the config object is not ignored.
+    match c.load("{\"identity\": {\"hotkey_file\": \"HOTKEY\"}}\n}") {
+        Err(
+            e @ ConfigError::Syntax {
+                line: 2, column: 1, ..
+            },
+        ) => {
+            assert!(e.to_string().contains("trailing characters"), "{e}")
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
 }
 
 #[test]

@@ -43,8 +43,8 @@ impl Default for EncryptionConfig {
             session_max_messages: 1 << 16,
             // 10m: a compromised session key heals within minutes.
             session_max_age: HumanDuration::secs(600),
-            // 10m: as long as a session lives, so any valid header is accepted once and a replay
-            // of an older one is refused.
+            // 10m, the same as session_max_age: session ids are remembered this long, so a replayed
+            // header is either recognised or too old, and honest clocks may be minutes apart.
             replay_window: HumanDuration::secs(600),
         }
     }

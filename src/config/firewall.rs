@@ -54,8 +54,8 @@ impl Default for FirewallConfig {
             // cut to a trickle.
             conn_rate_per_ip: 20,
             conn_burst_per_ip: 40,
-            // 3: one or two failures can be a restart racing a binding renewal; three in a row is
-            // not an honest peer.
+            // 3: an honest peer rarely fails the identity exchange (a binding that expired on the
+            // way), a prober fails every time; three failures tell them apart quickly.
             ban_after_failures: 3,
             // 10m: long enough to make probing slow, short enough that a misconfigured honest
             // node is not locked out for long once fixed.

@@ -42,7 +42,8 @@ impl Default for MessagesConfig {
             // 24h: a recipient down for maintenance still gets its messages; older ones are
             // usually stale for a subnet's epochs anyway.
             ttl: HumanDuration::secs(24 * 3600),
-            // 1GiB: a day of backlog for a busy node without letting the outbox fill the disk.
+            // 1GiB: room for 64 messages of the maximum size (or a million of 1KiB) waiting for
+            // absent recipients, while recipients that stay away cannot fill the disk.
             outbox_max_bytes: ByteSize::gib(1),
             // 500ms: a quick second try for a peer that was reconnecting.
             retry_min: HumanDuration::millis(500),

@@ -267,25 +267,28 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Parses JSON text without resolving paths or touching the file system beyond nothing at all.
+    /// Parses JSON text, without resolving paths or touching the file system.
     ///
     /// # Errors
     /// [`ConfigError::Syntax`] or [`ConfigError::Field`]; `origin` names the source in messages.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        match serde_path_to_error::deserialize::<_, Config>(values::ObjectOnly(de)) {
-            Ok(c) => Ok(c),
+        use serde_json::error::Category;
+        let syntax = |inner: serde_json::Error| ConfigError::Syntax {
+            file: origin.to_path_buf(),
+            line: inner.line(),
+            column: inner.column(),
+            reason: strip_position(&inner.to_string()),
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        match serde_path_to_error::deserialize::<_, Config>(values::ObjectOnly(&mut de)) {
+            // Whatever follows the object (a second object, a stray brace) is an error too, not
+            // silently ignored.
+            Ok(c) => de.end().map(|()| c).map_err(syntax),
             Err(e) => {
                 let field = e.path().to_string();
                 let inner = e.into_inner();
-                use serde_json::error::Category;
                 match inner.classify() {
-                    Category::Syntax | Category::Eof | Category::Io => Err(ConfigError::Syntax {
-                        file: origin.to_path_buf(),
-                        line: inner.line(),
-                        column: inner.column(),
-                        reason: strip_position(&inner.to_string()),
-                    }),
+                    Category::Syntax | Category::Eof | Category::Io => Err(syntax(inner)),
                     Category::Data => Err(ConfigError::Field {
                         file: origin.to_path_buf(),
                         field: if field == "." {
