@@ -30,6 +30,7 @@ pub mod filter;
 pub mod gate;
 pub mod identity_proto;
 pub mod kad_store;
+pub mod listen;
 pub mod quic;
 pub mod substream;
 
@@ -336,9 +337,11 @@ pub fn start(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     for addr in &cfg.listen {
+        listen::check_tcp_free(addr)
+            .map_err(|e| NetError(format!("cannot listen on {addr}: {e}")))?;
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NetError(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| NetError(format!("cannot listen on {addr}: {}", listen::describe(&e))))?;
     }
     for n in &cfg.netuids {
         swarm
