@@ -8,7 +8,9 @@
 //! - `peers`, `stats`, `msgstats`, `outbox`, `id`: the server answers one line of JSON and closes.
 //! - `{"cmd":"send","to":…,"netuid":…,"len":…,"ttl_secs":…,"wait_ms":…}`, then `len` payload
 //!   bytes: the node sends the message and answers once it is delivered, refused, or `wait_ms`
-//!   has passed (`status` `delivered`, `failed`, `expired` or `queued`).
+//!   has passed (`status` `delivered`, `failed`, `expired` or `queued`; a queued answer carries
+//!   the `reason` the recipient has not been reached, when an attempt has failed).
+//! - `{"cmd":"cancel","id":"<hex>"}`: drops a queued message from the outbox; answers with it.
 //! - `{"cmd":"stream","to":…,"netuid":…}`: the node opens the stream and answers
 //!   `{"ready":true}` (or an error); the client then writes the data and shuts its side down;
 //!   the node answers with the confirmed byte count once the recipient has verified everything.
@@ -71,6 +73,9 @@ enum Request {
         to: String,
         netuid: u16,
     },
+    Cancel {
+        id: String,
+    },
 }
 
 fn error(e: impl std::fmt::Display) -> serde_json::Value {
@@ -105,6 +110,38 @@ pub async fn wait_outcome(
     })
     .await;
     r.unwrap_or_else(|_| serde_json::json!({ "id": id.to_hex(), "status": "queued" }))
+}
+
+/// [`wait_outcome`], and for a message still queued at the end, why its recipient has not been
+/// reached (`reason`), as far as this node can tell.
+pub async fn outcome(
+    rt: &RuntimeHandle,
+    events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>,
+    id: MessageId,
+    wait: Duration,
+) -> serde_json::Value {
+    let mut answer = wait_outcome(events, id, wait).await;
+    if answer["status"] == "queued" {
+        let reason = match rt.outbox().await {
+            Ok(list) => list
+                .into_iter()
+                .find(|e| e.id == id)
+                .and_then(|e| e.last_error),
+            Err(_) => None,
+        };
+        answer["reason"] = reason
+            .unwrap_or_else(|| "no connection attempt has finished yet".into())
+            .into();
+    }
+    answer
+}
+
+/// An outbox entry as JSON (`hermes outbox --json` prints these).
+pub fn outbox_entry_json(e: &crate::messages::OutboxEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id.to_hex(), "to": e.to, "netuid": e.netuid, "size": e.len,
+        "created_at": e.created_at, "expires_at": e.expires_at, "last_error": e.last_error,
+    })
 }
 
 fn message_stats_json(s: &crate::messages::MessageStats) -> serde_json::Value {
@@ -147,10 +184,9 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             Err(e) => error(e),
         },
         "outbox" => match rt.outbox().await {
-            Ok(list) => serde_json::json!({ "outbox": list.iter().map(|e| serde_json::json!({
-                "id": e.id.to_hex(), "to": e.to, "netuid": e.netuid, "len": e.len,
-                "created_at": e.created_at, "expires_at": e.expires_at,
-            })).collect::<Vec<_>>() }),
+            Ok(list) => {
+                serde_json::json!({ "outbox": list.iter().map(outbox_entry_json).collect::<Vec<_>>() })
+            }
             Err(e) => error(e),
         },
         "id" => match (rt.identity().await, rt.listen_addrs().await) {
@@ -218,7 +254,7 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                         };
                         match rt.send_with(&to, netuid, payload, opts).await {
                             Ok(id) => {
-                                wait_outcome(&mut events, id, Duration::from_millis(wait_ms)).await
+                                outcome(&rt, &mut events, id, Duration::from_millis(wait_ms)).await
                             }
                             Err(e) => error(e),
                         }
@@ -226,6 +262,13 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                 }
             }
         }
+        Request::Cancel { id } => match parse_id(&id) {
+            Err(e) => error(e),
+            Ok(id) => match rt.cancel(id).await {
+                Ok(e) => outbox_entry_json(&e),
+                Err(e) => error(e),
+            },
+        },
         Request::Stream { to, netuid } => match rt.open_stream(&to, netuid).await {
             Err(e) => error(e),
             Ok(mut writer) => {
@@ -245,6 +288,23 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
     };
     write_line(&mut w, &reply).await?;
     w.shutdown().await
+}
+
+/// Parses a message id as printed by `send` and `outbox` (32 hex digits).
+///
+/// # Errors
+/// [`Error::Invalid`] naming what is wrong.
+pub fn parse_id(s: &str) -> Result<MessageId, Error> {
+    MessageId::from_hex(s).map_err(Error::Invalid)
+}
+
+/// Has a running node drop a queued message; answers with the dropped entry.
+///
+/// # Errors
+/// [`Error::Network`] with the node's reason.
+pub async fn cancel(path: &Path, id: MessageId) -> Result<serde_json::Value, Error> {
+    let req = serde_json::json!({ "cmd": "cancel", "id": id.to_hex() });
+    request(path, &req.to_string()).await
 }
 
 /// Copies `r` into a stream writer until end of input.

@@ -594,3 +594,82 @@ fn send_stream_and_listen_as_a_user_would() {
         .success());
     assert!(listener.wait().unwrap().success());
 }
+
+/// A message to an address nobody registered: `send` says why it is still queued, `outbox`
+/// lists it with that reason, `outbox cancel` drops it; a stream there fails in words.
+#[test]
+fn unreachable_recipients_are_explained_and_queued_messages_cancelled() {
+    use std::process::Stdio;
+    // The development key `//Alice`: valid, and registered nowhere here.
+    const NOBODY: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = init(&dir.path().join("n1"));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
+    v["chain"] = serde_json::json!({"kind": "dev", "path": dir.path().join("chain")});
+    v["messages"] = serde_json::json!({"connect_timeout": "1s"});
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let mut node = hermes(&["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = id_json_live(&cfg);
+
+    let o = run(&mut hermes(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        NOBODY,
+        "--netuid",
+        "7",
+        "--message",
+        "hi",
+        "--wait",
+        "5s",
+    ]));
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("queued "), "{out}");
+    assert!(out.contains("unknown address"), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+
+    let o = run(&mut hermes(&["outbox", "--config", &cfg]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&id) && out.contains(NOBODY), "{out}");
+    assert!(out.contains("last attempt: unknown address"), "{out}");
+    let o = run(&mut hermes(&["outbox", "--config", &cfg, "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(list["outbox"][0]["id"].as_str(), Some(id.as_str()));
+    assert_eq!(list["outbox"][0]["size"].as_u64(), Some(2));
+    assert_eq!(list["outbox"][0]["netuid"].as_u64(), Some(7));
+
+    let o = run(&mut hermes(&["outbox", "cancel", &id, "--config", &cfg]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("cancelled {id}")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&mut hermes(&["outbox", "--config", &cfg]));
+    assert!(stdout(&o).contains("the outbox is empty"), "{}", stdout(&o));
+    let o = run(&mut hermes(&["outbox", "cancel", &id, "--config", &cfg]));
+    assert_clean_failure(&o, "no message");
+    let o = run(&mut hermes(&["outbox", "cancel", "12ab", "--config", &cfg]));
+    assert_clean_failure(&o, "32 hex digits");
+
+    let o = run(
+        hermes(&["stream", "--config", &cfg, "--to", NOBODY, "--netuid", "7"]).stdin(Stdio::null()),
+    );
+    assert_clean_failure(&o, "unknown address");
+    assert!(!stderr(&o).contains("NotFound"), "{}", stderr(&o));
+
+    assert!(Command::new("kill")
+        .args(["-INT", &node.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(node.wait().unwrap().success());
+}

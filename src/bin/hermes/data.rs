@@ -63,7 +63,7 @@ fn check_to(to: &str) -> Result<()> {
 }
 
 /// Starts the node of `cfg` quietly for a one-off command.
-async fn one_off(mut cfg: Config) -> Result<hermes::RuntimeHandle> {
+pub(crate) async fn one_off(mut cfg: Config) -> Result<hermes::RuntimeHandle> {
     if std::env::var_os("RUST_LOG").is_none() {
         cfg.log.level = "warn".into();
     }
@@ -107,7 +107,7 @@ pub(crate) fn send(
             .send_with(to, netuid, payload.to_vec(), hermes::SendOptions { ttl })
             .await;
         let answer = match sent {
-            Ok(id) => control::wait_outcome(&mut events, id, wait).await,
+            Ok(id) => control::outcome(&rt, &mut events, id, wait).await,
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         rt.shutdown().await?;
@@ -138,8 +138,9 @@ pub(crate) fn send(
         }
         _ => {
             println!(
-                "queued {id} for {to}: not confirmed within {}; it stays in the outbox and is retried whenever this node runs, until its TTL ends",
-                humantime::format_duration(wait)
+                "queued {id} for {to}: not confirmed within {} ({}); it stays in the outbox and is retried whenever this node runs, until its TTL ends (`hermes outbox` lists it, `hermes outbox cancel {id}` drops it)",
+                humantime::format_duration(wait),
+                answer["reason"].as_str().unwrap_or("no reason known yet")
             );
             Ok(ExitCode::from(EXIT_QUEUED))
         }

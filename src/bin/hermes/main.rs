@@ -4,7 +4,7 @@
 //! `verify` exits 1 for any signature that does not check out.
 //!
 //! One file per group of subcommands: `identity` (init, id, sign, verify), `node` (run, peers,
-//! stats), `data` (send, listen, stream), `devchain`, `demo`.
+//! stats), `data` (send, listen, stream), `outbox`, `devchain`, `demo`.
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
@@ -17,6 +17,7 @@ mod demo;
 mod devchain;
 mod identity;
 mod node;
+mod outbox;
 
 use data::MessageBody;
 use devchain::DevchainCmd;
@@ -130,6 +131,9 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// List the messages waiting for delivery: id, recipient, subnet, size, age, expiry, and why
+    /// the last attempt failed. `outbox cancel ID` drops one.
+    Outbox(outbox::OutboxArgs),
     /// List the verified peers of a running node.
     Peers {
         #[command(flatten)]
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             netuid,
             file,
         } => data::stream(&config.path, &to, netuid, file.as_deref()).map(|_| ExitCode::SUCCESS),
+        Cmd::Outbox(args) => outbox::outbox(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config } => node::stats(&config.path).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
