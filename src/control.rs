@@ -2,8 +2,8 @@
 //! running `hermes run` / `hermes listen`.
 //!
 //! A Unix socket at `DATA_DIR/control.sock`, mode 0600 (only the node's user may use it). The
-//! client writes one request line, capped at 1 KiB so that a stray client cannot make the node
-//! buffer without limit:
+//! client writes one request line, capped at 4 KiB (room for a stream name escaped in JSON) so
+//! that a stray client cannot make the node buffer without limit:
 //!
 //! - `peers`, `stats`, `msgstats`, `outbox`, `id`: the server answers one line of JSON and closes.
 //! - `{"cmd":"send","to":…,"netuid":…,"len":…,"ttl_secs":…,"wait_ms":…}`, then `len` payload
@@ -11,9 +11,10 @@
 //!   has passed (`status` `delivered`, `failed`, `expired` or `queued`; a queued answer carries
 //!   the `reason` the recipient has not been reached, when an attempt has failed).
 //! - `{"cmd":"cancel","id":"<hex>"}`: drops a queued message from the outbox; answers with it.
-//! - `{"cmd":"stream","to":…,"netuid":…}`: the node opens the stream and answers
-//!   `{"ready":true}` (or an error); the client then writes the data and shuts its side down;
-//!   the node answers with the confirmed byte count once the recipient has verified everything.
+//! - `{"cmd":"stream","to":…,"netuid":…,"name":…}` (`name` optional): the node opens the stream
+//!   and answers `{"ready":true}` (or an error); the client then writes the data and shuts its
+//!   side down; the node answers with the confirmed byte count once the recipient has confirmed
+//!   (see [`crate::StreamWriter::finish`] for what a confirmation means).
 //!
 //! Every answer is one JSON line; errors are `{"error": "…"}`.
 
@@ -26,7 +27,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line.
-const MAX_LINE: u64 = 1024;
+const MAX_LINE: u64 = 4096;
 
 /// The socket path for a data dir.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -72,6 +73,8 @@ enum Request {
     Stream {
         to: String,
         netuid: u16,
+        #[serde(default)]
+        name: Option<String>,
     },
     Cancel {
         id: String,
@@ -269,22 +272,24 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                 Err(e) => error(e),
             },
         },
-        Request::Stream { to, netuid } => match rt.open_stream(&to, netuid).await {
-            Err(e) => error(e),
-            Ok(mut writer) => {
-                write_line(&mut w, &serde_json::json!({ "ready": true })).await?;
-                match copy(&mut r, &mut writer).await {
-                    Err(e) => error(format!("reading the data: {e}")),
-                    Ok(_) => match writer.finish().await {
-                        Ok(rep) => serde_json::json!({
-                            "bytes": rep.bytes,
-                            "elapsed_ms": rep.elapsed.as_millis() as u64,
-                        }),
-                        Err(e) => error(e),
-                    },
+        Request::Stream { to, netuid, name } => {
+            match rt.open_stream_named(&to, netuid, name.as_deref()).await {
+                Err(e) => error(e),
+                Ok(mut writer) => {
+                    write_line(&mut w, &serde_json::json!({ "ready": true })).await?;
+                    match copy(&mut r, &mut writer).await {
+                        Err(e) => error(format!("reading the data: {e}")),
+                        Ok(_) => match writer.finish().await {
+                            Ok(rep) => serde_json::json!({
+                                "bytes": rep.bytes,
+                                "elapsed_ms": rep.elapsed.as_millis() as u64,
+                            }),
+                            Err(e) => error(e),
+                        },
+                    }
                 }
             }
-        },
+        }
     };
     write_line(&mut w, &reply).await?;
     w.shutdown().await
@@ -397,8 +402,9 @@ pub async fn send(
     read_answer(&mut BufReader::new(r)).await
 }
 
-/// Has a running node stream everything `data` yields to `to`; `progress` is called with the
-/// bytes handed over so far. Answers with the confirmed byte count.
+/// Has a running node stream everything `data` yields to `to`, named `name` if given;
+/// `progress` is called with the bytes handed over so far. Answers with the confirmed byte
+/// count.
 ///
 /// # Errors
 /// [`Error::Network`] with the node's reason.
@@ -406,13 +412,14 @@ pub async fn stream<R: AsyncRead + Unpin>(
     path: &Path,
     to: &str,
     netuid: u16,
+    name: Option<&str>,
     data: &mut R,
     mut progress: impl FnMut(u64),
 ) -> Result<serde_json::Value, Error> {
     let s = connect(path).await?;
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);
-    let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid });
+    let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid, "name": name });
     w.write_all(format!("{req}\n").as_bytes())
         .await
         .map_err(bad)?;

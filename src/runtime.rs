@@ -806,7 +806,27 @@ impl RuntimeHandle {
             .await
     }
 
-    /// [`RuntimeHandle::open_stream`] with options (chunk size, or no end-to-end encryption).
+    /// [`RuntimeHandle::open_stream`] with a name for the stream (e.g. the file's name, at most
+    /// 255 bytes), sealed end to end with the data; the recipient sees it sanitized as
+    /// [`IncomingStream::name`](crate::IncomingStream::name).
+    ///
+    /// # Errors
+    /// As [`RuntimeHandle::open_stream`]; [`Error::Stream`] with `Invalid` for an empty or
+    /// over-long name.
+    pub async fn open_stream_named(
+        &self,
+        to: &str,
+        netuid: u16,
+        name: Option<&str>,
+    ) -> Result<StreamWriter, Error> {
+        let chunk = self.stream_parts()?.chunk_size;
+        let mut opts = StreamOptions::new(chunk);
+        opts.name = name.map(str::to_string);
+        self.open_stream_with(to, netuid, opts).await
+    }
+
+    /// [`RuntimeHandle::open_stream`] with options (chunk size, name, or no end-to-end
+    /// encryption).
     ///
     /// # Errors
     /// As [`RuntimeHandle::open_stream`].

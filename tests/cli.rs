@@ -495,24 +495,31 @@ fn send_stream_and_listen_as_a_user_would() {
         )
     );
 
-    // A stream from a file and one from stdin, each saved whole under its id.
+    // A stream from a file, saved whole under the file's name; the sender's confirmation comes
+    // only once the file is in place, so it is there the moment `stream` exits. A second copy
+    // does not overwrite the first.
     let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i * 7 + 3) as u8).collect();
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, &data).unwrap();
-    let o = run(hermes(&[
-        "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--file",
-    ])
-    .arg(&file));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains(&format!("sent {} bytes", data.len())),
-        "{}",
-        stdout(&o)
-    );
-    let s = next_json("stream");
-    assert_eq!(s["bytes"].as_u64(), Some(data.len() as u64));
-    let saved_file = saved.join(format!("{}.bin", s["id"].as_str().unwrap()));
-    assert!(std::fs::read(&saved_file).unwrap() == data);
+    for copy in ["payload.bin", "payload-1.bin"] {
+        let o = run(hermes(&[
+            "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--file",
+        ])
+        .arg(&file));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("sent {} bytes", data.len())),
+            "{}",
+            stdout(&o)
+        );
+        assert!(std::fs::read(saved.join(copy)).unwrap() == data, "{copy}");
+        let s = next_json("stream");
+        assert_eq!(s["bytes"].as_u64(), Some(data.len() as u64));
+        assert_eq!(s["name"].as_str(), Some("payload.bin"));
+        let path = saved.join(copy);
+        assert_eq!(s["path"].as_str(), Some(path.to_str().unwrap()));
+    }
+    // One from stdin has no name: it is saved under its id.
     let o = run(hermes(&[
         "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7",
     ])
@@ -522,6 +529,7 @@ fn send_stream_and_listen_as_a_user_would() {
     assert!(
         std::fs::read(saved.join(format!("{}.bin", s["id"].as_str().unwrap()))).unwrap() == data
     );
+    assert!(s["name"].is_null(), "{s}");
 
     // Through the sender's own running node (its control socket).
     let mut n2 = hermes(&["run", "--config", &cfgs[1]])
@@ -536,7 +544,7 @@ fn send_stream_and_listen_as_a_user_would() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let m = next_json("message via the control socket");
     assert_eq!(m["hex"].as_str(), Some("0x00ff10"));
-    // The listener's node counts what it took in: two messages, two streams, nothing refused.
+    // The listener's node counts what it took in: two messages, three streams, nothing refused.
     let o = run(&mut hermes(&["stats", "--config", &cfgs[0]]));
     assert!(o.status.success(), "{}", stderr(&o));
     let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -546,7 +554,7 @@ fn send_stream_and_listen_as_a_user_would() {
             st["messages"]["streams_in"].as_u64(),
             st["messages"]["rejected"].as_object().map(|r| r.len()),
         ),
-        (Some(2), Some(2), Some(0)),
+        (Some(2), Some(3), Some(0)),
         "{st}"
     );
     assert!(Command::new("kill")

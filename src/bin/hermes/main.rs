@@ -109,8 +109,11 @@ enum Cmd {
     Listen {
         #[command(flatten)]
         config: ConfigArg,
-        /// Directory to save incoming streams in (as <stream id>.bin); without it, streams
-        /// are verified and discarded.
+        /// Directory to save incoming streams in, under the sender's file name made safe (one
+        /// plain name: no separators, `..`, leading dot or control characters), or <stream
+        /// id>.bin when it sent none; an existing file is never replaced (name-1, name-2… are
+        /// used instead). Each stream is confirmed to its sender only once its file is in place.
+        /// Without it, streams are verified and discarded.
         #[arg(long)]
         save_dir: Option<PathBuf>,
         /// Print one JSON object per message or stream.
@@ -118,6 +121,10 @@ enum Cmd {
         json: bool,
     },
     /// Stream stdin (or --file) to a node, end-to-end encrypted, with a progress bar.
+    ///
+    /// With --file the file's name goes along (sealed with the data). "Confirmed" means the
+    /// recipient's node received every byte intact and authentic and its application took the
+    /// end of the stream; `hermes listen --save-dir` confirms only once the file is saved.
     Stream {
         #[command(flatten)]
         config: ConfigArg,
@@ -127,7 +134,7 @@ enum Cmd {
         /// Subnet of the stream.
         #[arg(long, default_value_t = 0)]
         netuid: u16,
-        /// Read this file instead of stdin.
+        /// Read this file instead of stdin (its name is sent with the data).
         #[arg(long)]
         file: Option<PathBuf>,
     },
