@@ -2,7 +2,9 @@
 //!
 //! Both go through the node running on the config's data dir (its control socket) when there is
 //! one, and otherwise start the node for the duration of the command (it then also retries the
-//! messages while it runs, as any run of the node does).
+//! messages while it runs, as any run of the node does). The reason of the last failed attempt
+//! lives in the running node's memory only: a node started just for the listing has made no
+//! attempt yet, so it lists no reason.
 
 use crate::block_on;
 use crate::data::one_off;
