@@ -129,3 +129,30 @@ async fn a_recipient_that_refuses_us_is_reported_without_its_reason() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_went_away_is_reported_offline_with_the_transport_reason() {
+    let (_chain, _na, nb, a, b) = common::linked_pair(common::TCP, |c| {
+        *c = quick(c.clone());
+    })
+    .await;
+    assert!(common::sees(&a, &nb.ss58).await);
+    b.shutdown().await.unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(20), || async {
+            a.peers().await.unwrap().is_empty()
+        })
+        .await
+    );
+    a.send(&nb.ss58, 3, b"are you there".to_vec())
+        .await
+        .unwrap();
+    let why = last_error(&a, &nb.ss58).await;
+    assert!(why.starts_with("recipient offline"), "{why}");
+    assert!(
+        why.contains("refused"),
+        "the transport's reason is missing: {why}"
+    );
+    assert_no_debug_dump(&why);
+    a.shutdown().await.unwrap();
+}
