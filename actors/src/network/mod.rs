@@ -21,6 +21,9 @@
 //!    verified peer over `/hermes/identity/1` so they seal new sessions to the new prekey.
 //! 6. The data plane (`/hermes/msg/1`, `/hermes/stream/1`) uses raw substreams
 //!    ([`substream`]) opened and accepted outside this task's event loop.
+//! 7. When a peer cannot be reached (no connection, closed by the remote before it admitted us,
+//!    or refused here), the last [`ReachFailure`] is kept until it is verified, so the stream
+//!    layer can tell the user why (`Command::WhyUnreachable`).
 //!
 //! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
 //! find another by wallet address alone; inbound DHT writes to such keys are verified first.
