@@ -250,6 +250,7 @@ async fn hermes_once(p: &Pair, total: u64, e2e: bool, chunk: usize) -> (Duration
             StreamOptions {
                 e2e,
                 chunk_size: chunk,
+                name: None,
             },
         )
         .await

@@ -2,16 +2,19 @@
 //! running `hermes run` / `hermes listen`.
 //!
 //! A Unix socket at `DATA_DIR/control.sock`, mode 0600 (only the node's user may use it). The
-//! client writes one request line, capped at 1 KiB so that a stray client cannot make the node
-//! buffer without limit:
+//! client writes one request line, capped at 4 KiB (room for a stream name escaped in JSON) so
+//! that a stray client cannot make the node buffer without limit:
 //!
 //! - `peers`, `stats`, `msgstats`, `outbox`, `id`: the server answers one line of JSON and closes.
 //! - `{"cmd":"send","to":…,"netuid":…,"len":…,"ttl_secs":…,"wait_ms":…}`, then `len` payload
 //!   bytes: the node sends the message and answers once it is delivered, refused, or `wait_ms`
-//!   has passed (`status` `delivered`, `failed`, `expired` or `queued`).
-//! - `{"cmd":"stream","to":…,"netuid":…}`: the node opens the stream and answers
-//!   `{"ready":true}` (or an error); the client then writes the data and shuts its side down;
-//!   the node answers with the confirmed byte count once the recipient has verified everything.
+//!   has passed (`status` `delivered`, `failed`, `expired` or `queued`; a queued answer carries
+//!   the `reason` the recipient has not been reached, when an attempt has failed).
+//! - `{"cmd":"cancel","id":"<hex>"}`: drops a queued message from the outbox; answers with it.
+//! - `{"cmd":"stream","to":…,"netuid":…,"name":…}` (`name` optional): the node opens the stream
+//!   and answers `{"ready":true}` (or an error); the client then writes the data and shuts its
+//!   side down; the node answers with the confirmed byte count once the recipient has confirmed
+//!   (see [`crate::StreamWriter::finish`] for what a confirmation means).
 //!
 //! Every answer is one JSON line; errors are `{"error": "…"}`.
 
@@ -24,7 +27,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line.
-const MAX_LINE: u64 = 1024;
+const MAX_LINE: u64 = 4096;
 
 /// The socket path for a data dir.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -70,6 +73,11 @@ enum Request {
     Stream {
         to: String,
         netuid: u16,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Cancel {
+        id: String,
     },
 }
 
@@ -105,6 +113,38 @@ pub async fn wait_outcome(
     })
     .await;
     r.unwrap_or_else(|_| serde_json::json!({ "id": id.to_hex(), "status": "queued" }))
+}
+
+/// [`wait_outcome`], and for a message still queued at the end, why its recipient has not been
+/// reached (`reason`), as far as this node can tell.
+pub async fn outcome(
+    rt: &RuntimeHandle,
+    events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>,
+    id: MessageId,
+    wait: Duration,
+) -> serde_json::Value {
+    let mut answer = wait_outcome(events, id, wait).await;
+    if answer["status"] == "queued" {
+        let reason = match rt.outbox().await {
+            Ok(list) => list
+                .into_iter()
+                .find(|e| e.id == id)
+                .and_then(|e| e.last_error),
+            Err(_) => None,
+        };
+        answer["reason"] = reason
+            .unwrap_or_else(|| "no connection attempt has finished yet".into())
+            .into();
+    }
+    answer
+}
+
+/// An outbox entry as JSON (`hermes outbox --json` prints these).
+pub fn outbox_entry_json(e: &crate::messages::OutboxEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id.to_hex(), "to": e.to, "netuid": e.netuid, "size": e.len,
+        "created_at": e.created_at, "expires_at": e.expires_at, "last_error": e.last_error,
+    })
 }
 
 fn message_stats_json(s: &crate::messages::MessageStats) -> serde_json::Value {
@@ -147,10 +187,9 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             Err(e) => error(e),
         },
         "outbox" => match rt.outbox().await {
-            Ok(list) => serde_json::json!({ "outbox": list.iter().map(|e| serde_json::json!({
-                "id": e.id.to_hex(), "to": e.to, "netuid": e.netuid, "len": e.len,
-                "created_at": e.created_at, "expires_at": e.expires_at,
-            })).collect::<Vec<_>>() }),
+            Ok(list) => {
+                serde_json::json!({ "outbox": list.iter().map(outbox_entry_json).collect::<Vec<_>>() })
+            }
             Err(e) => error(e),
         },
         "id" => match (rt.identity().await, rt.listen_addrs().await) {
@@ -218,7 +257,7 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                         };
                         match rt.send_with(&to, netuid, payload, opts).await {
                             Ok(id) => {
-                                wait_outcome(&mut events, id, Duration::from_millis(wait_ms)).await
+                                outcome(&rt, &mut events, id, Duration::from_millis(wait_ms)).await
                             }
                             Err(e) => error(e),
                         }
@@ -226,25 +265,51 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                 }
             }
         }
-        Request::Stream { to, netuid } => match rt.open_stream(&to, netuid).await {
+        Request::Cancel { id } => match parse_id(&id) {
             Err(e) => error(e),
-            Ok(mut writer) => {
-                write_line(&mut w, &serde_json::json!({ "ready": true })).await?;
-                match copy(&mut r, &mut writer).await {
-                    Err(e) => error(format!("reading the data: {e}")),
-                    Ok(_) => match writer.finish().await {
-                        Ok(rep) => serde_json::json!({
-                            "bytes": rep.bytes,
-                            "elapsed_ms": rep.elapsed.as_millis() as u64,
-                        }),
-                        Err(e) => error(e),
-                    },
+            Ok(id) => match rt.cancel(id).await {
+                Ok(e) => outbox_entry_json(&e),
+                Err(e) => error(e),
+            },
+        },
+        Request::Stream { to, netuid, name } => {
+            match rt.open_stream_named(&to, netuid, name.as_deref()).await {
+                Err(e) => error(e),
+                Ok(mut writer) => {
+                    write_line(&mut w, &serde_json::json!({ "ready": true })).await?;
+                    match copy(&mut r, &mut writer).await {
+                        Err(e) => error(format!("reading the data: {e}")),
+                        Ok(_) => match writer.finish().await {
+                            Ok(rep) => serde_json::json!({
+                                "bytes": rep.bytes,
+                                "elapsed_ms": rep.elapsed.as_millis() as u64,
+                            }),
+                            Err(e) => error(e),
+                        },
+                    }
                 }
             }
-        },
+        }
     };
     write_line(&mut w, &reply).await?;
     w.shutdown().await
+}
+
+/// Parses a message id as printed by `send` and `outbox` (32 hex digits).
+///
+/// # Errors
+/// [`Error::Invalid`] naming what is wrong.
+pub fn parse_id(s: &str) -> Result<MessageId, Error> {
+    MessageId::from_hex(s).map_err(Error::Invalid)
+}
+
+/// Has a running node drop a queued message; answers with the dropped entry.
+///
+/// # Errors
+/// [`Error::Network`] with the node's reason.
+pub async fn cancel(path: &Path, id: MessageId) -> Result<serde_json::Value, Error> {
+    let req = serde_json::json!({ "cmd": "cancel", "id": id.to_hex() });
+    request(path, &req.to_string()).await
 }
 
 /// Copies `r` into a stream writer until end of input.
@@ -337,8 +402,9 @@ pub async fn send(
     read_answer(&mut BufReader::new(r)).await
 }
 
-/// Has a running node stream everything `data` yields to `to`; `progress` is called with the
-/// bytes handed over so far. Answers with the confirmed byte count.
+/// Has a running node stream everything `data` yields to `to`, named `name` if given;
+/// `progress` is called with the bytes handed over so far. Answers with the confirmed byte
+/// count.
 ///
 /// # Errors
 /// [`Error::Network`] with the node's reason.
@@ -346,13 +412,14 @@ pub async fn stream<R: AsyncRead + Unpin>(
     path: &Path,
     to: &str,
     netuid: u16,
+    name: Option<&str>,
     data: &mut R,
     mut progress: impl FnMut(u64),
 ) -> Result<serde_json::Value, Error> {
     let s = connect(path).await?;
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);
-    let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid });
+    let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid, "name": name });
     w.write_all(format!("{req}\n").as_bytes())
         .await
         .map_err(bad)?;

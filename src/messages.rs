@@ -96,4 +96,8 @@ pub struct OutboxEntry {
     pub created_at: u64,
     /// When it expires (unix seconds).
     pub expires_at: u64,
+    /// Why the last attempt to reach the recipient failed (unknown address, our connection
+    /// refused, recipient offline…), if one did; `None` before the first attempt ends and once
+    /// a connection is made.
+    pub last_error: Option<String>,
 }

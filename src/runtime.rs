@@ -36,6 +36,19 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// The public view of an outbox entry.
+fn entry(m: hermes_proto::outbox::Meta, last_error: Option<String>, prefix: u16) -> OutboxEntry {
+    OutboxEntry {
+        id: m.id,
+        to: m.to.to_ss58(prefix),
+        netuid: m.netuid,
+        len: m.len,
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+        last_error,
+    }
+}
+
 /// Configures and starts a [`Runtime`].
 #[derive(Debug)]
 pub struct RuntimeBuilder {
@@ -767,15 +780,22 @@ impl RuntimeHandle {
         Ok(Self::ask(&sp.actor, stream::GetOutbox)
             .await?
             .into_iter()
-            .map(|m| OutboxEntry {
-                id: m.id,
-                to: m.to.to_ss58(prefix),
-                netuid: m.netuid,
-                len: m.len,
-                created_at: m.created_at,
-                expires_at: m.expires_at,
-            })
+            .map(|w| entry(w.meta, w.last_error, prefix))
             .collect())
+    }
+
+    /// Drops message `id` from the outbox: it is not sent, or retried, any more. Returns what
+    /// was dropped. A message being written to its recipient at this moment may already have
+    /// arrived and cannot be called back.
+    ///
+    /// # Errors
+    /// [`Error::Stream`] with [`StreamError::NotInOutbox`](crate::StreamError::NotInOutbox) when
+    /// no such message waits (delivered, refused, expired, cancelled, or never sent from here),
+    /// or [`StreamError::Invalid`](crate::StreamError::Invalid) while it is in flight.
+    pub async fn cancel(&self, id: MessageId) -> Result<OutboxEntry, Error> {
+        let sp = self.stream_parts()?;
+        let meta = Self::ask(&sp.actor, stream::CancelMessage(id)).await??;
+        Ok(entry(meta, None, sp.ss58_prefix))
     }
 
     /// Opens an end-to-end encrypted stream to the node of `to` on `netuid`. Write to it (it
@@ -791,7 +811,27 @@ impl RuntimeHandle {
             .await
     }
 
-    /// [`RuntimeHandle::open_stream`] with options (chunk size, or no end-to-end encryption).
+    /// [`RuntimeHandle::open_stream`] with a name for the stream (e.g. the file's name, at most
+    /// 255 bytes), sealed end to end with the data; the recipient sees it sanitized as
+    /// [`IncomingStream::name`](crate::IncomingStream::name).
+    ///
+    /// # Errors
+    /// As [`RuntimeHandle::open_stream`]; [`Error::Stream`] with `Invalid` for an empty or
+    /// over-long name.
+    pub async fn open_stream_named(
+        &self,
+        to: &str,
+        netuid: u16,
+        name: Option<&str>,
+    ) -> Result<StreamWriter, Error> {
+        let chunk = self.stream_parts()?.chunk_size;
+        let mut opts = StreamOptions::new(chunk);
+        opts.name = name.map(str::to_string);
+        self.open_stream_with(to, netuid, opts).await
+    }
+
+    /// [`RuntimeHandle::open_stream`] with options (chunk size, name, or no end-to-end
+    /// encryption).
     ///
     /// # Errors
     /// As [`RuntimeHandle::open_stream`].

@@ -495,24 +495,31 @@ fn send_stream_and_listen_as_a_user_would() {
         )
     );
 
-    // A stream from a file and one from stdin, each saved whole under its id.
+    // A stream from a file, saved whole under the file's name; the sender's confirmation comes
+    // only once the file is in place, so it is there the moment `stream` exits. A second copy
+    // does not overwrite the first.
     let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i * 7 + 3) as u8).collect();
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, &data).unwrap();
-    let o = run(hermes(&[
-        "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--file",
-    ])
-    .arg(&file));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains(&format!("sent {} bytes", data.len())),
-        "{}",
-        stdout(&o)
-    );
-    let s = next_json("stream");
-    assert_eq!(s["bytes"].as_u64(), Some(data.len() as u64));
-    let saved_file = saved.join(format!("{}.bin", s["id"].as_str().unwrap()));
-    assert!(std::fs::read(&saved_file).unwrap() == data);
+    for copy in ["payload.bin", "payload-1.bin"] {
+        let o = run(hermes(&[
+            "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--file",
+        ])
+        .arg(&file));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("sent {} bytes", data.len())),
+            "{}",
+            stdout(&o)
+        );
+        assert!(std::fs::read(saved.join(copy)).unwrap() == data, "{copy}");
+        let s = next_json("stream");
+        assert_eq!(s["bytes"].as_u64(), Some(data.len() as u64));
+        assert_eq!(s["name"].as_str(), Some("payload.bin"));
+        let path = saved.join(copy);
+        assert_eq!(s["path"].as_str(), Some(path.to_str().unwrap()));
+    }
+    // One from stdin has no name: it is saved under its id.
     let o = run(hermes(&[
         "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7",
     ])
@@ -522,6 +529,7 @@ fn send_stream_and_listen_as_a_user_would() {
     assert!(
         std::fs::read(saved.join(format!("{}.bin", s["id"].as_str().unwrap()))).unwrap() == data
     );
+    assert!(s["name"].is_null(), "{s}");
 
     // Through the sender's own running node (its control socket).
     let mut n2 = hermes(&["run", "--config", &cfgs[1]])
@@ -536,7 +544,7 @@ fn send_stream_and_listen_as_a_user_would() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let m = next_json("message via the control socket");
     assert_eq!(m["hex"].as_str(), Some("0x00ff10"));
-    // The listener's node counts what it took in: two messages, two streams, nothing refused.
+    // The listener's node counts what it took in: two messages, three streams, nothing refused.
     let o = run(&mut hermes(&["stats", "--config", &cfgs[0]]));
     assert!(o.status.success(), "{}", stderr(&o));
     let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -546,7 +554,7 @@ fn send_stream_and_listen_as_a_user_would() {
             st["messages"]["streams_in"].as_u64(),
             st["messages"]["rejected"].as_object().map(|r| r.len()),
         ),
-        (Some(2), Some(2), Some(0)),
+        (Some(2), Some(3), Some(0)),
         "{st}"
     );
     assert!(Command::new("kill")
@@ -593,4 +601,83 @@ fn send_stream_and_listen_as_a_user_would() {
         .unwrap()
         .success());
     assert!(listener.wait().unwrap().success());
+}
+
+/// A message to an address nobody registered: `send` says why it is still queued, `outbox`
+/// lists it with that reason, `outbox cancel` drops it; a stream there fails in words.
+#[test]
+fn unreachable_recipients_are_explained_and_queued_messages_cancelled() {
+    use std::process::Stdio;
+    // The development key `//Alice`: valid, and registered nowhere here.
+    const NOBODY: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = init(&dir.path().join("n1"));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
+    v["chain"] = serde_json::json!({"kind": "dev", "path": dir.path().join("chain")});
+    v["messages"] = serde_json::json!({"connect_timeout": "1s"});
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let mut node = hermes(&["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = id_json_live(&cfg);
+
+    let o = run(&mut hermes(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        NOBODY,
+        "--netuid",
+        "7",
+        "--message",
+        "hi",
+        "--wait",
+        "5s",
+    ]));
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("queued "), "{out}");
+    assert!(out.contains("unknown address"), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+
+    let o = run(&mut hermes(&["outbox", "--config", &cfg]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&id) && out.contains(NOBODY), "{out}");
+    assert!(out.contains("last attempt: unknown address"), "{out}");
+    let o = run(&mut hermes(&["outbox", "--config", &cfg, "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(list["outbox"][0]["id"].as_str(), Some(id.as_str()));
+    assert_eq!(list["outbox"][0]["size"].as_u64(), Some(2));
+    assert_eq!(list["outbox"][0]["netuid"].as_u64(), Some(7));
+
+    let o = run(&mut hermes(&["outbox", "cancel", &id, "--config", &cfg]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("cancelled {id}")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&mut hermes(&["outbox", "--config", &cfg]));
+    assert!(stdout(&o).contains("the outbox is empty"), "{}", stdout(&o));
+    let o = run(&mut hermes(&["outbox", "cancel", &id, "--config", &cfg]));
+    assert_clean_failure(&o, "no message");
+    let o = run(&mut hermes(&["outbox", "cancel", "12ab", "--config", &cfg]));
+    assert_clean_failure(&o, "32 hex digits");
+
+    let o = run(
+        hermes(&["stream", "--config", &cfg, "--to", NOBODY, "--netuid", "7"]).stdin(Stdio::null()),
+    );
+    assert_clean_failure(&o, "unknown address");
+    assert!(!stderr(&o).contains("NotFound"), "{}", stderr(&o));
+
+    assert!(Command::new("kill")
+        .args(["-INT", &node.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(node.wait().unwrap().success());
 }

@@ -283,6 +283,7 @@ async fn raw_stream(c: &Cluster) -> (libp2p::Stream, ChunkSealer) {
         header: Box::new(h),
         e2e: true,
         chunk_max: 4096,
+        name: None,
     };
     s.write_all(&open.encode()).await.unwrap();
     s.flush().await.unwrap();

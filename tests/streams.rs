@@ -156,8 +156,12 @@ async fn plaintext_streams_need_the_recipients_consent() {
     let opts = hermes::StreamOptions {
         e2e: false,
         chunk_size: 64 << 10,
+        name: None,
     };
-    let err = a.open_stream_with(&nb.ss58, 3, opts).await.unwrap_err();
+    let err = a
+        .open_stream_with(&nb.ss58, 3, opts.clone())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();

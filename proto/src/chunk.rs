@@ -326,6 +326,66 @@ impl PlainChunks {
     }
 }
 
+/// The key that seals a stream's name: `HMAC(stream key, "hermes/v1 stream name")`, distinct
+/// from every chunk key (chunk epochs derive theirs with another label), so the name's single
+/// nonce never meets a chunk's.
+fn name_key(secret: &SessionSecret) -> Result<LessSafeKey, ChunkError> {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
+    let mut derived = Zeroizing::new([0u8; 32]);
+    derived.copy_from_slice(hmac::sign(&k, b"hermes/v1 stream name").as_ref());
+    aead_key(&derived)
+}
+
+fn name_aad(stream_id: &Id128) -> [u8; ID_LEN + 4] {
+    let mut a = [0u8; ID_LEN + 4];
+    a[..ID_LEN].copy_from_slice(&stream_id.0);
+    a[ID_LEN..].copy_from_slice(b"hnam");
+    a
+}
+
+/// Seals the name a stream carries in its `Open` frame, end to end like its chunks: only the
+/// recipient's prekey opens it, and it is bound to the stream id. Returns ciphertext ‖ tag.
+///
+/// # Errors
+/// [`ChunkError::Malformed`] only if the AEAD refuses (never expected).
+pub fn seal_name(
+    stream_id: &Id128,
+    secret: &SessionSecret,
+    name: &[u8],
+) -> Result<Vec<u8>, ChunkError> {
+    let key = name_key(secret)?;
+    let mut out = name.to_vec();
+    // One name per key, so the all-zero nonce is used exactly once.
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key([0u8; 12]),
+        Aad::from(name_aad(stream_id)),
+        &mut out,
+    )
+    .map_err(|_| ChunkError::Malformed)?;
+    Ok(out)
+}
+
+/// Opens a name sealed by [`seal_name`].
+///
+/// # Errors
+/// [`ChunkError::BadChunk`] when it does not authenticate for this stream.
+pub fn open_name(
+    stream_id: &Id128,
+    secret: &SessionSecret,
+    sealed: &[u8],
+) -> Result<Vec<u8>, ChunkError> {
+    let key = name_key(secret)?;
+    let mut buf = sealed.to_vec();
+    let plain = key
+        .open_in_place(
+            Nonce::assume_unique_for_key([0u8; 12]),
+            Aad::from(name_aad(stream_id)),
+            &mut buf,
+        )
+        .map_err(|_| ChunkError::BadChunk)?;
+    Ok(plain.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,5 +537,25 @@ mod tests {
             b[i] ^= 1 << bit;
             prop_assert_eq!(o.open(flags, &mut b), Err(ChunkError::BadChunk));
         }
+    }
+
+    #[test]
+    fn names_open_only_for_their_stream_and_any_flipped_bit_fails() {
+        let secret = SessionSecret::from_bytes([7; 32]);
+        let id = Id128([3; 16]);
+        let sealed = seal_name(&id, &secret, b"weights.bin").unwrap();
+        assert_eq!(sealed.len(), 11 + TAG_LEN);
+        assert_eq!(open_name(&id, &secret, &sealed).unwrap(), b"weights.bin");
+        for bit in 0..sealed.len() * 8 {
+            let mut bad = sealed.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(open_name(&id, &secret, &bad), Err(ChunkError::BadChunk));
+        }
+        assert!(open_name(&Id128([4; 16]), &secret, &sealed).is_err());
+        assert!(open_name(&id, &SessionSecret::from_bytes([8; 32]), &sealed).is_err());
+        // The name key is not the first chunk key: a name does not open as chunk 0.
+        let mut o = ChunkOpener::new(id, &secret).unwrap();
+        let mut body = sealed.clone();
+        assert!(o.open(FLAG_FINAL, &mut body).is_err());
     }
 }

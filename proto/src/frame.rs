@@ -32,8 +32,15 @@
 //! chunk frames ([`crate::chunk`]); once the final chunk authenticates the receiver writes `Done`
 //! with the byte count, so the sender knows the data arrived whole.
 //!
+//! An `Open` may carry a name (e.g. the file's), sealed with [`crate::chunk::seal_name`] when the
+//! stream is end-to-end encrypted. Unnamed, `Open` is byte for byte what it was before names
+//! existed, so unnamed streams interoperate with nodes that predate them; such a node refuses a
+//! named `Open` (unknown flag bit) rather than misread it. The decoder is strict: unknown flag
+//! bits, an empty or over-long name, and trailing bytes are all refused.
+//!
 //! ```text
-//! type 16 Open      header (220 bytes), u8 flags (bit 0: end-to-end encrypted), u32 chunk max
+//! type 16 Open      header (220 bytes), u8 flags (bit 0: end-to-end encrypted, bit 1: named),
+//!                   u32 chunk max, and when named: u16 len (1..=271), name (len bytes)
 //! type 17 Accept    (empty)
 //! type 18 Refuse    u8 code, u16 len, binding (len bytes, 0 = none)
 //! type 19 Done      u64 bytes received
@@ -41,7 +48,8 @@
 
 use crate::binding::MAX_ENCODED_LEN as MAX_BINDING_LEN;
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::envelope::{Id128, SessionHeader, SESSION_HEADER_LEN};
+use crate::envelope::{Id128, SessionHeader, SESSION_HEADER_LEN, TAG_LEN};
+use crate::filename::MAX_NAME_LEN;
 
 /// Version byte of every frame.
 pub const FRAME_VERSION: u8 = 1;
@@ -51,6 +59,12 @@ pub const LEN_PREFIX: usize = 4;
 pub const MAX_IDS: usize = 4096;
 /// Bytes of a `Msg` frame before its ciphertext (after the length prefix).
 pub const MSG_PREFIX_LEN: usize = 2 + 16 + 8;
+/// Longest name field of an `Open` frame: a name of [`MAX_NAME_LEN`] bytes and its AEAD tag.
+pub const MAX_OPEN_NAME: usize = MAX_NAME_LEN + TAG_LEN;
+/// `Open` flag: chunks are end-to-end encrypted.
+const OPEN_E2E: u8 = 1;
+/// `Open` flag: a name follows the chunk maximum.
+const OPEN_NAMED: u8 = 2;
 /// Upper bound on any control frame (everything but `Msg`).
 pub const MAX_CONTROL_FRAME: usize = 2 + 2 + MAX_IDS * 16;
 
@@ -196,6 +210,9 @@ pub enum StreamControl {
         e2e: bool,
         /// Largest chunk plaintext the sender will use.
         chunk_max: u32,
+        /// The stream's name as sent: sealed (see [`crate::chunk::seal_name`]) when `e2e`,
+        /// plain otherwise; 1..=[`MAX_OPEN_NAME`] bytes.
+        name: Option<Vec<u8>>,
     },
     /// The receiver accepts the stream.
     Accept,
@@ -473,11 +490,23 @@ impl StreamControl {
                 header,
                 e2e,
                 chunk_max,
+                name,
             } => {
-                let mut w = start(2 + SESSION_HEADER_LEN + 5, T_OPEN);
+                // A name the decoder would refuse is not sent (callers bound it first).
+                let name = name
+                    .as_deref()
+                    .filter(|n| (1..=MAX_OPEN_NAME).contains(&n.len()));
+                let mut flags = if *e2e { OPEN_E2E } else { 0 };
+                if name.is_some() {
+                    flags |= OPEN_NAMED;
+                }
+                let mut w = start(2 + SESSION_HEADER_LEN + 7 + MAX_OPEN_NAME, T_OPEN);
                 w.put(&header.encode())
-                    .u8(u8::from(*e2e))
+                    .u8(flags)
                     .put(&chunk_max.to_le_bytes());
+                if let Some(n) = name {
+                    w.bytes_u16(n);
+                }
                 finish(w)
             }
             StreamControl::Accept => finish(start(2, T_ACCEPT)),
@@ -506,14 +535,24 @@ impl StreamControl {
             T_OPEN => {
                 let header = Box::new(SessionHeader::read(&mut r)?);
                 let flags = r.u8()?;
-                if flags & !1 != 0 {
+                if flags & !(OPEN_E2E | OPEN_NAMED) != 0 {
                     return Err(DecodeError::invalid("open.flags", "unknown flag bits"));
                 }
                 let chunk_max = u32::from_le_bytes(r.array()?);
+                let name = if flags & OPEN_NAMED != 0 {
+                    let n = r.bytes_u16("open.name", MAX_OPEN_NAME)?;
+                    if n.is_empty() {
+                        return Err(DecodeError::invalid("open.name", "empty name"));
+                    }
+                    Some(n.to_vec())
+                } else {
+                    None
+                };
                 StreamControl::Open {
                     header,
-                    e2e: flags & 1 == 1,
+                    e2e: flags & OPEN_E2E != 0,
                     chunk_max,
+                    name,
                 }
             }
             T_ACCEPT => StreamControl::Accept,
@@ -586,9 +625,22 @@ mod tests {
         let (h, _) = session(SessionKind::Stream);
         vec![
             StreamControl::Open {
-                header: Box::new(h),
+                header: Box::new(h.clone()),
                 e2e: true,
                 chunk_max: 1 << 16,
+                name: None,
+            },
+            StreamControl::Open {
+                header: Box::new(h.clone()),
+                e2e: true,
+                chunk_max: 1 << 16,
+                name: Some(vec![0xAB; MAX_OPEN_NAME]),
+            },
+            StreamControl::Open {
+                header: Box::new(h),
+                e2e: false,
+                chunk_max: 1024,
+                name: Some(b"x".to_vec()),
             },
             StreamControl::Accept,
             StreamControl::Refuse {
@@ -624,6 +676,69 @@ mod tests {
                 ));
             }
         }
+    }
+
+    #[test]
+    fn unnamed_open_keeps_its_old_layout_and_names_are_checked() {
+        let (h, _) = session(SessionKind::Stream);
+        let open = |name: Option<Vec<u8>>| StreamControl::Open {
+            header: Box::new(h.clone()),
+            e2e: true,
+            chunk_max: 4096,
+            name,
+        };
+        // The layout before names: header, flags = 1, chunk max.
+        let mut old = (2 + SESSION_HEADER_LEN as u32 + 5).to_le_bytes().to_vec();
+        old.extend_from_slice(&[FRAME_VERSION, T_OPEN]);
+        old.extend_from_slice(&h.encode());
+        old.push(1);
+        old.extend_from_slice(&4096u32.to_le_bytes());
+        assert_eq!(open(None).encode(), old);
+        assert_eq!(StreamControl::decode(&old).unwrap(), open(None));
+        // Named: flag bit 1, then the length-prefixed name.
+        let named = open(Some(b"a.bin".to_vec())).encode();
+        assert_eq!(named[4 + 2 + SESSION_HEADER_LEN], OPEN_E2E | OPEN_NAMED);
+        // A named flag with an empty name, an over-long name, unknown flags, trailing bytes.
+        let flag_at = 4 + 2 + SESSION_HEADER_LEN;
+        let mut empty = old.clone();
+        empty[flag_at] |= OPEN_NAMED;
+        empty.extend_from_slice(&0u16.to_le_bytes());
+        empty[0] += 2;
+        assert!(matches!(
+            StreamControl::decode(&empty),
+            Err(DecodeError::Invalid {
+                field: "open.name",
+                ..
+            })
+        ));
+        let mut long = old.clone();
+        long[flag_at] |= OPEN_NAMED;
+        long.extend_from_slice(&u16::try_from(MAX_OPEN_NAME + 1).unwrap().to_le_bytes());
+        long.extend_from_slice(&[b'a'; MAX_OPEN_NAME + 1]);
+        let len = u32::try_from(long.len() - 4).unwrap();
+        long[..4].copy_from_slice(&len.to_le_bytes());
+        assert!(matches!(
+            StreamControl::decode(&long),
+            Err(DecodeError::Invalid {
+                field: "open.name",
+                ..
+            })
+        ));
+        let mut flags = old.clone();
+        flags[flag_at] |= 4;
+        assert!(matches!(
+            StreamControl::decode(&flags),
+            Err(DecodeError::Invalid {
+                field: "open.flags",
+                ..
+            })
+        ));
+        let mut trailing = named.clone();
+        trailing.push(0);
+        trailing[0] += 1;
+        assert!(StreamControl::decode(&trailing).is_err());
+        // An unsendable name is left out rather than sent malformed.
+        assert_eq!(open(Some(Vec::new())).encode(), old);
     }
 
     #[test]
@@ -714,6 +829,18 @@ mod tests {
             let _ = MsgFrame::decode_body(bytes.clone());
             let _ = StreamControl::decode(&bytes);
             let _ = StreamControl::decode_body(&bytes);
+        }
+
+        #[test]
+        fn open_frames_round_trip(
+            name in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..=MAX_OPEN_NAME)),
+            e2e in any::<bool>(),
+            chunk_max in any::<u32>(),
+        ) {
+            let (h, _) = session(SessionKind::Stream);
+            let f = StreamControl::Open { header: Box::new(h), e2e, chunk_max, name };
+            let bytes = f.encode();
+            prop_assert_eq!(StreamControl::decode(&bytes).unwrap(), f);
         }
 
         #[test]

@@ -10,6 +10,7 @@
 //! - [`firewall`]: the admission policy and the address limiters, as pure decisions.
 //! - [`envelope`]: end-to-end sessions: signed HPKE session headers and the message ratchet.
 //! - [`chunk`]: stream chunks sealed with the STREAM construction.
+//! - [`filename`]: names carried with streams, sanitized for the receiver's file system.
 //! - [`frame`]: wire frames of `/hermes/msg/1` and of the stream protocol's control exchange.
 //! - [`prekey`]: the rotating prekey ring and its fixed-slot file format.
 //! - [`outbox`]: the durable outbox (queues, retries with backoff, expiry) over a store trait.
@@ -30,6 +31,7 @@ pub mod chain;
 pub mod chunk;
 pub mod codec;
 pub mod envelope;
+pub mod filename;
 pub mod firewall;
 pub mod frame;
 pub mod hotkey;

@@ -591,6 +591,28 @@ impl<S: OutboxStore> Outbox<S> {
         std::mem::take(&mut self.unflushed)
     }
 
+    /// Drops `id` if it is queued: it will not be sent again. A message in flight (written to
+    /// a link, not yet acknowledged) may already have reached its recipient, so it is left alone.
+    ///
+    /// # Errors
+    /// [`OutboxError::Store`].
+    pub fn cancel(&mut self, id: &Id128) -> Result<Cancelled, OutboxError> {
+        let Some((to, seq, _)) = self.by_id.get(id).copied() else {
+            return Ok(Cancelled::Unknown);
+        };
+        if self
+            .dests
+            .get(&to)
+            .is_some_and(|d| d.in_flight.contains_key(&seq))
+        {
+            return Ok(Cancelled::InFlight);
+        }
+        Ok(match self.remove_one(id)? {
+            Some(m) => Cancelled::Dropped(m),
+            None => Cancelled::Unknown,
+        })
+    }
+
     /// Every held message's metadata, by recipient then sequence.
     pub fn pending(&self) -> Vec<Meta> {
         let mut v: Vec<Meta> = self
@@ -601,6 +623,17 @@ impl<S: OutboxStore> Outbox<S> {
         v.sort_by_key(|m| (m.to, m.seq));
         v
     }
+}
+
+/// What [`Outbox::cancel`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The message was queued and is deleted.
+    Dropped(Meta),
+    /// The message is in flight and was kept.
+    InFlight,
+    /// No such message is held.
+    Unknown,
 }
 
 /// An in-memory [`OutboxStore`] for tests and simulations.
@@ -687,6 +720,28 @@ mod tests {
         assert_eq!(again[0].meta.id, b.id);
         assert_eq!(again[0].payload, b"bb");
         assert_eq!(again[0].meta.netuid, 3);
+    }
+
+    #[test]
+    fn cancel_drops_queued_messages_only() {
+        let mut rng = TestRng(5);
+        let mut o = outbox();
+        let a = o.enqueue(BOB, 3, b"a", 100, 60, &mut rng).unwrap();
+        let b = o.enqueue(BOB, 3, b"bb", 100, 60, &mut rng).unwrap();
+        o.link_up(&BOB);
+        // `a` is in flight: it may already have arrived, so it stays.
+        assert_eq!(o.take(&BOB, 1, 1 << 20, 100).unwrap()[0].meta.id, a.id);
+        assert_eq!(o.cancel(&a.id).unwrap(), Cancelled::InFlight);
+        match o.cancel(&b.id).unwrap() {
+            Cancelled::Dropped(m) => assert_eq!((m.id, m.len), (b.id, 2)),
+            other => panic!("expected Dropped, got {other:?}"),
+        }
+        assert_eq!(o.cancel(&b.id).unwrap(), Cancelled::Unknown);
+        assert_eq!((o.len(), o.bytes()), (1, 1));
+        // The deletion is durable: a restart does not bring `b` back.
+        let (o, _) = Outbox::load(o.into_store(), OutboxLimits::default()).unwrap();
+        let ids: Vec<Id128> = o.pending().iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![a.id]);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! machines the runtime uses (outbox, link sender and receiver, seen-set, prekey ring) with real
 //! cryptography. Random interleavings of sends, partial deliveries, link failures, restarts of
 //! either node (volatile state lost, stores kept), prekey rotations and erasures, clock jumps and
-//! replayed frames must never deliver a message twice, and once the link is left up every message
-//! is delivered or expired.
+//! replayed frames must never deliver a message twice, a cancelled message is never delivered after
+//! its cancellation, and once the link is left up every message is delivered, expired or cancelled.
 
 use hermes_proto::envelope::{
     seal_session, Id128, SessionKind, SessionRequest, MAX_CLOCK_SKEW_SECS,
@@ -15,13 +15,13 @@ use hermes_proto::msglink::{
     accept_message, release_frames, Accepted, LinkReceiver, LinkSender, ReceiverStep, Refusal,
     SenderEvent, SessionLimits,
 };
-use hermes_proto::outbox::{MemOutboxStore, Outbox, OutboxLimits};
+use hermes_proto::outbox::{Cancelled, MemOutboxStore, Outbox, OutboxLimits};
 use hermes_proto::prekey::PrekeyRing;
 use hermes_proto::reason::RejectReason;
 use hpke::rand_core::{Infallible, TryCryptoRng, TryRng};
 use proptest::prelude::*;
 use sp_core::{sr25519, Pair as _};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const WINDOW: u64 = 600;
 const MAX_FRAME: usize = 1 << 20;
@@ -52,7 +52,9 @@ impl TryCryptoRng for SimRng {}
 
 #[derive(Debug, Clone)]
 enum Op {
-    Send { ttl: u16 },
+    Send {
+        ttl: u16,
+    },
     Connect,
     Disconnect,
     SenderWrite(u8),
@@ -64,6 +66,8 @@ enum Op {
     EraseRetired,
     Tick(u16),
     Replay(u8),
+    /// The sender's user cancels the `n`-th held message (only a queued one goes).
+    Cancel(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,6 +84,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::EraseRetired),
         2 => (1u16..200).prop_map(Op::Tick),
         1 => any::<u8>().prop_map(Op::Replay),
+        1 => any::<u8>().prop_map(Op::Cancel),
     ]
 }
 
@@ -104,6 +109,8 @@ struct Sim {
     delivered: Vec<Id128>,
     sent: BTreeSet<Id128>,
     expired: BTreeSet<Id128>,
+    /// Cancelled messages, with how many deliveries had happened when each was cancelled.
+    cancelled: BTreeMap<Id128, usize>,
     captured: Vec<Vec<u8>>,
     refusals: Vec<RejectReason>,
 }
@@ -142,6 +149,7 @@ impl Sim {
             delivered: Vec::new(),
             sent: BTreeSet::new(),
             expired: BTreeSet::new(),
+            cancelled: BTreeMap::new(),
             captured: Vec::new(),
             refusals: Vec::new(),
         }
@@ -208,6 +216,16 @@ impl Sim {
                 let gone = self.outbox().expire(now).unwrap();
                 self.expired.extend(gone.iter().map(|m| m.id));
                 self.dedup().sweep(now).unwrap();
+            }
+            Op::Cancel(i) => {
+                let pending = self.outbox().pending();
+                if !pending.is_empty() {
+                    let id = pending[usize::from(*i) % pending.len()].id;
+                    if let Cancelled::Dropped(m) = self.outbox().cancel(&id).unwrap() {
+                        let at = self.delivered.len();
+                        self.cancelled.insert(m.id, at);
+                    }
+                }
             }
             Op::Replay(i) => {
                 if !self.captured.is_empty() {
@@ -436,6 +454,11 @@ impl Sim {
             "a message was delivered twice"
         );
         assert!(self.delivered.iter().all(|d| self.sent.contains(d)));
+        for (i, d) in self.delivered.iter().enumerate() {
+            if let Some(&at) = self.cancelled.get(d) {
+                assert!(i < at, "message {d} delivered after it was cancelled");
+            }
+        }
     }
 }
 
@@ -454,8 +477,8 @@ proptest! {
         let delivered: BTreeSet<Id128> = sim.delivered.iter().copied().collect();
         for id in &sim.sent {
             prop_assert!(
-                delivered.contains(id) || sim.expired.contains(id),
-                "message {id} neither delivered nor expired; ops {ops:?}"
+                delivered.contains(id) || sim.expired.contains(id) || sim.cancelled.contains_key(id),
+                "message {id} neither delivered, expired nor cancelled; ops {ops:?}"
             );
         }
     }

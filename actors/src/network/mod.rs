@@ -21,6 +21,9 @@
 //!    verified peer over `/hermes/identity/1` so they seal new sessions to the new prekey.
 //! 6. The data plane (`/hermes/msg/1`, `/hermes/stream/1`) uses raw substreams
 //!    ([`substream`]) opened and accepted outside this task's event loop.
+//! 7. When a peer cannot be reached (no connection, closed by the remote before it admitted us,
+//!    or refused here), the last [`ReachFailure`] is kept until it is verified, so the stream
+//!    layer can tell the user why (`Command::WhyUnreachable`).
 //!
 //! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
 //! find another by wallet address alone; inbound DHT writes to such keys are verified first.
@@ -30,6 +33,7 @@ pub mod filter;
 pub mod gate;
 pub mod identity_proto;
 pub mod kad_store;
+pub mod listen;
 pub mod quic;
 pub mod substream;
 
@@ -180,9 +184,53 @@ pub enum Command {
     Connected(oneshot::Sender<Vec<PeerId>>),
     /// Make sure a connection to the node of `hotkey` is being established: answers with its
     /// peer id once a dial is under way (or at once when already connected). The caller then
-    /// waits for the peer to appear in the directory.
+    /// waits for the peer to appear in the directory. The error text names the cause in words
+    /// for a user (e.g. an unknown address).
     Connect(Hotkey, oneshot::Sender<Result<PeerId, String>>),
+    /// Why the last attempt to reach the node of this hotkey failed, if one did and nothing
+    /// succeeded since. Its peer id is the one given, else the one the chain registered.
+    WhyUnreachable(
+        Hotkey,
+        Option<PeerId>,
+        oneshot::Sender<Option<ReachFailure>>,
+    ),
 }
+
+/// Why a peer this node tried to reach is not (yet) a verified connection, as far as this node
+/// can tell. A remote's refusal is reported without its reason: a node never tells a peer which
+/// of its checks failed, and this one does not guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReachFailure {
+    /// No connection could be made (the detail is the transport's reason).
+    Offline(String),
+    /// A connection was made, then the remote closed it before admitting this node.
+    RefusedByRemote,
+    /// This node's own firewall refused the remote (the reason is this node's own).
+    RefusedHere(DenyReason),
+}
+
+impl std::fmt::Display for ReachFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReachFailure::Offline(d) => {
+                write!(f, "recipient offline: no connection could be made ({d})")
+            }
+            ReachFailure::RefusedByRemote => f.write_str(
+                "our connection is refused: the recipient's node closed it without admitting \
+                 this node (its operator can tell why: registration, stake, subnets or ACL)",
+            ),
+            ReachFailure::RefusedHere(r) => write!(
+                f,
+                "this node's own firewall refuses the recipient ({r}); see `hermes stats`"
+            ),
+        }
+    }
+}
+
+/// Most peers whose last failure is remembered; the table is cleared when it is full (the
+/// entries only improve error messages, so losing them is harmless).
+const MAX_REACH_FAILURES: usize = 4096;
 
 /// Handle to the network task.
 #[derive(Debug, Clone)]
@@ -336,9 +384,11 @@ pub fn start(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     for addr in &cfg.listen {
+        listen::check_tcp_free(addr)
+            .map_err(|e| NetError(format!("cannot listen on {addr}: {e}")))?;
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NetError(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| NetError(format!("cannot listen on {addr}: {}", listen::describe(&e))))?;
     }
     for n in &cfg.netuids {
         swarm
@@ -367,6 +417,7 @@ pub fn start(
         pending_get: HashMap::new(),
         pending_put: HashMap::new(),
         pending_closest: HashMap::new(),
+        reach_failures: HashMap::new(),
         gossip,
         last_publish: None,
         guard,
@@ -381,19 +432,35 @@ enum Pending {
 }
 
 impl Pending {
-    /// Answers the waiting caller with an error.
-    fn fail(self, msg: String) {
+    /// Answers the waiting caller: nothing valid was found in the DHT (`why` says more when the
+    /// lookup did not simply come back empty).
+    fn not_found(self, why: Option<&str>) {
+        let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
         match self {
             Pending::Get(reply) => {
-                let _ = reply.send(Err(msg));
+                let _ = reply.send(Err(format!("no such record in the DHT{why}")));
             }
             Pending::Find(_, reply) => {
-                let _ = reply.send(Err(msg));
+                let _ = reply.send(Err(format!(
+                    "no node has published a binding for this address in the DHT{why}"
+                )));
             }
             Pending::Connect(_, reply) => {
-                let _ = reply.send(Err(msg));
+                let _ = reply.send(Err(format!("{UNKNOWN_ADDRESS}{why}")));
             }
         }
+    }
+}
+
+/// Why a destination cannot even be looked up.
+pub const UNKNOWN_ADDRESS: &str = "unknown address: it is not registered on this node's chain \
+     and no node has published a binding for it in the DHT";
+
+/// A DHT lookup failure in words (libp2p's `Debug` dumps the key bytes).
+fn get_error(e: &kad::GetRecordError) -> Option<&'static str> {
+    match e {
+        kad::GetRecordError::NotFound { .. } => None,
+        kad::GetRecordError::Timeout { .. } => Some("the DHT lookup timed out"),
     }
 }
 
@@ -405,6 +472,8 @@ struct Task {
     pending_get: HashMap<kad::QueryId, Pending>,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     pending_closest: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
+    /// The last reason each peer could not be reached (see [`ReachFailure`]).
+    reach_failures: HashMap<PeerId, ReachFailure>,
     gossip: broadcast::Sender<GossipMessage>,
     last_publish: Option<Instant>,
     guard: Arc<filter::AddressGuard>,
@@ -466,6 +535,7 @@ impl Task {
         };
         let ip = state.ip;
         self.cfg.counters.inc(reason);
+        self.note_failure(peer, ReachFailure::RefusedHere(reason));
         tracing::debug!(%peer, %reason, %detail, "peer refused");
         if let Some(ip) = ip {
             if matches!(
@@ -478,6 +548,14 @@ impl Task {
         }
         self.forget(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Remembers why `peer` could not be reached, for [`Command::WhyUnreachable`].
+    fn note_failure(&mut self, peer: PeerId, why: ReachFailure) {
+        if self.reach_failures.len() >= MAX_REACH_FAILURES {
+            self.reach_failures.clear();
+        }
+        self.reach_failures.insert(peer, why);
     }
 
     fn forget(&mut self, peer: &PeerId) {
@@ -537,6 +615,7 @@ impl Task {
                 };
                 state.verified = Some(info.clone());
                 self.cfg.directory.upsert(info);
+                self.reach_failures.remove(&peer);
                 if first {
                     self.swarm
                         .behaviour_mut()
@@ -669,7 +748,7 @@ impl Task {
                         self.pending_put.insert(id, reply);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(format!("{e:?}")));
+                        let _ = reply.send(Err(format!("cannot store the record: {e}")));
                     }
                 }
             }
@@ -719,6 +798,17 @@ impl Task {
                 }
             }
             Command::Connect(hotkey, reply) => self.connect(hotkey, reply),
+            Command::WhyUnreachable(hotkey, peer, reply) => {
+                let peer = peer.or_else(|| {
+                    self.cfg
+                        .policy
+                        .load()
+                        .registry
+                        .by_hotkey(&hotkey)
+                        .find_map(|e| e.peer_id.parse::<PeerId>().ok())
+                });
+                let _ = reply.send(peer.and_then(|p| self.reach_failures.get(&p).cloned()));
+            }
             Command::RoutingTable(reply) => {
                 let mut v = Vec::new();
                 for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
@@ -781,8 +871,21 @@ impl Task {
                 num_established: 0,
                 ..
             } => {
-                self.peers.remove(&peer_id);
+                // A connection this node dialled, closed before either side refused it here:
+                // the remote did not admit us. (A refusal by this node forgets the peer first.)
+                if let Some(state) = self.peers.remove(&peer_id) {
+                    if state.verified.is_none() && state.dialed_addr.is_some() && !state.foreign {
+                        self.note_failure(peer_id, ReachFailure::RefusedByRemote);
+                    }
+                }
                 self.cfg.directory.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if !self.swarm.is_connected(&peer) => {
+                self.note_failure(peer, ReachFailure::Offline(dial_error(&error)));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identity(ev)) => self.on_identity(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -979,12 +1082,12 @@ impl Task {
                 }
                 QueryResult::GetRecord(Err(e)) => {
                     if let Some(p) = self.pending_get.remove(&id) {
-                        p.fail(format!("not found in the DHT: {e:?}"));
+                        p.not_found(get_error(&e));
                     }
                 }
                 QueryResult::GetRecord(Ok(_)) if step.last => {
                     if let Some(p) = self.pending_get.remove(&id) {
-                        p.fail("not found in the DHT".to_string());
+                        p.not_found(None);
                     }
                 }
                 QueryResult::GetClosestPeers(r) if step.last || r.is_err() => {
@@ -1008,20 +1111,51 @@ impl Task {
                                 let _ = reply.send(r);
                             }
                             _ => {
-                                let _ = reply.send(Err(format!("no address known for {peer}")));
+                                // An earlier attempt (e.g. the bootstrap dial) may know more.
+                                let why = match self.reach_failures.get(&peer) {
+                                    Some(f) => f.to_string(),
+                                    None => format!(
+                                        "recipient offline: it is registered (peer {peer}) but \
+                                         no node we know has an address for it"
+                                    ),
+                                };
+                                let _ = reply.send(Err(why));
                             }
                         }
                     }
                 }
                 QueryResult::PutRecord(r) => {
                     if let Some(reply) = self.pending_put.remove(&id) {
-                        let _ = reply.send(r.map(|_| ()).map_err(|e| format!("{e:?}")));
+                        let _ = reply.send(r.map(|_| ()).map_err(|e| match e {
+                            kad::PutRecordError::QuorumFailed { .. } => {
+                                "no DHT node accepted the record".to_string()
+                            }
+                            kad::PutRecordError::Timeout { .. } => {
+                                "storing the record in the DHT timed out".to_string()
+                            }
+                        }));
                     }
                 }
                 _ => {}
             },
             _ => {}
         }
+    }
+}
+
+/// A failed dial in a few words: the first transport error's cause, not libp2p's list of every
+/// address with nested debug output.
+fn dial_error(e: &libp2p::swarm::DialError) -> String {
+    use libp2p::swarm::DialError;
+    match e {
+        DialError::Transport(errors) => errors
+            .first()
+            .map(|(addr, e)| format!("{addr}: {}", listen::describe(e)))
+            .unwrap_or_else(|| "no address could be dialled".into()),
+        DialError::NoAddresses => "no address known".into(),
+        DialError::Denied { .. } => "this node refused the connection".into(),
+        DialError::WrongPeerId { .. } => "another node answered at its address".into(),
+        other => other.to_string(),
     }
 }
 

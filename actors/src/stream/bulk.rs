@@ -4,7 +4,8 @@
 //! Opening, step by step:
 //! 1. The opener connects to the recipient if needed and opens a substream.
 //! 2. It has the IdentityActor seal a stream session to the recipient's prekey and writes `Open`
-//!    (the signed header, the E2E flag, its chunk size).
+//!    (the signed header, the E2E flag, its chunk size, and an optional name sealed with the
+//!    stream's key).
 //! 3. The recipient checks the header exactly as for message sessions (recipient, sender against
 //!    the connection's binding, signature, age, replay, subnet), opens it with its prekey, and
 //!    answers `Accept` once the application has room for another incoming stream, `Refuse`
@@ -16,6 +17,11 @@
 //!    stream's length.
 //! 5. Closing the writer seals the final chunk. When the reader has opened it and sees the end of
 //!    the substream, it writes `Done` with the byte count; [`StreamWriter::finish`] waits for it.
+//!    By default `Done` goes as soon as the application has read the end: the bytes arrived whole
+//!    and authentic and were handed over. An application that stores the data first calls
+//!    [`StreamReader::confirm_later`] and then [`StreamReader::confirm`] once it is stored, so
+//!    the sender's confirmation means "in place"; dropping the reader unconfirmed makes the
+//!    sender's `finish` fail.
 //!
 //! Both ends implement the `futures` and the `tokio` I/O traits.
 
@@ -31,12 +37,13 @@ use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use futures::{AsyncRead, AsyncWrite};
 use hermes_proto::chunk::{
-    encode_chunk_header, ChunkOpener, ChunkSealer, PlainChunks, CHUNK_HEADER_LEN, FLAG_FINAL,
-    MAX_CHUNK,
+    encode_chunk_header, open_name, seal_name, ChunkOpener, ChunkSealer, PlainChunks,
+    CHUNK_HEADER_LEN, FLAG_FINAL, MAX_CHUNK,
 };
 use hermes_proto::envelope::{
     SessionKind, SessionReject, SessionRequest, SessionSecret, MAX_CLOCK_SKEW_SECS, TAG_LEN,
 };
+use hermes_proto::filename::{sanitize, MAX_NAME_LEN};
 use hermes_proto::frame::{RefuseCode, StreamControl, MAX_CONTROL_FRAME};
 use hermes_proto::reason::RejectReason;
 use hermes_proto::{Hotkey, Id128};
@@ -52,22 +59,32 @@ use std::time::{Duration, Instant};
 pub const MIN_CHUNK: usize = 1024;
 
 /// How a stream is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamOptions {
     /// End-to-end encryption (default on). Off, only the transport encrypts the chunks; the
     /// recipient must allow that (`streams.allow_plaintext`).
     pub e2e: bool,
     /// Plaintext bytes per chunk.
     pub chunk_size: usize,
+    /// A name for the stream (e.g. the file's), at most [`MAX_NAME_LEN`] bytes; sealed like the
+    /// data when `e2e`. The recipient sees it sanitized ([`IncomingStream::name`]).
+    pub name: Option<String>,
 }
 
 impl StreamOptions {
-    /// End-to-end encrypted, with `chunk_size` chunks.
+    /// End-to-end encrypted, with `chunk_size` chunks, unnamed.
     pub fn new(chunk_size: usize) -> Self {
         StreamOptions {
             e2e: true,
             chunk_size,
+            name: None,
         }
+    }
+
+    /// The same options with a name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 }
 
@@ -86,6 +103,11 @@ pub struct IncomingStream {
     pub id: Id128,
     /// Whether the chunks are end-to-end encrypted.
     pub e2e: bool,
+    /// The name the sender gave the stream, made safe to use as a file name in a directory of
+    /// the receiver's choosing ([`hermes_proto::filename::sanitize`]): one path component, no
+    /// separators, no `..`, no leading dot, no control characters, bounded length. `None` when
+    /// the sender gave none (or nothing usable was left).
+    pub name: Option<String>,
     /// The data.
     pub reader: StreamReader,
 }
@@ -268,7 +290,8 @@ impl StreamWriter {
     }
 
     /// Closes the stream (sealing the final chunk) and waits until the recipient confirms that
-    /// every byte arrived and authenticated.
+    /// every byte arrived and authenticated and its application read them to the end (or, when
+    /// it chose [`StreamReader::confirm_later`], until it confirms it stored them).
     ///
     /// # Errors
     /// [`StreamError::Io`] when the stream broke, or the recipient closed without confirming or
@@ -348,6 +371,8 @@ enum ReadState {
 pub struct StreamReader {
     rx: mpsc::Receiver<Item>,
     confirm: Option<oneshot::Sender<u64>>,
+    /// The application confirms with [`StreamReader::confirm`] instead of at the end of reading.
+    confirm_later: bool,
     pool: Arc<Pool>,
     opener: Option<ChunkOpener>,
     plain: PlainChunks,
@@ -393,6 +418,7 @@ impl StreamReader {
         StreamReader {
             rx,
             confirm: Some(confirm_tx),
+            confirm_later: false,
             pool,
             opener,
             plain: PlainChunks::default(),
@@ -409,6 +435,34 @@ impl StreamReader {
     /// Verified bytes read so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Holds the confirmation back until [`StreamReader::confirm`]: for an application that
+    /// stores the data and wants the sender's [`StreamWriter::finish`] to mean "stored" rather
+    /// than "received and authentic". Call it before reading the end. If the reader is then
+    /// dropped unconfirmed, the sender's `finish` fails ("closed without confirming").
+    pub fn confirm_later(&mut self) {
+        self.confirm_later = true;
+    }
+
+    /// Sends the confirmation held back by [`StreamReader::confirm_later`] (with the verified
+    /// byte count); returns that count. Only once the stream has been read to its end.
+    ///
+    /// # Errors
+    /// [`StreamError::Invalid`] before the end was read, or when already confirmed.
+    pub fn confirm(&mut self) -> Result<u64, StreamError> {
+        if self.state != ReadState::Finished {
+            return Err(StreamError::Invalid(
+                "the stream has not been read to its end".into(),
+            ));
+        }
+        let c = self
+            .confirm
+            .take()
+            .ok_or_else(|| StreamError::Invalid("the stream was already confirmed".into()))?;
+        // Best effort: the sender learns of a lost confirmation as a failed `finish`.
+        let _ = c.send(self.bytes);
+        Ok(self.bytes)
     }
 
     /// The stream id.
@@ -489,9 +543,11 @@ impl StreamReader {
                         if !self.final_seen {
                             return Poll::Ready(Err(self.fail(RejectReason::StreamTruncated)));
                         }
-                        if let Some(c) = self.confirm.take() {
-                            // Best effort: the data verified here is complete either way.
-                            let _ = c.send(self.bytes);
+                        if !self.confirm_later {
+                            if let Some(c) = self.confirm.take() {
+                                // Best effort: the data verified here is complete either way.
+                                let _ = c.send(self.bytes);
+                            }
                         }
                         self.state = ReadState::Finished;
                     }
@@ -561,6 +617,14 @@ pub(crate) async fn open(
             "the recipient is this node's own hotkey".into(),
         ));
     }
+    if let Some(n) = &opts.name {
+        if n.is_empty() || n.len() > MAX_NAME_LEN {
+            return Err(StreamError::Invalid(format!(
+                "a stream name has 1..={MAX_NAME_LEN} bytes; this one has {}",
+                n.len()
+            )));
+        }
+    }
     let started = Instant::now();
     let peer = ensure_peer(shared, &to).await?;
     let mut s = shared
@@ -586,10 +650,19 @@ pub(crate) async fn open(
             .map_err(|e| StreamError::Refused(e.to_string()))?;
         let id = header.session_id;
         let chunk_max = u32::try_from(opts.chunk_size).unwrap_or(u32::MAX);
+        let name = match (&opts.name, opts.e2e) {
+            (None, _) => None,
+            (Some(n), true) => Some(
+                seal_name(&id, &secret, n.as_bytes())
+                    .map_err(|e| StreamError::Io(e.to_string()))?,
+            ),
+            (Some(n), false) => Some(n.as_bytes().to_vec()),
+        };
         let frame = StreamControl::Open {
             header: Box::new(header),
             e2e: opts.e2e,
             chunk_max,
+            name,
         }
         .encode();
         wire::write_flush(&mut s, &frame).await.map_err(io)?;
@@ -711,13 +784,25 @@ pub(crate) async fn accept(
             header,
             e2e,
             chunk_max,
+            name,
         }) = StreamControl::decode_body(&body)
         else {
             shared.counters.reject(RejectReason::Malformed);
             return;
         };
-        let secret = match check_open(&shared, &actor, &peer, &header, e2e, chunk_max).await {
-            Ok(secret) => secret,
+        let checked = match check_open(&shared, &actor, &peer, &header, e2e, chunk_max).await {
+            Ok(secret) => match name.as_deref().map(|n| match e2e {
+                true => open_name(&header.session_id, &secret, n),
+                false => Ok(n.to_vec()),
+            }) {
+                Some(Err(_)) => Err((RejectReason::BadChunk, RefuseCode::Refused, None)),
+                Some(Ok(n)) => Ok((secret, sanitize(&n))),
+                None => Ok((secret, None)),
+            },
+            Err(e) => Err(e),
+        };
+        let (secret, name) = match checked {
+            Ok(x) => x,
             Err((reason, code, binding)) => {
                 shared.counters.reject(reason);
                 let frame = StreamControl::Refuse { code, binding }.encode();
@@ -763,6 +848,7 @@ pub(crate) async fn accept(
             netuid: header.netuid,
             id,
             e2e,
+            name,
             reader: StreamReader::start(s, id, opener, chunk_max as usize, shared.counters.clone()),
         });
         return;

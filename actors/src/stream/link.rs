@@ -28,7 +28,7 @@ use super::{
 };
 use crate::identity::{OpenSession, SealSession};
 use crate::network::substream::{InboundSubstream, MSG_PROTOCOL};
-use crate::network::{Command, PeerInfo};
+use crate::network::{Command, PeerInfo, ReachFailure};
 use actix::Addr;
 use futures::io::{BufReader, BufWriter, ReadHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -74,6 +74,7 @@ pub(crate) async fn ensure_peer(
     }
     let name = to.to_ss58(shared.cfg.ss58_prefix);
     let deadline = std::time::Instant::now() + shared.cfg.connect_timeout;
+    let mut peer = None;
     loop {
         let (tx, rx) = oneshot::channel();
         shared
@@ -83,7 +84,10 @@ pub(crate) async fn ensure_peer(
             .await
             .map_err(|_| StreamError::Stopped)?;
         let dial_error = match rx.await {
-            Ok(Ok(_)) => None,
+            Ok(Ok(p)) => {
+                peer = Some(p);
+                None
+            }
             Ok(Err(e)) => Some(e),
             Err(_) => return Err(StreamError::Stopped),
         };
@@ -93,15 +97,35 @@ pub(crate) async fn ensure_peer(
             return Ok(p);
         }
         if std::time::Instant::now() >= deadline {
-            return Err(StreamError::Unreachable(match dial_error {
-                Some(e) => format!("{name}: {e}"),
-                None => format!(
-                    "{name}: no verified connection within {}",
+            // What the network saw last (e.g. the remote closing our connection) is fresher
+            // than the answer to the first connection request.
+            let why = match (why_unreachable(shared, to, peer).await, dial_error) {
+                (Some(f), _) => f.to_string(),
+                (None, Some(e)) => e,
+                (None, None) => format!(
+                    "recipient offline or not answering: no verified connection within {}",
                     humantime_secs(shared.cfg.connect_timeout)
                 ),
-            }));
+            };
+            return Err(StreamError::Unreachable(format!("{name}: {why}")));
         }
     }
+}
+
+/// What the network task last saw when trying to reach `to`.
+async fn why_unreachable(
+    shared: &Shared,
+    to: &Hotkey,
+    peer: Option<PeerId>,
+) -> Option<ReachFailure> {
+    let (tx, rx) = oneshot::channel();
+    shared
+        .deps
+        .net
+        .send(Command::WhyUnreachable(*to, peer, tx))
+        .await
+        .ok()?;
+    rx.await.ok().flatten()
 }
 
 fn humantime_secs(d: std::time::Duration) -> String {
@@ -133,7 +157,16 @@ pub(crate) async fn run_writer(
     let reason = writer(to, gen, &shared, &actor, &sessions, releases)
         .await
         .err()
-        .map(|e| e.to_string());
+        .map(|e| match e {
+            // The outbox lists the recipient beside the reason; do not repeat it.
+            StreamError::Unreachable(why) => {
+                let name = to.to_ss58(shared.cfg.ss58_prefix);
+                why.strip_prefix(&format!("{name}: "))
+                    .map(str::to_string)
+                    .unwrap_or(why)
+            }
+            other => other.to_string(),
+        });
     // Sent once per writer, so `do_send` cannot pile up.
     actor.do_send(WriterClosed {
         to,

@@ -9,7 +9,8 @@
 //!
 //! Accepts:
 //! - [`SendMessage`] → the message id, once the message is in the outbox
-//! - [`GetStats`] → [`MessageStats`]; [`GetOutbox`] → the messages waiting
+//! - [`GetStats`] → [`MessageStats`]; [`GetOutbox`] → the messages waiting, each with the last
+//!   reason its recipient could not be reached; [`CancelMessage`] → drops one queued message
 //! - from its link tasks: `Pull`, `WriterEvent`, `WriterClosed`, `NoteSession`, `MakeCurrent`,
 //!   `CloseSession`, `Accept`, `ReleaseIds`
 //!
@@ -40,7 +41,7 @@ use actix::prelude::*;
 use hermes_proto::envelope::MessageBody;
 use hermes_proto::inbox::Dedup;
 use hermes_proto::msglink::{accept_message, Accepted, Refusal, SenderEvent, SessionLimits};
-use hermes_proto::outbox::{Meta, Outbox, OutboxError, OutboxLimits, Outgoing};
+use hermes_proto::outbox::{Cancelled, Meta, Outbox, OutboxError, OutboxLimits, Outgoing};
 use hermes_proto::reason::RejectReason;
 use hermes_proto::{Hotkey, Id128};
 use libp2p::PeerId;
@@ -148,6 +149,10 @@ pub enum StreamError {
     /// An argument was invalid.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// No message with this id waits in the outbox (never sent from here, or already
+    /// delivered, refused, expired or cancelled).
+    #[error("no message {0} in the outbox (already delivered, refused, expired or cancelled?)")]
+    NotInOutbox(Id128),
     /// A transport or framing failure.
     #[error("stream I/O: {0}")]
     Io(String),
@@ -347,6 +352,9 @@ pub struct StreamActor {
     events: broadcast::Sender<DeliveryEvent>,
     inbound: Option<mpsc::Receiver<InboundSubstream>>,
     last_sweep: Instant,
+    /// Why the last writer to each destination with waiting messages ended, until one gets its
+    /// substream open. One entry per destination in the outbox at most (removed with it).
+    last_error: HashMap<Hotkey, String>,
 }
 
 impl std::fmt::Debug for StreamActor {
@@ -422,6 +430,7 @@ impl StreamActor {
                 events: events.clone(),
                 inbound: Some(inbound),
                 last_sweep: Instant::now(),
+                last_error: HashMap::new(),
             },
             StreamEnds {
                 inbox: inbox_rx,
@@ -818,15 +827,60 @@ impl Handler<GetStats> for StreamActor {
     }
 }
 
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// Its metadata.
+    pub meta: Meta,
+    /// Why the last attempt to reach its recipient failed, when one did (cleared once a
+    /// connection is made).
+    pub last_error: Option<String>,
+}
+
 /// The messages waiting in the outbox.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<Meta>")]
+#[rtype(result = "Vec<Waiting>")]
 pub struct GetOutbox;
 
 impl Handler<GetOutbox> for StreamActor {
     type Result = MessageResult<GetOutbox>;
     fn handle(&mut self, _: GetOutbox, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.outbox.pending())
+        MessageResult(
+            self.outbox
+                .pending()
+                .into_iter()
+                .map(|meta| Waiting {
+                    last_error: self.last_error.get(&meta.to).cloned(),
+                    meta,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Drops a queued message from the outbox (it is not sent, or retried, any more).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Meta, StreamError>")]
+pub struct CancelMessage(pub Id128);
+
+impl Handler<CancelMessage> for StreamActor {
+    type Result = Result<Meta, StreamError>;
+    fn handle(&mut self, m: CancelMessage, _: &mut Self::Context) -> Self::Result {
+        match self.outbox.cancel(&m.0)? {
+            Cancelled::Dropped(meta) => {
+                tracing::info!(id = %meta.id, "message cancelled");
+                if !self.outbox.has_queued(&meta.to) {
+                    self.last_error.remove(&meta.to);
+                }
+                self.unblock(&meta.to);
+                Ok(meta)
+            }
+            Cancelled::InFlight => Err(StreamError::Invalid(format!(
+                "message {} is being delivered right now and can no longer be called back",
+                m.0
+            ))),
+            Cancelled::Unknown => Err(StreamError::NotInOutbox(m.0)),
+        }
     }
 }
 
@@ -890,7 +944,11 @@ impl Handler<WriterClosed> for StreamActor {
         if let Some(reason) = m.reason {
             if self.outbox.has_queued(&m.to) {
                 tracing::debug!(to = %m.to.to_ss58(self.shared.cfg.ss58_prefix), %reason, "link down; will retry");
+                self.last_error.insert(m.to, reason);
             }
+        }
+        if !self.outbox.has_queued(&m.to) {
+            self.last_error.remove(&m.to);
         }
     }
 }
@@ -908,6 +966,7 @@ impl Handler<WriterReady> for StreamActor {
     fn handle(&mut self, m: WriterReady, _: &mut Self::Context) {
         if self.writers.get(&m.to).map(|w| w.0) == Some(m.gen) {
             self.connected.insert(m.to);
+            self.last_error.remove(&m.to);
         }
     }
 }

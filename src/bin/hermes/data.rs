@@ -63,7 +63,7 @@ fn check_to(to: &str) -> Result<()> {
 }
 
 /// Starts the node of `cfg` quietly for a one-off command.
-async fn one_off(mut cfg: Config) -> Result<hermes::RuntimeHandle> {
+pub(crate) async fn one_off(mut cfg: Config) -> Result<hermes::RuntimeHandle> {
     if std::env::var_os("RUST_LOG").is_none() {
         cfg.log.level = "warn".into();
     }
@@ -107,7 +107,7 @@ pub(crate) fn send(
             .send_with(to, netuid, payload.to_vec(), hermes::SendOptions { ttl })
             .await;
         let answer = match sent {
-            Ok(id) => control::wait_outcome(&mut events, id, wait).await,
+            Ok(id) => control::outcome(&rt, &mut events, id, wait).await,
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         rt.shutdown().await?;
@@ -138,8 +138,9 @@ pub(crate) fn send(
         }
         _ => {
             println!(
-                "queued {id} for {to}: not confirmed within {}; it stays in the outbox and is retried whenever this node runs, until its TTL ends",
-                humantime::format_duration(wait)
+                "queued {id} for {to}: not confirmed within {} ({}); it stays in the outbox and is retried whenever this node runs, until its TTL ends (`hermes outbox` lists it, `hermes outbox cancel {id}` drops it)",
+                humantime::format_duration(wait),
+                answer["reason"].as_str().unwrap_or("no reason known yet")
             );
             Ok(ExitCode::from(EXIT_QUEUED))
         }
@@ -218,17 +219,15 @@ fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
 }
 
 /// Reads an incoming stream to its end (saving it under `save_dir` if given) and reports it.
+/// A saved stream is confirmed to its sender only once its file is in place.
 async fn receive_stream(mut s: IncomingStream, save_dir: Option<std::path::PathBuf>, json: bool) {
     let started = Instant::now();
     let pb = bytes_bar(None, &format!("stream {} from {}", s.id, s.from));
-    let (path, part) = match &save_dir {
-        Some(d) => (
-            Some(d.join(format!("{}.bin", s.id))),
-            Some(d.join(format!("{}.part", s.id))),
-        ),
-        None => (None, None),
-    };
-    let result: Result<u64> = async {
+    let part = save_dir.as_ref().map(|d| d.join(format!("{}.part", s.id)));
+    if part.is_some() {
+        s.reader.confirm_later();
+    }
+    let result: Result<(u64, Option<PathBuf>)> = async {
         let mut file = match &part {
             Some(p) => Some(
                 tokio::fs::File::create(p)
@@ -254,24 +253,32 @@ async fn receive_stream(mut s: IncomingStream, save_dir: Option<std::path::PathB
             tokio::io::AsyncWriteExt::flush(&mut f).await?;
             f.sync_all().await?;
         }
-        if let (Some(part), Some(path)) = (&part, &path) {
-            tokio::fs::rename(part, path).await?;
-        }
-        Ok(n)
+        let path = match (&save_dir, &part) {
+            (Some(dir), Some(part)) => {
+                let name = s.name.clone().unwrap_or_else(|| format!("{}.bin", s.id));
+                let path = place(part, dir, &name)?;
+                s.reader.confirm()?;
+                Some(path)
+            }
+            _ => None,
+        };
+        Ok((n, path))
     }
     .await;
     pb.finish_and_clear();
     let elapsed = started.elapsed();
     match result {
-        Ok(n) => {
+        Ok((n, path)) => {
             let saved = path
+                .as_ref()
                 .map(|p| format!(" -> {}", p.display()))
                 .unwrap_or_else(|| " (not saved: use --save-dir)".into());
             if json {
                 println!(
                     "{}",
                     serde_json::json!({ "type": "stream", "from": s.from, "netuid": s.netuid,
-                        "id": s.id.to_hex(), "bytes": n, "e2e": s.e2e, "elapsed_ms": elapsed.as_millis() as u64 })
+                        "id": s.id.to_hex(), "bytes": n, "e2e": s.e2e, "elapsed_ms": elapsed.as_millis() as u64,
+                        "name": s.name, "path": path.map(|p| p.display().to_string()) })
                 );
             } else {
                 println!(
@@ -291,6 +298,37 @@ async fn receive_stream(mut s: IncomingStream, save_dir: Option<std::path::PathB
             eprintln!("stream {} from {} refused: {e:#}", s.id, s.from);
         }
     }
+}
+
+/// Moves the finished `part` file into `dir` as `name`, or `name-1`, `name-2`… when taken: an
+/// existing file is never replaced (a hard link fails rather than overwrite, even against a
+/// file created at the same moment). Returns the final path.
+fn place(part: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    for n in 0..10_000u32 {
+        let candidate = match n {
+            0 => dir.join(name),
+            _ => dir.join(hermes::proto::filename::with_suffix(name, n)),
+        };
+        match std::fs::hard_link(part, &candidate) {
+            Ok(()) => {
+                std::fs::remove_file(part)
+                    .with_context(|| format!("cannot remove {}", part.display()))?;
+                // The new directory entry survives a crash before the sender is told.
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", candidate.display()))
+            }
+        }
+    }
+    bail!(
+        "every name from {name} to {name}-9999 is taken in {}",
+        dir.display()
+    )
 }
 
 pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Result<()> {
@@ -346,6 +384,10 @@ pub(crate) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) 
         ),
         None => stdin_len(),
     };
+    // The recipient learns the file's name (it sanitizes it before use).
+    let name = file
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned());
     let sock = control::socket_path(&cfg.data_dir);
     let started = Instant::now();
     let bytes = block_on(async {
@@ -359,14 +401,16 @@ pub(crate) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) 
         };
         let pb = bytes_bar(total, &format!("stream to {to}"));
         if control::is_running(&sock).await {
-            let answer =
-                control::stream(&sock, to, netuid, &mut input, |n| pb.set_position(n)).await;
+            let answer = control::stream(&sock, to, netuid, name.as_deref(), &mut input, |n| {
+                pb.set_position(n)
+            })
+            .await;
             pb.finish_and_clear();
             return Ok::<_, anyhow::Error>(answer?["bytes"].as_u64().unwrap_or(0));
         }
         let rt = one_off(cfg).await?;
         let result = async {
-            let mut w = rt.open_stream(to, netuid).await?;
+            let mut w = rt.open_stream_named(to, netuid, name.as_deref()).await?;
             let mut buf = vec![0u8; 1 << 20];
             let mut n = 0u64;
             loop {
@@ -387,6 +431,7 @@ pub(crate) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) 
         result
     })?;
     let elapsed = started.elapsed();
+    // What the confirmation means is in `stream --help`.
     println!(
         "sent {bytes} bytes to {to}, confirmed complete and authentic by the recipient, in {:.2} s ({})",
         elapsed.as_secs_f64(),

@@ -4,7 +4,7 @@
 //! `verify` exits 1 for any signature that does not check out.
 //!
 //! One file per group of subcommands: `identity` (init, id, sign, verify), `node` (run, peers,
-//! stats), `data` (send, listen, stream), `devchain`, `demo`.
+//! stats), `data` (send, listen, stream), `outbox`, `devchain`, `demo`.
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
@@ -17,6 +17,7 @@ mod demo;
 mod devchain;
 mod identity;
 mod node;
+mod outbox;
 
 use data::MessageBody;
 use devchain::DevchainCmd;
@@ -108,8 +109,11 @@ enum Cmd {
     Listen {
         #[command(flatten)]
         config: ConfigArg,
-        /// Directory to save incoming streams in (as <stream id>.bin); without it, streams
-        /// are verified and discarded.
+        /// Directory to save incoming streams in, under the sender's file name made safe (one
+        /// plain name: no separators, `..`, leading dot or control characters), or <stream
+        /// id>.bin when it sent none; an existing file is never replaced (name-1, name-2… are
+        /// used instead). Each stream is confirmed to its sender only once its file is in place.
+        /// Without it, streams are verified and discarded.
         #[arg(long)]
         save_dir: Option<PathBuf>,
         /// Print one JSON object per message or stream.
@@ -117,6 +121,10 @@ enum Cmd {
         json: bool,
     },
     /// Stream stdin (or --file) to a node, end-to-end encrypted, with a progress bar.
+    ///
+    /// With --file the file's name goes along (sealed with the data). "Confirmed" means the
+    /// recipient's node received every byte intact and authentic and its application took the
+    /// end of the stream; `hermes listen --save-dir` confirms only once the file is saved.
     Stream {
         #[command(flatten)]
         config: ConfigArg,
@@ -126,10 +134,13 @@ enum Cmd {
         /// Subnet of the stream.
         #[arg(long, default_value_t = 0)]
         netuid: u16,
-        /// Read this file instead of stdin.
+        /// Read this file instead of stdin (its name is sent with the data).
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// List the messages waiting for delivery: id, recipient, subnet, size, age, expiry, and why
+    /// the last attempt failed. `outbox cancel ID` drops one.
+    Outbox(outbox::OutboxArgs),
     /// List the verified peers of a running node.
     Peers {
         #[command(flatten)]
@@ -247,6 +258,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             netuid,
             file,
         } => data::stream(&config.path, &to, netuid, file.as_deref()).map(|_| ExitCode::SUCCESS),
+        Cmd::Outbox(args) => outbox::outbox(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config } => node::stats(&config.path).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
