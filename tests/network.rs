@@ -541,3 +541,137 @@ async fn static_snapshot_chain_gates_admission() {
     art.shutdown().await.unwrap();
     brt.shutdown().await.unwrap();
 }
+
+/// Registers `peer` (someone else's peer id) under the hotkey of `owner` in `netuid`.
+fn register_foreign(chain: &DevChainDir, netuid: u16, owner: &NodeDir, peer: libp2p::PeerId) {
+    use hermes::proto::chain::{NodeClass, NodeEntry};
+    hermes_actors::chain::DevChain::new(chain.path())
+        .register_sync(NodeEntry {
+            netuid,
+            hotkey: Hotkey::from_ss58(&owner.ss58).unwrap().0,
+            peer_id: peer.to_base58(),
+            stake: 1_000_000,
+            class: NodeClass::Validator,
+        })
+        .unwrap();
+}
+
+/// An attacker registers the victim's peer id under its own hotkey, in subnets that sort before
+/// the victim's (so its entries come first in the registry), in and out of the target's scope,
+/// and is on the target's deny list. None of that may turn against the victim: it is
+/// admitted under its own hotkey, never counted as an impersonator nor banned, and stays
+/// connected when the attacker registers it once more while the victim is connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_registration_of_a_peer_id_does_not_lock_its_owner_out() {
+    let chain = DevChainDir::new();
+    let (t, v, w, x) = (
+        NodeDir::new(),
+        NodeDir::new(),
+        NodeDir::new(),
+        NodeDir::new(),
+    );
+    for n in [&t, &v, &w] {
+        chain.register(3, n, 1_000);
+    }
+    register_foreign(&chain, 1, &x, v.peer_id());
+    let trt = start(t.cluster_config(&chain, vec![1, 3])).await;
+    let taddr = addr(&trt).await;
+    let mut acl = Acl::default();
+    acl.deny_ss58.insert(Hotkey::from_ss58(&x.ss58).unwrap().0);
+    trt.update_acl(acl.clone()).await.unwrap();
+
+    let vrt = start(
+        v.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![taddr.clone()]),
+    )
+    .await;
+    let wrt = start(
+        w.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![taddr]),
+    )
+    .await;
+    assert!(
+        eventually(WAIT, || sees(&trt, &v.ss58)).await,
+        "the victim was refused: {:?}",
+        trt.firewall_stats().await.unwrap().denied
+    );
+    assert!(eventually(WAIT, || sees(&trt, &w.ss58)).await);
+    let info = trt
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.peer_id == v.peer_id())
+        .unwrap();
+    assert_eq!(info.ss58, v.ss58, "admitted under its own hotkey");
+    assert_eq!(
+        info.netuids,
+        vec![3],
+        "the attacker's subnet is not the victim's"
+    );
+
+    // The attacker registers the victim's peer id once more, in a subnet before 3 that the
+    // target admits too. The same re-check that drops W (now denied) must keep V.
+    register_foreign(&chain, 2, &x, v.peer_id());
+    trt.refresh_chain().await.unwrap();
+    trt.set_subnet_scope(Scope::Whitelist([1, 2, 3].into()))
+        .await
+        .unwrap();
+    acl.deny_ss58.insert(Hotkey::from_ss58(&w.ss58).unwrap().0);
+    trt.update_acl(acl).await.unwrap();
+    let wid = w.peer_id();
+    assert!(
+        eventually(WAIT, || async {
+            !trt.connected_peers().await.unwrap().contains(&wid)
+        })
+        .await,
+        "the re-check never ran"
+    );
+    assert!(
+        sees(&trt, &v.ss58).await,
+        "the victim was dropped on re-check"
+    );
+    assert!(trt.connected_peers().await.unwrap().contains(&v.peer_id()));
+    let s = trt.firewall_stats().await.unwrap();
+    for r in [
+        DenyReason::Impersonation,
+        DenyReason::Banned,
+        DenyReason::BadBinding,
+    ] {
+        assert_eq!(s.denied(r), 0, "{r}: {:?}", s.denied);
+    }
+    for rt in [vrt, wrt, trt] {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// A peer that presents a binding about to expire, and never renews it, is dropped once it
+/// expires instead of staying verified for the life of its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_that_expires_after_admission_ends_the_connection() {
+    let chain = DevChainDir::new();
+    let (t, x) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &x, 1_000);
+    let (trt, taddr) = target(&chain, &t, vec![3]).await;
+    let mut rec = own_record(&x);
+    rec.expires_at = rec.issued_at + 6;
+    let short = rec.sign(x.hotkey().pair()).unwrap().encode();
+    let xrt = attacker_presenting(&x, &chain, short).await;
+    xrt.dial(taddr).await.unwrap();
+    assert!(
+        eventually(WAIT, || sees(&trt, &x.ss58)).await,
+        "admitted while its binding is valid"
+    );
+    let xid = x.peer_id();
+    assert!(
+        eventually(WAIT, || async {
+            !sees(&trt, &x.ss58).await && !trt.connected_peers().await.unwrap().contains(&xid)
+        })
+        .await,
+        "still connected with an expired binding"
+    );
+    assert!(denied(&trt, DenyReason::ExpiredBinding).await >= 1);
+    assert!(!trt.routing_table().await.unwrap().contains(&xid));
+    xrt.shutdown().await.unwrap();
+    trt.shutdown().await.unwrap();
+}

@@ -319,6 +319,8 @@ pub struct ChainActor {
     current: Arc<Registry>,
     poll: Duration,
     subscriber: Recipient<RegistryUpdated>,
+    /// The current snapshot has not reached the subscriber yet.
+    unpublished: bool,
 }
 
 impl ChainActor {
@@ -334,6 +336,7 @@ impl ChainActor {
             current: Arc::new(initial),
             poll,
             subscriber,
+            unpublished: false,
         }
     }
 
@@ -350,15 +353,21 @@ impl ChainActor {
     fn apply(&mut self, res: Result<Registry, ChainError>) -> Result<Arc<Registry>, String> {
         match res {
             Ok(reg) => {
-                if reg.entries() != self.current.entries() {
+                let changed = reg.entries() != self.current.entries();
+                if changed {
                     tracing::debug!(nodes = reg.len(), "chain registry changed");
                     self.current = Arc::new(reg);
-                    // try_send: a full firewall mailbox only delays this update to the next poll.
+                }
+                if changed || self.unpublished {
+                    // try_send: a full firewall mailbox delays this update to the next poll,
+                    // which publishes it again even if the chain has not changed since.
+                    self.unpublished = false;
                     if let Err(e) = self
                         .subscriber
                         .try_send(RegistryUpdated(self.current.clone()))
                     {
-                        tracing::warn!(error = %e, "could not publish registry update");
+                        self.unpublished = true;
+                        tracing::warn!(error = %e, "could not publish registry update; retrying at the next poll");
                     }
                 }
                 Ok(self.current.clone())
