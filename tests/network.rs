@@ -144,6 +144,7 @@ async fn expect_denied(
     reason: DenyReason,
 ) {
     let before = denied(target_rt, reason).await;
+    let id = attacker.identity().await.unwrap().peer_id;
     attacker.dial(to.clone()).await.unwrap();
     assert!(
         eventually(WAIT, || async { denied(target_rt, reason).await > before }).await,
@@ -151,7 +152,17 @@ async fn expect_denied(
         target_rt.firewall_stats().await.unwrap().denied
     );
     assert!(!sees(target_rt, ss58).await, "{reason}: attacker admitted");
-    let id = attacker.identity().await.unwrap().peer_id;
+    // By peer id too: a successful impersonation would show the victim's SS58, not the
+    // attacker's.
+    assert!(
+        !target_rt
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.peer_id == id),
+        "{reason}: attacker admitted under another name"
+    );
     assert!(!target_rt.routing_table().await.unwrap().contains(&id));
     attacker.shutdown().await.unwrap();
 }
@@ -264,14 +275,104 @@ fn own_record(node: &NodeDir) -> BindingRecord {
     }
 }
 
+/// A registered peer that speaks gossipsub and accepts the binding exchange but never presents a
+/// binding: it stays connected, unverified, until `binding_timeout`. Returns a way to make it
+/// publish on subnet 3's topic (answered with whether gossipsub sent the message).
+fn silent_gossiper(
+    key: libp2p::identity::Keypair,
+    target: Multiaddr,
+) -> tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>> {
+    use futures::StreamExt;
+    use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+    use libp2p::{gossipsub, noise, request_response, tcp, yamux};
+
+    #[derive(NetworkBehaviour)]
+    struct Rogue {
+        gossipsub: gossipsub::Behaviour,
+        identity: request_response::Behaviour<hermes_actors::network::identity_proto::BindingCodec>,
+    }
+    let topic = hermes_actors::network::topic(3);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let cfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
+                .unwrap();
+            Rogue {
+                gossipsub: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    cfg,
+                )
+                .unwrap(),
+                identity: request_response::Behaviour::new(
+                    [(
+                        hermes_actors::network::identity_proto::PROTOCOL,
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default(),
+                ),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm.dial(target).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<bool>>(4);
+    tokio::spawn(async move {
+        // The target's binding requests are held unanswered, so it waits for the timeout.
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => {
+                    if let SwarmEvent::Behaviour(RogueEvent::Identity(
+                        request_response::Event::Message {
+                            message: request_response::Message::Request { channel, .. },
+                            ..
+                        },
+                    )) = ev
+                    {
+                        held.push(channel);
+                    }
+                }
+                reply = rx.recv() => match reply {
+                    Some(reply) => {
+                        let sent = swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(topic.clone(), b"from the attacker".to_vec())
+                            .is_ok();
+                        let _ = reply.send(sent);
+                    }
+                    None => break,
+                },
+            }
+        }
+    });
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropped() {
     let chain = DevChainDir::new();
     let (t, h, x) = (NodeDir::new(), NodeDir::new(), NodeDir::new());
-    for n in [&t, &h, &x] {
+    for n in [&t, &h] {
         chain.register(3, n, 1_000);
     }
-    let trt = start(t.cluster_config(&chain, vec![3])).await;
+    // X is registered (so the gate lets it in) but never presents a binding.
+    let xkey = libp2p::identity::Keypair::generate_ed25519();
+    let xid = xkey.public().to_peer_id();
+    register_foreign(&chain, 3, &x, xid);
+    let mut cfg = t.cluster_config(&chain, vec![3]);
+    cfg.firewall.binding_timeout = hermes::config::HumanDuration(Duration::from_secs(15));
+    let trt = start(cfg).await;
     let taddr = addr(&trt).await;
     let mut inbox = trt.subscribe_gossip().unwrap();
     let hrt = start(
@@ -281,20 +382,26 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
     .await;
     assert!(eventually(WAIT, || sees(&trt, &h.ss58)).await);
 
-    // X is registered but presents a forged binding: it connects, joins the topic and publishes
-    // for as long as it can before being cut off.
-    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
-    forged.signature[0] ^= 1;
-    let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
-    xrt.dial(taddr.clone()).await.unwrap();
-    for _ in 0..50 {
-        let _ = xrt.publish(3, b"from the attacker".to_vec()).await;
-    }
+    // X connects and publishes until the target has received (and dropped) its gossip.
+    let x_publish = silent_gossiper(xkey, taddr.clone());
+    let dropped_before = denied(&trt, DenyReason::Unregistered).await;
     assert!(
         eventually(WAIT, || async {
-            denied(&trt, DenyReason::BadBinding).await > 0
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            x_publish.send(tx).await.unwrap();
+            rx.await.unwrap() && denied(&trt, DenyReason::Unregistered).await > dropped_before
         })
-        .await
+        .await,
+        "the attacker's gossip never reached the target"
+    );
+    // While X is still connected: not verified, not in the routing table, not in the mesh.
+    assert!(trt.connected_peers().await.unwrap().contains(&xid));
+    assert!(!trt.peers().await.unwrap().iter().any(|p| p.peer_id == xid));
+    assert!(!trt.routing_table().await.unwrap().contains(&xid));
+    assert!(!trt.mesh_peers().await.unwrap().contains(&xid));
+    assert!(
+        trt.connected_peers().await.unwrap().contains(&xid),
+        "the checks above ran after the attacker was gone"
     );
 
     // The honest peer's gossip gets through (positive control)...
@@ -324,13 +431,18 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
     while let Ok(m) = inbox.try_recv() {
         assert_ne!(m.data, b"from the attacker", "attacker gossip delivered");
     }
-    let xid = x.peer_id();
-    assert!(!trt.routing_table().await.unwrap().contains(&xid));
-    assert!(!trt.mesh_peers().await.unwrap().contains(&xid));
-    assert!(!sees(&trt, &x.ss58).await);
-    // The honest peer is in the routing table.
     assert!(trt.routing_table().await.unwrap().contains(&h.peer_id()));
-    for rt in [xrt, hrt, trt] {
+    assert!(trt.mesh_peers().await.unwrap().contains(&h.peer_id()));
+
+    // Without a binding, X is cut off at the binding timeout.
+    assert!(
+        eventually(WAIT, || async {
+            !trt.connected_peers().await.unwrap().contains(&xid)
+        })
+        .await
+    );
+    assert!(denied(&trt, DenyReason::BadBinding).await >= 1);
+    for rt in [hrt, trt] {
         rt.shutdown().await.unwrap();
     }
 }
