@@ -787,3 +787,61 @@ async fn a_binding_that_expires_after_admission_ends_the_connection() {
     xrt.shutdown().await.unwrap();
     trt.shutdown().await.unwrap();
 }
+
+/// Connections that fail before the transport handshake completes are counted (and so shown by
+/// `hermes stats`): one that sends bytes which are not a handshake (`garbage`), one that resets
+/// the connection in the middle of it (`reset`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_reset_connections_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = DevChainDir::new();
+    let t = NodeDir::new();
+    let (trt, taddr) = target(&chain, &t, vec![3]).await;
+    let sock = {
+        let mut ip = None;
+        let mut port = None;
+        for p in taddr.iter() {
+            match p {
+                libp2p::multiaddr::Protocol::Ip4(a) => ip = Some(a),
+                libp2p::multiaddr::Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        std::net::SocketAddr::from((ip.unwrap(), port.unwrap()))
+    };
+    assert_eq!(denied(&trt, DenyReason::Garbage).await, 0);
+    assert_eq!(denied(&trt, DenyReason::Reset).await, 0);
+
+    // Length-prefixed frames that are not protocol negotiation lines; the node hangs up.
+    let mut s = tokio::net::TcpStream::connect(sock).await.unwrap();
+    s.write_all(&[0x05; 64]).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut sink)).await;
+    assert!(
+        eventually(WAIT, || async {
+            denied(&trt, DenyReason::Garbage).await >= 1
+        })
+        .await,
+        "garbage not counted: {:?}",
+        trt.firewall_stats().await.unwrap().denied
+    );
+
+    // Connected, began the handshake, then reset the connection (SO_LINGER 0: a RST, not a FIN).
+    let mut s = tokio::net::TcpStream::connect(sock).await.unwrap();
+    s.write_all(b"\x13/multistream/1.0.0\n").await.unwrap();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).await.unwrap();
+    // Deprecated because a lingering close can block; with a zero timeout it never does.
+    #[allow(deprecated)]
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    assert!(
+        eventually(WAIT, || async {
+            denied(&trt, DenyReason::Reset).await >= 1
+        })
+        .await,
+        "reset not counted: {:?}",
+        trt.firewall_stats().await.unwrap().denied
+    );
+    trt.shutdown().await.unwrap();
+}

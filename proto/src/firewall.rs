@@ -57,11 +57,18 @@ pub enum DenyReason {
     Impersonation,
     /// The binding has expired.
     ExpiredBinding,
+    /// An inbound connection's transport handshake failed on bytes that are not a valid
+    /// handshake (a port scan, another protocol, a broken client), or on a connection closed
+    /// without a byte.
+    Garbage,
+    /// An inbound connection broke (reset by the remote, or cut inside a frame) before its
+    /// transport handshake completed.
+    Reset,
 }
 
 impl DenyReason {
     /// Every reason, for listing counters.
-    pub const ALL: [DenyReason; 13] = [
+    pub const ALL: [DenyReason; 15] = [
         DenyReason::TooManyConnections,
         DenyReason::TooManyFromIp,
         DenyReason::RateLimited,
@@ -75,6 +82,8 @@ impl DenyReason {
         DenyReason::BadBinding,
         DenyReason::Impersonation,
         DenyReason::ExpiredBinding,
+        DenyReason::Garbage,
+        DenyReason::Reset,
     ];
 
     /// A stable snake_case name.
@@ -93,6 +102,8 @@ impl DenyReason {
             DenyReason::BadBinding => "bad_binding",
             DenyReason::Impersonation => "impersonation",
             DenyReason::ExpiredBinding => "expired_binding",
+            DenyReason::Garbage => "garbage",
+            DenyReason::Reset => "reset",
         }
     }
 }

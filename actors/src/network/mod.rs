@@ -31,6 +31,7 @@
 pub mod directory;
 pub mod filter;
 pub mod gate;
+pub mod handshake;
 pub mod identity_proto;
 pub mod kad_store;
 pub mod quic;
@@ -379,6 +380,7 @@ pub fn start(
         gossip,
         last_publish: None,
         guard,
+        failed_handshakes: handshake::FailedHandshakes::default(),
     };
     Ok((handle, task.run(rx)))
 }
@@ -417,6 +419,7 @@ struct Task {
     gossip: broadcast::Sender<GossipMessage>,
     last_publish: Option<Instant>,
     guard: Arc<filter::AddressGuard>,
+    failed_handshakes: handshake::FailedHandshakes,
 }
 
 fn now() -> u64 {
@@ -852,6 +855,13 @@ impl Task {
                 self.peers.remove(&peer_id);
                 self.cfg.directory.remove(&peer_id);
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => self
+                .failed_handshakes
+                .record(&self.cfg.counters, &send_back_addr, &error),
             SwarmEvent::Behaviour(BehaviourEvent::Identity(ev)) => self.on_identity(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
