@@ -144,6 +144,7 @@ async fn expect_denied(
     reason: DenyReason,
 ) {
     let before = denied(target_rt, reason).await;
+    let id = attacker.identity().await.unwrap().peer_id;
     attacker.dial(to.clone()).await.unwrap();
     assert!(
         eventually(WAIT, || async { denied(target_rt, reason).await > before }).await,
@@ -151,7 +152,17 @@ async fn expect_denied(
         target_rt.firewall_stats().await.unwrap().denied
     );
     assert!(!sees(target_rt, ss58).await, "{reason}: attacker admitted");
-    let id = attacker.identity().await.unwrap().peer_id;
+    // By peer id too: a successful impersonation would show the victim's SS58, not the
+    // attacker's.
+    assert!(
+        !target_rt
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.peer_id == id),
+        "{reason}: attacker admitted under another name"
+    );
     assert!(!target_rt.routing_table().await.unwrap().contains(&id));
     attacker.shutdown().await.unwrap();
 }
@@ -264,14 +275,104 @@ fn own_record(node: &NodeDir) -> BindingRecord {
     }
 }
 
+/// A registered peer that speaks gossipsub and accepts the binding exchange but never presents a
+/// binding: it stays connected, unverified, until `binding_timeout`. Returns a way to make it
+/// publish on subnet 3's topic (answered with whether gossipsub sent the message).
+fn silent_gossiper(
+    key: libp2p::identity::Keypair,
+    target: Multiaddr,
+) -> tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>> {
+    use futures::StreamExt;
+    use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+    use libp2p::{gossipsub, noise, request_response, tcp, yamux};
+
+    #[derive(NetworkBehaviour)]
+    struct Rogue {
+        gossipsub: gossipsub::Behaviour,
+        identity: request_response::Behaviour<hermes_actors::network::identity_proto::BindingCodec>,
+    }
+    let topic = hermes_actors::network::topic(3);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let cfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
+                .unwrap();
+            Rogue {
+                gossipsub: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    cfg,
+                )
+                .unwrap(),
+                identity: request_response::Behaviour::new(
+                    [(
+                        hermes_actors::network::identity_proto::PROTOCOL,
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default(),
+                ),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm.dial(target).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<bool>>(4);
+    tokio::spawn(async move {
+        // The target's binding requests are held unanswered, so it waits for the timeout.
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => {
+                    if let SwarmEvent::Behaviour(RogueEvent::Identity(
+                        request_response::Event::Message {
+                            message: request_response::Message::Request { channel, .. },
+                            ..
+                        },
+                    )) = ev
+                    {
+                        held.push(channel);
+                    }
+                }
+                reply = rx.recv() => match reply {
+                    Some(reply) => {
+                        let sent = swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(topic.clone(), b"from the attacker".to_vec())
+                            .is_ok();
+                        let _ = reply.send(sent);
+                    }
+                    None => break,
+                },
+            }
+        }
+    });
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropped() {
     let chain = DevChainDir::new();
     let (t, h, x) = (NodeDir::new(), NodeDir::new(), NodeDir::new());
-    for n in [&t, &h, &x] {
+    for n in [&t, &h] {
         chain.register(3, n, 1_000);
     }
-    let trt = start(t.cluster_config(&chain, vec![3])).await;
+    // X is registered (so the gate lets it in) but never presents a binding.
+    let xkey = libp2p::identity::Keypair::generate_ed25519();
+    let xid = xkey.public().to_peer_id();
+    register_foreign(&chain, 3, &x, xid);
+    let mut cfg = t.cluster_config(&chain, vec![3]);
+    cfg.firewall.binding_timeout = hermes::config::HumanDuration(Duration::from_secs(15));
+    let trt = start(cfg).await;
     let taddr = addr(&trt).await;
     let mut inbox = trt.subscribe_gossip().unwrap();
     let hrt = start(
@@ -281,20 +382,26 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
     .await;
     assert!(eventually(WAIT, || sees(&trt, &h.ss58)).await);
 
-    // X is registered but presents a forged binding: it connects, joins the topic and publishes
-    // for as long as it can before being cut off.
-    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
-    forged.signature[0] ^= 1;
-    let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
-    xrt.dial(taddr.clone()).await.unwrap();
-    for _ in 0..50 {
-        let _ = xrt.publish(3, b"from the attacker".to_vec()).await;
-    }
+    // X connects and publishes until the target has received (and dropped) its gossip.
+    let x_publish = silent_gossiper(xkey, taddr.clone());
+    let dropped_before = denied(&trt, DenyReason::Unregistered).await;
     assert!(
         eventually(WAIT, || async {
-            denied(&trt, DenyReason::BadBinding).await > 0
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            x_publish.send(tx).await.unwrap();
+            rx.await.unwrap() && denied(&trt, DenyReason::Unregistered).await > dropped_before
         })
-        .await
+        .await,
+        "the attacker's gossip never reached the target"
+    );
+    // While X is still connected: not verified, not in the routing table, not in the mesh.
+    assert!(trt.connected_peers().await.unwrap().contains(&xid));
+    assert!(!trt.peers().await.unwrap().iter().any(|p| p.peer_id == xid));
+    assert!(!trt.routing_table().await.unwrap().contains(&xid));
+    assert!(!trt.mesh_peers().await.unwrap().contains(&xid));
+    assert!(
+        trt.connected_peers().await.unwrap().contains(&xid),
+        "the checks above ran after the attacker was gone"
     );
 
     // The honest peer's gossip gets through (positive control)...
@@ -324,13 +431,18 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
     while let Ok(m) = inbox.try_recv() {
         assert_ne!(m.data, b"from the attacker", "attacker gossip delivered");
     }
-    let xid = x.peer_id();
-    assert!(!trt.routing_table().await.unwrap().contains(&xid));
-    assert!(!trt.mesh_peers().await.unwrap().contains(&xid));
-    assert!(!sees(&trt, &x.ss58).await);
-    // The honest peer is in the routing table.
     assert!(trt.routing_table().await.unwrap().contains(&h.peer_id()));
-    for rt in [xrt, hrt, trt] {
+    assert!(trt.mesh_peers().await.unwrap().contains(&h.peer_id()));
+
+    // Without a binding, X is cut off at the binding timeout.
+    assert!(
+        eventually(WAIT, || async {
+            !trt.connected_peers().await.unwrap().contains(&xid)
+        })
+        .await
+    );
+    assert!(denied(&trt, DenyReason::BadBinding).await >= 1);
+    for rt in [hrt, trt] {
         rt.shutdown().await.unwrap();
     }
 }
@@ -540,4 +652,196 @@ async fn static_snapshot_chain_gates_admission() {
     expect_denied(&art, &aaddr, xrt, &x.ss58, DenyReason::Unregistered).await;
     art.shutdown().await.unwrap();
     brt.shutdown().await.unwrap();
+}
+
+/// Registers `peer` (someone else's peer id) under the hotkey of `owner` in `netuid`.
+fn register_foreign(chain: &DevChainDir, netuid: u16, owner: &NodeDir, peer: libp2p::PeerId) {
+    use hermes::proto::chain::{NodeClass, NodeEntry};
+    hermes_actors::chain::DevChain::new(chain.path())
+        .register_sync(NodeEntry {
+            netuid,
+            hotkey: Hotkey::from_ss58(&owner.ss58).unwrap().0,
+            peer_id: peer.to_base58(),
+            stake: 1_000_000,
+            class: NodeClass::Validator,
+        })
+        .unwrap();
+}
+
+/// An attacker registers the victim's peer id under its own hotkey, in subnets that sort before
+/// the victim's (so its entries come first in the registry), in and out of the target's scope,
+/// and is on the target's deny list. None of that may turn against the victim: it is
+/// admitted under its own hotkey, never counted as an impersonator nor banned, and stays
+/// connected when the attacker registers it once more while the victim is connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_registration_of_a_peer_id_does_not_lock_its_owner_out() {
+    let chain = DevChainDir::new();
+    let (t, v, w, x) = (
+        NodeDir::new(),
+        NodeDir::new(),
+        NodeDir::new(),
+        NodeDir::new(),
+    );
+    for n in [&t, &v, &w] {
+        chain.register(3, n, 1_000);
+    }
+    register_foreign(&chain, 1, &x, v.peer_id());
+    let trt = start(t.cluster_config(&chain, vec![1, 3])).await;
+    let taddr = addr(&trt).await;
+    let mut acl = Acl::default();
+    acl.deny_ss58.insert(Hotkey::from_ss58(&x.ss58).unwrap().0);
+    trt.update_acl(acl.clone()).await.unwrap();
+
+    let vrt = start(
+        v.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![taddr.clone()]),
+    )
+    .await;
+    let wrt = start(
+        w.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![taddr]),
+    )
+    .await;
+    assert!(
+        eventually(WAIT, || sees(&trt, &v.ss58)).await,
+        "the victim was refused: {:?}",
+        trt.firewall_stats().await.unwrap().denied
+    );
+    assert!(eventually(WAIT, || sees(&trt, &w.ss58)).await);
+    let info = trt
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.peer_id == v.peer_id())
+        .unwrap();
+    assert_eq!(info.ss58, v.ss58, "admitted under its own hotkey");
+    assert_eq!(
+        info.netuids,
+        vec![3],
+        "the attacker's subnet is not the victim's"
+    );
+
+    // The attacker registers the victim's peer id once more, in a subnet before 3 that the
+    // target admits too. The same re-check that drops W (now denied) must keep V.
+    register_foreign(&chain, 2, &x, v.peer_id());
+    trt.refresh_chain().await.unwrap();
+    trt.set_subnet_scope(Scope::Whitelist([1, 2, 3].into()))
+        .await
+        .unwrap();
+    acl.deny_ss58.insert(Hotkey::from_ss58(&w.ss58).unwrap().0);
+    trt.update_acl(acl).await.unwrap();
+    let wid = w.peer_id();
+    assert!(
+        eventually(WAIT, || async {
+            !trt.connected_peers().await.unwrap().contains(&wid)
+        })
+        .await,
+        "the re-check never ran"
+    );
+    assert!(
+        sees(&trt, &v.ss58).await,
+        "the victim was dropped on re-check"
+    );
+    assert!(trt.connected_peers().await.unwrap().contains(&v.peer_id()));
+    let s = trt.firewall_stats().await.unwrap();
+    for r in [
+        DenyReason::Impersonation,
+        DenyReason::Banned,
+        DenyReason::BadBinding,
+    ] {
+        assert_eq!(s.denied(r), 0, "{r}: {:?}", s.denied);
+    }
+    for rt in [vrt, wrt, trt] {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// A peer that presents a binding about to expire, and never renews it, is dropped once it
+/// expires instead of staying verified for the life of its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_that_expires_after_admission_ends_the_connection() {
+    let chain = DevChainDir::new();
+    let (t, x) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &x, 1_000);
+    let (trt, taddr) = target(&chain, &t, vec![3]).await;
+    let mut rec = own_record(&x);
+    rec.expires_at = rec.issued_at + 6;
+    let short = rec.sign(x.hotkey().pair()).unwrap().encode();
+    let xrt = attacker_presenting(&x, &chain, short).await;
+    xrt.dial(taddr).await.unwrap();
+    assert!(
+        eventually(WAIT, || sees(&trt, &x.ss58)).await,
+        "admitted while its binding is valid"
+    );
+    let xid = x.peer_id();
+    assert!(
+        eventually(WAIT, || async {
+            !sees(&trt, &x.ss58).await && !trt.connected_peers().await.unwrap().contains(&xid)
+        })
+        .await,
+        "still connected with an expired binding"
+    );
+    assert!(denied(&trt, DenyReason::ExpiredBinding).await >= 1);
+    assert!(!trt.routing_table().await.unwrap().contains(&xid));
+    xrt.shutdown().await.unwrap();
+    trt.shutdown().await.unwrap();
+}
+
+/// Connections that fail before the transport handshake completes are counted (and so shown by
+/// `hermes stats`): one that sends bytes which are not a handshake (`garbage`), one that resets
+/// the connection in the middle of it (`reset`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_reset_connections_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = DevChainDir::new();
+    let t = NodeDir::new();
+    let (trt, taddr) = target(&chain, &t, vec![3]).await;
+    let sock = {
+        let mut ip = None;
+        let mut port = None;
+        for p in taddr.iter() {
+            match p {
+                libp2p::multiaddr::Protocol::Ip4(a) => ip = Some(a),
+                libp2p::multiaddr::Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        std::net::SocketAddr::from((ip.unwrap(), port.unwrap()))
+    };
+    assert_eq!(denied(&trt, DenyReason::Garbage).await, 0);
+    assert_eq!(denied(&trt, DenyReason::Reset).await, 0);
+
+    // Length-prefixed frames that are not protocol negotiation lines; the node hangs up.
+    let mut s = tokio::net::TcpStream::connect(sock).await.unwrap();
+    s.write_all(&[0x05; 64]).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut sink)).await;
+    assert!(
+        eventually(WAIT, || async {
+            denied(&trt, DenyReason::Garbage).await >= 1
+        })
+        .await,
+        "garbage not counted: {:?}",
+        trt.firewall_stats().await.unwrap().denied
+    );
+
+    // Connected, began the handshake, then reset the connection (SO_LINGER 0: a RST, not a FIN).
+    let mut s = tokio::net::TcpStream::connect(sock).await.unwrap();
+    s.write_all(b"\x13/multistream/1.0.0\n").await.unwrap();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).await.unwrap();
+    // Deprecated because a lingering close can block; with a zero timeout it never does.
+    #[allow(deprecated)]
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    assert!(
+        eventually(WAIT, || async {
+            denied(&trt, DenyReason::Reset).await >= 1
+        })
+        .await,
+        "reset not counted: {:?}",
+        trt.firewall_stats().await.unwrap().denied
+    );
+    trt.shutdown().await.unwrap();
 }

@@ -316,7 +316,7 @@ async fn reordered_truncated_and_extended_streams_are_refused() {
     let b = &c.b.1;
     let mut incoming = b.incoming_streams().unwrap();
     type Shape = fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>;
-    let cases: [(RejectReason, Shape); 3] = [
+    let cases: [(RejectReason, Shape); 4] = [
         (RejectReason::BadChunk, |f| {
             vec![f[1].clone(), f[0].clone(), f[2].clone()]
         }),
@@ -324,6 +324,12 @@ async fn reordered_truncated_and_extended_streams_are_refused() {
         (RejectReason::StreamExtended, |f| {
             let mut v = f.clone();
             v.push(f[0].clone());
+            v
+        }),
+        // A few stray bytes, less than a chunk header, after the final chunk.
+        (RejectReason::StreamExtended, |f| {
+            let mut v = f;
+            v.push(vec![0xAB; 3]);
             v
         }),
     ];
@@ -453,4 +459,29 @@ async fn an_erased_prekey_leaves_no_stored_key_that_opens_a_captured_message() {
             );
         }
     }
+}
+
+/// A recipient whose application never reads the stream never confirms it: `finish` gives up
+/// after its deadline instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_gives_up_on_a_recipient_that_never_confirms() {
+    let (_chain, _na, nb, a, b) = linked_pair(TCP, |_| {}).await;
+    let mut incoming = b.incoming_streams().unwrap();
+    let mut w = a.open_stream(&nb.ss58, 3).await.unwrap();
+    w.write_all(b"never read").await.unwrap();
+    let finish = tokio::spawn(w.finish_within(Duration::from_secs(2)));
+    // B's application takes the stream and holds it without reading.
+    let held = tokio::time::timeout(WAIT, incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, finish)
+        .await
+        .expect("finish waited past its deadline")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("confirm"), "{err}");
+    drop(held);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

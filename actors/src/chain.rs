@@ -325,6 +325,8 @@ pub struct ChainActor {
     current: Arc<Registry>,
     poll: Duration,
     subscriber: Recipient<RegistryUpdated>,
+    /// The current snapshot has not reached the subscriber yet.
+    unpublished: bool,
 }
 
 impl ChainActor {
@@ -340,6 +342,7 @@ impl ChainActor {
             current: Arc::new(initial),
             poll,
             subscriber,
+            unpublished: false,
         }
     }
 
@@ -356,15 +359,21 @@ impl ChainActor {
     fn apply(&mut self, res: Result<Registry, ChainError>) -> Result<Arc<Registry>, String> {
         match res {
             Ok(reg) => {
-                if reg.entries() != self.current.entries() {
+                let changed = reg.entries() != self.current.entries();
+                if changed {
                     tracing::debug!(nodes = reg.len(), "chain registry changed");
                     self.current = Arc::new(reg);
-                    // try_send: a full firewall mailbox only delays this update to the next poll.
+                }
+                if changed || self.unpublished {
+                    // try_send: a full firewall mailbox delays this update to the next poll,
+                    // which publishes it again even if the chain has not changed since.
+                    self.unpublished = false;
                     if let Err(e) = self
                         .subscriber
                         .try_send(RegistryUpdated(self.current.clone()))
                     {
-                        tracing::warn!(error = %e, "could not publish registry update");
+                        self.unpublished = true;
+                        tracing::warn!(error = %e, "could not publish registry update; retrying at the next poll");
                     }
                 }
                 Ok(self.current.clone())
@@ -451,6 +460,81 @@ mod tests {
         let reg = DevChain::new(dir.path().join("chain")).load().unwrap();
         assert_eq!(reg.len(), 2);
         assert_eq!(reg.by_peer(P1).find(|e| e.netuid == 1).unwrap().stake, 5);
+    }
+
+    /// Receives registry updates; can be held busy so its mailbox fills up.
+    struct Sink {
+        got: tokio::sync::mpsc::UnboundedSender<usize>,
+    }
+    impl Actor for Sink {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Self::Context) {
+            ctx.set_mailbox_capacity(1);
+        }
+    }
+    impl Handler<RegistryUpdated> for Sink {
+        type Result = ();
+        fn handle(&mut self, msg: RegistryUpdated, _: &mut Self::Context) {
+            let _ = self.got.send(msg.0.len());
+        }
+    }
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Hold(futures::channel::oneshot::Receiver<()>);
+    impl Handler<Hold> for Sink {
+        type Result = ();
+        fn handle(&mut self, msg: Hold, ctx: &mut Self::Context) {
+            // Processes nothing else until released.
+            ctx.wait(actix::fut::wrap_future(async move {
+                let _ = msg.0.await;
+            }));
+        }
+    }
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Noop;
+    impl Handler<Noop> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Noop, _: &mut Self::Context) {}
+    }
+
+    /// A registry change the subscriber's full mailbox refused is published at the next poll,
+    /// although the chain has not changed again since.
+    #[test]
+    fn an_update_refused_by_a_full_mailbox_is_published_later() {
+        actix::System::new().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let chain = DevChain::new(dir.path().join("chain"));
+            chain.register_sync(entry(1, 1, P1)).unwrap();
+            let backend = Arc::new(chain.clone());
+            let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+            let sink = Sink { got: tx }.start();
+            let (release, held) = futures::channel::oneshot::channel();
+            sink.send(Hold(held)).await.unwrap();
+            for _ in 0..4 {
+                sink.do_send(Noop);
+            }
+            let actor = ChainActor::new(
+                backend,
+                Registry::default(),
+                Duration::from_secs(3600),
+                sink.clone().recipient(),
+            )
+            .start();
+            // actix queues one message past a full mailbox (and holds the sender back), and
+            // refuses the next: two changes while the subscriber is busy.
+            assert_eq!(actor.send(Refresh).await.unwrap().unwrap().len(), 1);
+            chain.register_sync(entry(2, 1, P1)).unwrap();
+            assert_eq!(actor.send(Refresh).await.unwrap().unwrap().len(), 2);
+            release.send(()).unwrap();
+            sink.send(Noop).await.unwrap();
+            assert_eq!(got.try_recv().ok(), Some(1));
+            assert!(got.try_recv().is_err(), "the second update was not refused");
+            // The chain is unchanged; the next poll must still deliver the second update.
+            actor.send(Refresh).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), got.recv()).await;
+            assert_eq!(n.ok().flatten(), Some(2), "the update was lost");
+        });
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`SetSubnetScope`] → replaces the subnet scope
 //! - [`GetStats`] → denial counters and a summary of the policy
 //!
-//! Emits [`Command::Recheck`] to the network task after every change.
+//! Emits [`Command::Recheck`] to the network task after every change; re-checks coalesce while
+//! one is waiting for room in the command queue, but are never dropped.
 
 use crate::chain::RegistryUpdated;
 use crate::network::gate::{DenyCounters, SharedPolicy};
@@ -66,6 +67,8 @@ pub struct FirewallActor {
     shared: SharedPolicy,
     counters: Arc<DenyCounters>,
     network: Option<mpsc::Sender<Command>>,
+    /// A re-check is waiting for room in the network's command queue.
+    recheck_waiting: bool,
 }
 
 impl FirewallActor {
@@ -76,6 +79,7 @@ impl FirewallActor {
             shared,
             counters,
             network: None,
+            recheck_waiting: false,
         }
     }
 
@@ -94,18 +98,39 @@ impl FirewallActor {
         }
     }
 
-    fn publish(&mut self) {
+    fn publish(&mut self, ctx: &mut Context<Self>) {
         let registry = self.shared.load().registry.clone();
         self.shared
             .store(Arc::new(Self::initial_policy(&self.base, registry)));
-        self.recheck();
+        self.recheck(ctx);
     }
 
-    fn recheck(&self) {
-        if let Some(net) = &self.network {
-            // A full queue means a recheck is already pending behind other commands; the
-            // network task re-reads the latest snapshot whenever it runs one.
-            let _ = net.try_send(Command::Recheck);
+    /// Asks the network task to re-check its connections against the snapshot just published.
+    ///
+    /// Re-checks coalesce but never vanish: the network task reads the latest snapshot when it
+    /// runs one, so one queued re-check covers every change made before it runs. When the
+    /// command queue is full, a single send waits for room (later changes meanwhile ride on it:
+    /// it is queued, and so runs, after them).
+    fn recheck(&mut self, ctx: &mut Context<Self>) {
+        if self.recheck_waiting {
+            return;
+        }
+        let Some(net) = self.network.clone() else {
+            return;
+        };
+        match net.try_send(Command::Recheck) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                self.recheck_waiting = true;
+                ctx.spawn(
+                    async move {
+                        let _ = net.send(cmd).await;
+                    }
+                    .into_actor(self)
+                    .map(|(), act, _| act.recheck_waiting = false),
+                );
+            }
         }
     }
 }
@@ -118,21 +143,23 @@ impl Actor for FirewallActor {
 }
 
 impl Supervised for FirewallActor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
         // All state is in `self` (kept across a restart) and the shared snapshot; republish so a
-        // half-applied change cannot survive.
+        // half-applied change cannot survive. A send that was waiting for room died with the
+        // old context: start over.
         tracing::warn!("FirewallActor restarted");
-        self.publish();
+        self.recheck_waiting = false;
+        self.publish(ctx);
     }
 }
 
 impl Handler<RegistryUpdated> for FirewallActor {
     type Result = ();
-    fn handle(&mut self, msg: RegistryUpdated, _: &mut Self::Context) {
+    fn handle(&mut self, msg: RegistryUpdated, ctx: &mut Self::Context) {
         let mut p = (**self.shared.load()).clone();
         p.registry = msg.0;
         self.shared.store(Arc::new(p));
-        self.recheck();
+        self.recheck(ctx);
     }
 }
 
@@ -155,14 +182,14 @@ pub struct UpdateAcl(pub Acl);
 
 impl Handler<UpdateAcl> for FirewallActor {
     type Result = ();
-    fn handle(&mut self, msg: UpdateAcl, _: &mut Self::Context) {
+    fn handle(&mut self, msg: UpdateAcl, ctx: &mut Self::Context) {
         tracing::info!(
             allow = msg.0.allow_ss58.len() + msg.0.allow_peers.len(),
             deny = msg.0.deny_ss58.len() + msg.0.deny_peers.len(),
             "ACL updated"
         );
         self.base.acl = msg.0;
-        self.publish();
+        self.publish(ctx);
     }
 }
 
@@ -173,10 +200,10 @@ pub struct SetSubnetScope(pub Scope);
 
 impl Handler<SetSubnetScope> for FirewallActor {
     type Result = ();
-    fn handle(&mut self, msg: SetSubnetScope, _: &mut Self::Context) {
+    fn handle(&mut self, msg: SetSubnetScope, ctx: &mut Self::Context) {
         tracing::info!(scope = ?msg.0, "subnet scope updated");
         self.base.scope = msg.0;
-        self.publish();
+        self.publish(ctx);
     }
 }
 
@@ -198,5 +225,45 @@ impl Handler<GetStats> for FirewallActor {
                 acl.deny_ss58.len() + acl.deny_peers.len(),
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermes_proto::chain::Registry;
+    use std::time::Duration;
+
+    /// A policy change made while the network's command queue is full still reaches the network
+    /// task once the queue drains: the re-check is delayed, never dropped.
+    #[test]
+    fn a_recheck_survives_a_full_command_queue() {
+        actix::System::new().block_on(async {
+            let base = PolicyBase {
+                enabled: true,
+                acl: Acl::default(),
+                scope: Scope::Open,
+                require_stake: false,
+                min_stake: 0,
+            };
+            let shared: SharedPolicy = Arc::new(arc_swap::ArcSwap::from_pointee(
+                FirewallActor::initial_policy(&base, Arc::new(Registry::default())),
+            ));
+            let fw = FirewallActor::new(base, shared, Arc::new(DenyCounters::default())).start();
+            let (tx, mut rx) = mpsc::channel(1);
+            let (filler, _keep) = tokio::sync::oneshot::channel();
+            tx.try_send(Command::Connected(filler)).unwrap();
+            fw.send(AttachNetwork(tx)).await.unwrap();
+            let mut acl = Acl::default();
+            acl.deny_peers.insert("someone".into());
+            fw.send(UpdateAcl(acl)).await.unwrap();
+            // The network task gets to its queue: the command ahead, then the re-check.
+            assert!(matches!(rx.recv().await, Some(Command::Connected(_))));
+            let next = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            assert!(
+                matches!(next, Ok(Some(Command::Recheck))),
+                "the re-check was dropped"
+            );
+        });
     }
 }

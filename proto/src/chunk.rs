@@ -485,9 +485,32 @@ mod tests {
         assert_eq!(other.open(f, &mut b), Err(ChunkError::BadChunk));
     }
 
+    /// Opens a sealed chunk `frame` at position `index` of stream `id` directly with AES-GCM
+    /// under `key`, independently of the key schedule under test.
+    fn opens_under(key: &[u8; 32], id: Id128, index: u64, frame: &[u8]) -> bool {
+        let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&index.to_be_bytes());
+        let mut aad = Vec::new();
+        aad.extend_from_slice(&id.0);
+        aad.extend_from_slice(&index.to_le_bytes());
+        aad.push(frame[CHUNK_HEADER_LEN - 1]);
+        aad.extend_from_slice(b"hchk");
+        let mut body = frame[CHUNK_HEADER_LEN..].to_vec();
+        k.open_in_place(
+            Nonce::assume_unique_for_key(n),
+            Aad::from(aad.as_slice()),
+            &mut body,
+        )
+        .is_ok()
+    }
+
     #[test]
     fn keys_rotate_at_the_epoch_boundary_in_step() {
-        let (mut s, mut o) = pair();
+        let (h, secret) = session(SessionKind::Stream);
+        let id = h.session_id;
+        let mut s = ChunkSealer::new(id, &secret).unwrap();
+        let mut o = ChunkOpener::new(id, &h.open(&prekey(7)).unwrap()).unwrap();
         let n = usize::try_from(REKEY_EVERY).unwrap() + 3;
         let mut kept = Vec::new();
         for i in 0..n {
@@ -501,9 +524,24 @@ mod tests {
             }
         }
         assert_eq!(o.finish(), Ok(()));
-        // The two chunks on either side of the boundary are sealed under different keys: swapping
-        // their bodies does not authenticate even with the indexes fixed up.
-        assert_ne!(kept[0][CHUNK_HEADER_LEN..], kept[1][CHUNK_HEADER_LEN..]);
+        // The documented schedule, computed here on its own: the first epoch uses the session
+        // secret, the next one HMAC(secret, "hermes/v1 rekey").
+        let first = *secret.expose();
+        let mut second = [0u8; 32];
+        second.copy_from_slice(
+            hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, &first),
+                b"hermes/v1 rekey",
+            )
+            .as_ref(),
+        );
+        let last_of_first = REKEY_EVERY - 1;
+        assert!(opens_under(&first, id, last_of_first, &kept[0]));
+        assert!(!opens_under(&second, id, last_of_first, &kept[0]));
+        // The first chunk of the new epoch is sealed under the new key, and no longer under the
+        // old one: a rekey that did nothing would fail here.
+        assert!(opens_under(&second, id, REKEY_EVERY, &kept[1]));
+        assert!(!opens_under(&first, id, REKEY_EVERY, &kept[1]));
     }
 
     #[test]

@@ -4,18 +4,25 @@
 //!
 //! 1. **By address**, before the handshake ([`ConnLimiter::admit_address`]): cap on total
 //!    connections, per-IP connection cap, per-IP token-bucket rate limit, temporary bans.
-//! 2. **By peer**, once the transport has authenticated the peer id ([`Policy::admit_peer`]): ACL on
-//!    peer id and SS58, registration on the chain, subnet scope, stake gate.
+//! 2. **By peer**: once the transport has authenticated the peer id, [`Policy::admit_connection`]
+//!    refuses peer ids that no hotkey could get admitted; once the peer's binding record has
+//!    verified, [`Policy::admit_signed`] decides for the hotkey that signed it: ACL on peer id and
+//!    SS58, registration on the chain, subnet scope, stake gate.
 //!
-//! The rules, in order (the first that applies decides):
+//! Only the registrations of the peer id *by the signing hotkey* count. Anyone can register any
+//! peer id under their own hotkey (the chain checks the peer id's form, not its ownership), so a
+//! registration by another hotkey must not refuse the owner, nor lend it stake or subnets.
+//!
+//! The rules for a peer id and its signer, in order (the first that applies decides):
 //! - a denied peer id or hotkey is refused (deny always wins);
 //! - a peer id on the allow list is admitted even if unregistered (explicit operator trust);
-//! - an unregistered peer is refused;
+//! - a peer id the signer did not register is refused (`unregistered`);
 //! - if an allow list is set, a peer on neither allow list is refused;
-//! - a peer with no registration in scope (`single`/`whitelist`) is refused;
-//! - with `require_stake`, a peer whose best in-scope stake is below `min_stake` is refused.
+//! - a peer with no registration by the signer in scope (`single`/`whitelist`) is refused;
+//! - with `require_stake`, a peer whose best in-scope stake (of the signer's registrations) is
+//!   below `min_stake` is refused.
 
-use crate::chain::{NodeEntry, Registry};
+use crate::chain::Registry;
 use crate::hotkey::Hotkey;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -50,11 +57,18 @@ pub enum DenyReason {
     Impersonation,
     /// The binding has expired.
     ExpiredBinding,
+    /// An inbound connection's transport handshake failed on bytes that are not a valid
+    /// handshake (a port scan, another protocol, a broken client), or on a connection closed
+    /// without a byte.
+    Garbage,
+    /// An inbound connection broke (reset by the remote, or cut inside a frame) before its
+    /// transport handshake completed.
+    Reset,
 }
 
 impl DenyReason {
     /// Every reason, for listing counters.
-    pub const ALL: [DenyReason; 13] = [
+    pub const ALL: [DenyReason; 15] = [
         DenyReason::TooManyConnections,
         DenyReason::TooManyFromIp,
         DenyReason::RateLimited,
@@ -68,6 +82,8 @@ impl DenyReason {
         DenyReason::BadBinding,
         DenyReason::Impersonation,
         DenyReason::ExpiredBinding,
+        DenyReason::Garbage,
+        DenyReason::Reset,
     ];
 
     /// A stable snake_case name.
@@ -86,6 +102,8 @@ impl DenyReason {
             DenyReason::BadBinding => "bad_binding",
             DenyReason::Impersonation => "impersonation",
             DenyReason::ExpiredBinding => "expired_binding",
+            DenyReason::Garbage => "garbage",
+            DenyReason::Reset => "reset",
         }
     }
 }
@@ -157,69 +175,125 @@ pub struct Policy {
 /// What the policy knows about an admitted peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
-    /// The hotkey registered for the peer, if it is registered.
-    pub hotkey: Option<Hotkey>,
-    /// In-scope subnets the peer is registered in.
+    /// The hotkey that signed the peer's binding.
+    pub hotkey: Hotkey,
+    /// In-scope subnets in which that hotkey registered the peer id.
     pub netuids: Vec<u16>,
 }
 
 impl Policy {
-    /// Decides whether the authenticated `peer_id` (text form) may keep its connection.
+    /// Decides whether the authenticated `peer_id` (text form), whose binding verified under
+    /// `signer`, may keep its connection.
+    ///
+    /// Only the registrations of `peer_id` made by `signer` count: anyone can register any peer
+    /// id under their own hotkey (in another subnet, or while denied), and such a registration
+    /// must neither refuse the node that owns the peer id nor lend it stake or subnets.
     ///
     /// # Errors
     /// The [`DenyReason`] of the first rule that refuses it.
-    pub fn admit_peer(&self, peer_id: &str) -> Result<Admission, DenyReason> {
-        let entries: Vec<&NodeEntry> = self.registry.by_peer(peer_id).collect();
-        let hotkey = entries.first().map(|e| e.hotkey);
+    pub fn admit_signed(&self, peer_id: &str, signer: &Hotkey) -> Result<Admission, DenyReason> {
+        let own = || {
+            self.registry
+                .by_peer(peer_id)
+                .filter(|e| e.hotkey == *signer)
+        };
         if !self.enabled {
             return Ok(Admission {
-                hotkey,
-                netuids: entries.iter().map(|e| e.netuid).collect(),
+                hotkey: *signer,
+                netuids: sorted(own().map(|e| e.netuid)),
             });
         }
         if self.acl.deny_peers.contains(peer_id) {
             return Err(DenyReason::AclPeerId);
         }
-        if entries
-            .iter()
-            .any(|e| self.acl.deny_ss58.contains(&e.hotkey))
-        {
+        if self.acl.deny_ss58.contains(signer) {
             return Err(DenyReason::AclSs58);
         }
         if self.acl.allow_peers.contains(peer_id) {
             return Ok(Admission {
-                hotkey,
-                netuids: entries.iter().map(|e| e.netuid).collect(),
+                hotkey: *signer,
+                netuids: sorted(
+                    own()
+                        .filter(|e| self.scope.contains(e.netuid))
+                        .map(|e| e.netuid),
+                ),
             });
         }
-        if entries.is_empty() {
+        if own().next().is_none() {
             return Err(DenyReason::Unregistered);
         }
-        if self.acl.has_allow_list()
-            && !entries
-                .iter()
-                .any(|e| self.acl.allow_ss58.contains(&e.hotkey))
-        {
+        if self.acl.has_allow_list() && !self.acl.allow_ss58.contains(signer) {
             return Err(DenyReason::NotAllowListed);
         }
-        let in_scope: Vec<&&NodeEntry> = entries
-            .iter()
-            .filter(|e| self.scope.contains(e.netuid))
-            .collect();
-        if in_scope.is_empty() {
+        let in_scope = || own().filter(|e| self.scope.contains(e.netuid));
+        if in_scope().next().is_none() {
             return Err(DenyReason::OutOfScope);
         }
         if self.require_stake {
-            let best = in_scope.iter().map(|e| e.stake).max().unwrap_or(0);
+            let best = in_scope().map(|e| e.stake).max().unwrap_or(0);
             if best < self.min_stake {
                 return Err(DenyReason::InsufficientStake);
             }
         }
-        let mut netuids: Vec<u16> = in_scope.iter().map(|e| e.netuid).collect();
-        netuids.sort_unstable();
-        netuids.dedup();
-        Ok(Admission { hotkey, netuids })
+        Ok(Admission {
+            hotkey: *signer,
+            netuids: sorted(in_scope().map(|e| e.netuid)),
+        })
     }
+
+    /// Decides, before the peer has presented its binding, whether `peer_id` (text form) could be
+    /// admitted at all: whether [`Policy::admit_signed`] would admit it for at least one hotkey
+    /// that registered it (or for any hotkey, when the peer id is allow-listed or the policy is
+    /// off). The binding exchange then decides for the hotkey that actually signs.
+    ///
+    /// # Errors
+    /// When no hotkey would be admitted: the reason of the rule that went furthest down the list
+    /// for any of them (e.g. `insufficient_stake` rather than `acl_ss58` when one registration is
+    /// denied and another is short of stake), so counters name the closest miss.
+    pub fn admit_connection(&self, peer_id: &str) -> Result<(), DenyReason> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.acl.deny_peers.contains(peer_id) {
+            return Err(DenyReason::AclPeerId);
+        }
+        if self.acl.allow_peers.contains(peer_id) {
+            return Ok(());
+        }
+        let mut closest = DenyReason::Unregistered;
+        let mut tried = HashSet::new();
+        for e in self.registry.by_peer(peer_id) {
+            if !tried.insert(e.hotkey) {
+                continue;
+            }
+            match self.admit_signed(peer_id, &e.hotkey) {
+                Ok(_) => return Ok(()),
+                Err(r) if tried.len() == 1 || rank(r) > rank(closest) => closest = r,
+                Err(_) => {}
+            }
+        }
+        Err(closest)
+    }
+}
+
+/// How far down the rules of [`Policy::admit_signed`] a refusal happened.
+fn rank(r: DenyReason) -> u8 {
+    match r {
+        DenyReason::AclPeerId => 0,
+        DenyReason::AclSs58 => 1,
+        DenyReason::Unregistered => 2,
+        DenyReason::NotAllowListed => 3,
+        DenyReason::OutOfScope => 4,
+        DenyReason::InsufficientStake => 5,
+        _ => 0,
+    }
+}
+
+fn sorted(netuids: impl Iterator<Item = u16>) -> Vec<u16> {
+    let mut v: Vec<u16> = netuids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Address limits, applied in two places: [`RateLimiter`] (rate and bans) as connections are
@@ -384,7 +458,7 @@ impl ConnCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::NodeClass;
+    use crate::chain::{NodeClass, NodeEntry};
 
     const P1: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
     const P2: &str = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N";
@@ -408,40 +482,90 @@ mod tests {
         }
     }
 
+    const K1: Hotkey = Hotkey([1; 32]);
+    const K2: Hotkey = Hotkey([2; 32]);
+
     #[test]
     fn rules_in_order() {
         let p = policy(Scope::Whitelist([1, 2].into()));
-        assert_eq!(p.admit_peer(P1).map(|a| a.netuids), Ok(vec![1]));
-        assert_eq!(p.admit_peer(P3), Err(DenyReason::Unregistered));
-        assert_eq!(p.admit_peer(P2), Err(DenyReason::InsufficientStake));
+        assert_eq!(p.admit_signed(P1, &K1).map(|a| a.netuids), Ok(vec![1]));
+        assert_eq!(p.admit_connection(P1), Ok(()));
+        assert_eq!(p.admit_signed(P3, &K1), Err(DenyReason::Unregistered));
+        assert_eq!(p.admit_connection(P3), Err(DenyReason::Unregistered));
+        assert_eq!(p.admit_signed(P2, &K2), Err(DenyReason::InsufficientStake));
+        assert_eq!(p.admit_connection(P2), Err(DenyReason::InsufficientStake));
         assert_eq!(
-            policy(Scope::Single(2)).admit_peer(P1),
+            policy(Scope::Single(2)).admit_signed(P1, &K1),
             Err(DenyReason::OutOfScope)
         );
-        assert!(policy(Scope::Open).admit_peer(P1).is_ok());
+        assert!(policy(Scope::Open).admit_signed(P1, &K1).is_ok());
 
         let mut p = policy(Scope::Open);
         p.acl.deny_peers.insert(P1.into());
-        assert_eq!(p.admit_peer(P1), Err(DenyReason::AclPeerId));
+        assert_eq!(p.admit_signed(P1, &K1), Err(DenyReason::AclPeerId));
+        assert_eq!(p.admit_connection(P1), Err(DenyReason::AclPeerId));
         let mut p = policy(Scope::Open);
-        p.acl.deny_ss58.insert(Hotkey([1; 32]));
-        assert_eq!(p.admit_peer(P1), Err(DenyReason::AclSs58));
+        p.acl.deny_ss58.insert(K1);
+        assert_eq!(p.admit_signed(P1, &K1), Err(DenyReason::AclSs58));
+        assert_eq!(p.admit_connection(P1), Err(DenyReason::AclSs58));
         let mut p = policy(Scope::Open);
         p.acl.allow_peers.insert(P3.into());
         assert!(
-            p.admit_peer(P3).is_ok(),
+            p.admit_signed(P3, &K2).is_ok(),
             "allow-listed peer id needs no registration"
         );
-        assert_eq!(p.admit_peer(P1), Err(DenyReason::NotAllowListed));
-        p.acl.allow_ss58.insert(Hotkey([1; 32]));
-        assert!(p.admit_peer(P1).is_ok());
+        assert_eq!(p.admit_connection(P3), Ok(()));
+        assert_eq!(p.admit_signed(P1, &K1), Err(DenyReason::NotAllowListed));
+        p.acl.allow_ss58.insert(K1);
+        assert!(p.admit_signed(P1, &K1).is_ok());
         // Deny wins over allow.
         p.acl.deny_peers.insert(P3.into());
-        assert_eq!(p.admit_peer(P3), Err(DenyReason::AclPeerId));
+        assert_eq!(p.admit_signed(P3, &K2), Err(DenyReason::AclPeerId));
 
         let mut p = policy(Scope::Single(9));
         p.enabled = false;
-        assert!(p.admit_peer(P3).is_ok());
+        assert!(p.admit_signed(P3, &K1).is_ok());
+        assert_eq!(p.admit_connection(P3), Ok(()));
+    }
+
+    #[test]
+    fn only_the_signers_registrations_count() {
+        let e = |netuid, hk: u8, stake| NodeEntry {
+            netuid,
+            hotkey: Hotkey([hk; 32]),
+            peer_id: P1.into(),
+            stake,
+            class: NodeClass::Idle,
+        };
+        // The owner (K1) registered P1 in subnet 3 with little stake; an attacker (K2, denied)
+        // registered the same peer id first, in subnets 1 (in scope, much stake) and 2 (out of
+        // scope).
+        let mut p = policy(Scope::Whitelist([1, 3].into()));
+        p.registry = std::sync::Arc::new(Registry::new([
+            e(1, 2, 10_000),
+            e(2, 2, 10_000),
+            e(3, 1, 500),
+        ]));
+        p.acl.deny_ss58.insert(K2);
+        assert_eq!(
+            p.admit_signed(P1, &K1),
+            Ok(Admission {
+                hotkey: K1,
+                netuids: vec![3]
+            })
+        );
+        assert_eq!(p.admit_connection(P1), Ok(()));
+        assert_eq!(p.admit_signed(P1, &K2), Err(DenyReason::AclSs58));
+        // A third hotkey that registered nothing for P1 is simply unregistered for it.
+        assert_eq!(
+            p.admit_signed(P1, &Hotkey([3; 32])),
+            Err(DenyReason::Unregistered)
+        );
+        // The attacker's stake is not lent to the owner.
+        p.min_stake = 1_000;
+        assert_eq!(p.admit_signed(P1, &K1), Err(DenyReason::InsufficientStake));
+        // Before the binding, the closest miss is reported.
+        assert_eq!(p.admit_connection(P1), Err(DenyReason::InsufficientStake));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!    applied even earlier, in the transport ([`super::filter`]).
 //! 2. `handle_established_inbound_connection` / `..._outbound_...` run once noise/TLS has
 //!    authenticated the peer id and before any connection handler or substream exists: the policy
-//!    (ACL, registration, subnet scope, stake) decides.
+//!    (ACL, registration, subnet scope, stake) refuses peer ids that no registered hotkey could
+//!    get admitted. The hotkey that signs the peer's binding is checked later, by the network
+//!    task, once the binding arrives.
 //!
 //! The gate is the first behaviour of the swarm, so a denial here means no other behaviour has
 //! created a handler either. It reads the FirewallActor's policy through an `ArcSwap` snapshot:
@@ -113,8 +115,10 @@ impl Gate {
     }
 
     fn check_peer(&mut self, peer: &PeerId) -> Result<(), ConnectionDenied> {
-        match self.policy.load().admit_peer(&peer.to_base58()) {
-            Ok(_) => Ok(()),
+        // The binding is not known yet: refuse only peer ids that no hotkey could get admitted.
+        // The hotkey that signs the binding is checked once it arrives.
+        match self.policy.load().admit_connection(&peer.to_base58()) {
+            Ok(()) => Ok(()),
             Err(reason) => Err(self.deny(reason, peer)),
         }
     }

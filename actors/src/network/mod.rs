@@ -8,13 +8,16 @@
 //! 1. The [`gate::Gate`] (first behaviour) admits or refuses by address, then by authenticated
 //!    peer id, before any handler or substream exists.
 //! 2. On the first connection to a peer, both sides exchange binding records over
-//!    `/hermes/identity/1` ([`identity_proto`]). A record must verify for the connection's peer id
-//!    and for the hotkey the chain registered for it, within `binding_timeout`; otherwise the peer
-//!    is disconnected, the failure counted, and its IP banned after repeated failures.
+//!    `/hermes/identity/1` ([`identity_proto`]). A record must verify for the connection's peer id,
+//!    within `binding_timeout`, and the hotkey that signed it must have registered that peer id
+//!    (in scope, with stake: the policy again, for that hotkey only); otherwise the peer is
+//!    disconnected, the failure counted, and its IP banned after repeated identity failures.
 //! 3. Only verified peers enter the Kademlia routing table (bucket inserts are manual) and only
 //!    gossip authored and forwarded by verified peers is accepted (manual gossipsub validation).
-//! 4. When the policy changes (ACL, scope, registry), every connected peer is checked again and
-//!    those now refused are disconnected and removed from the routing table.
+//! 4. When the policy changes (ACL, scope, registry), every connected peer is checked again (a
+//!    verified one under the hotkey that signed its binding) and those now refused are
+//!    disconnected and removed from the routing table. A verified peer whose binding expires
+//!    without a renewal is dropped the same way (`expired_binding`).
 //!
 //! 5. Verified peers are published in the [`directory::PeerDirectory`], which the stream layer
 //!    reads; when this node's binding is re-issued (e.g. a prekey rotation), it is pushed to every
@@ -31,6 +34,7 @@
 pub mod directory;
 pub mod filter;
 pub mod gate;
+pub mod handshake;
 pub mod identity_proto;
 pub mod kad_store;
 pub mod listen;
@@ -123,6 +127,10 @@ pub struct NetConfig {
 /// nothing), above the graylist (-80), so its subscriptions are still recorded for when it is
 /// verified. Its messages are dropped by validation meanwhile.
 const UNVERIFIED_SCORE: f64 = -6.0;
+
+/// How long before a verified peer's binding expires it is asked for its current one (at least
+/// `binding_timeout`), in case the binding it renewed and pushed was lost.
+const RENEW_ASK_SECS: u64 = 60;
 
 /// An admitted, verified peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +273,8 @@ struct PeerState {
     ip: Option<IpAddr>,
     listen_addrs: Vec<Multiaddr>,
     dialed_addr: Option<Multiaddr>,
+    /// The `expires_at` of the binding for which the peer was last asked to renew.
+    renew_asked: u64,
 }
 
 /// Errors building the swarm.
@@ -421,6 +431,7 @@ pub fn start(
         gossip,
         last_publish: None,
         guard,
+        failed_handshakes: handshake::FailedHandshakes::default(),
     };
     Ok((handle, task.run(rx)))
 }
@@ -477,6 +488,7 @@ struct Task {
     gossip: broadcast::Sender<GossipMessage>,
     last_publish: Option<Instant>,
     guard: Arc<filter::AddressGuard>,
+    failed_handshakes: handshake::FailedHandshakes,
 }
 
 fn now() -> u64 {
@@ -495,7 +507,10 @@ impl Task {
                     None => break,
                 },
                 ev = self.swarm.select_next_some() => self.on_event(ev),
-                _ = tick.tick() => self.expire_unverified(),
+                _ = tick.tick() => {
+                    self.expire_unverified();
+                    self.expire_bindings();
+                }
                 _ = republish.tick() => {
                     self.publish_binding(true);
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -534,10 +549,13 @@ impl Task {
             return;
         };
         let ip = state.ip;
+        // Only a failed identity exchange counts toward a ban: a peer once verified whose binding
+        // ran out, or is replaced by a bad one, is dropped but does not get its address banned.
+        let was_verified = state.verified.is_some();
         self.cfg.counters.inc(reason);
         self.note_failure(peer, ReachFailure::RefusedHere(reason));
         tracing::debug!(%peer, %reason, %detail, "peer refused");
-        if let Some(ip) = ip {
+        if let (Some(ip), false) = (ip, was_verified) {
             if matches!(
                 reason,
                 DenyReason::BadBinding | DenyReason::Impersonation | DenyReason::ExpiredBinding
@@ -566,7 +584,10 @@ impl Task {
         b.gossipsub.remove_explicit_peer(peer);
     }
 
-    /// Verifies a peer's binding against its connection and the chain.
+    /// Verifies a peer's binding against its connection, then asks the policy about the hotkey
+    /// that signed it. The binding comes first: which registrations count depends on who signed
+    /// (a registration of this peer id by any other hotkey is ignored, see
+    /// [`hermes_proto::firewall::Policy::admit_signed`]).
     fn verify(
         &self,
         peer: &PeerId,
@@ -574,22 +595,22 @@ impl Task {
     ) -> Result<(SignedBinding, Vec<u16>), (DenyReason, String)> {
         let binding =
             SignedBinding::decode(bytes).map_err(|e| (DenyReason::BadBinding, e.to_string()))?;
-        let policy = self.cfg.policy.load();
-        let admission = policy
-            .admit_peer(&peer.to_base58())
+        binding.verify(&peer.to_bytes(), None, now()).map_err(|e| {
+            let reason = match e {
+                BindingError::WrongSigner { .. } | BindingError::PeerIdMismatch { .. } => {
+                    DenyReason::Impersonation
+                }
+                BindingError::Expired { .. } => DenyReason::ExpiredBinding,
+                _ => DenyReason::BadBinding,
+            };
+            (reason, e.to_string())
+        })?;
+        let admission = self
+            .cfg
+            .policy
+            .load()
+            .admit_signed(&peer.to_base58(), &binding.record.hotkey)
             .map_err(|r| (r, "policy".to_string()))?;
-        binding
-            .verify(&peer.to_bytes(), admission.hotkey.as_ref(), now())
-            .map_err(|e| {
-                let reason = match e {
-                    BindingError::WrongSigner { .. } | BindingError::PeerIdMismatch { .. } => {
-                        DenyReason::Impersonation
-                    }
-                    BindingError::Expired { .. } => DenyReason::ExpiredBinding,
-                    _ => DenyReason::BadBinding,
-                };
-                (reason, e.to_string())
-            })?;
         Ok((binding, admission.netuids))
     }
 
@@ -694,20 +715,70 @@ impl Task {
                     DenyReason::BadBinding,
                     &"no Hermes identity and the firewall is on",
                 );
-            } else {
-                match policy.admit_peer(&peer.to_base58()) {
-                    Err(reason) => self.deny(peer, reason, &"policy changed"),
-                    Ok(adm) => {
-                        if let Some(info) =
-                            self.peers.get_mut(&peer).and_then(|p| p.verified.as_mut())
-                        {
-                            if info.netuids != adm.netuids {
-                                info.netuids = adm.netuids;
-                                self.cfg.directory.upsert(info.clone());
-                            }
+                continue;
+            }
+            // A verified peer is judged under the hotkey that signed its binding, as at
+            // admission; a peer still in its binding exchange only by its peer id.
+            let signer = self
+                .peers
+                .get(&peer)
+                .and_then(|p| p.verified.as_ref())
+                .map(|v| v.hotkey);
+            let decision = match signer {
+                Some(hotkey) => policy
+                    .admit_signed(&peer.to_base58(), &hotkey)
+                    .map(|a| Some(a.netuids)),
+                None => policy.admit_connection(&peer.to_base58()).map(|()| None),
+            };
+            match decision {
+                Err(reason) => self.deny(peer, reason, &"policy changed"),
+                Ok(Some(netuids)) => {
+                    if let Some(info) = self.peers.get_mut(&peer).and_then(|p| p.verified.as_mut())
+                    {
+                        if info.netuids != netuids {
+                            info.netuids = netuids;
+                            self.cfg.directory.upsert(info.clone());
                         }
                     }
                 }
+                Ok(None) => {}
+            }
+        }
+    }
+
+    /// Verified peers whose binding has expired are dropped (a peer renews its binding at half
+    /// its lifetime and pushes it to us; one that does not is no longer vouched for by its
+    /// hotkey). Shortly before expiry, the peer is asked once for its current binding, in case
+    /// its push was lost.
+    fn expire_bindings(&mut self) {
+        let now = now();
+        let margin = self.cfg.binding_timeout.as_secs().max(RENEW_ASK_SECS);
+        let mut expired = Vec::new();
+        let mut ask = Vec::new();
+        for (id, st) in self.peers.iter_mut() {
+            let Some(v) = &st.verified else { continue };
+            let expires_at = v.binding.record.expires_at;
+            if expires_at <= now {
+                expired.push((*id, expires_at));
+            } else if expires_at <= now.saturating_add(margin) && st.renew_asked != expires_at {
+                st.renew_asked = expires_at;
+                ask.push(*id);
+            }
+        }
+        for (peer, expires_at) in expired {
+            self.deny(
+                peer,
+                DenyReason::ExpiredBinding,
+                &format_args!("its binding expired at {expires_at} and was not renewed"),
+            );
+        }
+        if !ask.is_empty() {
+            let bytes = self.own_binding_bytes();
+            for peer in ask {
+                self.swarm
+                    .behaviour_mut()
+                    .identity
+                    .send_request(&peer, bytes.clone());
             }
         }
     }
@@ -887,6 +958,13 @@ impl Task {
             } if !self.swarm.is_connected(&peer) => {
                 self.note_failure(peer, ReachFailure::Offline(dial_error(&error)));
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => self
+                .failed_handshakes
+                .record(&self.cfg.counters, &send_back_addr, &error),
             SwarmEvent::Behaviour(BehaviourEvent::Identity(ev)) => self.on_identity(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,

@@ -16,12 +16,13 @@
 //!    the writer through the transport's flow control, and memory stays bounded whatever the
 //!    stream's length.
 //! 5. Closing the writer seals the final chunk. When the reader has opened it and sees the end of
-//!    the substream, it writes `Done` with the byte count; [`StreamWriter::finish`] waits for it.
-//!    By default `Done` goes as soon as the application has read the end: the bytes arrived whole
-//!    and authentic and were handed over. An application that stores the data first calls
-//!    [`StreamReader::confirm_later`] and then [`StreamReader::confirm`] once it is stored, so
-//!    the sender's confirmation means "in place"; dropping the reader unconfirmed makes the
-//!    sender's `finish` fail.
+//!    the substream, it writes `Done` with the byte count; [`StreamWriter::finish`] waits for it,
+//!    at most [`FINISH_TIMEOUT`]. Anything after the final chunk, even a stray byte, is
+//!    `stream_extended`. By default `Done` goes as soon as the application has read the end: the
+//!    bytes arrived whole and authentic and were handed over. An application that stores the data
+//!    first calls [`StreamReader::confirm_later`] and then [`StreamReader::confirm`] once it is
+//!    stored, so the sender's confirmation means "in place"; dropping the reader unconfirmed makes
+//!    the sender's `finish` fail.
 //!
 //! Both ends implement the `futures` and the `tokio` I/O traits.
 
@@ -57,6 +58,12 @@ use std::time::{Duration, Instant};
 
 /// Smallest chunk size accepted.
 pub const MIN_CHUNK: usize = 1024;
+
+/// How long [`StreamWriter::finish`] waits for the last chunks to be written and the recipient
+/// to confirm the stream. A recipient confirms once its application has read everything, so this
+/// also bounds how far a reader may lag behind at the end; use
+/// [`StreamWriter::finish_within`] for another bound.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a stream is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,21 +298,43 @@ impl StreamWriter {
 
     /// Closes the stream (sealing the final chunk) and waits until the recipient confirms that
     /// every byte arrived and authenticated and its application read them to the end (or, when
-    /// it chose [`StreamReader::confirm_later`], until it confirms it stored them).
+    /// it chose [`StreamReader::confirm_later`], until it confirms it stored them); it waits at
+    /// most [`FINISH_TIMEOUT`].
     ///
     /// # Errors
-    /// [`StreamError::Io`] when the stream broke, or the recipient closed without confirming or
-    /// confirmed another byte count.
-    pub async fn finish(mut self) -> Result<StreamReport, StreamError> {
-        use futures::AsyncWriteExt;
-        self.close()
+    /// [`StreamError::Io`] when the stream broke, or the recipient closed without confirming,
+    /// confirmed another byte count, or did not confirm in time.
+    pub async fn finish(self) -> Result<StreamReport, StreamError> {
+        self.finish_within(FINISH_TIMEOUT).await
+    }
+
+    /// [`StreamWriter::finish`] with another deadline: `limit` bounds the whole wait, writing the
+    /// last chunks included. A recipient confirms once its application has read the stream to
+    /// its end, so allow for how fast it reads.
+    ///
+    /// # Errors
+    /// As [`StreamWriter::finish`].
+    pub async fn finish_within(mut self, limit: Duration) -> Result<StreamReport, StreamError> {
+        let late = || {
+            StreamError::Io(format!(
+                "the recipient did not confirm the stream within {limit:?}"
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        tokio::time::timeout_at(deadline, futures::AsyncWriteExt::close(&mut self))
             .await
+            .map_err(|_| late())?
             .map_err(|e| StreamError::Io(e.to_string()))?;
         let done = self
             .done
             .take()
             .ok_or_else(|| StreamError::Io("stream already finished".into()))?;
-        match done.await {
+        // On timeout `done` is dropped, which tells the pump to stop waiting and drop the
+        // substream.
+        let answer = tokio::time::timeout_at(deadline, done)
+            .await
+            .map_err(|_| late())?;
+        match answer {
             Ok(Ok(bytes)) if bytes == self.bytes => Ok(StreamReport {
                 bytes,
                 elapsed: self.started.elapsed(),
@@ -553,6 +582,9 @@ impl StreamReader {
                     }
                     Some(Item::Malformed) => {
                         return Poll::Ready(Err(self.fail(RejectReason::Malformed)))
+                    }
+                    Some(Item::Extended) => {
+                        return Poll::Ready(Err(self.fail(RejectReason::StreamExtended)))
                     }
                     Some(Item::Failed(e)) => {
                         self.error = e;

@@ -868,6 +868,16 @@ impl Handler<CancelMessage> for StreamActor {
     fn handle(&mut self, m: CancelMessage, _: &mut Self::Context) -> Self::Result {
         match self.outbox.cancel(&m.0)? {
             Cancelled::Dropped(meta) => {
+                // Written through before the user hears "cancelled": left to the write-behind
+                // tick, a crash in between would bring the message back and deliver it.
+                let durable = self
+                    .outbox
+                    .store_mut()
+                    .persist(std::time::Duration::ZERO)
+                    .and_then(|_| self.shared.deps.store.flush());
+                if let Err(e) = durable {
+                    tracing::error!(id = %meta.id, error = %e, "the cancellation is not on disk yet; it is retried at the next tick");
+                }
                 tracing::info!(id = %meta.id, "message cancelled");
                 if !self.outbox.has_queued(&meta.to) {
                     self.last_error.remove(&meta.to);

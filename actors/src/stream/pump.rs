@@ -115,7 +115,15 @@ pub(crate) async fn write_pump(
         }
         if last {
             let _ = wr.close().await;
-            let answer = match wire::read_frame(&mut rd, MAX_CONTROL_FRAME).await {
+            let answer = std::pin::pin!(wire::read_frame(&mut rd, MAX_CONTROL_FRAME));
+            let mut done = done;
+            // The writer stops waiting after its deadline (dropping its end of `done`): stop
+            // waiting here too, and drop the substream.
+            let answer = match futures::future::select(answer, done.cancellation()).await {
+                futures::future::Either::Left((answer, _)) => answer,
+                futures::future::Either::Right(_) => return,
+            };
+            let answer = match answer {
                 Ok(Some(body)) => match StreamControl::decode_body(&body) {
                     Ok(StreamControl::Done { bytes }) => Ok(bytes),
                     _ => Err("unexpected answer to the end of a stream".to_string()),
@@ -145,6 +153,8 @@ pub(crate) enum Item {
     Malformed,
     /// An I/O error.
     Failed(String),
+    /// Bytes after the final chunk (even fewer than a chunk header).
+    Extended,
 }
 
 /// Reads chunk frames from the substream for the reader; after the end, writes the confirmation
@@ -159,10 +169,20 @@ pub(crate) async fn read_pump(
     use futures::SinkExt;
     let (rd, mut wr) = stream.split();
     let mut rd = futures::io::BufReader::with_capacity(64 << 10, rd);
+    let mut after_final = false;
     loop {
         let mut header = [0u8; CHUNK_HEADER_LEN];
         let mut got = 0;
         let item = loop {
+            if after_final {
+                // After the final chunk only the end of the substream may come: a single stray
+                // byte extends the stream, whether or not a whole frame follows.
+                break Some(match rd.read(&mut header[..1]).await {
+                    Ok(0) => Item::End,
+                    Ok(_) => Item::Extended,
+                    Err(e) => Item::Failed(e.to_string()),
+                });
+            }
             match rd.read(&mut header[got..]).await {
                 Ok(0) => break Some(Item::End),
                 Ok(n) => {
@@ -182,7 +202,10 @@ pub(crate) async fn read_pump(
                     let mut body = pool.get(len);
                     body.resize(len, 0);
                     match rd.read_exact(&mut body).await {
-                        Ok(()) => Item::Chunk(flags, body),
+                        Ok(()) => {
+                            after_final = flags & FLAG_FINAL != 0;
+                            Item::Chunk(flags, body)
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Item::End,
                         Err(e) => Item::Failed(e.to_string()),
                     }
