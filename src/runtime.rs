@@ -213,12 +213,23 @@ async fn start_actors(
         ChainKind::Dev => Arc::new(DevChain::new(&config.chain.path)),
         ChainKind::Static => Arc::new(StaticChain::new(&config.chain.path)),
     };
-    let registry = Arc::new(
-        backend
-            .registry()
-            .await
-            .map_err(|e| Error::Startup(format!("cannot read the chain registry: {e}")))?,
-    );
+    // A chain that cannot be read at all fails closed: the node starts (the chain may come
+    // back in a moment) but refuses every new peer as `chain_stale` until it reads.
+    let initial = match backend.registry().await {
+        Ok(r) => Some(r),
+        // A snapshot or entry that does not parse is a mistake to fix, best said at once; an
+        // unreachable or unreadable backend is an outage, ridden out closed.
+        Err(e @ chain::ChainError::Format { .. }) => {
+            return Err(Error::Startup(format!(
+                "cannot read the chain registry: {e}"
+            )))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the chain registry; refusing new peers (chain_stale) until it reads");
+            None
+        }
+    };
+    let registry = Arc::new(initial.clone().unwrap_or_default());
     let base = PolicyBase {
         enabled: config.firewall.enabled,
         acl: config.acl.to_acl(),
@@ -226,9 +237,9 @@ async fn start_actors(
         require_stake: config.firewall.require_stake,
         min_stake: config.firewall.min_stake,
     };
-    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(
-        FirewallActor::initial_policy(&base, registry.clone()),
-    ));
+    let mut policy = FirewallActor::initial_policy(&base, registry.clone());
+    policy.chain_stale = initial.is_none();
+    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(policy));
     let counters = Arc::new(DenyCounters::default());
     let fw_actor = FirewallActor::new(base, shared.clone(), counters.clone());
     let firewall = Supervisor::start(move |_| fw_actor);
@@ -236,10 +247,11 @@ async fn start_actors(
     // The dev chain may block briefly on its file lock, so the ChainActor gets its own thread.
     let chain_arbiter = Arbiter::new();
     let poll = config.chain.poll_interval.0;
+    let max_staleness = config.chain.max_staleness.0;
     let subscriber = firewall.clone().recipient();
-    let initial = (*registry).clone();
+    let read_at_start = initial.is_some();
     let chain = Supervisor::start_in_arbiter(&chain_arbiter.handle(), move |_| {
-        ChainActor::new(backend, initial, poll, subscriber)
+        ChainActor::new(backend, initial, poll, max_staleness, subscriber)
     });
 
     if !network {
@@ -257,7 +269,10 @@ async fn start_actors(
     }
     // A registry that admits nobody (often a wrong or never-set chain.path) would otherwise only
     // show as every connection being refused.
-    if let Some(warning) = config.registry_warning(&registry) {
+    if let Some(warning) = read_at_start
+        .then(|| config.registry_warning(&registry))
+        .flatten()
+    {
         tracing::warn!("{warning}");
     }
     // The swarm runs on its own arbiter; it is built there so the transports bind to that

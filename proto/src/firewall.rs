@@ -50,11 +50,14 @@ pub enum DenyReason {
     Impersonation,
     /// The binding has expired.
     ExpiredBinding,
+    /// The chain registry could not be read for longer than `chain.max_staleness` (or not at all
+    /// since start): no new peer is admitted on a registry that may be out of date.
+    ChainStale,
 }
 
 impl DenyReason {
     /// Every reason, for listing counters.
-    pub const ALL: [DenyReason; 13] = [
+    pub const ALL: [DenyReason; 14] = [
         DenyReason::TooManyConnections,
         DenyReason::TooManyFromIp,
         DenyReason::RateLimited,
@@ -68,6 +71,7 @@ impl DenyReason {
         DenyReason::BadBinding,
         DenyReason::Impersonation,
         DenyReason::ExpiredBinding,
+        DenyReason::ChainStale,
     ];
 
     /// A stable snake_case name.
@@ -86,6 +90,7 @@ impl DenyReason {
             DenyReason::BadBinding => "bad_binding",
             DenyReason::Impersonation => "impersonation",
             DenyReason::ExpiredBinding => "expired_binding",
+            DenyReason::ChainStale => "chain_stale",
         }
     }
 }
@@ -152,6 +157,10 @@ pub struct Policy {
     pub min_stake: u128,
     /// The chain registry this policy decides against (shared: it can be large).
     pub registry: std::sync::Arc<Registry>,
+    /// The registry is older than the configured staleness limit (the chain backend keeps
+    /// failing), or was never read: new peers are refused ([`DenyReason::ChainStale`]) until it
+    /// reads again. Connections admitted before keep being checked against the last registry.
+    pub chain_stale: bool,
 }
 
 /// What the policy knows about an admitted peer.
@@ -164,11 +173,27 @@ pub struct Admission {
 }
 
 impl Policy {
-    /// Decides whether the authenticated `peer_id` (text form) may keep its connection.
+    /// Decides whether the authenticated `peer_id` (text form), not admitted yet, may keep its
+    /// connection.
     ///
     /// # Errors
     /// The [`DenyReason`] of the first rule that refuses it.
     pub fn admit_peer(&self, peer_id: &str) -> Result<Admission, DenyReason> {
+        self.decide(peer_id, true)
+    }
+
+    /// Decides whether an already admitted peer may stay (re-checks after a policy change, a
+    /// re-issued binding). Same rules as [`Policy::admit_peer`] except that a stale registry
+    /// refuses only newcomers: dropping every peer because the chain is unreachable would turn
+    /// a chain outage into a network outage, while the last registry still decides who stays.
+    ///
+    /// # Errors
+    /// The [`DenyReason`] of the first rule that refuses it.
+    pub fn readmit_peer(&self, peer_id: &str) -> Result<Admission, DenyReason> {
+        self.decide(peer_id, false)
+    }
+
+    fn decide(&self, peer_id: &str, new: bool) -> Result<Admission, DenyReason> {
         let entries: Vec<&NodeEntry> = self.registry.by_peer(peer_id).collect();
         let hotkey = entries.first().map(|e| e.hotkey);
         if !self.enabled {
@@ -191,6 +216,10 @@ impl Policy {
                 hotkey,
                 netuids: entries.iter().map(|e| e.netuid).collect(),
             });
+        }
+        // Everything below trusts the registry, which may be out of date by now.
+        if new && self.chain_stale {
+            return Err(DenyReason::ChainStale);
         }
         if entries.is_empty() {
             return Err(DenyReason::Unregistered);
@@ -405,7 +434,26 @@ mod tests {
             require_stake: true,
             min_stake: 100,
             registry: std::sync::Arc::new(Registry::new([e(1, 1, P1, 500), e(2, 2, P2, 50)])),
+            chain_stale: false,
         }
+    }
+
+    #[test]
+    fn a_stale_registry_refuses_newcomers_only() {
+        let mut p = policy(Scope::Open);
+        p.chain_stale = true;
+        assert_eq!(p.admit_peer(P1), Err(DenyReason::ChainStale));
+        assert_eq!(p.admit_peer(P3), Err(DenyReason::ChainStale));
+        // A peer admitted before stays, judged by the last registry.
+        assert!(p.readmit_peer(P1).is_ok());
+        assert_eq!(p.readmit_peer(P3), Err(DenyReason::Unregistered));
+        // The ACL does not depend on the chain: deny still wins, an allowed peer id still enters.
+        p.acl.allow_peers.insert(P3.into());
+        assert!(p.admit_peer(P3).is_ok());
+        p.acl.deny_peers.insert(P3.into());
+        assert_eq!(p.admit_peer(P3), Err(DenyReason::AclPeerId));
+        p.chain_stale = false;
+        assert!(p.admit_peer(P1).is_ok());
     }
 
     #[test]

@@ -497,9 +497,13 @@ impl Task {
         let binding =
             SignedBinding::decode(bytes).map_err(|e| (DenyReason::BadBinding, e.to_string()))?;
         let policy = self.cfg.policy.load();
-        let admission = policy
-            .admit_peer(&peer.to_base58())
-            .map_err(|r| (r, "policy".to_string()))?;
+        // A re-issued binding from an admitted peer is not a new admission.
+        let admission = if self.is_verified(peer) {
+            policy.readmit_peer(&peer.to_base58())
+        } else {
+            policy.admit_peer(&peer.to_base58())
+        }
+        .map_err(|r| (r, "policy".to_string()))?;
         binding
             .verify(&peer.to_bytes(), admission.hotkey.as_ref(), now())
             .map_err(|e| {
@@ -616,7 +620,7 @@ impl Task {
                     &"no Hermes identity and the firewall is on",
                 );
             } else {
-                match policy.admit_peer(&peer.to_base58()) {
+                match policy.readmit_peer(&peer.to_base58()) {
                     Err(reason) => self.deny(peer, reason, &"policy changed"),
                     Ok(adm) => {
                         if let Some(info) =
