@@ -452,7 +452,8 @@ mod tests {
         assert!(p.admit_peer(P3).is_ok());
         p.acl.deny_peers.insert(P3.into());
         assert_eq!(p.admit_peer(P3), Err(DenyReason::AclPeerId));
-        p.chain_stale = false;
+        let p = policy(Scope::Open);
+        assert!(!p.chain_stale);
         assert!(p.admit_peer(P1).is_ok());
     }
 
