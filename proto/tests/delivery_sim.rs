@@ -341,8 +341,9 @@ impl Sim {
                 counter,
                 body,
             } => {
+                let now = self.now;
                 let d = self.dedup.as_mut().unwrap();
-                match accept_message(d, &a, session_id, counter, body, true).unwrap() {
+                match accept_message(d, &a, session_id, counter, body, true, now).unwrap() {
                     Accepted::Deliver(b) => {
                         self.delivered.push(b.id);
                         self.link

@@ -391,7 +391,11 @@ impl StreamActor {
                 "outbox restored"
             );
         }
-        let dedup = Dedup::new(SledSeen::open(&deps.store)?);
+        // Ids are kept at most this node's own message TTL, whatever expiry a sender claims.
+        let dedup = Dedup::with_retention(
+            SledSeen::open(&deps.store)?,
+            cfg.default_ttl.as_secs().max(1),
+        );
         let (inbox_tx, inbox_rx) = mpsc::channel(cfg.inbox_capacity.max(1));
         let (inc_tx, inc_rx) = mpsc::channel(cfg.max_incoming_streams.max(1));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
@@ -516,6 +520,13 @@ impl StreamActor {
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = Instant::now();
             match self.dedup.sweep(crate::unix_now()) {
+                Ok(n) if n >= store::SWEEP_BATCH => {
+                    // More are due: sweep again at the next tick rather than in a minute.
+                    self.last_sweep = Instant::now()
+                        .checked_sub(SWEEP_EVERY)
+                        .unwrap_or(self.last_sweep);
+                    tracing::debug!(removed = n, "expired seen ids swept; more are due");
+                }
                 Ok(n) if n > 0 => tracing::debug!(removed = n, "expired seen ids swept"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "seen-set sweep failed"),
@@ -666,6 +677,7 @@ impl StreamActor {
             a.counter,
             a.body,
             a.in_scope,
+            crate::unix_now(),
         ) {
             Ok(Accepted::Deliver(body)) => {
                 let id = body.id;
