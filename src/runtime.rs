@@ -498,12 +498,21 @@ impl RuntimeHandle {
         Ok(Self::ask(&self.inner.parts.identity, identity::GetIdentity).await??)
     }
 
-    /// Signs `message` with the hotkey (sr25519, substrate context).
+    /// Signs `message` with the hotkey for the application: sr25519 over
+    /// `b"hermes/app/v1" || message`. The domain tag means that no bytes an application is asked
+    /// to sign can yield a signature valid for a binding record, a session header or a chain
+    /// extrinsic (there is deliberately no raw variant on the handle). Check it with
+    /// [`RuntimeHandle::verify`] or `Hotkey::verify_app`, or `hermes verify`.
     ///
     /// # Errors
     /// [`Error::Stopped`] after shutdown.
     pub async fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
         Ok(Self::ask(&self.inner.parts.identity, identity::Sign(message.to_vec())).await??)
+    }
+
+    /// Whether `signature` is `signer`'s [`RuntimeHandle::sign`] signature over `message`.
+    pub fn verify(&self, signer: &Hotkey, message: &[u8], signature: &[u8]) -> bool {
+        signer.verify_app(message, signature)
     }
 
     /// Verifies a peer's binding record for a connection from `peer_id`.

@@ -121,8 +121,18 @@ impl HotkeyPair {
         &self.pair
     }
 
-    /// Signs `message` in the substrate context.
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs `message` for an application, under the Hermes application domain
+    /// ([`hermes_proto::hotkey::APP_DOMAIN`]): never valid as a binding record, session header or
+    /// raw substrate signature. Verify with [`Hotkey::verify_app`].
+    pub fn sign_app(&self, message: &[u8]) -> [u8; 64] {
+        hermes_proto::hotkey::sign_app(&self.pair, message)
+    }
+
+    /// Signs `message` as it is, in the plain substrate context, as other wallet tools do (for
+    /// interoperability and tests). Never pass it bytes someone else chose: they could be a
+    /// binding record's signing payload or a chain extrinsic. Applications use
+    /// [`HotkeyPair::sign_app`].
+    pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
         hermes_proto::hotkey::sign(&self.pair, message)
     }
 
