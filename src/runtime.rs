@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::config::{ChainKind, SubnetMode};
 use crate::messages::{Inbox, IncomingStreams, MessageId, OutboxEntry, SendOptions, Taken};
 use crate::Error;
-use actix::{Actor, Addr, Arbiter, Supervisor};
+use actix::{Addr, Arbiter, Supervisor};
 use hermes_actors::chain::{self, Chain, ChainActor, DevChain, StaticChain};
 use hermes_actors::firewall::{self, FirewallActor, FirewallStats, PolicyBase};
 use hermes_actors::identity::{self, IdentityActor, IdentityConfig, IdentityInfo};
@@ -383,7 +383,9 @@ async fn start_actors(
     let ss58_prefix = stream_cfg.ss58_prefix;
     let (stream_actor, ends) = StreamActor::new(stream_cfg, deps, inbound_rx)
         .map_err(|e| Error::Startup(format!("cannot open the message store: {e}")))?;
-    let stream_addr = StreamActor::start_in_arbiter(&net_arbiter.handle(), move |_| stream_actor);
+    // Supervised like the other actors: a panic restarts it (same address) instead of taking
+    // the data plane down until the node restarts.
+    let stream_addr = Supervisor::start_in_arbiter(&net_arbiter.handle(), move |_| stream_actor);
     Ok((
         Parts {
             identity,
@@ -543,6 +545,15 @@ impl RuntimeHandle {
     #[cfg(feature = "fault-injection")]
     pub async fn inject_identity_panic(&self) -> Result<(), Error> {
         Ok(Self::ask(&self.inner.parts.identity, identity::InjectPanic).await??)
+    }
+
+    /// Test hook: makes the StreamActor panic inside a handler.
+    ///
+    /// # Errors
+    /// Always an error: the request that panicked fails, and the actor restarts.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_stream_panic(&self) -> Result<(), Error> {
+        Ok(Self::ask(&self.stream_parts()?.actor, stream::InjectPanic).await??)
     }
 
     /// Test hook: a raw `/hermes/msg/1` (`messages`) or `/hermes/stream/1` substream to the

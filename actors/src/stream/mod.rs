@@ -13,6 +13,9 @@
 //! - from its link tasks: `Pull`, `WriterEvent`, `WriterClosed`, `NoteSession`, `MakeCurrent`,
 //!   `CloseSession`, `Accept`, `ReleaseIds`
 //!
+//! Runs under `actix::Supervisor`: handlers and the link tasks spawned into its context contain
+//! panics ([`crate::supervise`]), and a restart reloads the outbox and the seen-set from sled.
+//!
 //! Emits [`Inbound`] messages into the inbox channel (read through the runtime's subscription),
 //! [`DeliveryEvent`]s on a broadcast channel, and [`Command::Connect`] to the network task when a
 //! destination is not connected.
@@ -36,7 +39,9 @@ use crate::network::gate::SharedPolicy;
 use crate::network::substream::{InboundSubstream, Substreams, MSG_PROTOCOL, STREAM_PROTOCOL};
 use crate::network::{Command, PeerInfo};
 use crate::storage::{Store, StoreError};
+use crate::supervise::{contain, contain_with, task_ended, Crashed};
 use actix::prelude::*;
+use futures::FutureExt as _;
 use hermes_proto::envelope::MessageBody;
 use hermes_proto::inbox::Dedup;
 use hermes_proto::msglink::{accept_message, Accepted, Refusal, SenderEvent, SessionLimits};
@@ -45,6 +50,7 @@ use hermes_proto::reason::RejectReason;
 use hermes_proto::{Hotkey, Id128};
 use libp2p::PeerId;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,6 +160,9 @@ pub enum StreamError {
     /// The runtime is shutting down.
     #[error("the stream layer has stopped")]
     Stopped,
+    /// The StreamActor panicked while handling the request; it is restarting.
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
 }
 
 impl From<StoreError> for StreamError {
@@ -345,8 +354,12 @@ pub struct StreamActor {
     blocked: HashMap<Hotkey, std::collections::VecDeque<oneshot::Sender<()>>>,
     parked: HashMap<Hotkey, (u64, oneshot::Sender<Vec<Outgoing>>)>,
     events: broadcast::Sender<DeliveryEvent>,
-    inbound: Option<mpsc::Receiver<InboundSubstream>>,
+    /// Where the network hands inbound substreams. Shared with the acceptor task, which holds
+    /// the lock while it runs: a restarted actor's new acceptor takes over the same queue.
+    inbound: Arc<tokio::sync::Mutex<mpsc::Receiver<InboundSubstream>>>,
     last_sweep: Instant,
+    /// Times the actor was restarted after a panic.
+    restarts: u64,
 }
 
 impl std::fmt::Debug for StreamActor {
@@ -424,8 +437,9 @@ impl StreamActor {
                 blocked: HashMap::new(),
                 parked: HashMap::new(),
                 events: events.clone(),
-                inbound: Some(inbound),
+                inbound: Arc::new(tokio::sync::Mutex::new(inbound)),
                 last_sweep: Instant::now(),
+                restarts: 0,
             },
             StreamEnds {
                 inbox: inbox_rx,
@@ -493,7 +507,12 @@ impl StreamActor {
             self.outbox.link_up(&to);
             let shared = self.shared.clone();
             let me = ctx.address();
-            ctx.spawn(link::run_writer(to, gen, shared, me, rx).into_actor(self));
+            ctx.spawn(
+                AssertUnwindSafe(link::run_writer(to, gen, shared, me, rx))
+                    .catch_unwind()
+                    .into_actor(self)
+                    .map(|r, _, ctx| task_ended::<Self, _>(ACTOR, ctx, r)),
+            );
         }
     }
 
@@ -725,16 +744,69 @@ impl Drop for StreamActor {
     }
 }
 
+impl StreamActor {
+    /// After a panic: forgets the link tasks (they died with the old context) and reloads the
+    /// outbox and the seen-set from sled, after writing what only memory held, since the panic
+    /// may have left their in-memory indexes half-updated. Messages in flight are sent again;
+    /// the receivers' seen-sets make that harmless. Readers of the old context see their
+    /// sessions stop being current, close, and their senders open new ones.
+    fn reload(&mut self) -> Result<(), StreamError> {
+        self.writers.clear();
+        self.parked.clear();
+        self.connected.clear();
+        for (_, q) in self.blocked.drain() {
+            for tx in q {
+                let _ = tx.send(());
+            }
+        }
+        self.flushing = false;
+        // Their deletions are written below; the receivers sweep these ids at expiry instead.
+        self.release_wait.clear();
+        self.outbox.store_mut().persist(Duration::ZERO)?;
+        self.dedup.store_mut().persist(Duration::ZERO)?;
+        let store = &self.shared.deps.store;
+        let (outbox, _) = Outbox::load(SledOutbox::open(store)?, self.shared.cfg.outbox)?;
+        self.outbox = outbox;
+        self.dedup = Dedup::with_retention(
+            SledSeen::open(store)?,
+            self.shared.cfg.default_ttl.as_secs().max(1),
+        );
+        Ok(())
+    }
+}
+
+/// Name in logs and [`Crashed`] errors.
+const ACTOR: &str = "StreamActor";
+
 impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
-        if let Some(rx) = self.inbound.take() {
-            ctx.spawn(link::run_acceptor(rx, self.shared.clone(), ctx.address()).into_actor(self));
-        }
+        ctx.run_interval(TICK, |act, ctx| {
+            let _ = contain_with(ACTOR, act, ctx, |act, ctx| act.tick(ctx));
+        });
+        let acceptor = link::run_acceptor(self.inbound.clone(), self.shared.clone(), ctx.address());
+        ctx.spawn(
+            AssertUnwindSafe(acceptor)
+                .catch_unwind()
+                .into_actor(self)
+                .map(|r, _, ctx| task_ended::<Self, _>(ACTOR, ctx, r)),
+        );
         self.start_due_writers(ctx);
+    }
+}
+
+impl Supervised for StreamActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.restarts += 1;
+        tracing::warn!(
+            restarts = self.restarts,
+            "StreamActor restarted; reloading the outbox and the seen-set"
+        );
+        if let Err(e) = self.reload() {
+            tracing::error!(error = %e, "reloading after a restart failed; keeping the state in memory");
+        }
     }
 }
 
@@ -755,6 +827,17 @@ pub struct SendMessage {
 impl Handler<SendMessage> for StreamActor {
     type Result = ResponseFuture<Result<Id128, StreamError>>;
     fn handle(&mut self, m: SendMessage, ctx: &mut Self::Context) -> Self::Result {
+        contain_with(ACTOR, self, ctx, |act, ctx| act.send_message(m, ctx))
+            .unwrap_or_else(|e| Box::pin(async move { Err(e.into()) }))
+    }
+}
+
+impl StreamActor {
+    fn send_message(
+        &mut self,
+        m: SendMessage,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Id128, StreamError>> {
         let max = self.shared.cfg.max_message;
         if m.payload.len() > max {
             let e = StreamError::TooLarge {
@@ -837,8 +920,8 @@ pub struct GetOutbox;
 
 impl Handler<GetOutbox> for StreamActor {
     type Result = MessageResult<GetOutbox>;
-    fn handle(&mut self, _: GetOutbox, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.outbox.pending())
+    fn handle(&mut self, _: GetOutbox, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(contain::<Self, _>(ACTOR, ctx, || self.outbox.pending()).unwrap_or_default())
     }
 }
 
@@ -852,12 +935,12 @@ pub(crate) struct Pull {
 
 impl Handler<Pull> for StreamActor {
     type Result = ResponseFuture<Vec<Outgoing>>;
-    fn handle(&mut self, p: Pull, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, p: Pull, ctx: &mut Self::Context) -> Self::Result {
         if self.writers.get(&p.to).map(|w| w.0) != Some(p.gen) {
             return Box::pin(async { Vec::new() });
         }
         let (tx, rx) = oneshot::channel();
-        self.answer_pull(p.to, p.gen, tx);
+        let _ = contain::<Self, _>(ACTOR, ctx, || self.answer_pull(p.to, p.gen, tx));
         Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }
@@ -873,7 +956,9 @@ pub(crate) struct WriterEvent {
 impl Handler<WriterEvent> for StreamActor {
     type Result = ();
     fn handle(&mut self, m: WriterEvent, ctx: &mut Self::Context) {
-        self.on_writer_event(m.to, m.ev, ctx);
+        let _ = contain_with(ACTOR, self, ctx, |act, ctx| {
+            act.on_writer_event(m.to, m.ev, ctx)
+        });
     }
 }
 
@@ -889,7 +974,13 @@ pub(crate) struct WriterClosed {
 
 impl Handler<WriterClosed> for StreamActor {
     type Result = ();
-    fn handle(&mut self, m: WriterClosed, _: &mut Self::Context) {
+    fn handle(&mut self, m: WriterClosed, ctx: &mut Self::Context) {
+        let _ = contain::<Self, _>(ACTOR, ctx, || self.writer_closed(m));
+    }
+}
+
+impl StreamActor {
+    fn writer_closed(&mut self, m: WriterClosed) {
         StreamCounters::add(&self.counters().sessions_out, m.sessions);
         if self.writers.get(&m.to).map(|w| w.0) != Some(m.gen) {
             return;
@@ -934,13 +1025,16 @@ pub(crate) struct NoteSession {
 
 impl Handler<NoteSession> for StreamActor {
     type Result = bool;
-    fn handle(&mut self, m: NoteSession, _: &mut Self::Context) -> bool {
-        self.dedup
-            .note_session(&m.session_id, m.keep_until)
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "seen-set write failed");
-                false
-            })
+    fn handle(&mut self, m: NoteSession, ctx: &mut Self::Context) -> bool {
+        contain::<Self, _>(ACTOR, ctx, || {
+            self.dedup
+                .note_session(&m.session_id, m.keep_until)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "seen-set write failed");
+                    false
+                })
+        })
+        .unwrap_or(false)
     }
 }
 
@@ -1007,8 +1101,17 @@ pub(crate) enum AcceptOutcome {
 
 impl Handler<Accept> for StreamActor {
     type Result = MessageResult<Accept>;
-    fn handle(&mut self, a: Accept, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.accept(a))
+    fn handle(&mut self, a: Accept, ctx: &mut Self::Context) -> Self::Result {
+        // A crash neither delivers nor acknowledges: the sender retries on a new session.
+        MessageResult(
+            contain::<Self, _>(ACTOR, ctx, || self.accept(a)).unwrap_or_else(|_| {
+                AcceptOutcome::Refused(Box::new(Refusal {
+                    reason: RejectReason::Malformed,
+                    answer: None,
+                    close: true,
+                }))
+            }),
+        )
     }
 }
 
@@ -1022,10 +1125,12 @@ pub(crate) struct ReleaseIds {
 
 impl Handler<ReleaseIds> for StreamActor {
     type Result = ();
-    fn handle(&mut self, m: ReleaseIds, _: &mut Self::Context) {
-        if let Err(e) = self.dedup.release(&m.from, &m.ids) {
-            tracing::error!(error = %e, "seen-set release failed");
-        }
+    fn handle(&mut self, m: ReleaseIds, ctx: &mut Self::Context) {
+        let _ = contain::<Self, _>(ACTOR, ctx, || {
+            if let Err(e) = self.dedup.release(&m.from, &m.ids) {
+                tracing::error!(error = %e, "seen-set release failed");
+            }
+        });
     }
 }
 
@@ -1094,6 +1199,21 @@ impl Handler<Wiretap> for StreamActor {
     type Result = MessageResult<Wiretap>;
     fn handle(&mut self, _: Wiretap, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.shared.wiretap.subscribe())
+    }
+}
+
+/// Test hook: panic inside the handler so supervision can be observed.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StreamError>")]
+pub struct InjectPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectPanic> for StreamActor {
+    type Result = Result<(), StreamError>;
+    #[allow(clippy::panic)]
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>(ACTOR, ctx, || panic!("injected fault"))?
     }
 }
 
