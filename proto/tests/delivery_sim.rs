@@ -122,7 +122,7 @@ impl Sim {
         let now = 1_800_000_000;
         let mut seed_bytes = [0u8; 32];
         rng.try_fill_bytes(&mut seed_bytes).unwrap();
-        ring.rotate(seed_bytes, now);
+        ring.rotate(&seed_bytes, now);
         let current = ring.current().unwrap().keypair().public();
         Sim {
             now,
@@ -196,7 +196,7 @@ impl Sim {
             Op::Rotate => {
                 let mut seed = [0u8; 32];
                 self.rng.try_fill_bytes(&mut seed).unwrap();
-                self.ring.rotate(seed, self.now);
+                self.ring.rotate(&seed, self.now);
                 // The sender's view stays stale until a refusal or a reconnect tells it.
             }
             Op::EraseRetired => {

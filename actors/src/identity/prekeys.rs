@@ -45,17 +45,38 @@ impl std::fmt::Debug for PrekeyFile {
     }
 }
 
-fn random_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+/// A fresh seed, generated in place in zeroized heap memory.
+fn random_seed() -> Box<Zeroizing<[u8; 32]>> {
+    let mut seed = Box::new(Zeroizing::new([0u8; 32]));
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed[..]);
     seed
 }
+
+/// Overwrites the whole of `path` with zeros and makes that durable, so that the seeds it held
+/// are gone from the file system's view of it (see the erasure limits in `docs/SECURITY.md`).
+fn scrub(path: &Path) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let zeros = [0u8; 4096];
+    let mut at = 0usize;
+    while at < len {
+        let n = zeros.len().min(len - at);
+        file.write_all_at(&zeros[..n], at as u64)?;
+        at += n;
+    }
+    file.sync_data()
+}
+
+/// Where versions before in-place scrubbing set an unreadable prekey file aside.
+const CORRUPT_FILE: &str = "prekeys.corrupt";
 
 impl PrekeyFile {
     /// Opens (creating if needed) `data_dir/prekeys`. A seed kept in the `prekeys` sled tree by
     /// an older version is imported as the current key and deleted from sled. An unreadable file
-    /// is set aside as `prekeys.corrupt` and replaced by a fresh ring: only sessions sealed to
+    /// is overwritten with zeros in place and replaced by a fresh ring: only sessions sealed to
     /// the lost keys are affected, and their senders recover through a stale-prekey refusal.
+    /// (Keeping it aside would keep its seeds forever, defeating erasure; a `prekeys.corrupt`
+    /// left by an older version is scrubbed and removed the same way.)
     ///
     /// # Errors
     /// [`PrekeyFileError`] when the file cannot be created, read or written.
@@ -65,6 +86,13 @@ impl PrekeyFile {
             path: path.clone(),
             reason,
         };
+        let aside = data_dir.join(CORRUPT_FILE);
+        if aside.exists() {
+            scrub(&aside)
+                .and_then(|()| std::fs::remove_file(&aside))
+                .map_err(|e| err(format!("cannot erase {}: {e}", aside.display())))?;
+            tracing::info!(path = %aside.display(), "erased a prekey file set aside by an older version");
+        }
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -91,9 +119,9 @@ impl PrekeyFile {
                     ring
                 }
                 Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "prekey file is unreadable; setting it aside and starting a new ring");
-                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
-                    return Self::open(data_dir, store, now);
+                    tracing::error!(path = %path.display(), error = %e, "prekey file is unreadable; erasing it and starting a new ring");
+                    scrub(&path).map_err(|e| err(format!("cannot erase: {e}")))?;
+                    PrekeyRing::default()
                 }
             }
         } else {
@@ -107,14 +135,12 @@ impl PrekeyFile {
         // Migration: earlier versions kept one seed in sled.
         let tree = store.tree(TREE_PREKEYS).map_err(|e| err(e.to_string()))?;
         if let Ok(Some(old)) = tree.get(b"current") {
-            if ring.current().is_none() && old.len() == 32 {
-                let mut seed = [0u8; 32];
-                seed.copy_from_slice(&old);
+            if let (None, Ok(seed)) = (ring.current(), <&[u8; 32]>::try_from(&old[..])) {
                 writes.extend(ring.import_current(seed, now));
             }
         }
         if ring.current().is_none() {
-            writes.extend(ring.rotate(random_seed(), now));
+            writes.extend(ring.rotate(&random_seed(), now));
         }
         let mut me = PrekeyFile {
             path,
@@ -133,7 +159,7 @@ impl PrekeyFile {
     }
 
     fn write_all(&self) -> Result<(), PrekeyFileError> {
-        let bytes = Zeroizing::new(self.ring.encode());
+        let bytes = self.ring.encode();
         self.file
             .write_all_at(&bytes, 0)
             .and_then(|_| self.file.sync_data())
@@ -150,7 +176,7 @@ impl PrekeyFile {
         for w in &writes {
             let offset = (w.index * SLOT_LEN) as u64;
             self.file
-                .write_all_at(&w.bytes, offset)
+                .write_all_at(&w.bytes[..], offset)
                 .map_err(|e| PrekeyFileError {
                     path: self.path.clone(),
                     reason: e.to_string(),
@@ -194,7 +220,7 @@ impl PrekeyFile {
     /// # Errors
     /// [`PrekeyFileError`] when the file cannot be written.
     pub fn rotate(&mut self, now: u64, grace: u64) -> Result<(), PrekeyFileError> {
-        let mut writes = self.ring.rotate(random_seed(), now);
+        let mut writes = self.ring.rotate(&random_seed(), now);
         writes.extend(self.ring.erase_expired(now, grace));
         self.apply(writes)
     }
@@ -207,7 +233,7 @@ impl PrekeyFile {
     pub fn maintain(&mut self, now: u64, period: u64, grace: u64) -> Result<bool, PrekeyFileError> {
         let rotated = self.ring.rotation_due(now, period);
         let mut writes = if rotated {
-            self.ring.rotate(random_seed(), now)
+            self.ring.rotate(&random_seed(), now)
         } else {
             Vec::new()
         };
@@ -277,6 +303,43 @@ mod tests {
         std::fs::write(dir.path().join(PREKEY_FILE), [0xffu8; FILE_LEN]).unwrap();
         let pf = PrekeyFile::open(dir.path(), &store, 20).unwrap();
         assert_eq!(pf.len(), 1);
-        assert!(dir.path().join("prekeys.corrupt").exists());
+    }
+
+    /// A prekey file that does not decode still holds seeds (only its structure is broken): it
+    /// is erased in place, never kept aside, and one an older version kept aside is erased too.
+    #[test]
+    fn an_unreadable_prekey_file_is_erased_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut ring = PrekeyRing::default();
+        ring.rotate(&[0x5a; 32], 10);
+        ring.rotate(&[0xa5; 32], 20);
+        let mut bytes = ring.encode().to_vec();
+        // A reserved byte set: structurally invalid, every seed still readable.
+        bytes[1] = 1;
+        std::fs::write(dir.path().join(PREKEY_FILE), &bytes).unwrap();
+        assert!(PrekeyRing::decode(&bytes).is_err());
+        std::fs::write(dir.path().join(CORRUPT_FILE), &bytes).unwrap();
+
+        let pf = PrekeyFile::open(dir.path(), &store, 30).unwrap();
+        assert_eq!(pf.len(), 1);
+        assert!(pf.find(&Prekey::from_seed(&[0x5a; 32]).public()).is_none());
+        drop(pf);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            names.push(entry.file_name().to_string_lossy().to_string());
+            if entry.file_type().unwrap().is_file() {
+                let content = std::fs::read(entry.path()).unwrap();
+                for seed in [[0x5au8; 32], [0xa5; 32]] {
+                    assert!(
+                        !content.windows(32).any(|w| w == seed),
+                        "a seed of the unreadable file survives in {:?}",
+                        entry.file_name()
+                    );
+                }
+            }
+        }
+        assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
     }
 }
