@@ -4,7 +4,7 @@
 //! Every change is written slot by slot with `pwrite` and made durable with `fdatasync` before the
 //! new state is used, so a crash never leaves the node advertising a prekey it cannot open.
 
-use crate::storage::{Store, TREE_PREKEYS};
+use crate::storage::Store;
 use hermes_proto::envelope::Prekey;
 use hermes_proto::prekey::{PrekeyRing, SlotWrite, FILE_LEN, SLOT_LEN};
 use std::fs::{File, OpenOptions};
@@ -72,7 +72,8 @@ const CORRUPT_FILE: &str = "prekeys.corrupt";
 
 impl PrekeyFile {
     /// Opens (creating if needed) `data_dir/prekeys`. A seed kept in the `prekeys` sled tree by
-    /// an older version is imported as the current key and deleted from sled. An unreadable file
+    /// an older version (taken out of the database by [`Store::open`]) is imported as the
+    /// current key. An unreadable file
     /// is overwritten with zeros in place and replaced by a fresh ring: only sessions sealed to
     /// the lost keys are affected, and their senders recover through a stale-prekey refusal.
     /// (Keeping it aside would keep its seeds forever, defeating erasure; a `prekeys.corrupt`
@@ -132,11 +133,10 @@ impl PrekeyFile {
                 .map_err(|e| err(e.to_string()))?;
         }
         let mut writes = Vec::new();
-        // Migration: earlier versions kept one seed in sled.
-        let tree = store.tree(TREE_PREKEYS).map_err(|e| err(e.to_string()))?;
-        if let Ok(Some(old)) = tree.get(b"current") {
-            if let (None, Ok(seed)) = (ring.current(), <&[u8; 32]>::try_from(&old[..])) {
-                writes.extend(ring.import_current(seed, now));
+        // Migration: earlier versions kept one seed in sled; the store took it out at open.
+        if let Some(seed) = store.take_legacy_prekey() {
+            if ring.current().is_none() {
+                writes.extend(ring.import_current(&seed, now));
             }
         }
         if ring.current().is_none() {
@@ -148,12 +148,9 @@ impl PrekeyFile {
             ring,
             keys: Vec::new(),
         };
-        // Write the full file once so every slot is in its final form, then drop the sled copy.
+        // Write the full file once so every slot is in its final form.
         me.write_all()?;
         drop(writes);
-        if tree.remove(b"current").ok().flatten().is_some() {
-            let _ = tree.flush();
-        }
         me.refresh_keys();
         Ok(me)
     }
@@ -290,15 +287,78 @@ mod tests {
         assert!(ring.entries().iter().all(|e| e.keypair().public() != first));
     }
 
+    /// Every file under `dir` (recursively) except the prekey file, with its contents.
+    fn files_but_prekeys(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                files_but_prekeys(&path, out);
+            } else if entry.file_name() != PREKEY_FILE {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+
     #[test]
-    fn a_seed_from_sled_is_imported_and_a_corrupt_file_is_replaced() {
+    fn a_seed_from_sled_is_imported_and_erased_from_every_database_file() {
+        use crate::storage::TREE_PREKEYS;
+        let dir = tempfile::tempdir().unwrap();
+        // What an early version left: the seed in sled, next to other data.
+        let seed = [0x3cu8; 32];
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            store
+                .tree(TREE_PREKEYS)
+                .unwrap()
+                .insert(b"current", &seed)
+                .unwrap();
+            store.tree("outbox").unwrap().insert(b"k", b"v").unwrap();
+            store.generate_id().unwrap();
+            store.flush().unwrap();
+        }
+        let mut before = Vec::new();
+        files_but_prekeys(dir.path(), &mut before);
+        assert!(
+            before.iter().any(|(_, c)| c.windows(32).any(|w| w == seed)),
+            "the test needs the seed on disk to begin with"
+        );
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let last_id = store.generate_id().unwrap();
+        let pf = PrekeyFile::open(dir.path(), &store, 10).unwrap();
+        assert_eq!(pf.current_public(), Prekey::from_seed(&seed).public());
+        store.flush().unwrap();
+        let mut after = Vec::new();
+        files_but_prekeys(dir.path(), &mut after);
+        for (path, content) in &after {
+            assert!(
+                !content.windows(32).any(|w| w == seed),
+                "the migrated seed survives in {}",
+                path.display()
+            );
+        }
+        // Everything else is still there, and ids keep increasing.
+        assert_eq!(
+            store.tree("outbox").unwrap().get(b"k").unwrap().unwrap(),
+            &b"v"[..]
+        );
+        assert!(!store
+            .tree(TREE_PREKEYS)
+            .unwrap()
+            .contains_key(b"current")
+            .unwrap());
+        drop(pf);
+        drop(store);
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert!(store.generate_id().unwrap() > last_id);
+        assert!(store.take_legacy_prekey().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        let tree = store.tree(TREE_PREKEYS).unwrap();
-        tree.insert(b"current", &[5u8; 32]).unwrap();
         let pf = PrekeyFile::open(dir.path(), &store, 10).unwrap();
-        assert_eq!(pf.current_public(), Prekey::from_seed(&[5; 32]).public());
-        assert!(tree.get(b"current").unwrap().is_none());
         drop(pf);
         std::fs::write(dir.path().join(PREKEY_FILE), [0xffu8; FILE_LEN]).unwrap();
         let pf = PrekeyFile::open(dir.path(), &store, 20).unwrap();
