@@ -178,6 +178,7 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             (Ok(s), Ok(m)) => serde_json::json!({
                 "denied": s.denied.iter().map(|(r, n)| (r.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
                 "registry_entries": s.registry_entries,
+                "chain_stale": s.chain_stale,
                 "messages": message_stats_json(&m),
             }),
             (Err(e), _) | (_, Err(e)) => error(e),

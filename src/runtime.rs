@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::config::{ChainKind, SubnetMode};
 use crate::messages::{Inbox, IncomingStreams, MessageId, OutboxEntry, SendOptions, Taken};
 use crate::Error;
-use actix::{Actor, Addr, Arbiter, Supervisor};
+use actix::{Addr, Arbiter, Supervisor};
 use hermes_actors::chain::{self, Chain, ChainActor, DevChain, StaticChain};
 use hermes_actors::firewall::{self, FirewallActor, FirewallStats, PolicyBase};
 use hermes_actors::identity::{self, IdentityActor, IdentityConfig, IdentityInfo};
@@ -226,12 +226,23 @@ async fn start_actors(
         ChainKind::Dev => Arc::new(DevChain::new(&config.chain.path)),
         ChainKind::Static => Arc::new(StaticChain::new(&config.chain.path)),
     };
-    let registry = Arc::new(
-        backend
-            .registry()
-            .await
-            .map_err(|e| Error::Startup(format!("cannot read the chain registry: {e}")))?,
-    );
+    // A chain that cannot be read at all fails closed: the node starts (the chain may come
+    // back in a moment) but refuses every new peer as `chain_stale` until it reads.
+    let initial = match backend.registry().await {
+        Ok(r) => Some(r),
+        // A snapshot or entry that does not parse is a mistake to fix, best said at once; an
+        // unreachable or unreadable backend is an outage, ridden out closed.
+        Err(e @ chain::ChainError::Format { .. }) => {
+            return Err(Error::Startup(format!(
+                "cannot read the chain registry: {e}"
+            )))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the chain registry; refusing new peers (chain_stale) until it reads");
+            None
+        }
+    };
+    let registry = Arc::new(initial.clone().unwrap_or_default());
     let base = PolicyBase {
         enabled: config.firewall.enabled,
         acl: config.acl.to_acl(),
@@ -239,9 +250,9 @@ async fn start_actors(
         require_stake: config.firewall.require_stake,
         min_stake: config.firewall.min_stake,
     };
-    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(
-        FirewallActor::initial_policy(&base, registry.clone()),
-    ));
+    let mut policy = FirewallActor::initial_policy(&base, registry.clone());
+    policy.chain_stale = initial.is_none();
+    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(policy));
     let counters = Arc::new(DenyCounters::default());
     let fw_actor = FirewallActor::new(base, shared.clone(), counters.clone());
     let firewall = Supervisor::start(move |_| fw_actor);
@@ -249,10 +260,11 @@ async fn start_actors(
     // The dev chain may block briefly on its file lock, so the ChainActor gets its own thread.
     let chain_arbiter = Arbiter::new();
     let poll = config.chain.poll_interval.0;
+    let max_staleness = config.chain.max_staleness.0;
     let subscriber = firewall.clone().recipient();
-    let initial = (*registry).clone();
+    let read_at_start = initial.is_some();
     let chain = Supervisor::start_in_arbiter(&chain_arbiter.handle(), move |_| {
-        ChainActor::new(backend, initial, poll, subscriber)
+        ChainActor::new(backend, initial, poll, max_staleness, subscriber)
     });
 
     if !network {
@@ -270,7 +282,10 @@ async fn start_actors(
     }
     // A registry that admits nobody (often a wrong or never-set chain.path) would otherwise only
     // show as every connection being refused.
-    if let Some(warning) = config.registry_warning(&registry) {
+    if let Some(warning) = read_at_start
+        .then(|| config.registry_warning(&registry))
+        .flatten()
+    {
         tracing::warn!("{warning}");
     }
     // The swarm runs on its own arbiter; it is built there so the transports bind to that
@@ -381,7 +396,9 @@ async fn start_actors(
     let ss58_prefix = stream_cfg.ss58_prefix;
     let (stream_actor, ends) = StreamActor::new(stream_cfg, deps, inbound_rx)
         .map_err(|e| Error::Startup(format!("cannot open the message store: {e}")))?;
-    let stream_addr = StreamActor::start_in_arbiter(&net_arbiter.handle(), move |_| stream_actor);
+    // Supervised like the other actors: a panic restarts it (same address) instead of taking
+    // the data plane down until the node restarts.
+    let stream_addr = Supervisor::start_in_arbiter(&net_arbiter.handle(), move |_| stream_actor);
     Ok((
         Parts {
             identity,
@@ -496,12 +513,21 @@ impl RuntimeHandle {
         Ok(Self::ask(&self.inner.parts.identity, identity::GetIdentity).await??)
     }
 
-    /// Signs `message` with the hotkey (sr25519, substrate context).
+    /// Signs `message` with the hotkey for the application: sr25519 over
+    /// `b"hermes/app/v1" || message`. The domain tag means that no bytes an application is asked
+    /// to sign can yield a signature valid for a binding record, a session header or a chain
+    /// extrinsic (there is deliberately no raw variant on the handle). Check it with
+    /// [`RuntimeHandle::verify`] or `Hotkey::verify_app`, or `hermes verify`.
     ///
     /// # Errors
     /// [`Error::Stopped`] after shutdown.
     pub async fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
         Ok(Self::ask(&self.inner.parts.identity, identity::Sign(message.to_vec())).await??)
+    }
+
+    /// Whether `signature` is `signer`'s [`RuntimeHandle::sign`] signature over `message`.
+    pub fn verify(&self, signer: &Hotkey, message: &[u8], signature: &[u8]) -> bool {
+        signer.verify_app(message, signature)
     }
 
     /// Verifies a peer's binding record for a connection from `peer_id`.
@@ -532,6 +558,15 @@ impl RuntimeHandle {
     #[cfg(feature = "fault-injection")]
     pub async fn inject_identity_panic(&self) -> Result<(), Error> {
         Ok(Self::ask(&self.inner.parts.identity, identity::InjectPanic).await??)
+    }
+
+    /// Test hook: makes the StreamActor panic inside a handler.
+    ///
+    /// # Errors
+    /// Always an error: the request that panicked fails, and the actor restarts.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_stream_panic(&self) -> Result<(), Error> {
+        Ok(Self::ask(&self.stream_parts()?.actor, stream::InjectPanic).await??)
     }
 
     /// Test hook: a raw `/hermes/msg/1` (`messages`) or `/hermes/stream/1` substream to the

@@ -213,6 +213,29 @@ fn sign_and_verify() {
     let o = run(&mut hermes(&["sign", "--config", &cfg, "--hex", &hex_msg]));
     let sig2 = stdout(&o).trim().to_string();
     assert_eq!(check(&ss58, "hello subnet", &sig2), Some(0));
+
+    // `hermes sign` signs under the application domain: its signature is no plain substrate
+    // signature over the bytes (so it cannot be one over a binding record or an extrinsic), and
+    // a plain one is checked only with `--raw`.
+    let raw_check = |signer: &str, message: &str, sig: &str| {
+        verify(&[
+            "--ss58",
+            signer,
+            "--message",
+            message,
+            "--signature",
+            sig,
+            "--raw",
+        ])
+    };
+    assert_eq!(raw_check(&ss58, "hello subnet", &sig), Some(1));
+    let key = hermes::HotkeyPair::load_bittensor_file(&dir.path().join("hotkey")).unwrap();
+    let plain = format!("0x{}", hex::encode(key.sign_raw(b"hello subnet")));
+    assert_eq!(raw_check(&ss58, "hello subnet", &plain), Some(0));
+    assert_eq!(check(&ss58, "hello subnet", &plain), Some(1));
+    assert!(key
+        .public()
+        .verify_app(b"hello subnet", &hex::decode(&sig[2..]).unwrap()));
 }
 
 #[test]

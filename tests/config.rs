@@ -113,6 +113,16 @@ fn bad_size_and_duration() {
         c.field_error(r#"{"identity": {"hotkey_file": "HOTKEY", "binding_ttl": "90days"}}"#);
     assert_eq!(f, "identity.binding_ttl");
     assert!(r.contains("out of range"), "{r}");
+    // A staleness limit shorter than one poll would call the registry stale between two reads.
+    let (f, r) = c.field_error(
+        r#"{"identity": {"hotkey_file": "HOTKEY"}, "chain": {"poll_interval": "10s", "max_staleness": "5s"}}"#,
+    );
+    assert_eq!(f, "chain.max_staleness");
+    assert!(r.contains("at least chain.poll_interval"), "{r}");
+    let ok = c
+        .load(r#"{"identity": {"hotkey_file": "HOTKEY"}, "chain": {"poll_interval": "10s", "max_staleness": "10s"}}"#)
+        .unwrap();
+    assert_eq!(ok.chain.max_staleness.0, std::time::Duration::from_secs(10));
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn signature_made_by_bittensor_verifies_and_ours_round_trips() {
     assert!(!pk.verify(b"hermes interop!", &sig));
 
     let key = HotkeyPair::load_bittensor_file(Path::new(FIXTURE)).unwrap();
-    let ours = key.sign(b"payload");
+    let ours = key.sign_raw(b"payload");
     assert!(pk.verify(b"payload", &ours));
     assert!(!pk.verify(b"other bytes", &ours));
     let mut flipped = ours;
@@ -46,7 +46,7 @@ fn signature_made_by_bittensor_verifies_and_ours_round_trips() {
     assert!(!pk.verify(b"payload", &flipped));
     // Another key's signature over the same bytes does not verify as ours.
     let (other, _) = HotkeyPair::generate();
-    assert!(!pk.verify(b"payload", &other.sign(b"payload")));
+    assert!(!pk.verify(b"payload", &other.sign_raw(b"payload")));
 }
 
 #[test]

@@ -108,7 +108,7 @@ fn handle_is_clone_send_sync_and_works_from_any_thread() {
     let h = rt.clone();
     let sig = tokio_rt.block_on(async move { h.sign(b"from tokio").await.unwrap() });
     let pk = block_on(rt.identity()).unwrap().hotkey;
-    assert!(pk.verify(b"from tokio", &sig));
+    assert!(pk.verify_app(b"from tokio", &sig));
     // ...and from plain threads at once.
     let threads: Vec<_> = (0..4)
         .map(|i| {
@@ -122,7 +122,7 @@ fn handle_is_clone_send_sync_and_works_from_any_thread() {
         .collect();
     for t in threads {
         let (msg, sig) = t.join().unwrap();
-        assert!(pk.verify(msg.as_bytes(), &sig));
+        assert!(pk.verify_app(msg.as_bytes(), &sig));
     }
     block_on(rt.shutdown()).unwrap();
 }
@@ -183,4 +183,54 @@ fn twenty_cycles_leak_no_threads_or_files() {
         "open files grew from {fds} to {}",
         fd_count()
     );
+}
+
+/// An application that signs whatever it is handed (a challenge, a request) must not become a
+/// binding oracle: handed the signing payload of a binding record that vouches for an attacker's
+/// peer id under its hotkey, the signature it returns must not make that record valid.
+#[test]
+fn an_application_signature_never_verifies_as_a_binding_signature() {
+    let node = NodeDir::new();
+    block_on(async {
+        let rt = Runtime::builder(node.config())
+            .with_network(false)
+            .start()
+            .await
+            .unwrap();
+        let me = rt.identity().await.unwrap();
+        let attacker = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let mut record = me.binding.record.clone();
+        record.peer_id = attacker.to_bytes();
+        let payload = record.signing_payload();
+        let signature = rt.sign(&payload).await.unwrap();
+        let forged = hermes::proto::SignedBinding { record, signature };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            forged
+                .verify(&attacker.to_bytes(), Some(&me.hotkey), now)
+                .is_err(),
+            "an application signature made a binding record valid"
+        );
+        let err = rt
+            .verify_binding(forged.encode(), attacker, Some(me.hotkey))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not verify"), "{err}");
+        // It is a valid application signature over those bytes, and only that.
+        assert!(rt.verify(&me.hotkey, &payload, &signature));
+        assert!(!me.hotkey.verify(&payload, &signature));
+        // The genuine binding's signature is, conversely, no application signature.
+        assert!(!rt.verify(
+            &me.hotkey,
+            &me.binding.record.signing_payload(),
+            &me.binding.signature
+        ));
+        rt.shutdown().await.unwrap();
+    });
 }

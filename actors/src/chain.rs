@@ -14,7 +14,9 @@
 //! - [`Refresh`] → reloads now and publishes if it changed
 //!
 //! and emits [`RegistryUpdated`] to its subscriber (the FirewallActor) whenever the snapshot
-//! changes, polling the backend every `poll_interval`.
+//! changes, polling the backend every `poll_interval`. When the backend keeps failing for
+//! `max_staleness` (or could not be read at start), the last registry is published as stale: the
+//! firewall then refuses new peers (`chain_stale`) until a read succeeds again.
 
 use actix::prelude::*;
 use futures::future::BoxFuture;
@@ -23,7 +25,7 @@ use hermes_proto::{Hotkey, PeerIdRuleError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Errors from chain backends.
@@ -303,10 +305,16 @@ impl Chain for DevChain {
     }
 }
 
-/// Published when the registry changes.
+/// Published when the registry or its staleness changes.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct RegistryUpdated(pub Arc<Registry>);
+pub struct RegistryUpdated {
+    /// The latest registry read (the last good one while the backend fails).
+    pub registry: Arc<Registry>,
+    /// Whether it is stale: the backend has failed for longer than `max_staleness`, or has never
+    /// answered since start. New peers are refused meanwhile.
+    pub stale: bool,
+}
 
 /// Ask for the latest snapshot.
 #[derive(Debug, Message)]
@@ -325,24 +333,38 @@ pub struct ChainActor {
     current: Arc<Registry>,
     poll: Duration,
     subscriber: Recipient<RegistryUpdated>,
-    /// The current snapshot has not reached the subscriber yet.
-    unpublished: bool,
+    /// How long the backend may fail before the registry counts as stale.
+    max_staleness: Duration,
+    /// When the backend last answered; `None` when it has not since start.
+    last_ok: Option<Instant>,
+    /// What the subscriber was last told.
+    stale: bool,
+    /// An update the subscriber's full mailbox refused, to send again at the next poll.
+    unsent: bool,
 }
 
 impl ChainActor {
-    /// An actor polling `chain` every `poll` and publishing changes to `subscriber`.
+    /// An actor polling `chain` every `poll` and publishing changes to `subscriber`. `initial` is
+    /// what was read at start, `None` when the chain could not be read then: the registry is stale
+    /// from the start (new peers refused) until a read succeeds. After that, it becomes stale once
+    /// the backend has failed for `max_staleness`.
     pub fn new(
         chain: Arc<dyn Chain>,
-        initial: Registry,
+        initial: Option<Registry>,
         poll: Duration,
+        max_staleness: Duration,
         subscriber: Recipient<RegistryUpdated>,
     ) -> Self {
+        let last_ok = initial.as_ref().map(|_| Instant::now());
         ChainActor {
             chain,
-            current: Arc::new(initial),
+            stale: initial.is_none(),
+            current: Arc::new(initial.unwrap_or_default()),
             poll,
             subscriber,
-            unpublished: false,
+            max_staleness,
+            last_ok,
+            unsent: false,
         }
     }
 
@@ -356,30 +378,51 @@ impl ChainActor {
         );
     }
 
+    fn publish(&mut self) {
+        // try_send: a full firewall mailbox only delays this update to the next poll.
+        let update = RegistryUpdated {
+            registry: self.current.clone(),
+            stale: self.stale,
+        };
+        self.unsent = false;
+        if let Err(e) = self.subscriber.try_send(update) {
+            tracing::warn!(error = %e, "could not publish registry update; retrying at the next poll");
+            self.unsent = true;
+        }
+    }
+
     fn apply(&mut self, res: Result<Registry, ChainError>) -> Result<Arc<Registry>, String> {
         match res {
             Ok(reg) => {
-                let changed = reg.entries() != self.current.entries();
-                if changed {
+                self.last_ok = Some(Instant::now());
+                let mut changed = self.unsent;
+                if reg.entries() != self.current.entries() {
                     tracing::debug!(nodes = reg.len(), "chain registry changed");
                     self.current = Arc::new(reg);
+                    changed = true;
                 }
-                if changed || self.unpublished {
-                    // try_send: a full firewall mailbox delays this update to the next poll,
-                    // which publishes it again even if the chain has not changed since.
-                    self.unpublished = false;
-                    if let Err(e) = self
-                        .subscriber
-                        .try_send(RegistryUpdated(self.current.clone()))
-                    {
-                        self.unpublished = true;
-                        tracing::warn!(error = %e, "could not publish registry update; retrying at the next poll");
-                    }
+                if self.stale {
+                    tracing::info!("the chain registry reads again; admitting new peers");
+                    self.stale = false;
+                    changed = true;
+                }
+                if changed {
+                    self.publish();
                 }
                 Ok(self.current.clone())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "chain refresh failed; keeping the last registry");
+                let age = self.last_ok.map(|t| t.elapsed());
+                if !self.stale && age.is_none_or(|a| a >= self.max_staleness) {
+                    tracing::error!(error = %e, "the chain registry has not been readable for max_staleness; refusing new peers (chain_stale) until it reads again");
+                    self.stale = true;
+                    self.publish();
+                } else {
+                    tracing::warn!(error = %e, stale = self.stale, "chain refresh failed; keeping the last registry");
+                    if self.unsent {
+                        self.publish();
+                    }
+                }
                 Err(e.to_string())
             }
         }
@@ -475,7 +518,7 @@ mod tests {
     impl Handler<RegistryUpdated> for Sink {
         type Result = ();
         fn handle(&mut self, msg: RegistryUpdated, _: &mut Self::Context) {
-            let _ = self.got.send(msg.0.len());
+            let _ = self.got.send(msg.registry.len());
         }
     }
     #[derive(Message)]
@@ -516,7 +559,8 @@ mod tests {
             }
             let actor = ChainActor::new(
                 backend,
-                Registry::default(),
+                Some(Registry::default()),
+                Duration::from_secs(3600),
                 Duration::from_secs(3600),
                 sink.clone().recipient(),
             )

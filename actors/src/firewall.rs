@@ -43,6 +43,8 @@ pub struct FirewallStats {
     pub denied: Vec<(DenyReason, u64)>,
     /// Registry entries known.
     pub registry_entries: usize,
+    /// Whether the registry is stale (new peers refused as `chain_stale`).
+    pub chain_stale: bool,
     /// The scope in force.
     pub scope: Scope,
     /// ACL sizes: allow, deny.
@@ -95,13 +97,15 @@ impl FirewallActor {
             require_stake: base.require_stake,
             min_stake: base.min_stake,
             registry,
+            chain_stale: false,
         }
     }
 
     fn publish(&mut self, ctx: &mut Context<Self>) {
-        let registry = self.shared.load().registry.clone();
-        self.shared
-            .store(Arc::new(Self::initial_policy(&self.base, registry)));
+        let current = self.shared.load();
+        let mut policy = Self::initial_policy(&self.base, current.registry.clone());
+        policy.chain_stale = current.chain_stale;
+        self.shared.store(Arc::new(policy));
         self.recheck(ctx);
     }
 
@@ -157,7 +161,8 @@ impl Handler<RegistryUpdated> for FirewallActor {
     type Result = ();
     fn handle(&mut self, msg: RegistryUpdated, ctx: &mut Self::Context) {
         let mut p = (**self.shared.load()).clone();
-        p.registry = msg.0;
+        p.registry = msg.registry;
+        p.chain_stale = msg.stale;
         self.shared.store(Arc::new(p));
         self.recheck(ctx);
     }
@@ -219,6 +224,7 @@ impl Handler<GetStats> for FirewallActor {
         MessageResult(FirewallStats {
             denied: self.counters.snapshot(),
             registry_entries: self.shared.load().registry.len(),
+            chain_stale: self.shared.load().chain_stale,
             scope: self.base.scope.clone(),
             acl_entries: (
                 acl.allow_ss58.len() + acl.allow_peers.len(),

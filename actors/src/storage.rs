@@ -7,15 +7,25 @@
 //!
 //! Trees (one per concern, see the design notes): `kad_records`, `kad_providers`, `outbox`,
 //! `seen_ids`, and later `sync_*`, `epochs`, `attestations`. (`prekeys` held the prekey seed in
-//! early versions; prekeys now live in their own file, see `identity::prekeys`.)
+//! early versions; prekeys now live in their own file, see `identity::prekeys`. Opening a database
+//! that still holds one moves the seed out and rewrites the database without it, see
+//! [`Store::take_legacy_prekey`].)
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
-/// Tree holding the X25519 prekey seeds.
+/// Tree in which early versions held the X25519 prekey seed (key `current`); read only to migrate.
 pub const TREE_PREKEYS: &str = "prekeys";
+/// Where the database is copied while a legacy prekey seed is migrated out of it.
+const REWRITE_DIR: &str = "db.rewrite";
+/// Present once that copy is complete and durable: from then on the copy replaces the original.
+const REWRITE_DONE: &str = "db.rewrite.done";
+
+/// A prekey seed taken out of a legacy database, in zeroized heap memory.
+pub type LegacySeed = Box<Zeroizing<[u8; 32]>>;
 /// Kademlia value records.
 pub const TREE_KAD_RECORDS: &str = "kad_records";
 /// Kademlia provider records.
@@ -54,6 +64,7 @@ pub enum StoreError {
 struct Inner {
     db: sled::Db,
     path: PathBuf,
+    legacy_prekey: Mutex<Option<LegacySeed>>,
     // Held for its lock; released on drop, after `db` (fields drop in declaration order).
     _lock: File,
 }
@@ -117,26 +128,56 @@ impl Store {
             Err(fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let db_path = data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&db_path)
-            .cache_capacity(opts.cache_capacity)
-            .flush_every_ms(Some(
-                u64::try_from(opts.flush_every.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            ))
-            .open()
-            .map_err(|source| StoreError::Db {
-                path: db_path.clone(),
-                source,
-            })?;
+        let open = |path: &Path| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity)
+                .flush_every_ms(Some(
+                    u64::try_from(opts.flush_every.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                ))
+                .open()
+                .map_err(|source| StoreError::Db {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        finish_rewrite(data_dir, &db_path).map_err(io)?;
+        let mut db = open(&db_path)?;
+        let (legacy, legacy_prekey) = take_legacy_seed(&db).map_err(|source| StoreError::Db {
+            path: db_path.clone(),
+            source,
+        })?;
+        if legacy {
+            rewrite_without_legacy(db, data_dir, &db_path, &open)?;
+            tracing::info!(
+                "rewrote the database without the legacy prekey tree and erased its old files"
+            );
+            db = open(&db_path)?;
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path: db_path,
+                legacy_prekey: Mutex::new(legacy_prekey),
                 _lock: lock,
             }),
         })
+    }
+
+    /// The prekey seed an early version kept in the database, if this open found one (once:
+    /// the caller imports it into the prekey file). The database no longer holds it: it was
+    /// rewritten without it and its old files were overwritten with zeros, because sled is
+    /// log-structured and a removed value stays in its log until sled happens to reuse the
+    /// space. A crash before the import loses the seed: only sessions sealed to it are affected,
+    /// and their senders recover through a stale-prekey refusal.
+    pub fn take_legacy_prekey(&self) -> Option<LegacySeed> {
+        self.inner
+            .legacy_prekey
+            .lock()
+            .map(|mut g| g.take())
+            .unwrap_or(None)
     }
 
     /// Opens a named tree.
@@ -196,6 +237,127 @@ impl Store {
     }
 }
 
+/// Whether the database has the legacy [`TREE_PREKEYS`] tree at all, and the seed under its
+/// key `current` (copied into zeroized heap memory) if it holds one. An empty tree still counts:
+/// versions that migrated the seed out with a plain `remove` left it in sled's log.
+fn take_legacy_seed(db: &sled::Db) -> sled::Result<(bool, Option<LegacySeed>)> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == TREE_PREKEYS.as_bytes())
+    {
+        return Ok((false, None));
+    }
+    let seed = db
+        .open_tree(TREE_PREKEYS)?
+        .get(b"current")?
+        .filter(|v| v.len() == 32)
+        .map(|v| {
+            let mut seed = Box::new(Zeroizing::new([0u8; 32]));
+            seed.copy_from_slice(&v);
+            seed
+        });
+    Ok((true, seed))
+}
+
+/// Copies every tree but [`TREE_PREKEYS`] into [`REWRITE_DIR`], advances the copy's id
+/// generator past the original's (outbox keys are ordered by it and must never repeat), marks
+/// the copy complete, then erases the original and puts the copy in its place.
+fn rewrite_without_legacy(
+    db: sled::Db,
+    data_dir: &Path,
+    db_path: &Path,
+    open: &dyn Fn(&Path) -> Result<sled::Db, StoreError>,
+) -> Result<(), StoreError> {
+    let copy_path = data_dir.join(REWRITE_DIR);
+    let dberr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        }
+    };
+    let io = |source| StoreError::Io {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    if copy_path.exists() {
+        fs::remove_dir_all(&copy_path).map_err(io)?;
+    }
+    let copy = open(&copy_path)?;
+    for name in db.tree_names() {
+        if name.as_ref() == TREE_PREKEYS.as_bytes() {
+            continue;
+        }
+        let src = db.open_tree(&name).map_err(dberr(db_path))?;
+        let dst = copy.open_tree(&name).map_err(dberr(&copy_path))?;
+        let mut batch = sled::Batch::default();
+        for item in src.iter() {
+            let (k, v) = item.map_err(dberr(db_path))?;
+            batch.insert(k, v);
+        }
+        dst.apply_batch(batch).map_err(dberr(&copy_path))?;
+    }
+    let next = db.generate_id().map_err(dberr(db_path))?;
+    while copy.generate_id().map_err(dberr(&copy_path))? < next {}
+    copy.flush().map_err(dberr(&copy_path))?;
+    drop(copy);
+    drop(db);
+    File::create(data_dir.join(REWRITE_DONE))
+        .and_then(|f| f.sync_all())
+        .and_then(|()| File::open(data_dir).and_then(|d| d.sync_all()))
+        .map_err(io)?;
+    finish_rewrite(data_dir, db_path).map_err(io)
+}
+
+/// Completes a rewrite whose copy is marked complete (also after a crash): the original is
+/// overwritten with zeros and removed, and the copy takes its place. A copy not marked complete
+/// is an interrupted one and is dropped (the original is still whole).
+fn finish_rewrite(data_dir: &Path, db_path: &Path) -> std::io::Result<()> {
+    let copy_path = data_dir.join(REWRITE_DIR);
+    let done = data_dir.join(REWRITE_DONE);
+    if !done.exists() {
+        if copy_path.exists() {
+            fs::remove_dir_all(&copy_path)?;
+        }
+        return Ok(());
+    }
+    if db_path.exists() {
+        scrub_tree(db_path)?;
+        fs::remove_dir_all(db_path)?;
+    }
+    if copy_path.exists() {
+        fs::rename(&copy_path, db_path)?;
+    }
+    File::open(data_dir)?.sync_all()?;
+    fs::remove_file(&done)?;
+    File::open(data_dir)?.sync_all()
+}
+
+/// Overwrites every file under `dir` with zeros, durably.
+fn scrub_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            scrub_tree(&path)?;
+            continue;
+        }
+        let file = OpenOptions::new().write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let zeros = vec![0u8; 1 << 16];
+        let mut at = 0u64;
+        while at < len {
+            let n = usize::try_from(len - at).map_or(zeros.len(), |r| r.min(zeros.len()));
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and parents) readable only by the owner: it holds private keys.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -244,6 +406,29 @@ mod tests {
         drop(a);
         let b = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         assert_eq!(b.tree("t").unwrap().get(b"k").unwrap().unwrap(), &b"v"[..]);
+    }
+
+    #[test]
+    fn an_interrupted_rewrite_is_dropped_and_the_original_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let a = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            a.tree("t").unwrap().insert(b"k", b"v").unwrap();
+            a.flush().unwrap();
+        }
+        // A copy without its completion mark: a rewrite that crashed midway.
+        fs::create_dir_all(dir.path().join(REWRITE_DIR).join("blobs")).unwrap();
+        fs::write(dir.path().join(REWRITE_DIR).join("db"), b"partial").unwrap();
+        let b = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert_eq!(b.tree("t").unwrap().get(b"k").unwrap().unwrap(), &b"v"[..]);
+        assert!(!dir.path().join(REWRITE_DIR).exists());
+        // A database without the legacy tree is opened as it is.
+        assert!(!b
+            .inner
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == TREE_PREKEYS.as_bytes()));
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub enum DenyReason {
     Impersonation,
     /// The binding has expired.
     ExpiredBinding,
+    /// The chain registry could not be read for longer than `chain.max_staleness` (or not at all
+    /// since start): no new peer is admitted on a registry that may be out of date.
+    ChainStale,
     /// An inbound connection's transport handshake failed on bytes that are not a valid
     /// handshake (a port scan, another protocol, a broken client), or on a connection closed
     /// without a byte.
@@ -68,7 +71,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, for listing counters.
-    pub const ALL: [DenyReason; 15] = [
+    pub const ALL: [DenyReason; 16] = [
         DenyReason::TooManyConnections,
         DenyReason::TooManyFromIp,
         DenyReason::RateLimited,
@@ -82,6 +85,7 @@ impl DenyReason {
         DenyReason::BadBinding,
         DenyReason::Impersonation,
         DenyReason::ExpiredBinding,
+        DenyReason::ChainStale,
         DenyReason::Garbage,
         DenyReason::Reset,
     ];
@@ -102,6 +106,7 @@ impl DenyReason {
             DenyReason::BadBinding => "bad_binding",
             DenyReason::Impersonation => "impersonation",
             DenyReason::ExpiredBinding => "expired_binding",
+            DenyReason::ChainStale => "chain_stale",
             DenyReason::Garbage => "garbage",
             DenyReason::Reset => "reset",
         }
@@ -170,6 +175,10 @@ pub struct Policy {
     pub min_stake: u128,
     /// The chain registry this policy decides against (shared: it can be large).
     pub registry: std::sync::Arc<Registry>,
+    /// The registry is older than the configured staleness limit (the chain backend keeps
+    /// failing), or was never read: new peers are refused ([`DenyReason::ChainStale`]) until it
+    /// reads again. Connections admitted before keep being checked against the last registry.
+    pub chain_stale: bool,
 }
 
 /// What the policy knows about an admitted peer.
@@ -192,6 +201,21 @@ impl Policy {
     /// # Errors
     /// The [`DenyReason`] of the first rule that refuses it.
     pub fn admit_signed(&self, peer_id: &str, signer: &Hotkey) -> Result<Admission, DenyReason> {
+        self.decide(peer_id, signer, true)
+    }
+
+    /// Decides whether an already admitted peer may stay (re-checks after a policy change, a
+    /// re-issued binding). Same rules as [`Policy::admit_signed`] except that a stale registry
+    /// refuses only newcomers: dropping every peer because the chain is unreachable would turn
+    /// a chain outage into a network outage, while the last registry still decides who stays.
+    ///
+    /// # Errors
+    /// The [`DenyReason`] of the first rule that refuses it.
+    pub fn readmit_signed(&self, peer_id: &str, signer: &Hotkey) -> Result<Admission, DenyReason> {
+        self.decide(peer_id, signer, false)
+    }
+
+    fn decide(&self, peer_id: &str, signer: &Hotkey, new: bool) -> Result<Admission, DenyReason> {
         let own = || {
             self.registry
                 .by_peer(peer_id)
@@ -218,6 +242,10 @@ impl Policy {
                         .map(|e| e.netuid),
                 ),
             });
+        }
+        // Everything below trusts the registry, which may be out of date by now.
+        if new && self.chain_stale {
+            return Err(DenyReason::ChainStale);
         }
         if own().next().is_none() {
             return Err(DenyReason::Unregistered);
@@ -259,6 +287,10 @@ impl Policy {
         }
         if self.acl.allow_peers.contains(peer_id) {
             return Ok(());
+        }
+        // An out-of-date registry cannot say that a newcomer is unregistered either.
+        if self.chain_stale {
+            return Err(DenyReason::ChainStale);
         }
         let mut closest = DenyReason::Unregistered;
         let mut tried = HashSet::new();
@@ -479,11 +511,35 @@ mod tests {
             require_stake: true,
             min_stake: 100,
             registry: std::sync::Arc::new(Registry::new([e(1, 1, P1, 500), e(2, 2, P2, 50)])),
+            chain_stale: false,
         }
     }
 
     const K1: Hotkey = Hotkey([1; 32]);
     const K2: Hotkey = Hotkey([2; 32]);
+    const K3: Hotkey = Hotkey([3; 32]);
+
+    #[test]
+    fn a_stale_registry_refuses_newcomers_only() {
+        let mut p = policy(Scope::Open);
+        p.chain_stale = true;
+        assert_eq!(p.admit_signed(P1, &K1), Err(DenyReason::ChainStale));
+        assert_eq!(p.admit_connection(P1), Err(DenyReason::ChainStale));
+        assert_eq!(p.admit_signed(P3, &K3), Err(DenyReason::ChainStale));
+        assert_eq!(p.admit_connection(P3), Err(DenyReason::ChainStale));
+        // A peer admitted before stays, judged by the last registry.
+        assert!(p.readmit_signed(P1, &K1).is_ok());
+        assert_eq!(p.readmit_signed(P3, &K3), Err(DenyReason::Unregistered));
+        // The ACL does not depend on the chain: deny still wins, an allowed peer id still enters.
+        p.acl.allow_peers.insert(P3.into());
+        assert!(p.admit_signed(P3, &K3).is_ok());
+        assert_eq!(p.admit_connection(P3), Ok(()));
+        p.acl.deny_peers.insert(P3.into());
+        assert_eq!(p.admit_signed(P3, &K3), Err(DenyReason::AclPeerId));
+        let p = policy(Scope::Open);
+        assert!(!p.chain_stale);
+        assert!(p.admit_signed(P1, &K1).is_ok());
+    }
 
     #[test]
     fn rules_in_order() {

@@ -76,6 +76,13 @@ impl Hotkey {
         )
     }
 
+    /// `true` if `signature` is this key's application signature over `message`, as made by
+    /// [`sign_app`] (`RuntimeHandle::sign`, `hermes sign`): sr25519 over
+    /// [`APP_DOMAIN`]` || message`.
+    pub fn verify_app(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verify(&app_signing_payload(message), signature)
+    }
+
     /// `0x`-prefixed lower-case hex of the public key, the form wallet tools print.
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(66);
@@ -93,9 +100,34 @@ impl fmt::Debug for Hotkey {
     }
 }
 
-/// Signs `message` with `pair` in the standard substrate context.
+/// Signs `message` with `pair` in the standard substrate context, as it is: no domain tag.
+///
+/// Never call this on bytes a caller or a peer chose: they could be a binding record's or a
+/// session header's signing payload, or a chain extrinsic, and the signature would then be valid
+/// for that. Protocol structures sign their own domain-tagged payloads; applications use
+/// [`sign_app`].
 pub fn sign(pair: &sr25519::Pair, message: &[u8]) -> [u8; SIGNATURE_LEN] {
     pair.sign(message).0
+}
+
+/// Domain tag of application signatures. Every Hermes signature covers a payload that starts with
+/// its own tag (`hermes/binding/v1`, `hermes/session/v1`, this one), and no tag is a prefix of
+/// another, so an application signature can never be valid for a binding record or a session
+/// header, whatever bytes the application was asked to sign.
+pub const APP_DOMAIN: &[u8] = b"hermes/app/v1";
+
+/// The bytes an application signature covers: `APP_DOMAIN || message`.
+pub fn app_signing_payload(message: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(APP_DOMAIN.len() + message.len());
+    v.extend_from_slice(APP_DOMAIN);
+    v.extend_from_slice(message);
+    v
+}
+
+/// Signs `message` for an application: sr25519 over [`app_signing_payload`]. Verify with
+/// [`Hotkey::verify_app`].
+pub fn sign_app(pair: &sr25519::Pair, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+    sign(pair, &app_signing_payload(message))
 }
 
 #[cfg(test)]
@@ -140,5 +172,28 @@ mod tests {
         assert!(!alice.verify(b"hellO", &sig));
         assert!(!Hotkey::of(&bob).verify(b"hello", &sig));
         assert!(!alice.verify(b"hello", &sig[..63]));
+
+        // Application signatures verify only as such.
+        let app = sign_app(&pair, b"hello");
+        assert!(alice.verify_app(b"hello", &app));
+        assert!(!alice.verify(b"hello", &app));
+        assert!(!alice.verify_app(b"hello", &sig));
+        assert!(!alice.verify_app(b"hellO", &app));
+    }
+
+    #[test]
+    fn no_domain_tag_is_a_prefix_of_another() {
+        let tags = [
+            APP_DOMAIN,
+            crate::binding::DOMAIN,
+            crate::envelope::SESSION_DOMAIN,
+        ];
+        for (i, a) in tags.iter().enumerate() {
+            for (j, b) in tags.iter().enumerate() {
+                if i != j {
+                    assert!(!b.starts_with(a), "{a:?} is a prefix of {b:?}");
+                }
+            }
+        }
     }
 }

@@ -14,7 +14,11 @@
 //! 3. **Release after acknowledgement.** Once the sender has the acknowledgement it drops the
 //!    message and tells the receiver (`Release`), which forgets the id ([`Dedup::release`]). Ids
 //!    whose release never comes (the sender crashed) are swept once the message's own expiry has
-//!    passed ([`Dedup::sweep`]): after that the message is refused as expired anyway.
+//!    passed ([`Dedup::sweep`]): after that the message is refused as expired anyway. The expiry
+//!    is the sender's choice, so the receiver keeps an id at most its own retention (its
+//!    `messages.ttl`, [`Dedup::with_retention`]) after first seeing it: a peer cannot make it keep
+//!    ids for years. The price is bounded and stated: a copy retried *later* than that after the
+//!    first one arrived (its acknowledgement lost all that time) is delivered again.
 //!
 //! Session ids are kept the same way until their header leaves the replay window, so a replayed
 //! session header is refused even within the window.
@@ -45,7 +49,8 @@ pub trait SeenStore {
     /// # Errors
     /// The store's error.
     fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error>;
-    /// Deletes every key whose expiry is at or before `now`; returns how many.
+    /// Deletes every key whose expiry is at or before `now`; returns how many. Persistent stores
+    /// index keys by expiry, so that a sweep costs what it removes, not what the set holds.
     ///
     /// # Errors
     /// The store's error.
@@ -78,14 +83,24 @@ fn session_key(id: &Id128) -> [u8; SESSION_KEY_LEN] {
 pub struct Dedup<S> {
     store: S,
     current: HashMap<Hotkey, Id128>,
+    /// Longest a message id is kept after it is claimed, whatever expiry its sender chose.
+    retention: u64,
 }
 
 impl<S: SeenStore> Dedup<S> {
-    /// Wraps a store. Sessions are not persisted: after a restart every sender opens a new one.
+    /// Wraps a store, keeping each message id until its message's expiry. Sessions are not
+    /// persisted: after a restart every sender opens a new one.
     pub fn new(store: S) -> Self {
+        Self::with_retention(store, u64::MAX)
+    }
+
+    /// Wraps a store, keeping each message id until its message's expiry but at most
+    /// `retention` seconds after it is claimed.
+    pub fn with_retention(store: S, retention: u64) -> Self {
         Dedup {
             store,
             current: HashMap::new(),
+            retention,
         }
     }
 
@@ -132,7 +147,8 @@ impl<S: SeenStore> Dedup<S> {
         }
     }
 
-    /// Claims a message id; `true` means it is new and the caller must deliver it.
+    /// Claims a message id at `now` (unix seconds); `true` means it is new and the caller must
+    /// deliver it. The id is kept until `expires_at`, or the retention after `now` if sooner.
     ///
     /// # Errors
     /// The store's error.
@@ -141,9 +157,11 @@ impl<S: SeenStore> Dedup<S> {
         sender: &Hotkey,
         id: &Id128,
         expires_at: u64,
+        now: u64,
     ) -> Result<bool, S::Error> {
+        let keep_until = expires_at.min(now.saturating_add(self.retention));
         self.store
-            .insert_if_absent(&msg_key(sender, id), expires_at)
+            .insert_if_absent(&msg_key(sender, id), keep_until)
     }
 
     /// The sender has its acknowledgements for `ids` and will not send them again.
@@ -206,12 +224,12 @@ mod tests {
     fn claims_releases_sessions_and_sweeps() {
         let mut d = Dedup::new(MemSeenStore::default());
         let m = Id128([7; 16]);
-        assert!(d.claim(&A, &m, 100).unwrap());
-        assert!(!d.claim(&A, &m, 100).unwrap());
+        assert!(d.claim(&A, &m, 100, 0).unwrap());
+        assert!(!d.claim(&A, &m, 100, 0).unwrap());
         // The same id from another sender is another message.
-        assert!(d.claim(&B, &m, 100).unwrap());
+        assert!(d.claim(&B, &m, 100, 0).unwrap());
         d.release(&A, &[m]).unwrap();
-        assert!(d.claim(&A, &m, 100).unwrap());
+        assert!(d.claim(&A, &m, 100, 0).unwrap());
 
         let s1 = Id128([1; 16]);
         let s2 = Id128([2; 16]);
@@ -232,6 +250,21 @@ mod tests {
         let before = d.store().len();
         assert_eq!(d.sweep(50).unwrap(), 2);
         assert_eq!(d.sweep(100).unwrap(), before - 2);
+        assert!(d.store().is_empty());
+    }
+
+    #[test]
+    fn ids_are_kept_at_most_the_receivers_retention() {
+        let mut d = Dedup::with_retention(MemSeenStore::default(), 60);
+        // A sender asking for an expiry centuries away gets the receiver's 60 s.
+        assert!(d.claim(&A, &Id128([1; 16]), u64::MAX, 1000).unwrap());
+        // A shorter expiry is kept as it is.
+        assert!(d.claim(&A, &Id128([2; 16]), 1010, 1000).unwrap());
+        assert_eq!(d.sweep(1009).unwrap(), 0);
+        assert_eq!(d.sweep(1010).unwrap(), 1);
+        assert_eq!(d.sweep(1059).unwrap(), 0);
+        assert!(!d.claim(&A, &Id128([1; 16]), u64::MAX, 1059).unwrap());
+        assert_eq!(d.sweep(1060).unwrap(), 1);
         assert!(d.store().is_empty());
     }
 }

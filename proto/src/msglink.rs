@@ -448,9 +448,9 @@ pub enum Accepted {
     Refused(Refusal),
 }
 
-/// The receiver's decision on an opened message (after [`ReceiverStep::Message`]): it must come
-/// from `peer`'s current session and be `in_scope`, and its id is claimed in the seen-set, so
-/// exactly one copy is delivered.
+/// The receiver's decision on an opened message (after [`ReceiverStep::Message`]) at `now`: it
+/// must come from `peer`'s current session and be `in_scope`, and its id is claimed in the
+/// seen-set, so exactly one copy is delivered (within the seen-set's retention).
 ///
 /// # Errors
 /// The seen-set store's error.
@@ -461,6 +461,7 @@ pub fn accept_message<S: SeenStore>(
     counter: u64,
     body: MessageBody,
     in_scope: bool,
+    now: u64,
 ) -> Result<Accepted, S::Error> {
     if !dedup.is_current(peer, &session_id) {
         // A newer session from the same sender exists: this substream is stale.
@@ -481,7 +482,7 @@ pub fn accept_message<S: SeenStore>(
             close: false,
         }));
     }
-    if dedup.claim(peer, &body.id, body.expires_at)? {
+    if dedup.claim(peer, &body.id, body.expires_at, now)? {
         Ok(Accepted::Deliver(body))
     } else {
         Ok(Accepted::Duplicate(body.id))

@@ -51,7 +51,19 @@ pub struct PrekeyEntry {
     pub created_at: u64,
     /// When it stopped being current; `None` for the current key.
     pub retired_at: Option<u64>,
-    seed: Zeroizing<[u8; 32]>,
+    /// On the heap, so that moving an entry (or the ring, which is returned and stored by value)
+    /// moves a pointer and leaves no copy of the seed behind in a stack frame.
+    seed: Seed,
+}
+
+/// A seed that zeroizes its own heap memory when dropped.
+type Seed = Box<Zeroizing<[u8; 32]>>;
+
+/// A seed copied straight from `src` into zeroized heap memory (no intermediate copy).
+fn seed_from(src: &[u8; 32]) -> Seed {
+    let mut seed = Box::new(Zeroizing::new([0u8; 32]));
+    seed.copy_from_slice(src);
+    seed
 }
 
 impl fmt::Debug for PrekeyEntry {
@@ -70,8 +82,10 @@ impl PrekeyEntry {
         Prekey::from_seed(&self.seed)
     }
 
-    fn encode(&self) -> [u8; SLOT_LEN] {
-        let mut s = [0u8; SLOT_LEN];
+    /// Writes the slot into `s` (all 64 bytes), in place: the seed is copied only to where it
+    /// is wanted, never through a temporary.
+    fn encode_into(&self, s: &mut [u8; SLOT_LEN]) {
+        s.fill(0);
         s[0] = if self.retired_at.is_some() {
             RETIRED
         } else {
@@ -80,10 +94,15 @@ impl PrekeyEntry {
         s[4..8].copy_from_slice(&self.id.to_le_bytes());
         s[8..16].copy_from_slice(&self.created_at.to_le_bytes());
         s[16..24].copy_from_slice(&self.retired_at.unwrap_or(0).to_le_bytes());
-        s[24..56].copy_from_slice(self.seed.as_ref());
+        s[24..56].copy_from_slice(&self.seed[..]);
         let check = checksum(&s[..56]);
         s[56..60].copy_from_slice(&check);
-        s
+    }
+
+    fn slot_write(&self, index: usize) -> SlotWrite {
+        let mut w = SlotWrite::zero(index);
+        self.encode_into(&mut w.bytes);
+        w
     }
 }
 
@@ -100,13 +119,23 @@ pub struct PrekeyRing {
     slots: [Option<PrekeyEntry>; SLOTS],
 }
 
-/// A slot whose bytes must be written back to the file.
+/// A slot whose bytes must be written back to the file. Its bytes hold a seed, so they live on
+/// the heap and are zeroized when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SlotWrite {
     /// Slot index.
     pub index: usize,
     /// Its new contents (all zero for an erased slot).
-    pub bytes: [u8; SLOT_LEN],
+    pub bytes: Box<Zeroizing<[u8; SLOT_LEN]>>,
+}
+
+impl SlotWrite {
+    fn zero(index: usize) -> Self {
+        SlotWrite {
+            index,
+            bytes: Box::new(Zeroizing::new([0u8; SLOT_LEN])),
+        }
+    }
 }
 
 impl fmt::Debug for SlotWrite {
@@ -141,7 +170,8 @@ impl PrekeyRing {
         let mut report = DecodeReport::default();
         let mut currents = 0;
         for i in 0..SLOTS {
-            let raw: [u8; SLOT_LEN] = r.array()?;
+            // Borrowed from the caller's buffer: no copy of the seeds is made here.
+            let raw = r.take(SLOT_LEN)?;
             let state = raw[0];
             if !matches!(state, EMPTY | CURRENT | RETIRED) {
                 return Err(DecodeError::invalid(
@@ -166,7 +196,10 @@ impl PrekeyRing {
             let id = u32::from_le_bytes(slot.array()?);
             let created_at = slot.u64()?;
             let retired = slot.u64()?;
-            let seed = Zeroizing::new(slot.array::<32>()?);
+            let seed = seed_from(
+                <&[u8; 32]>::try_from(slot.take(32)?)
+                    .map_err(|_| DecodeError::invalid("prekeys.seed", "short seed"))?,
+            );
             if state == CURRENT {
                 currents += 1;
                 if retired != 0 {
@@ -193,13 +226,13 @@ impl PrekeyRing {
         Ok((ring, report))
     }
 
-    /// The whole file.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(FILE_LEN);
-        for s in &self.slots {
-            match s {
-                Some(e) => v.extend_from_slice(&e.encode()),
-                None => v.extend_from_slice(&[0u8; SLOT_LEN]),
+    /// The whole file, zeroized when dropped (it holds the seeds).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        // Allocated at its final size, so it is never reallocated (which would leave a copy).
+        let mut v = Zeroizing::new(vec![0u8; FILE_LEN]);
+        for (s, out) in self.slots.iter().zip(v.chunks_exact_mut(SLOT_LEN)) {
+            if let (Some(e), Ok(out)) = (s, <&mut [u8; SLOT_LEN]>::try_from(out)) {
+                e.encode_into(out);
             }
         }
         v
@@ -219,7 +252,7 @@ impl PrekeyRing {
 
     /// Makes `seed` the current prekey at `now`: the old current key is retired, and if every
     /// slot is taken the oldest retired key is erased early to make room.
-    pub fn rotate(&mut self, seed: [u8; 32], now: u64) -> Vec<SlotWrite> {
+    pub fn rotate(&mut self, seed: &[u8; 32], now: u64) -> Vec<SlotWrite> {
         let mut writes = Vec::new();
         let next_id = self
             .slots
@@ -232,10 +265,7 @@ impl PrekeyRing {
             if let Some(e) = slot.as_mut() {
                 if e.retired_at.is_none() {
                     e.retired_at = Some(now);
-                    writes.push(SlotWrite {
-                        index: i,
-                        bytes: e.encode(),
-                    });
+                    writes.push(e.slot_write(i));
                 }
             }
         }
@@ -261,13 +291,10 @@ impl PrekeyRing {
             id: next_id,
             created_at: now,
             retired_at: None,
-            seed: Zeroizing::new(seed),
+            seed: seed_from(seed),
         };
         writes.retain(|w| w.index != free);
-        writes.push(SlotWrite {
-            index: free,
-            bytes: entry.encode(),
-        });
+        writes.push(entry.slot_write(free));
         self.slots[free] = Some(entry);
         writes.sort_by_key(|w| w.index);
         writes
@@ -283,10 +310,7 @@ impl PrekeyRing {
                 .is_some_and(|r| r.saturating_add(grace) <= now);
             if expired {
                 *slot = None;
-                writes.push(SlotWrite {
-                    index: i,
-                    bytes: [0u8; SLOT_LEN],
-                });
+                writes.push(SlotWrite::zero(i));
             }
         }
         writes
@@ -316,7 +340,7 @@ impl PrekeyRing {
     }
 
     /// Imports a seed kept by an older version (as the current key).
-    pub fn import_current(&mut self, seed: [u8; 32], created_at: u64) -> Vec<SlotWrite> {
+    pub fn import_current(&mut self, seed: &[u8; 32], created_at: u64) -> Vec<SlotWrite> {
         self.rotate(seed, created_at)
     }
 }
@@ -328,7 +352,7 @@ mod tests {
 
     fn apply(file: &mut [u8], writes: &[SlotWrite]) {
         for w in writes {
-            file[w.index * SLOT_LEN..(w.index + 1) * SLOT_LEN].copy_from_slice(&w.bytes);
+            file[w.index * SLOT_LEN..(w.index + 1) * SLOT_LEN].copy_from_slice(&w.bytes[..]);
         }
     }
 
@@ -337,11 +361,11 @@ mod tests {
         let mut ring = PrekeyRing::default();
         let mut file = vec![0u8; FILE_LEN];
         assert!(ring.rotation_due(100, 3600));
-        apply(&mut file, &ring.rotate([1; 32], 100));
+        apply(&mut file, &ring.rotate(&[1; 32], 100));
         let first = ring.current().unwrap().keypair().public();
         assert!(!ring.rotation_due(100 + 3599, 3600));
         assert!(ring.rotation_due(100 + 3600, 3600));
-        apply(&mut file, &ring.rotate([2; 32], 3700));
+        apply(&mut file, &ring.rotate(&[2; 32], 3700));
         assert_eq!(ring.current().unwrap().id, 2);
         assert_eq!(ring.entries().len(), 2);
         assert_eq!(ring.entries()[1].retired_at, Some(3700));
@@ -350,12 +374,12 @@ mod tests {
         let (back, report) = PrekeyRing::decode(&file).unwrap();
         assert_eq!(report.damaged, 0);
         assert_eq!(back.encode(), ring.encode());
-        assert_eq!(file, ring.encode());
+        assert_eq!(file, *ring.encode());
         // Grace not over: nothing erased. Over: the retired key is gone, its slot zeroed.
         assert!(ring.erase_expired(4299, 600).is_empty());
         let w = ring.erase_expired(4300, 600);
         assert_eq!(w.len(), 1);
-        assert_eq!(w[0].bytes, [0u8; SLOT_LEN]);
+        assert_eq!(**w[0].bytes, [0u8; SLOT_LEN]);
         apply(&mut file, &w);
         let (back, _) = PrekeyRing::decode(&file).unwrap();
         assert_eq!(back.entries().len(), 1);
@@ -368,7 +392,7 @@ mod tests {
     fn a_full_ring_erases_its_oldest_retired_key() {
         let mut ring = PrekeyRing::default();
         for i in 0..20u8 {
-            ring.rotate([i; 32], u64::from(i) * 10);
+            ring.rotate(&[i; 32], u64::from(i) * 10);
             assert!(ring.entries().len() <= SLOTS);
             assert_eq!(ring.current().unwrap().created_at, u64::from(i) * 10);
         }
@@ -379,9 +403,9 @@ mod tests {
     #[test]
     fn damaged_and_invalid_files() {
         let mut ring = PrekeyRing::default();
-        ring.rotate([1; 32], 5);
-        ring.rotate([2; 32], 6);
-        let file = ring.encode();
+        ring.rotate(&[1; 32], 5);
+        ring.rotate(&[2; 32], 6);
+        let file = ring.encode().to_vec();
         // A torn slot reads as empty.
         let mut torn = file.clone();
         torn[30] ^= 1;
@@ -431,7 +455,7 @@ mod tests {
         fn encode_decode_round_trips(rotations in 1usize..30, grace in 0u64..50) {
             let mut ring = PrekeyRing::default();
             for i in 0..rotations {
-                ring.rotate([i as u8; 32], i as u64 * 10);
+                ring.rotate(&[i as u8; 32], i as u64 * 10);
                 ring.erase_expired(i as u64 * 10, grace);
             }
             let (back, report) = PrekeyRing::decode(&ring.encode()).unwrap();

@@ -299,7 +299,7 @@ impl Sim {
         let now = 1_800_000_000;
         let mut seed_bytes = [0u8; 32];
         rng.try_fill_bytes(&mut seed_bytes).unwrap();
-        ring.rotate(seed_bytes, now);
+        ring.rotate(&seed_bytes, now);
         let current = ring.current().unwrap().keypair().public();
         Sim {
             now,
@@ -382,7 +382,7 @@ impl Sim {
             Op::Rotate => {
                 let mut seed = [0u8; 32];
                 self.rng.try_fill_bytes(&mut seed).unwrap();
-                self.ring.rotate(seed, self.now);
+                self.ring.rotate(&seed, self.now);
                 // The sender's view stays stale until a refusal or a reconnect tells it.
             }
             Op::EraseRetired => {
@@ -579,8 +579,9 @@ impl Sim {
                 counter,
                 body,
             } => {
+                let now = self.now;
                 let d = self.dedup.as_mut().unwrap();
-                match accept_message(d, &a, session_id, counter, body, true).unwrap() {
+                match accept_message(d, &a, session_id, counter, body, true, now).unwrap() {
                     Accepted::Deliver(b) => {
                         self.delivered.push(b.id);
                         self.delivered_in.push((b.id, session_id));

@@ -29,7 +29,7 @@ impl<'de> Deserialize<'de> for ChainKind {
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a JSON object with the fields kind, path, poll_interval"
+    expecting = "a JSON object with the fields kind, path, poll_interval, max_staleness"
 )]
 pub struct ChainConfig {
     /// `dev` or `static`.
@@ -38,6 +38,9 @@ pub struct ChainConfig {
     pub path: PathBuf,
     /// How often the registry is re-read. Range 50ms..=10m.
     pub poll_interval: HumanDuration,
+    /// How long the chain may fail to read before the last registry counts as stale and new
+    /// peers are refused (`chain_stale`). Range `poll_interval`..=7d.
+    pub max_staleness: HumanDuration,
 }
 
 impl Default for ChainConfig {
@@ -51,6 +54,11 @@ impl Default for ChainConfig {
             // 2s: registrations show up quickly on a dev chain; a real chain's block time is
             // longer anyway.
             poll_interval: HumanDuration::secs(2),
+            // 5m: rides out what usually makes a chain unreadable for a while (a chain node or
+            // RPC endpoint restarting, a short partition, a dev chain held by a long command),
+            // yet bounds how long a node deregistered, slashed or out of stake meanwhile can
+            // still be admitted on the old registry to a few minutes, well under an epoch.
+            max_staleness: HumanDuration::secs(300),
         }
     }
 }
@@ -63,6 +71,14 @@ impl ChainConfig {
             Duration::from_millis(50),
             Duration::from_secs(600),
             "50ms..=10m",
+        )?;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        check.duration(
+            "chain.max_staleness",
+            self.max_staleness,
+            self.poll_interval.0.min(week),
+            week,
+            "at least chain.poll_interval, at most 7d",
         )?;
         if self.kind == ChainKind::Static {
             check_readable_file(&self.path).map_err(|r| check.err("chain.path", r))?;

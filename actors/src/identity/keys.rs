@@ -121,8 +121,18 @@ impl HotkeyPair {
         &self.pair
     }
 
-    /// Signs `message` in the substrate context.
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs `message` for an application, under the Hermes application domain
+    /// ([`hermes_proto::hotkey::APP_DOMAIN`]): never valid as a binding record, session header or
+    /// raw substrate signature. Verify with [`Hotkey::verify_app`].
+    pub fn sign_app(&self, message: &[u8]) -> [u8; 64] {
+        hermes_proto::hotkey::sign_app(&self.pair, message)
+    }
+
+    /// Signs `message` as it is, in the plain substrate context, as other wallet tools do (for
+    /// interoperability and tests). Never pass it bytes someone else chose: they could be a
+    /// binding record's signing payload or a chain extrinsic. Applications use
+    /// [`HotkeyPair::sign_app`].
+    pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
         hermes_proto::hotkey::sign(&self.pair, message)
     }
 
@@ -180,6 +190,7 @@ impl HotkeyPair {
     /// Generates a fresh hotkey with a 12-word mnemonic.
     pub fn generate() -> (Self, BittensorKeyfile) {
         let (pair, phrase, seed) = sr25519::Pair::generate_with_phrase(None);
+        let seed = Zeroizing::new(seed);
         let file = BittensorKeyfile::describe(&pair, Some(phrase), Some(seed.as_ref()));
         (HotkeyPair { pair }, file)
     }
@@ -349,9 +360,9 @@ impl BittensorKeyfile {
         BittensorKeyfile {
             account_id: Some(public.to_hex()),
             public_key: Some(public.to_hex()),
-            private_key: Some(format!("0x{}", hex::encode(secret.as_slice()))),
+            private_key: Some(secret_hex(secret.as_slice())),
             secret_phrase: phrase,
-            secret_seed: seed.map(|s| format!("0x{}", hex::encode(s))),
+            secret_seed: seed.map(secret_hex),
             ss58_address: Some(public.to_ss58(hermes_proto::hotkey::DEFAULT_SS58_PREFIX)),
         }
     }
@@ -373,12 +384,28 @@ impl BittensorKeyfile {
         if let Some(parent) = path.parent() {
             crate::storage::create_private_dir(parent).map_err(io_err(parent))?;
         }
-        let json = Zeroizing::new(serde_json::to_vec(self).map_err(|e| KeyError::Io {
+        // Room for the whole file up front: a buffer that grows leaves its old copies (secrets
+        // included) in freed memory.
+        let mut json = Zeroizing::new(Vec::with_capacity(4096));
+        serde_json::to_writer(&mut *json, self).map_err(|e| KeyError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::other(e),
-        })?);
+        })?;
         write_private_file(path, &json).map_err(io_err(path))
     }
+}
+
+/// `0x` and lower-case hex of a secret, written straight into a string of its final size (no
+/// temporary string holding the secret is left behind unzeroized).
+fn secret_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 + 2 * bytes.len());
+    s.push_str("0x");
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 fn decode_hex(s: &str) -> Result<Zeroizing<Vec<u8>>, String> {
@@ -457,6 +484,13 @@ fn decode_transport_key(path: &Path, mut bytes: Zeroizing<Vec<u8>>) -> Result<Ke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_hex_is_plain_0x_hex() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(secret_hex(&bytes), format!("0x{}", hex::encode(&bytes)));
+        assert_eq!(secret_hex(&[]), "0x");
+    }
 
     #[test]
     fn generated_file_round_trips_and_tamper_is_refused() {

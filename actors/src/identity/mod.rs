@@ -6,7 +6,7 @@
 //!
 //! Accepts:
 //! - [`GetIdentity`] → [`IdentityInfo`]
-//! - [`Sign`] → 64-byte sr25519 signature (substrate context)
+//! - [`Sign`] → 64-byte sr25519 signature under the application domain (`hermes/app/v1`)
 //! - [`VerifyBinding`] → the decoded binding if it is valid for the given connection
 //! - [`SealSession`] → a signed session header and its secret, sealed to a peer's prekey
 //! - [`OpenSession`] → the secret of a (checked) session header, if its prekey is still held
@@ -331,7 +331,8 @@ impl Handler<GetIdentity> for IdentityActor {
     }
 }
 
-/// Sign bytes with the hotkey.
+/// Sign bytes with the hotkey, under the application domain
+/// ([`crate::identity::keys::HotkeyPair::sign_app`]).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<[u8; 64], IdentityError>")]
 pub struct Sign(pub Vec<u8>);
@@ -340,7 +341,7 @@ impl Handler<Sign> for IdentityActor {
     type Result = Result<[u8; 64], IdentityError>;
     fn handle(&mut self, msg: Sign, ctx: &mut Self::Context) -> Self::Result {
         Ok(contain::<Self, _>("IdentityActor", ctx, || {
-            self.keys.hotkey.sign(&msg.0)
+            self.keys.hotkey.sign_app(&msg.0)
         })?)
     }
 }

@@ -4,7 +4,7 @@
 //! Every change is written slot by slot with `pwrite` and made durable with `fdatasync` before the
 //! new state is used, so a crash never leaves the node advertising a prekey it cannot open.
 
-use crate::storage::{Store, TREE_PREKEYS};
+use crate::storage::Store;
 use hermes_proto::envelope::Prekey;
 use hermes_proto::prekey::{PrekeyRing, SlotWrite, FILE_LEN, SLOT_LEN};
 use std::fs::{File, OpenOptions};
@@ -45,17 +45,39 @@ impl std::fmt::Debug for PrekeyFile {
     }
 }
 
-fn random_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+/// A fresh seed, generated in place in zeroized heap memory.
+fn random_seed() -> Box<Zeroizing<[u8; 32]>> {
+    let mut seed = Box::new(Zeroizing::new([0u8; 32]));
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed[..]);
     seed
 }
 
+/// Overwrites the whole of `path` with zeros and makes that durable, so that the seeds it held
+/// are gone from the file system's view of it (see the erasure limits in `docs/SECURITY.md`).
+fn scrub(path: &Path) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let zeros = [0u8; 4096];
+    let mut at = 0usize;
+    while at < len {
+        let n = zeros.len().min(len - at);
+        file.write_all_at(&zeros[..n], at as u64)?;
+        at += n;
+    }
+    file.sync_data()
+}
+
+/// Where versions before in-place scrubbing set an unreadable prekey file aside.
+const CORRUPT_FILE: &str = "prekeys.corrupt";
+
 impl PrekeyFile {
     /// Opens (creating if needed) `data_dir/prekeys`. A seed kept in the `prekeys` sled tree by
-    /// an older version is imported as the current key and deleted from sled. An unreadable file
-    /// is set aside as `prekeys.corrupt` and replaced by a fresh ring: only sessions sealed to
+    /// an older version (taken out of the database by [`Store::open`]) is imported as the
+    /// current key. An unreadable file
+    /// is overwritten with zeros in place and replaced by a fresh ring: only sessions sealed to
     /// the lost keys are affected, and their senders recover through a stale-prekey refusal.
+    /// (Keeping it aside would keep its seeds forever, defeating erasure; a `prekeys.corrupt`
+    /// left by an older version is scrubbed and removed the same way.)
     ///
     /// # Errors
     /// [`PrekeyFileError`] when the file cannot be created, read or written.
@@ -65,6 +87,13 @@ impl PrekeyFile {
             path: path.clone(),
             reason,
         };
+        let aside = data_dir.join(CORRUPT_FILE);
+        if aside.exists() {
+            scrub(&aside)
+                .and_then(|()| std::fs::remove_file(&aside))
+                .map_err(|e| err(format!("cannot erase {}: {e}", aside.display())))?;
+            tracing::info!(path = %aside.display(), "erased a prekey file set aside by an older version");
+        }
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -91,9 +120,9 @@ impl PrekeyFile {
                     ring
                 }
                 Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "prekey file is unreadable; setting it aside and starting a new ring");
-                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
-                    return Self::open(data_dir, store, now);
+                    tracing::error!(path = %path.display(), error = %e, "prekey file is unreadable; erasing it and starting a new ring");
+                    scrub(&path).map_err(|e| err(format!("cannot erase: {e}")))?;
+                    PrekeyRing::default()
                 }
             }
         } else {
@@ -104,17 +133,14 @@ impl PrekeyFile {
                 .map_err(|e| err(e.to_string()))?;
         }
         let mut writes = Vec::new();
-        // Migration: earlier versions kept one seed in sled.
-        let tree = store.tree(TREE_PREKEYS).map_err(|e| err(e.to_string()))?;
-        if let Ok(Some(old)) = tree.get(b"current") {
-            if ring.current().is_none() && old.len() == 32 {
-                let mut seed = [0u8; 32];
-                seed.copy_from_slice(&old);
-                writes.extend(ring.import_current(seed, now));
+        // Migration: earlier versions kept one seed in sled; the store took it out at open.
+        if let Some(seed) = store.take_legacy_prekey() {
+            if ring.current().is_none() {
+                writes.extend(ring.import_current(&seed, now));
             }
         }
         if ring.current().is_none() {
-            writes.extend(ring.rotate(random_seed(), now));
+            writes.extend(ring.rotate(&random_seed(), now));
         }
         let mut me = PrekeyFile {
             path,
@@ -122,18 +148,15 @@ impl PrekeyFile {
             ring,
             keys: Vec::new(),
         };
-        // Write the full file once so every slot is in its final form, then drop the sled copy.
+        // Write the full file once so every slot is in its final form.
         me.write_all()?;
         drop(writes);
-        if tree.remove(b"current").ok().flatten().is_some() {
-            let _ = tree.flush();
-        }
         me.refresh_keys();
         Ok(me)
     }
 
     fn write_all(&self) -> Result<(), PrekeyFileError> {
-        let bytes = Zeroizing::new(self.ring.encode());
+        let bytes = self.ring.encode();
         self.file
             .write_all_at(&bytes, 0)
             .and_then(|_| self.file.sync_data())
@@ -150,7 +173,7 @@ impl PrekeyFile {
         for w in &writes {
             let offset = (w.index * SLOT_LEN) as u64;
             self.file
-                .write_all_at(&w.bytes, offset)
+                .write_all_at(&w.bytes[..], offset)
                 .map_err(|e| PrekeyFileError {
                     path: self.path.clone(),
                     reason: e.to_string(),
@@ -194,7 +217,7 @@ impl PrekeyFile {
     /// # Errors
     /// [`PrekeyFileError`] when the file cannot be written.
     pub fn rotate(&mut self, now: u64, grace: u64) -> Result<(), PrekeyFileError> {
-        let mut writes = self.ring.rotate(random_seed(), now);
+        let mut writes = self.ring.rotate(&random_seed(), now);
         writes.extend(self.ring.erase_expired(now, grace));
         self.apply(writes)
     }
@@ -207,7 +230,7 @@ impl PrekeyFile {
     pub fn maintain(&mut self, now: u64, period: u64, grace: u64) -> Result<bool, PrekeyFileError> {
         let rotated = self.ring.rotation_due(now, period);
         let mut writes = if rotated {
-            self.ring.rotate(random_seed(), now)
+            self.ring.rotate(&random_seed(), now)
         } else {
             Vec::new()
         };
@@ -264,19 +287,119 @@ mod tests {
         assert!(ring.entries().iter().all(|e| e.keypair().public() != first));
     }
 
+    /// Every file under `dir` (recursively) except the prekey file, with its contents.
+    fn files_but_prekeys(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                files_but_prekeys(&path, out);
+            } else if entry.file_name() != PREKEY_FILE {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+
     #[test]
-    fn a_seed_from_sled_is_imported_and_a_corrupt_file_is_replaced() {
+    fn a_seed_from_sled_is_imported_and_erased_from_every_database_file() {
+        use crate::storage::TREE_PREKEYS;
+        let dir = tempfile::tempdir().unwrap();
+        // What an early version left: the seed in sled, next to other data.
+        let seed = [0x3cu8; 32];
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            store
+                .tree(TREE_PREKEYS)
+                .unwrap()
+                .insert(b"current", &seed)
+                .unwrap();
+            store.tree("outbox").unwrap().insert(b"k", b"v").unwrap();
+            store.generate_id().unwrap();
+            store.flush().unwrap();
+        }
+        let mut before = Vec::new();
+        files_but_prekeys(dir.path(), &mut before);
+        assert!(
+            before.iter().any(|(_, c)| c.windows(32).any(|w| w == seed)),
+            "the test needs the seed on disk to begin with"
+        );
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let last_id = store.generate_id().unwrap();
+        let pf = PrekeyFile::open(dir.path(), &store, 10).unwrap();
+        assert_eq!(pf.current_public(), Prekey::from_seed(&seed).public());
+        store.flush().unwrap();
+        let mut after = Vec::new();
+        files_but_prekeys(dir.path(), &mut after);
+        for (path, content) in &after {
+            assert!(
+                !content.windows(32).any(|w| w == seed),
+                "the migrated seed survives in {}",
+                path.display()
+            );
+        }
+        // Everything else is still there, and ids keep increasing.
+        assert_eq!(
+            store.tree("outbox").unwrap().get(b"k").unwrap().unwrap(),
+            &b"v"[..]
+        );
+        assert!(!store
+            .tree(TREE_PREKEYS)
+            .unwrap()
+            .contains_key(b"current")
+            .unwrap());
+        drop(pf);
+        drop(store);
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert!(store.generate_id().unwrap() > last_id);
+        assert!(store.take_legacy_prekey().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        let tree = store.tree(TREE_PREKEYS).unwrap();
-        tree.insert(b"current", &[5u8; 32]).unwrap();
         let pf = PrekeyFile::open(dir.path(), &store, 10).unwrap();
-        assert_eq!(pf.current_public(), Prekey::from_seed(&[5; 32]).public());
-        assert!(tree.get(b"current").unwrap().is_none());
         drop(pf);
         std::fs::write(dir.path().join(PREKEY_FILE), [0xffu8; FILE_LEN]).unwrap();
         let pf = PrekeyFile::open(dir.path(), &store, 20).unwrap();
         assert_eq!(pf.len(), 1);
-        assert!(dir.path().join("prekeys.corrupt").exists());
+    }
+
+    /// A prekey file that does not decode still holds seeds (only its structure is broken): it
+    /// is erased in place, never kept aside, and one an older version kept aside is erased too.
+    #[test]
+    fn an_unreadable_prekey_file_is_erased_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut ring = PrekeyRing::default();
+        ring.rotate(&[0x5a; 32], 10);
+        ring.rotate(&[0xa5; 32], 20);
+        let mut bytes = ring.encode().to_vec();
+        // A reserved byte set: structurally invalid, every seed still readable.
+        bytes[1] = 1;
+        std::fs::write(dir.path().join(PREKEY_FILE), &bytes).unwrap();
+        assert!(PrekeyRing::decode(&bytes).is_err());
+        std::fs::write(dir.path().join(CORRUPT_FILE), &bytes).unwrap();
+
+        let pf = PrekeyFile::open(dir.path(), &store, 30).unwrap();
+        assert_eq!(pf.len(), 1);
+        assert!(pf.find(&Prekey::from_seed(&[0x5a; 32]).public()).is_none());
+        drop(pf);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            names.push(entry.file_name().to_string_lossy().to_string());
+            if entry.file_type().unwrap().is_file() {
+                let content = std::fs::read(entry.path()).unwrap();
+                for seed in [[0x5au8; 32], [0xa5; 32]] {
+                    assert!(
+                        !content.windows(32).any(|w| w == seed),
+                        "a seed of the unreadable file survives in {:?}",
+                        entry.file_name()
+                    );
+                }
+            }
+        }
+        assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
     }
 }

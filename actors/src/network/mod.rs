@@ -605,12 +605,15 @@ impl Task {
             };
             (reason, e.to_string())
         })?;
-        let admission = self
-            .cfg
-            .policy
-            .load()
-            .admit_signed(&peer.to_base58(), &binding.record.hotkey)
-            .map_err(|r| (r, "policy".to_string()))?;
+        let policy = self.cfg.policy.load();
+        // A re-issued binding from an admitted peer is not a new admission (a stale registry
+        // refuses newcomers only).
+        let admission = if self.is_verified(peer) {
+            policy.readmit_signed(&peer.to_base58(), &binding.record.hotkey)
+        } else {
+            policy.admit_signed(&peer.to_base58(), &binding.record.hotkey)
+        }
+        .map_err(|r| (r, "policy".to_string()))?;
         Ok((binding, admission.netuids))
     }
 
@@ -726,7 +729,7 @@ impl Task {
                 .map(|v| v.hotkey);
             let decision = match signer {
                 Some(hotkey) => policy
-                    .admit_signed(&peer.to_base58(), &hotkey)
+                    .readmit_signed(&peer.to_base58(), &hotkey)
                     .map(|a| Some(a.netuids)),
                 None => policy.admit_connection(&peer.to_base58()).map(|()| None),
             };

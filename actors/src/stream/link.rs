@@ -314,10 +314,13 @@ async fn answer_loop(
 
 /// Routes inbound substreams: only verified peers are served, each on its own task.
 pub(crate) async fn run_acceptor(
-    mut rx: mpsc::Receiver<InboundSubstream>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<InboundSubstream>>>,
     shared: Arc<Shared>,
     actor: Addr<StreamActor>,
 ) {
+    // Held for as long as this task runs; dropped with it when the actor restarts, so that the
+    // restarted actor's acceptor takes the same queue over.
+    let mut rx = rx.lock_owned().await;
     while let Some(sub) = rx.recv().await {
         let shared = shared.clone();
         let actor = actor.clone();

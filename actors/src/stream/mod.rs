@@ -14,6 +14,9 @@
 //! - from its link tasks: `Pull`, `WriterEvent`, `WriterClosed`, `NoteSession`, `MakeCurrent`,
 //!   `CloseSession`, `Accept`, `ReleaseIds`
 //!
+//! Runs under `actix::Supervisor`: handlers and the link tasks spawned into its context contain
+//! panics ([`crate::supervise`]), and a restart reloads the outbox and the seen-set from sled.
+//!
 //! Emits [`Inbound`] messages into the inbox channel (read through the runtime's subscription),
 //! [`DeliveryEvent`]s on a broadcast channel, and [`Command::Connect`] to the network task when a
 //! destination is not connected.
@@ -37,7 +40,9 @@ use crate::network::gate::SharedPolicy;
 use crate::network::substream::{InboundSubstream, Substreams, MSG_PROTOCOL, STREAM_PROTOCOL};
 use crate::network::{Command, PeerInfo};
 use crate::storage::{Store, StoreError};
+use crate::supervise::{contain, contain_with, task_ended, Crashed};
 use actix::prelude::*;
+use futures::FutureExt as _;
 use hermes_proto::envelope::MessageBody;
 use hermes_proto::inbox::Dedup;
 use hermes_proto::msglink::{accept_message, Accepted, Refusal, SenderEvent, SessionLimits};
@@ -46,6 +51,7 @@ use hermes_proto::reason::RejectReason;
 use hermes_proto::{Hotkey, Id128};
 use libp2p::PeerId;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,6 +165,9 @@ pub enum StreamError {
     /// The runtime is shutting down.
     #[error("the stream layer has stopped")]
     Stopped,
+    /// The StreamActor panicked while handling the request; it is restarting.
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
 }
 
 impl From<StoreError> for StreamError {
@@ -350,11 +359,15 @@ pub struct StreamActor {
     blocked: HashMap<Hotkey, std::collections::VecDeque<oneshot::Sender<()>>>,
     parked: HashMap<Hotkey, (u64, oneshot::Sender<Vec<Outgoing>>)>,
     events: broadcast::Sender<DeliveryEvent>,
-    inbound: Option<mpsc::Receiver<InboundSubstream>>,
+    /// Where the network hands inbound substreams. Shared with the acceptor task, which holds
+    /// the lock while it runs: a restarted actor's new acceptor takes over the same queue.
+    inbound: Arc<tokio::sync::Mutex<mpsc::Receiver<InboundSubstream>>>,
     last_sweep: Instant,
     /// Why the last writer to each destination with waiting messages ended, until one gets its
     /// substream open. One entry per destination in the outbox at most (removed with it).
     last_error: HashMap<Hotkey, String>,
+    /// Times the actor was restarted after a panic.
+    restarts: u64,
 }
 
 impl std::fmt::Debug for StreamActor {
@@ -399,7 +412,11 @@ impl StreamActor {
                 "outbox restored"
             );
         }
-        let dedup = Dedup::new(SledSeen::open(&deps.store)?);
+        // Ids are kept at most this node's own message TTL, whatever expiry a sender claims.
+        let dedup = Dedup::with_retention(
+            SledSeen::open(&deps.store)?,
+            cfg.default_ttl.as_secs().max(1),
+        );
         let (inbox_tx, inbox_rx) = mpsc::channel(cfg.inbox_capacity.max(1));
         let (inc_tx, inc_rx) = mpsc::channel(cfg.max_incoming_streams.max(1));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
@@ -428,9 +445,10 @@ impl StreamActor {
                 blocked: HashMap::new(),
                 parked: HashMap::new(),
                 events: events.clone(),
-                inbound: Some(inbound),
+                inbound: Arc::new(tokio::sync::Mutex::new(inbound)),
                 last_sweep: Instant::now(),
                 last_error: HashMap::new(),
+                restarts: 0,
             },
             StreamEnds {
                 inbox: inbox_rx,
@@ -498,7 +516,12 @@ impl StreamActor {
             self.outbox.link_up(&to);
             let shared = self.shared.clone();
             let me = ctx.address();
-            ctx.spawn(link::run_writer(to, gen, shared, me, rx).into_actor(self));
+            ctx.spawn(
+                AssertUnwindSafe(link::run_writer(to, gen, shared, me, rx))
+                    .catch_unwind()
+                    .into_actor(self)
+                    .map(|r, _, ctx| task_ended::<Self, _>(ACTOR, ctx, r)),
+            );
         }
     }
 
@@ -525,6 +548,13 @@ impl StreamActor {
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = Instant::now();
             match self.dedup.sweep(crate::unix_now()) {
+                Ok(n) if n >= store::SWEEP_BATCH => {
+                    // More are due: sweep again at the next tick rather than in a minute.
+                    self.last_sweep = Instant::now()
+                        .checked_sub(SWEEP_EVERY)
+                        .unwrap_or(self.last_sweep);
+                    tracing::debug!(removed = n, "expired seen ids swept; more are due");
+                }
                 Ok(n) if n > 0 => tracing::debug!(removed = n, "expired seen ids swept"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "seen-set sweep failed"),
@@ -675,6 +705,7 @@ impl StreamActor {
             a.counter,
             a.body,
             a.in_scope,
+            crate::unix_now(),
         ) {
             Ok(Accepted::Deliver(body)) => {
                 let id = body.id;
@@ -722,16 +753,69 @@ impl Drop for StreamActor {
     }
 }
 
+impl StreamActor {
+    /// After a panic: forgets the link tasks (they died with the old context) and reloads the
+    /// outbox and the seen-set from sled, after writing what only memory held, since the panic
+    /// may have left their in-memory indexes half-updated. Messages in flight are sent again;
+    /// the receivers' seen-sets make that harmless. Readers of the old context see their
+    /// sessions stop being current, close, and their senders open new ones.
+    fn reload(&mut self) -> Result<(), StreamError> {
+        self.writers.clear();
+        self.parked.clear();
+        self.connected.clear();
+        for (_, q) in self.blocked.drain() {
+            for tx in q {
+                let _ = tx.send(());
+            }
+        }
+        self.flushing = false;
+        // Their deletions are written below; the receivers sweep these ids at expiry instead.
+        self.release_wait.clear();
+        self.outbox.store_mut().persist(Duration::ZERO)?;
+        self.dedup.store_mut().persist(Duration::ZERO)?;
+        let store = &self.shared.deps.store;
+        let (outbox, _) = Outbox::load(SledOutbox::open(store)?, self.shared.cfg.outbox)?;
+        self.outbox = outbox;
+        self.dedup = Dedup::with_retention(
+            SledSeen::open(store)?,
+            self.shared.cfg.default_ttl.as_secs().max(1),
+        );
+        Ok(())
+    }
+}
+
+/// Name in logs and [`Crashed`] errors.
+const ACTOR: &str = "StreamActor";
+
 impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
-        if let Some(rx) = self.inbound.take() {
-            ctx.spawn(link::run_acceptor(rx, self.shared.clone(), ctx.address()).into_actor(self));
-        }
+        ctx.run_interval(TICK, |act, ctx| {
+            let _ = contain_with(ACTOR, act, ctx, |act, ctx| act.tick(ctx));
+        });
+        let acceptor = link::run_acceptor(self.inbound.clone(), self.shared.clone(), ctx.address());
+        ctx.spawn(
+            AssertUnwindSafe(acceptor)
+                .catch_unwind()
+                .into_actor(self)
+                .map(|r, _, ctx| task_ended::<Self, _>(ACTOR, ctx, r)),
+        );
         self.start_due_writers(ctx);
+    }
+}
+
+impl Supervised for StreamActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.restarts += 1;
+        tracing::warn!(
+            restarts = self.restarts,
+            "StreamActor restarted; reloading the outbox and the seen-set"
+        );
+        if let Err(e) = self.reload() {
+            tracing::error!(error = %e, "reloading after a restart failed; keeping the state in memory");
+        }
     }
 }
 
@@ -752,6 +836,17 @@ pub struct SendMessage {
 impl Handler<SendMessage> for StreamActor {
     type Result = ResponseFuture<Result<Id128, StreamError>>;
     fn handle(&mut self, m: SendMessage, ctx: &mut Self::Context) -> Self::Result {
+        contain_with(ACTOR, self, ctx, |act, ctx| act.send_message(m, ctx))
+            .unwrap_or_else(|e| Box::pin(async move { Err(e.into()) }))
+    }
+}
+
+impl StreamActor {
+    fn send_message(
+        &mut self,
+        m: SendMessage,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Id128, StreamError>> {
         let max = self.shared.cfg.max_message;
         if m.payload.len() > max {
             let e = StreamError::TooLarge {
@@ -844,10 +939,10 @@ pub struct GetOutbox;
 
 impl Handler<GetOutbox> for StreamActor {
     type Result = MessageResult<GetOutbox>;
-    fn handle(&mut self, _: GetOutbox, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: GetOutbox, ctx: &mut Self::Context) -> Self::Result {
+        let pending = contain::<Self, _>(ACTOR, ctx, || self.outbox.pending()).unwrap_or_default();
         MessageResult(
-            self.outbox
-                .pending()
+            pending
                 .into_iter()
                 .map(|meta| Waiting {
                     last_error: self.last_error.get(&meta.to).cloned(),
@@ -865,8 +960,14 @@ pub struct CancelMessage(pub Id128);
 
 impl Handler<CancelMessage> for StreamActor {
     type Result = Result<Meta, StreamError>;
-    fn handle(&mut self, m: CancelMessage, _: &mut Self::Context) -> Self::Result {
-        match self.outbox.cancel(&m.0)? {
+    fn handle(&mut self, m: CancelMessage, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>(ACTOR, ctx, || self.cancel(m.0))?
+    }
+}
+
+impl StreamActor {
+    fn cancel(&mut self, id: Id128) -> Result<Meta, StreamError> {
+        match self.outbox.cancel(&id)? {
             Cancelled::Dropped(meta) => {
                 // Written through before the user hears "cancelled": left to the write-behind
                 // tick, a crash in between would bring the message back and deliver it.
@@ -886,10 +987,9 @@ impl Handler<CancelMessage> for StreamActor {
                 Ok(meta)
             }
             Cancelled::InFlight => Err(StreamError::Invalid(format!(
-                "message {} is being delivered right now and can no longer be called back",
-                m.0
+                "message {id} is being delivered right now and can no longer be called back"
             ))),
-            Cancelled::Unknown => Err(StreamError::NotInOutbox(m.0)),
+            Cancelled::Unknown => Err(StreamError::NotInOutbox(id)),
         }
     }
 }
@@ -904,12 +1004,12 @@ pub(crate) struct Pull {
 
 impl Handler<Pull> for StreamActor {
     type Result = ResponseFuture<Vec<Outgoing>>;
-    fn handle(&mut self, p: Pull, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, p: Pull, ctx: &mut Self::Context) -> Self::Result {
         if self.writers.get(&p.to).map(|w| w.0) != Some(p.gen) {
             return Box::pin(async { Vec::new() });
         }
         let (tx, rx) = oneshot::channel();
-        self.answer_pull(p.to, p.gen, tx);
+        let _ = contain::<Self, _>(ACTOR, ctx, || self.answer_pull(p.to, p.gen, tx));
         Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }
@@ -925,7 +1025,9 @@ pub(crate) struct WriterEvent {
 impl Handler<WriterEvent> for StreamActor {
     type Result = ();
     fn handle(&mut self, m: WriterEvent, ctx: &mut Self::Context) {
-        self.on_writer_event(m.to, m.ev, ctx);
+        let _ = contain_with(ACTOR, self, ctx, |act, ctx| {
+            act.on_writer_event(m.to, m.ev, ctx)
+        });
     }
 }
 
@@ -941,7 +1043,13 @@ pub(crate) struct WriterClosed {
 
 impl Handler<WriterClosed> for StreamActor {
     type Result = ();
-    fn handle(&mut self, m: WriterClosed, _: &mut Self::Context) {
+    fn handle(&mut self, m: WriterClosed, ctx: &mut Self::Context) {
+        let _ = contain::<Self, _>(ACTOR, ctx, || self.writer_closed(m));
+    }
+}
+
+impl StreamActor {
+    fn writer_closed(&mut self, m: WriterClosed) {
         StreamCounters::add(&self.counters().sessions_out, m.sessions);
         if self.writers.get(&m.to).map(|w| w.0) != Some(m.gen) {
             return;
@@ -991,13 +1099,16 @@ pub(crate) struct NoteSession {
 
 impl Handler<NoteSession> for StreamActor {
     type Result = bool;
-    fn handle(&mut self, m: NoteSession, _: &mut Self::Context) -> bool {
-        self.dedup
-            .note_session(&m.session_id, m.keep_until)
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "seen-set write failed");
-                false
-            })
+    fn handle(&mut self, m: NoteSession, ctx: &mut Self::Context) -> bool {
+        contain::<Self, _>(ACTOR, ctx, || {
+            self.dedup
+                .note_session(&m.session_id, m.keep_until)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "seen-set write failed");
+                    false
+                })
+        })
+        .unwrap_or(false)
     }
 }
 
@@ -1064,8 +1175,17 @@ pub(crate) enum AcceptOutcome {
 
 impl Handler<Accept> for StreamActor {
     type Result = MessageResult<Accept>;
-    fn handle(&mut self, a: Accept, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.accept(a))
+    fn handle(&mut self, a: Accept, ctx: &mut Self::Context) -> Self::Result {
+        // A crash neither delivers nor acknowledges: the sender retries on a new session.
+        MessageResult(
+            contain::<Self, _>(ACTOR, ctx, || self.accept(a)).unwrap_or_else(|_| {
+                AcceptOutcome::Refused(Box::new(Refusal {
+                    reason: RejectReason::Malformed,
+                    answer: None,
+                    close: true,
+                }))
+            }),
+        )
     }
 }
 
@@ -1079,10 +1199,12 @@ pub(crate) struct ReleaseIds {
 
 impl Handler<ReleaseIds> for StreamActor {
     type Result = ();
-    fn handle(&mut self, m: ReleaseIds, _: &mut Self::Context) {
-        if let Err(e) = self.dedup.release(&m.from, &m.ids) {
-            tracing::error!(error = %e, "seen-set release failed");
-        }
+    fn handle(&mut self, m: ReleaseIds, ctx: &mut Self::Context) {
+        let _ = contain::<Self, _>(ACTOR, ctx, || {
+            if let Err(e) = self.dedup.release(&m.from, &m.ids) {
+                tracing::error!(error = %e, "seen-set release failed");
+            }
+        });
     }
 }
 
@@ -1151,6 +1273,21 @@ impl Handler<Wiretap> for StreamActor {
     type Result = MessageResult<Wiretap>;
     fn handle(&mut self, _: Wiretap, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.shared.wiretap.subscribe())
+    }
+}
+
+/// Test hook: panic inside the handler so supervision can be observed.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StreamError>")]
+pub struct InjectPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectPanic> for StreamActor {
+    type Result = Result<(), StreamError>;
+    #[allow(clippy::panic)]
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>(ACTOR, ctx, || panic!("injected fault"))?
     }
 }
 

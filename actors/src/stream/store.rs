@@ -104,19 +104,24 @@ impl<K: Hash + Eq + Clone + AsRef<[u8]>> WriteBehind<K> {
         true
     }
 
-    /// Drops the in-memory entries whose value `keep` rejects; returns how many.
-    fn retain_pending(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> usize {
-        let before = self.pending.len();
+    /// Drops the in-memory entries that `keep` rejects; returns how many of them `count` accepts.
+    fn retain_pending(
+        &mut self,
+        mut keep: impl FnMut(&K, &[u8]) -> bool,
+        mut count: impl FnMut(&K) -> bool,
+    ) -> usize {
         let mut freed = 0;
-        self.pending.retain(|_, (v, _)| {
-            let k = keep(v);
-            if !k {
+        let mut n = 0;
+        self.pending.retain(|k, (v, _)| {
+            let kept = keep(k, v);
+            if !kept {
                 freed += v.len();
+                n += usize::from(count(k));
             }
-            k
+            kept
         });
         self.pending_bytes -= freed;
-        before - self.pending.len()
+        n
     }
 
     /// Writes to sled, in one batch, every removal and every insertion older than `min_age` (all
@@ -261,20 +266,66 @@ impl OutboxStore for SledOutbox {
 }
 
 /// The seen-set tree, written behind; values are expiry times (little-endian u64).
+///
+/// Each entry has a twin in an expiry index in the same tree, `'x' ‖ expiry (u64 big-endian) ‖
+/// key`, written and dropped with it, so that a sweep reads only the index range up to `now`
+/// instead of walking every id on the (network) thread that runs it. Seen keys start with `'m'`
+/// or `'s'` ([`hermes_proto::inbox`]), so the index never mixes with them. A release of an id
+/// already on disk leaves its index twin behind (finding it would cost a read per release); the
+/// sweep drops it at its expiry.
 #[derive(Debug)]
 pub struct SledSeen(WriteBehind<Vec<u8>>);
+
+/// Most expired ids one sweep removes, so that a backlog is worked off over several ticks
+/// instead of stalling the thread in one.
+pub const SWEEP_BATCH: usize = 16_384;
+const INDEX: u8 = b'x';
 
 fn expiry(v: &[u8]) -> u64 {
     <[u8; 8]>::try_from(v).map(u64::from_le_bytes).unwrap_or(0)
 }
 
+fn index_key(expires_at: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.push(INDEX);
+    k.extend_from_slice(&expires_at.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn is_index(key: &[u8]) -> bool {
+    key.first() == Some(&INDEX)
+}
+
 impl SledSeen {
-    /// Opens the `seen_ids` tree.
+    /// Opens the `seen_ids` tree, indexing by expiry the entries an older version wrote without
+    /// an index (one walk, once).
     ///
     /// # Errors
     /// [`StoreError`] on sled failure.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(SledSeen(WriteBehind::open(store, TREE_SEEN)?))
+        let w = WriteBehind::open(store, TREE_SEEN)?;
+        let indexed = w
+            .tree
+            .scan_prefix([INDEX])
+            .next()
+            .transpose()
+            .map_err(|e| w.db_err(e))?
+            .is_some();
+        if !indexed {
+            let mut batch = sled::Batch::default();
+            let mut n = 0usize;
+            for item in w.tree.iter() {
+                let (k, v) = item.map_err(|e| w.db_err(e))?;
+                batch.insert(index_key(expiry(&v), &k), &v[..]);
+                n += 1;
+            }
+            if n > 0 {
+                w.tree.apply_batch(batch).map_err(|e| w.db_err(e))?;
+                tracing::info!(entries = n, "seen-set indexed by expiry");
+            }
+        }
+        Ok(SledSeen(w))
     }
 
     /// Writes to sled every removal and every entry older than `min_age`, in one batch.
@@ -297,32 +348,54 @@ impl SeenStore for SledSeen {
         if !w.is_removed(key) && w.tree.contains_key(key).map_err(|e| w.db_err(e))? {
             return Ok(false);
         }
-        w.insert(key.to_vec(), expires_at.to_le_bytes().to_vec());
+        let value = expires_at.to_le_bytes().to_vec();
+        w.insert(index_key(expires_at, key), value.clone());
+        w.insert(key.to_vec(), value);
         Ok(true)
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        // Still in memory: its index twin is known and goes with it.
+        if let Some(v) = self.0.pending(key) {
+            let twin = index_key(expiry(v), key);
+            self.0.remove(&twin);
+        }
         self.0.remove(key);
         Ok(())
     }
 
     fn remove_expired(&mut self, now: u64) -> Result<usize, StoreError> {
-        let mut n = self.0.retain_pending(|v| expiry(v) > now);
-        self.0.persist(Duration::ZERO)?;
+        let mut n = self
+            .0
+            .retain_pending(|_, v| expiry(v) > now, |k| !is_index(k));
         let w = &self.0;
-        for item in w.tree.iter() {
-            let (k, v) = item.map_err(|e| w.db_err(e))?;
-            if expiry(&v) <= now {
-                w.tree.remove(&k).map_err(|e| w.db_err(e))?;
-                n += 1;
+        let end = index_key(now, &[0xff; 64]);
+        let mut due = Vec::new();
+        for item in w.tree.range(vec![INDEX]..end).take(SWEEP_BATCH) {
+            let (ik, _) = item.map_err(|e| w.db_err(e))?;
+            due.push(ik);
+        }
+        for ik in due {
+            let key = &ik[9..];
+            // The id may have been released and claimed again since, with a later expiry (and
+            // its own index twin): only an entry that is itself due goes.
+            if let Some(v) = w.tree.get(key).map_err(|e| w.db_err(e))? {
+                if expiry(&v) <= now {
+                    w.tree.remove(key).map_err(|e| w.db_err(e))?;
+                    n += 1;
+                }
             }
+            w.tree.remove(&ik).map_err(|e| w.db_err(e))?;
         }
         Ok(n)
     }
 
     fn len(&self) -> usize {
         let w = &self.0;
-        (w.tree.len() + w.pending.len()).saturating_sub(w.removed.len())
+        let on_disk = w.tree.iter().keys().flatten().filter(|k| !is_index(k));
+        let removed = w.removed.iter().filter(|k| !is_index(k)).count();
+        let pending = w.pending.keys().filter(|k| !is_index(k)).count();
+        (on_disk.count() + pending).saturating_sub(removed)
     }
 }
 
@@ -379,14 +452,15 @@ mod tests {
                 "never written, so released at once"
             );
             let mut d = Dedup::new(SledSeen::open(&store).unwrap());
-            assert!(d.claim(&bob, &Id128([9; 16]), 500).unwrap());
+            assert!(d.claim(&bob, &Id128([9; 16]), 500, 0).unwrap());
             // Written behind: nothing reaches sled until persisted.
             assert_eq!(
                 o.store_mut().persist(Duration::ZERO).unwrap(),
                 1,
                 "the acknowledged one never does"
             );
-            assert_eq!(d.store_mut().persist(Duration::ZERO).unwrap(), 1);
+            // The id and its expiry index twin.
+            assert_eq!(d.store_mut().persist(Duration::ZERO).unwrap(), 2);
             store.flush().unwrap();
             b.id
         };
@@ -418,9 +492,68 @@ mod tests {
             vec![c.id]
         );
         let mut d = Dedup::new(SledSeen::open(&store).unwrap());
-        assert!(!d.claim(&bob, &Id128([9; 16]), 500).unwrap());
+        assert!(!d.claim(&bob, &Id128([9; 16]), 500, 0).unwrap());
         assert_eq!(d.sweep(499).unwrap(), 0);
         assert_eq!(d.sweep(500).unwrap(), 1);
-        assert!(d.claim(&bob, &Id128([9; 16]), 500).unwrap());
+        assert!(d.claim(&bob, &Id128([9; 16]), 500, 0).unwrap());
+    }
+
+    /// Every key in the tree, as stored.
+    fn keys(store: &Store) -> Vec<Vec<u8>> {
+        let tree = store.tree(TREE_SEEN).unwrap();
+        tree.iter().keys().map(|k| k.unwrap().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_sweep_reads_the_expiry_index_not_the_whole_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut seen = SledSeen::open(&store).unwrap();
+        for (k, exp) in [(&b"m1"[..], 10), (b"m2", 20), (b"m3", 30), (b"s1", 20)] {
+            assert!(seen.insert_if_absent(k, exp).unwrap());
+        }
+        seen.persist(Duration::ZERO).unwrap();
+        // Released while on disk (its index twin stays), then claimed again with a later expiry.
+        seen.remove(b"m2").unwrap();
+        assert!(seen.insert_if_absent(b"m2", 40).unwrap());
+        seen.persist(Duration::ZERO).unwrap();
+        // Released while still in memory: nothing of it reaches the disk.
+        assert!(seen.insert_if_absent(b"m4", 15).unwrap());
+        seen.remove(b"m4").unwrap();
+        // An id written without an index twin is invisible to the sweep: proof that it reads
+        // the index rather than walking every id.
+        store
+            .tree(TREE_SEEN)
+            .unwrap()
+            .insert(b"m0", &5u64.to_le_bytes())
+            .unwrap();
+        assert_eq!(seen.len(), 5);
+
+        assert_eq!(seen.remove_expired(20).unwrap(), 2, "m1 and s1");
+        let left = keys(&store);
+        for gone in [&b"m1"[..], b"s1"] {
+            assert!(!left.iter().any(|k| k == gone), "{left:?}");
+        }
+        assert!(left.iter().any(|k| k == b"m2"), "re-claimed m2 must stay");
+        assert!(left.iter().any(|k| k == b"m0"), "not indexed, never swept");
+        // m2's stale twin (20) went; its new one (40) and m3's (30) stay.
+        assert_eq!(left.iter().filter(|k| is_index(k)).count(), 2, "{left:?}");
+        assert_eq!(seen.remove_expired(40).unwrap(), 2);
+        assert_eq!(keys(&store), vec![b"m0".to_vec()]);
+    }
+
+    #[test]
+    fn ids_written_without_an_index_are_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tree = store.tree(TREE_SEEN).unwrap();
+        tree.insert(b"m1", &10u64.to_le_bytes()).unwrap();
+        tree.insert(b"m2", &30u64.to_le_bytes()).unwrap();
+        let mut seen = SledSeen::open(&store).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen.remove_expired(20).unwrap(), 1);
+        assert!(!seen.insert_if_absent(b"m2", 50).unwrap());
+        assert_eq!(seen.remove_expired(30).unwrap(), 1);
+        assert_eq!(seen.len(), 0);
     }
 }

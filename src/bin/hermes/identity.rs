@@ -1,4 +1,5 @@
-//! `hermes init`, `id`, `sign` and `verify`: the node's wallet identity.
+//! `hermes init`, `id`, `sign` and `verify`: the node's wallet identity. `sign` signs under the
+//! application domain (`hermes/app/v1`) only; `verify --raw` checks other tools' plain signatures.
 
 use crate::{block_on, parse_hex};
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,7 +31,21 @@ impl Payload {
     }
 }
 
-pub(crate) fn verify(ss58: &str, payload: &Payload, signature: &str) -> ExitCode {
+/// `hermes sign`: the same application signature as `RuntimeHandle::sign` (domain
+/// `hermes/app/v1`), so that signing chosen bytes can never produce a binding record's signature.
+pub(crate) fn sign(config: &Path, payload: &Payload) -> Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let (key, _) = HotkeyPair::resolve(cfg.identity.hotkey_file.as_deref())?;
+    let sig = key.sign_app(&payload.bytes()?);
+    println!("0x{}", hex::encode(sig));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hermes verify`: an application signature (`hermes sign`, `RuntimeHandle::sign`), or with
+/// `raw` a plain substrate signature over the bytes as given (bittensor's `Keypair.sign`,
+/// polkadot.js, subkey). Verifying raw signatures is safe; Hermes only never *makes* them over
+/// bytes it is handed.
+pub(crate) fn verify(ss58: &str, payload: &Payload, signature: &str, raw: bool) -> ExitCode {
     let check = || -> Result<bool> {
         let (key, _) = Hotkey::from_ss58(ss58).context("--ss58")?;
         let sig = parse_hex("--signature", signature)?;
@@ -40,7 +55,12 @@ pub(crate) fn verify(ss58: &str, payload: &Payload, signature: &str) -> ExitCode
                 sig.len()
             );
         }
-        Ok(key.verify(&payload.bytes()?, &sig))
+        let bytes = payload.bytes()?;
+        Ok(if raw {
+            key.verify(&bytes, &sig)
+        } else {
+            key.verify_app(&bytes, &sig)
+        })
     };
     match check() {
         Ok(true) => {

@@ -8,7 +8,7 @@
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
-use hermes::{Config, HotkeyPair};
+use hermes::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,7 +59,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Sign a message with the hotkey; prints the 0x-hex sr25519 signature.
+    /// Sign a message with the hotkey under the application domain (`hermes/app/v1`); prints the
+    /// 0x-hex sr25519 signature.
     Sign {
         #[command(flatten)]
         config: ConfigArg,
@@ -76,6 +77,10 @@ enum Cmd {
         /// 0x-hex signature.
         #[arg(long)]
         signature: String,
+        /// Check a plain substrate signature over the bytes as given (made by bittensor,
+        /// polkadot.js or subkey) instead of a Hermes application signature.
+        #[arg(long)]
+        raw: bool,
     },
     /// Run a node until Ctrl-C (serves `hermes peers` through DATA_DIR/control.sock).
     Run {
@@ -224,18 +229,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             netuids,
         } => identity::init(&dir, hotkey_file.as_deref(), port, netuids).map(|_| ExitCode::SUCCESS),
         Cmd::Id { config, json } => identity::id(&config.path, json).map(|_| ExitCode::SUCCESS),
-        Cmd::Sign { config, payload } => {
-            let cfg = Config::load(&config.path)?;
-            let (key, _) = HotkeyPair::resolve(cfg.identity.hotkey_file.as_deref())?;
-            let sig = key.sign(&payload.bytes()?);
-            println!("0x{}", hex::encode(sig));
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Sign { config, payload } => identity::sign(&config.path, &payload),
         Cmd::Verify {
             ss58,
             payload,
             signature,
-        } => Ok(identity::verify(&ss58, &payload, &signature)),
+            raw,
+        } => Ok(identity::verify(&ss58, &payload, &signature, raw)),
         Cmd::Demo => demo::demo().map(|_| ExitCode::SUCCESS),
         Cmd::Run { config } => node::run_node(&config.path).map(|_| ExitCode::SUCCESS),
         Cmd::Peers { config, json } => node::peers(&config.path, json).map(|_| ExitCode::SUCCESS),
