@@ -3,7 +3,7 @@
 //! `send` and `stream` go through the node already running on the config's data dir (its control
 //! socket) when there is one, and otherwise start the node for the duration of the command.
 
-use crate::node::{serve, wait_for_signal, Banner};
+use crate::node::{serve, Banner};
 use crate::{block_on, outln, parse_hex};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -301,15 +301,13 @@ pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Resu
     }
     let save_dir = save_dir.map(Path::to_path_buf);
     // stdout carries only what arrives; who we are and where we listen go to stderr.
-    serve(config, Banner::Stderr, |rt| async move {
+    serve(config, Banner::Stderr, |rt, mut stop| async move {
         let mut inbox = rt.subscribe()?;
         let mut incoming = rt.incoming_streams()?;
         eprintln!("listening for messages and streams; Ctrl-C to stop");
-        let stop = wait_for_signal();
-        tokio::pin!(stop);
         loop {
             tokio::select! {
-                _ = &mut stop => break,
+                _ = stop.recv() => break,
                 // Nobody reads our output any more (`listen | head`): stop cleanly.
                 _ = crate::STDOUT_CLOSED_NOTIFY.notified() => break,
                 m = inbox.recv() => match m {

@@ -1,16 +1,16 @@
 //! `hermes run`, `peers` and `stats`: a running node and its control socket.
 
 use crate::{block_on, outln};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hermes::{Config, Runtime};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use std::path::Path;
 
 pub(crate) fn run_node(config: &Path) -> Result<()> {
-    serve(config, Banner::Stdout, |_| async {
+    serve(config, Banner::Stdout, |_, mut stop| async move {
         outln!("running; Ctrl-C to stop");
-        wait_for_signal().await;
+        stop.recv().await;
         Ok(())
     })
 }
@@ -33,16 +33,19 @@ impl Banner {
 }
 
 /// Starts the node of `config`, prints who it is and where it listens, serves the control
-/// socket, runs `body` to completion and shuts the node down cleanly.
+/// socket, runs `body` (given Ctrl-C / SIGTERM) to completion and shuts the node down cleanly.
 pub(crate) fn serve<F, Fut>(config: &Path, banner: Banner, body: F) -> Result<()>
 where
-    F: FnOnce(hermes::RuntimeHandle) -> Fut,
+    F: FnOnce(hermes::RuntimeHandle, StopSignals) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let cfg = Config::load(config)?;
     let data_dir = cfg.data_dir.clone();
     let wanted: Vec<Multiaddr> = cfg.listen.iter().map(|a| a.0.clone()).collect();
     block_on(async {
+        // Catch Ctrl-C before the node starts: one that arrives during startup then stops the
+        // node cleanly right after, instead of killing the process with its store unflushed.
+        let stop = StopSignals::new()?;
         let rt = Runtime::builder(cfg).start().await?;
         let me = rt.identity().await?;
         banner.line(format_args!("ss58:    {}", me.ss58));
@@ -57,7 +60,7 @@ where
             "control: {} (try `hermes peers --config ...`)",
             sock.display()
         ));
-        let result = body(rt.clone()).await;
+        let result = body(rt.clone(), stop).await;
         eprintln!("shutting down");
         server.abort();
         let _ = std::fs::remove_file(&sock);
@@ -178,17 +181,27 @@ fn same_transport(wanted: &Multiaddr, bound: &Multiaddr) -> bool {
         })
 }
 
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// Ctrl-C (SIGINT) and SIGTERM, registered when created: a signal that arrives before `recv` is
+/// awaited is kept, not lost.
+pub(crate) struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// Waits for the first of Ctrl-C and SIGTERM.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 }
