@@ -181,7 +181,7 @@ fn demo_in(tmp: &Path) -> Result<()> {
         .await
         .ok_or_else(|| anyhow!("neither alpha nor gamma refused the other within 20 s"))?;
         outln!(
-            "  {by:<5} refused {refused}: reason `out_of_scope` (alpha serves only subnet 3, gamma only 7), at connection time, before any substream"
+            "  {by:<5} refused {refused}: reason `out_of_scope` (alpha serves only subnet 3, gamma only 7), at connection time, before any substream;\n  every later dial between the two is refused as well (totals under Counters)"
         );
 
         outln!("\nEnd-to-end encrypted messages (HPKE session to the recipient's prekey, a fresh AES-256-GCM key per message):");
