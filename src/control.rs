@@ -5,7 +5,8 @@
 //! client writes one request line, capped at 4 KiB (room for a stream name escaped in JSON) so
 //! that a stray client cannot make the node buffer without limit:
 //!
-//! - `peers`, `stats`, `msgstats`, `outbox`, `id`: the server answers one line of JSON and closes.
+//! - `peers`, `stats`, `msgstats`, `outbox`, `id`: the server answers one line of JSON and closes
+//!   (`id` is [`identity_json`] plus the bound `listen` addresses).
 //! - `{"cmd":"send","to":…,"netuid":…,"len":…,"ttl_secs":…,"wait_ms":…}`, then `len` payload
 //!   bytes: the node sends the message and answers once it is delivered, refused, or `wait_ms`
 //!   has passed (`status` `delivered`, `failed`, `expired` or `queued`; a queued answer carries
@@ -163,6 +164,26 @@ fn message_stats_json(s: &crate::messages::MessageStats) -> serde_json::Value {
     })
 }
 
+/// A node's identity as `hermes id --json` prints it: SS58, public key, peer id, transport key
+/// type and the binding record (decoded, and `encoded` as 0x-hex).
+pub fn identity_json(info: &crate::IdentityInfo) -> serde_json::Value {
+    let b = &info.binding;
+    serde_json::json!({
+        "ss58": info.ss58,
+        "public_key": info.hotkey.to_hex(),
+        "peer_id": info.peer_id.to_base58(),
+        "transport_key_type": info.transport_key_type,
+        "binding": {
+            "netuids": b.record.netuids,
+            "prekey": format!("0x{}", hex::encode(b.record.prekey)),
+            "issued_at": b.record.issued_at,
+            "expires_at": b.record.expires_at,
+            "signature": format!("0x{}", hex::encode(b.signature)),
+            "encoded": format!("0x{}", hex::encode(b.encode())),
+        }
+    })
+}
+
 async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
     match cmd {
         "peers" => match rt.peers().await {
@@ -194,11 +215,11 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             Err(e) => error(e),
         },
         "id" => match (rt.identity().await, rt.listen_addrs().await) {
-            (Ok(i), Ok(addrs)) => serde_json::json!({
-                "ss58": i.ss58,
-                "peer_id": i.peer_id.to_base58(),
-                "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            }),
+            (Ok(i), Ok(addrs)) => {
+                let mut v = identity_json(&i);
+                v["listen"] = addrs.iter().map(|a| a.to_string()).collect();
+                v
+            }
             (Err(e), _) | (_, Err(e)) => error(e),
         },
         other => error(format!(

@@ -247,6 +247,22 @@ fn config_check_prints_effective_config_or_a_clear_error() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["subnets"]["netuids"], serde_json::json!([7]));
     assert_eq!(v["storage"]["cache_size"], "64MiB");
+    // `-c/--config FILE`, like every other command, gives the same answer.
+    for flag in ["-c", "--config"] {
+        let o = run(&mut hermes(&["config", "check", flag, &cfg]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap(),
+            v
+        );
+    }
+    let o = run(&mut hermes(&["config", "check"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("<FILE|--config <FILE>>"),
+        "{}",
+        stderr(&o)
+    );
 
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"identity": {"hotkey_file": "hotkey"}, "subnets": {"mode": "whitelist", "netuids": [1, 2, 65536]}}"#).unwrap();
@@ -284,17 +300,34 @@ fn bad_invocations_fail_cleanly() {
     assert_clean_failure(&o, "tampered");
 }
 
+/// A runtime embedded in another process holds the data dir and serves no control socket: `id`
+/// still reports the identity from the key files (the binding record, which lives in that
+/// runtime's store, is left out and said so), and `sign` needs only the hotkey.
 #[test]
-fn busy_data_dir_is_reported_not_waited_on() {
+fn id_and_sign_work_while_an_embedded_runtime_holds_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = init(dir.path());
+    let before = id_json(&cfg, None);
     let config = hermes::Config::load(Path::new(&cfg)).unwrap();
     let rt =
         futures::executor::block_on(hermes::Runtime::builder(config).with_logging(false).start())
             .unwrap();
-    let o = run(&mut hermes(&["id", "--config", &cfg]));
-    assert_clean_failure(&o, "data dir in use");
-    // Signing needs only the hotkey, so it works while the node runs.
+    let o = run(&mut hermes(&["id", "--config", &cfg, "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for k in ["ss58", "public_key", "peer_id", "transport_key_type"] {
+        assert_eq!(v[k], before[k], "{k}");
+    }
+    assert!(v["binding"].is_null(), "{v}");
+    assert!(
+        stderr(&o).contains("binding record is left out"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&mut hermes(&["id", "--config", &cfg, "--field", "peer_id"]));
+    assert_eq!(stdout(&o).trim(), before["peer_id"].as_str().unwrap());
+    let o = run(&mut hermes(&["id", "--config", &cfg, "--field", "binding"]));
+    assert_clean_failure(&o, "no control socket");
     let o = run(&mut hermes(&["sign", "--config", &cfg, "--message", "x"]));
     assert!(o.status.success(), "{}", stderr(&o));
     futures::executor::block_on(rt.shutdown()).unwrap();
@@ -323,103 +356,168 @@ fn devchain_register_and_list() {
     assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
 }
 
+/// `hermes init` for a loopback node on a free port, on the dev chain `chain`, bootstrapped to
+/// `bootstrap`; returns the config path.
+fn init_on(dir: &Path, chain: &Path, bootstrap: Option<&str>) -> String {
+    let mut c = hermes(&["init", "--dir"]);
+    c.arg(dir)
+        .args([
+            "--netuid",
+            "7",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--chain",
+        ])
+        .arg(chain);
+    if let Some(b) = bootstrap {
+        c.args(["--bootstrap", b]);
+    }
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir.join("hermes.json").display().to_string()
+}
+
+/// The lines a child prints on one of its outputs, read on a thread. The output is drained to
+/// its end even when nobody takes the lines any more: a pipe closed under the child would end it.
+fn lines_of(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The first `listen:` address in `lines` (waits at most 30 s).
+fn listen_addr(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the node prints its listen address");
+        if let Some(a) = line.strip_prefix("listen:") {
+            return a.trim().to_string();
+        }
+    }
+}
+
+/// A child process that is killed if the test ends without stopping it (a failed assertion), so
+/// that no node outlives its test.
+struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Sends SIGINT to `child` and asserts it shut down cleanly (exit 0).
+fn interrupt(child: &mut std::process::Child) {
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        child.wait().unwrap().success(),
+        "node did not shut down cleanly"
+    );
+}
+
 /// Two `hermes run` processes registered on one dev chain find each other; `hermes peers` lists
-/// them; an unregistered third is refused; SIGINT shuts each down cleanly (exit 0).
+/// them; an unregistered third is refused; SIGINT shuts each down cleanly (exit 0). Configs come
+/// from `hermes init` flags alone, registrations from `devchain register --config`.
 #[test]
 fn run_two_nodes_and_list_peers() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let chain = dir.path().join("chain");
-    let mut cfgs = Vec::new();
-    for name in ["n1", "n2", "n3"] {
-        let d = dir.path().join(name);
-        let cfg = init(&d);
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-        v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
-        v["chain"] = serde_json::json!({"kind": "dev", "path": chain, "poll_interval": "100ms"});
-        std::fs::write(&cfg, v.to_string()).unwrap();
-        cfgs.push(cfg);
-    }
-    for cfg in &cfgs[..2] {
-        register_node(&chain, 7, cfg);
-    }
     let spawn = |cfg: &str| {
         hermes(&["run", "--config", cfg])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
+            .map(Running)
             .unwrap()
     };
-    let mut n1 = spawn(&cfgs[0]);
-    let mut lines = BufReader::new(n1.stdout.take().unwrap()).lines();
-    let listen = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listen:").map(|a| a.trim().to_string()))
-        .expect("n1 prints its listen address");
-    for cfg in &cfgs[1..] {
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(cfg).unwrap()).unwrap();
-        v["bootstrap"] = serde_json::json!([listen]);
-        std::fs::write(cfg, v.to_string()).unwrap();
-    }
-    let mut n2 = spawn(&cfgs[1]);
-    let mut n3 = spawn(&cfgs[2]);
-    let n2_ss58 = id_json_live(&cfgs[1]);
+    let c1 = init_on(&dir.path().join("n1"), &chain, None);
+    register_config(&c1);
+    let mut n1 = spawn(&c1);
+    let listen = listen_addr(&lines_of(n1.stdout.take().unwrap()));
+    let c2 = init_on(&dir.path().join("n2"), &chain, Some(&listen));
+    let c3 = init_on(&dir.path().join("n3"), &chain, Some(&listen));
+    register_config(&c2);
+    wait_registry(&c1, 2);
+    let mut n2 = spawn(&c2);
+    let mut n3 = spawn(&c3);
+    // `hermes id` answers for running nodes (through their control sockets).
+    let n1_ss58 = id_json(&c1, None)["ss58"].as_str().unwrap().to_string();
+    let n2_ss58 = id_json(&c2, None)["ss58"].as_str().unwrap().to_string();
     let lists = |cfg: &str, who: &str| {
         let o = run(&mut hermes(&["peers", "--config", cfg, "--json"]));
         o.status.success() && stdout(&o).contains(who)
     };
-    let n1_ss58 = id_json_live(&cfgs[0]);
-    assert!(common_wait(
-        || lists(&cfgs[0], &n2_ss58) && lists(&cfgs[1], &n1_ss58)
-    ));
+    assert!(common_wait(|| lists(&c1, &n2_ss58) && lists(&c2, &n1_ss58)));
     // The unregistered third is counted as refused by n1 and never listed.
     assert!(common_wait(|| {
-        let o = run(&mut hermes(&["stats", "--config", &cfgs[0]]));
+        let o = run(&mut hermes(&["stats", "--config", &c1, "--json"]));
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
         v["denied"]["unregistered"].as_u64().unwrap_or(0) >= 1
     }));
-    let o = run(&mut hermes(&["peers", "--config", &cfgs[2]]));
+    let o = run(&mut hermes(&["stats", "--config", &c1]));
+    assert!(
+        stdout(&o).contains("connections refused:  unregistered "),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&mut hermes(&["peers", "--config", &c3]));
     assert!(stdout(&o).contains("no verified peers"), "{}", stdout(&o));
     for child in [&mut n1, &mut n2, &mut n3] {
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success());
-        assert!(
-            child.wait().unwrap().success(),
-            "node did not shut down cleanly"
-        );
+        interrupt(child);
     }
     // Without a running node, `peers` says so clearly.
-    let o = run(&mut hermes(&["peers", "--config", &cfgs[0]]));
+    let o = run(&mut hermes(&["peers", "--config", &c1]));
     assert_clean_failure(&o, "no running node");
 }
 
-/// The SS58 of a node, read through the running node's control socket.
-fn id_json_live(cfg: &str) -> String {
-    let cfg = hermes::Config::load(Path::new(cfg)).unwrap();
-    let path = hermes::control::socket_path(&cfg.data_dir);
-    let mut v = serde_json::Value::Null;
-    assert!(common_wait(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        match rt.block_on(hermes::control::request(&path, "id")) {
-            Ok(x) => {
-                v = x;
-                true
-            }
-            Err(_) => false,
-        }
-    }));
-    v["ss58"].as_str().unwrap().to_string()
+/// `hermes devchain register --config FILE --stake 10`: SS58, peer id, chain and subnet from the
+/// node's own files.
+fn register_config(cfg: &str) {
+    let o = run(&mut hermes(&[
+        "devchain", "register", "--config", cfg, "--stake", "10",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Waits until the running node of `cfg` has read `n` registrations from its chain (it polls
+/// the chain every `chain.poll_interval`; a peer registered after it started is refused until
+/// then).
+fn wait_registry(cfg: &str, n: u64) {
+    assert!(
+        common_wait(|| {
+            let o = run(&mut hermes(&["stats", "--config", cfg, "--json"]));
+            let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+            v["registry_entries"].as_u64() == Some(n)
+        }),
+        "{cfg} never saw {n} registrations"
+    );
 }
 
 /// Bounded polling for process-level tests.
@@ -438,7 +536,6 @@ fn common_wait(mut cond: impl FnMut() -> bool) -> bool {
 /// the sender run ad hoc or through its own running node; failures are clear.
 #[test]
 fn send_stream_and_listen_as_a_user_would() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let chain = dir.path().join("chain");
@@ -461,48 +558,32 @@ fn send_stream_and_listen_as_a_user_would() {
     let mut listener = hermes(&["listen", "--config", &cfgs[0], "--json", "--save-dir"])
         .arg(&saved)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
+        .map(Running)
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let out = listener.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(listener.stdout.take().unwrap());
+    // With --json, stdout is JSON lines only: every line parses.
     let next_json = |what: &str| -> serde_json::Value {
-        loop {
-            let line = rx
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("listen printed no {what}"));
-            if line.starts_with('{') {
-                return serde_json::from_str(&line).unwrap();
-            }
-        }
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("listen printed no {what}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     };
-    let listen = loop {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
-        if let Some(a) = line.strip_prefix("listen:") {
-            break a.trim().to_string();
-        }
-    };
+    // The banner (who, where) is on stderr.
+    let listen = listen_addr(&lines_of(listener.stderr.take().unwrap()));
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cfgs[1]).unwrap()).unwrap();
     v["bootstrap"] = serde_json::json!([listen]);
     std::fs::write(&cfgs[1], v.to_string()).unwrap();
 
-    // A message, the sender's node started just for it.
+    // A message, the sender's node started just for it; the subnet defaults to n2's only one.
     let o = run(&mut hermes(&[
         "send",
         "--config",
         &cfgs[1],
         "--to",
         &ids[0],
-        "--netuid",
-        "7",
         "--message",
         "hello from n2",
     ]));
@@ -524,6 +605,7 @@ fn send_stream_and_listen_as_a_user_would() {
     let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i * 7 + 3) as u8).collect();
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, &data).unwrap();
+    assert_eq!(m["size"].as_u64(), Some(13));
     for copy in ["payload.bin", "payload-1.bin"] {
         let o = run(hermes(&[
             "stream", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--file",
@@ -537,7 +619,8 @@ fn send_stream_and_listen_as_a_user_would() {
         );
         assert!(std::fs::read(saved.join(copy)).unwrap() == data, "{copy}");
         let s = next_json("stream");
-        assert_eq!(s["bytes"].as_u64(), Some(data.len() as u64));
+        // Messages and streams name their length in bytes alike: `size`.
+        assert_eq!(s["size"].as_u64(), Some(data.len() as u64));
         assert_eq!(s["name"].as_str(), Some("payload.bin"));
         let path = saved.join(copy);
         assert_eq!(s["path"].as_str(), Some(path.to_str().unwrap()));
@@ -559,8 +642,13 @@ fn send_stream_and_listen_as_a_user_would() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
-    let _ = id_json_live(&cfgs[1]);
+    assert!(common_wait(|| run(&mut hermes(&[
+        "peers", "--config", &cfgs[1]
+    ]))
+    .status
+    .success()));
     let o = run(&mut hermes(&[
         "send", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--hex", "0x00ff10",
     ]));
@@ -568,7 +656,7 @@ fn send_stream_and_listen_as_a_user_would() {
     let m = next_json("message via the control socket");
     assert_eq!(m["hex"].as_str(), Some("0x00ff10"));
     // The listener's node counts what it took in: two messages, three streams, nothing refused.
-    let o = run(&mut hermes(&["stats", "--config", &cfgs[0]]));
+    let o = run(&mut hermes(&["stats", "--config", &cfgs[0], "--json"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
@@ -645,7 +733,12 @@ fn unreachable_recipients_are_explained_and_queued_messages_cancelled() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _ = id_json_live(&cfg);
+    // Up once its control socket answers.
+    assert!(common_wait(|| run(&mut hermes(&[
+        "peers", "--config", &cfg
+    ]))
+    .status
+    .success()));
 
     let o = run(&mut hermes(&[
         "send",
@@ -703,4 +796,336 @@ fn unreachable_recipients_are_explained_and_queued_messages_cancelled() {
         .unwrap()
         .success());
     assert!(node.wait().unwrap().success());
+}
+
+/// `hermes init` writes everything the tutorial used to edit by hand (dev chain, bootstrap,
+/// listen addresses), and `devchain register --config` takes the SS58 address, peer id, chain
+/// and subnet from the node's files; explicit flags still override.
+#[test]
+fn init_flags_and_register_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain");
+    let boot = ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"];
+    let o = run(hermes(&["init", "--dir"])
+        .arg(dir.path().join("n1"))
+        .args([
+            "--netuid",
+            "7",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--chain",
+        ])
+        .arg(&chain)
+        .args(["--bootstrap", boot[0], "--bootstrap", boot[1]]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = dir.path().join("n1/hermes.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    assert_eq!(v["chain"]["kind"], "dev");
+    assert_eq!(v["chain"]["path"], chain.to_str().unwrap());
+    assert_eq!(v["bootstrap"], serde_json::json!(boot));
+    assert_eq!(v["listen"], serde_json::json!(["/ip4/127.0.0.1/tcp/0"]));
+    let cfg = cfg.to_str().unwrap();
+    let id = id_json(cfg, None);
+
+    // Relative --chain is taken relative to where the command runs, not to the node dir.
+    let o = run(hermes(&["init", "--dir", "n2", "--chain", "chain"]).current_dir(dir.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("n2/hermes.json")).unwrap()).unwrap();
+    assert_eq!(
+        Path::new(v2["chain"]["path"].as_str().unwrap()),
+        std::path::absolute(dir.path().join("chain")).unwrap()
+    );
+
+    register_config(cfg);
+    let list = || -> serde_json::Value {
+        let o = run(hermes(&["devchain", "list", "--chain"]).arg(&chain));
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let v = list();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        (&v["nodes"][0]["hotkey"], &v["nodes"][0]["peer_id"]),
+        (&id["ss58"], &id["peer_id"])
+    );
+    assert_eq!(v["nodes"][0]["netuid"], 7);
+    // --netuid overrides the node's own subnet.
+    let o = run(&mut hermes(&[
+        "devchain", "register", "--config", cfg, "--stake", "5", "--netuid", "9",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = list();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2, "{v}");
+
+    // No default subnet for a node that serves two: a clear error naming the flag.
+    let o = run(hermes(&["init", "--dir"])
+        .arg(dir.path().join("n3"))
+        .args(["--netuid", "3", "--netuid", "7", "--chain"])
+        .arg(&chain));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c3 = dir.path().join("n3/hermes.json");
+    let o = run(hermes(&["devchain", "register", "--stake", "5", "--config"]).arg(&c3));
+    assert_clean_failure(&o, "--netuid");
+    // Without --config, the explicit flags are required.
+    let o = run(&mut hermes(&["devchain", "register", "--stake", "5"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--chain"), "{}", stderr(&o));
+    // A bad bootstrap address is refused before anything is written.
+    let o = run(hermes(&["init", "--dir"])
+        .arg(dir.path().join("n4"))
+        .args(["--bootstrap", "localhost:4001"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--bootstrap"), "{}", stderr(&o));
+    assert!(!dir.path().join("n4").exists());
+}
+
+/// A failed `init` leaves no directory (nor part of one) behind, so the retry does not trip on
+/// "already exists".
+#[test]
+fn failed_init_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("not-a-key");
+    std::fs::write(&not_a_key, "{}").unwrap();
+    for bad in [dir.path().join("no-such-file"), not_a_key] {
+        let target = dir.path().join("new").join("node");
+        let o = run(hermes(&["init", "--dir"])
+            .arg(&target)
+            .arg("--hotkey-file")
+            .arg(&bad));
+        assert!(!o.status.success());
+        assert!(stderr(&o).starts_with("error:"), "{}", stderr(&o));
+        assert!(!dir.path().join("new").exists(), "init left a directory");
+        // In a directory that already exists, nothing is added to it.
+        let existing = dir.path().join("existing");
+        std::fs::create_dir_all(&existing).unwrap();
+        let o = run(hermes(&["init", "--dir"])
+            .arg(&existing)
+            .arg("--hotkey-file")
+            .arg(&bad));
+        assert!(!o.status.success());
+        assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+    }
+    // The same directory then works.
+    let o = run(hermes(&["init", "--dir"]).arg(dir.path().join("new").join("node")));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `devchain list` on a path that holds no chain fails clearly instead of printing an empty
+/// registry (which a script would take for a real answer), and creates nothing there.
+#[test]
+fn devchain_list_refuses_a_path_without_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("chian");
+    let o = run(hermes(&["devchain", "list", "--chain"]).arg(&missing));
+    assert_clean_failure(&o, "does not exist");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    assert!(!missing.exists());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run(hermes(&["devchain", "list", "--chain"]).arg(&empty));
+    assert_clean_failure(&o, "no chain database");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let o = run(hermes(&["devchain", "list", "--chain"]).arg(&file));
+    assert_clean_failure(&o, "is a file");
+}
+
+/// `send` and `stream` default `--netuid` to the node's subnet only when it serves exactly one;
+/// otherwise they ask for it (a default of 0 would be refused as out of scope).
+#[test]
+fn netuid_is_required_unless_the_node_serves_one_subnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+    let two = dir.path().join("two");
+    let o = run(hermes(&["init", "--netuid", "3", "--netuid", "7", "--dir"]).arg(&two));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let none = dir.path().join("none");
+    let o = run(hermes(&["init", "--dir"]).arg(&none));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (d, says) in [(&two, "serves subnets [3, 7]"), (&none, "names no subnet")] {
+        let cfg = d.join("hermes.json");
+        let cfg = cfg.to_str().unwrap();
+        let o = run(&mut hermes(&[
+            "send",
+            "--config",
+            cfg,
+            "--to",
+            alice,
+            "--message",
+            "x",
+        ]));
+        assert_clean_failure(&o, "--netuid is required");
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        let o = run(&mut hermes(&["stream", "--config", cfg, "--to", alice]));
+        assert_clean_failure(&o, "--netuid is required");
+    }
+}
+
+/// A pipe closed early by its reader (`hermes ... | head -1`) ends the output quietly with exit 0:
+/// no panic, no exit 101, and `listen` shuts its node down cleanly.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    // A pipe whose reader is already gone: the first write fails with EPIPE.
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let quiet = |o: &Output| {
+        let err = stderr(o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("internal error"),
+            "{err}"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain");
+    let c1 = init_on(&dir.path().join("n1"), &chain, None);
+    register_config(&c1);
+    for args in [
+        vec!["id", "--config", &c1, "--json"],
+        vec!["config", "check", "-c", &c1],
+        vec!["devchain", "list", "--chain", chain.to_str().unwrap()],
+    ] {
+        quiet(&run(hermes(&args).stdout(closed())));
+    }
+    // `listen` stops by itself at its first output line and shuts down cleanly.
+    let mut listener = hermes(&["listen", "--config", &c1])
+        .stdout(closed())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    let listen = listen_addr(&lines_of(listener.stderr.take().unwrap()));
+    let o = run(hermes(&["peers", "--config", &c1]).stdout(closed()));
+    quiet(&o);
+    let c2 = init_on(&dir.path().join("n2"), &chain, Some(&listen));
+    register_config(&c2);
+    wait_registry(&c1, 2);
+    let to = id_json(&c1, None)["ss58"].as_str().unwrap().to_string();
+    // The listener may stop before its acknowledgement leaves, so the sender may see the message
+    // delivered (0) or still queued (3); either way it reached the listener, which then stops.
+    let o = run(&mut hermes(&[
+        "send",
+        "--config",
+        &c2,
+        "--to",
+        &to,
+        "--message",
+        "anyone there?",
+        "--wait",
+        "10s",
+    ]));
+    assert!(
+        matches!(o.status.code(), Some(0 | 3)),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        common_wait(|| listener.try_wait().unwrap().is_some()),
+        "listen kept running with nobody reading"
+    );
+    assert!(listener.wait().unwrap().success());
+}
+
+/// `hermes run` prints its listen addresses once every listener is up: with QUIC and TCP on
+/// 0.0.0.0, one address per local IPv4 interface and transport, every time. Its logs carry no
+/// colour codes when stderr is not a terminal.
+#[test]
+fn run_prints_every_listen_address_and_plain_logs() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(hermes(&["init", "--port", "0", "--netuid", "3", "--dir"]).arg(dir.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = dir.path().join("hermes.json");
+    let mut node = hermes(&["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    let out = lines_of(node.stdout.take().unwrap());
+    let mut listen = Vec::new();
+    loop {
+        let line = out
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("run prints its banner");
+        if line.starts_with("control:") {
+            break;
+        }
+        if let Some(a) = line.strip_prefix("listen:") {
+            listen.push(a.trim().to_string());
+        }
+    }
+    let v4: Vec<_> = if_addrs::get_if_addrs()
+        .unwrap()
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4())
+        .collect();
+    assert!(!v4.is_empty());
+    for ip in &v4 {
+        for transport in ["tcp", "udp"] {
+            let prefix = format!("/ip4/{ip}/{transport}/");
+            assert!(
+                listen.iter().any(|a| a.starts_with(&prefix)),
+                "no {prefix} in {listen:?}"
+            );
+        }
+    }
+    assert_eq!(listen.len(), 2 * v4.len(), "{listen:?}");
+    let mut err = node.stderr.take().unwrap();
+    interrupt(&mut node);
+    let mut logs = String::new();
+    err.read_to_string(&mut logs).unwrap();
+    assert!(logs.contains("listening"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "colour codes in logs: {logs:?}");
+}
+
+/// Small promises of the command line: `--version` is one line, `stream --help` documents its
+/// exit statuses like `send --help`, `stats` has a text default and `--json`.
+#[test]
+fn small_cli_contracts() {
+    let o = run(&mut hermes(&["--version"]));
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).starts_with("hermes ") && stdout(&o).ends_with('\n'),
+        "{:?}",
+        stdout(&o)
+    );
+    for cmd in ["send", "stream"] {
+        let o = run(&mut hermes(&[cmd, "--help"]));
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Exit status: 0 "), "{}", stdout(&o));
+    }
+    for cmd in ["stats", "peers", "id"] {
+        let o = run(&mut hermes(&[cmd, "--help"]));
+        assert!(stdout(&o).contains("--json"), "{cmd}: {}", stdout(&o));
+    }
+    let o = run(&mut hermes(&["listen", "--help"]));
+    assert!(stdout(&o).contains("`size`"), "{}", stdout(&o));
+}
+
+/// The README's first command: `hermes demo` completes, whichever of alpha and gamma refuses
+/// the other first, and says what its numbers count.
+#[test]
+fn demo_runs_to_the_end() {
+    let o = run(hermes(&["demo"]).env("HERMES_DEMO_MIB", "2"));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("refused gamma: reason `out_of_scope`")
+            || out.contains("refused alpha: reason `out_of_scope`"),
+        "{out}"
+    );
+    assert!(out.contains("counted by the refusing side"), "{out}");
+    assert!(out.contains("all nodes shut down cleanly"), "{out}");
 }

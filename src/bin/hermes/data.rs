@@ -3,8 +3,8 @@
 //! `send` and `stream` go through the node already running on the config's data dir (its control
 //! socket) when there is one, and otherwise start the node for the duration of the command.
 
-use crate::node::{serve, wait_for_signal};
-use crate::{block_on, parse_hex};
+use crate::node::{serve, Banner};
+use crate::{block_on, outln, parse_hex};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use hermes::proto::Hotkey;
@@ -119,7 +119,7 @@ pub(crate) fn send(
     let id = answer["id"].as_str().unwrap_or("?");
     match answer["status"].as_str() {
         Some("delivered") => {
-            println!(
+            outln!(
                 "delivered {id} to {to} ({} bytes, end-to-end encrypted)",
                 payload.len()
             );
@@ -137,7 +137,7 @@ pub(crate) fn send(
             Ok(ExitCode::from(1))
         }
         _ => {
-            println!(
+            outln!(
                 "queued {id} for {to}: not confirmed within {} ({}); it stays in the outbox and is retried whenever this node runs, until its TTL ends (`hermes outbox` lists it, `hermes outbox cancel {id}` drops it)",
                 humantime::format_duration(wait),
                 answer["reason"].as_str().unwrap_or("no reason known yet")
@@ -180,9 +180,9 @@ fn print_message(m: &Inbound, json: bool) {
         } else {
             serde_json::Value::String(format!("0x{}", hex::encode(&m.bytes)))
         };
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "message {} from {} (netuid {}, {} bytes): {}",
             m.id,
             m.from,
@@ -274,14 +274,15 @@ async fn receive_stream(mut s: IncomingStream, save_dir: Option<std::path::PathB
                 .map(|p| format!(" -> {}", p.display()))
                 .unwrap_or_else(|| " (not saved: use --save-dir)".into());
             if json {
-                println!(
+                // `size` as in the message objects: one name for a payload's length in bytes.
+                outln!(
                     "{}",
                     serde_json::json!({ "type": "stream", "from": s.from, "netuid": s.netuid,
-                        "id": s.id.to_hex(), "bytes": n, "e2e": s.e2e, "elapsed_ms": elapsed.as_millis() as u64,
+                        "id": s.id.to_hex(), "size": n, "e2e": s.e2e, "elapsed_ms": elapsed.as_millis() as u64,
                         "name": s.name, "path": path.map(|p| p.display().to_string()) })
                 );
             } else {
-                println!(
+                outln!(
                     "stream {} from {} (netuid {}): {n} bytes received and verified in {:.2} s ({}){saved}",
                     s.id,
                     s.from,
@@ -337,15 +338,16 @@ pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Resu
             .with_context(|| format!("--save-dir: cannot create {}", d.display()))?;
     }
     let save_dir = save_dir.map(Path::to_path_buf);
-    serve(config, |rt| async move {
+    // stdout carries only what arrives; who we are and where we listen go to stderr.
+    serve(config, Banner::Stderr, |rt, mut stop| async move {
         let mut inbox = rt.subscribe()?;
         let mut incoming = rt.incoming_streams()?;
-        println!("listening for messages and streams; Ctrl-C to stop");
-        let stop = wait_for_signal();
-        tokio::pin!(stop);
+        eprintln!("listening for messages and streams; Ctrl-C to stop");
         loop {
             tokio::select! {
-                _ = &mut stop => break,
+                _ = stop.recv() => break,
+                // Nobody reads our output any more (`listen | head`): stop cleanly.
+                _ = crate::STDOUT_CLOSED_NOTIFY.notified() => break,
                 m = inbox.recv() => match m {
                     Some(m) => print_message(&m, json),
                     None => break,
@@ -432,7 +434,7 @@ pub(crate) fn stream(config: &Path, to: &str, netuid: u16, file: Option<&Path>) 
     })?;
     let elapsed = started.elapsed();
     // What the confirmation means is in `stream --help`.
-    println!(
+    outln!(
         "sent {bytes} bytes to {to}, confirmed complete and authentic by the recipient, in {:.2} s ({})",
         elapsed.as_secs_f64(),
         rate(bytes, elapsed)

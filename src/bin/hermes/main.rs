@@ -1,12 +1,15 @@
 //! The `hermes` command-line tool.
 //!
-//! Every failure prints one clear `error:` line (plus its causes) to stderr and exits non-zero;
-//! `verify` exits 1 for any signature that does not check out.
+//! Every failure prints one clear `error:` line (plus its causes) to stderr and exits 2;
+//! `verify` exits 1 for any signature that does not check out, `send` has its own statuses.
+//! Output meant for scripts (`--json`, `listen --json`) goes to stdout alone; banners, progress
+//! and logs go to stderr. A reader that closes the pipe early (`hermes peers | head -1`) ends the
+//! output quietly with exit 0, as `head` asked for no more.
 //!
 //! One file per group of subcommands: `identity` (init, id, sign, verify), `node` (run, peers,
 //! stats), `data` (send, listen, stream), `outbox`, `devchain`, `demo`.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use hermes::Config;
 use std::path::PathBuf;
@@ -37,27 +40,24 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Create DIR/hermes.json, a hotkey (Bittensor format) and a transport key.
-    Init {
-        /// Directory to create the node in.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-        /// Use this existing Bittensor hotkey file instead of generating one.
-        #[arg(long)]
-        hotkey_file: Option<PathBuf>,
-        /// Port for the default TCP and QUIC listen addresses.
-        #[arg(long, default_value_t = 4001)]
-        port: u16,
-        /// Subnets this node serves (repeat for several).
-        #[arg(long = "netuid")]
-        netuids: Vec<u16>,
-    },
+    ///
+    /// Everything the config needs for a first network can be given here, so no JSON has to be
+    /// edited by hand; on failure nothing is left behind.
+    Init(identity::InitArgs),
     /// Print the node's SS58 address, public key, peer id and binding record.
+    ///
+    /// Works while the node runs (asks it through its control socket). If the data dir is held
+    /// by a runtime without a control socket (an embedding application), the binding record is
+    /// left out and the rest is read from the key files.
     Id {
         #[command(flatten)]
         config: ConfigArg,
         /// Print one JSON object instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "field")]
         json: bool,
+        /// Print only this value (for scripts: `N1=$(hermes id -c n1/hermes.json --field ss58)`).
+        #[arg(long, value_enum)]
+        field: Option<identity::IdField>,
     },
     /// Sign a message with the hotkey under the application domain (`hermes/app/v1`); prints the
     /// 0x-hex sr25519 signature.
@@ -98,9 +98,9 @@ enum Cmd {
         /// Recipient's SS58 address.
         #[arg(long)]
         to: String,
-        /// Subnet of the message.
-        #[arg(long, default_value_t = 0)]
-        netuid: u16,
+        /// Subnet of the message (default: the node's subnet, when it serves exactly one).
+        #[arg(long)]
+        netuid: Option<u16>,
         #[command(flatten)]
         body: MessageBody,
         /// How long the message is kept and retried (default: messages.ttl).
@@ -121,24 +121,29 @@ enum Cmd {
         /// Without it, streams are verified and discarded.
         #[arg(long)]
         save_dir: Option<PathBuf>,
-        /// Print one JSON object per message or stream.
+        /// Print one JSON object per message or stream on stdout, nothing else (the banner goes
+        /// to stderr). Both kinds carry `type`, `from`, `netuid`, `id` and `size` (bytes).
         #[arg(long)]
         json: bool,
     },
     /// Stream stdin (or --file) to a node, end-to-end encrypted, with a progress bar.
     ///
-    /// With --file the file's name goes along (sealed with the data). "Confirmed" means the
-    /// recipient's node received every byte intact and authentic and its application took the
-    /// end of the stream; `hermes listen --save-dir` confirms only once the file is saved.
+    /// Goes through the running node of this config if there is one, else starts the node for
+    /// the stream. With --file the file's name goes along (sealed with the data). Exit status: 0
+    /// once the recipient has confirmed the stream: its node received every byte intact and
+    /// authentic and its application took the end of the stream (`hermes listen --save-dir`
+    /// confirms only once the file is saved); 2 on any failure (unknown or unreachable recipient,
+    /// stream refused or broken, input unreadable), with the reason on stderr. Nothing is queued:
+    /// a failed stream is not retried.
     Stream {
         #[command(flatten)]
         config: ConfigArg,
         /// Recipient's SS58 address.
         #[arg(long)]
         to: String,
-        /// Subnet of the stream.
-        #[arg(long, default_value_t = 0)]
-        netuid: u16,
+        /// Subnet of the stream (default: the node's subnet, when it serves exactly one).
+        #[arg(long)]
+        netuid: Option<u16>,
         /// Read this file instead of stdin (its name is sent with the data).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -154,10 +159,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Firewall denial counters and message counters of a running node, as JSON.
+    /// Firewall denial counters and message counters of a running node.
     Stats {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The embedded development chain.
     Devchain {
@@ -176,10 +184,14 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
-    /// Validate FILE and print the effective config.
+    /// Validate the config file and print the effective config.
+    #[command(group(clap::ArgGroup::new("file_arg").required(true).args(["file", "config"])))]
     Check {
+        /// The config file (or give it as `-c/--config FILE`, like every other command).
+        file: Option<PathBuf>,
         /// The config file.
-        file: PathBuf,
+        #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -202,9 +214,47 @@ pub(crate) fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>> {
     hex::decode(body).map_err(|e| anyhow!("{what}: invalid hex ({e})"))
 }
 
+/// Set once a write to stdout failed because the reader went away (`| head`).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Woken when stdout closes, so that `listen` stops and shuts its node down cleanly.
+pub(crate) static STDOUT_CLOSED_NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Writes one line to stdout. When the reader has closed the pipe, the line and every later one
+/// is dropped instead of panicking (what `println!` does), and `listen` is told to stop.
+pub(crate) fn out_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let r = out
+        .write_fmt(line)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    if r.is_err() {
+        // Any write error on stdout means nobody reads it any more; there is no one to tell.
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        STDOUT_CLOSED_NOTIFY.notify_one();
+    }
+}
+
+/// `println!` that survives a closed stdout (see [`out_line`]).
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::out_line(format_args!($($t)*)) };
+}
+pub(crate) use outln;
+
 fn main() -> ExitCode {
-    // Never show a backtrace to a user: a bug still ends with one readable line.
     std::panic::set_hook(Box::new(|info| {
+        // A `println!` into a pipe whose reader has gone (`| head`) panics in the standard
+        // library; like other Unix tools, end quietly instead.
+        let text = info.to_string();
+        if text.contains("failed printing to std") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        // Never show a backtrace to a user: a bug still ends with one readable line.
         eprintln!("error: internal error: {info}");
     }));
     let cli = Cli::parse();
@@ -222,13 +272,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Init {
-            dir,
-            hotkey_file,
-            port,
-            netuids,
-        } => identity::init(&dir, hotkey_file.as_deref(), port, netuids).map(|_| ExitCode::SUCCESS),
-        Cmd::Id { config, json } => identity::id(&config.path, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Init(args) => identity::init(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Id {
+            config,
+            json,
+            field,
+        } => identity::id(&config.path, json, field).map(|_| ExitCode::SUCCESS),
         Cmd::Sign { config, payload } => identity::sign(&config.path, &payload),
         Cmd::Verify {
             ss58,
@@ -246,7 +295,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             body,
             ttl,
             wait,
-        } => data::send(&config.path, &to, netuid, &body.bytes()?, ttl, wait),
+        } => {
+            let netuid = netuid_for(&config.path, netuid)?;
+            data::send(&config.path, &to, netuid, &body.bytes()?, ttl, wait)
+        }
         Cmd::Listen {
             config,
             save_dir,
@@ -257,18 +309,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
             to,
             netuid,
             file,
-        } => data::stream(&config.path, &to, netuid, file.as_deref()).map(|_| ExitCode::SUCCESS),
+        } => {
+            let netuid = netuid_for(&config.path, netuid)?;
+            data::stream(&config.path, &to, netuid, file.as_deref()).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Outbox(args) => outbox::outbox(args).map(|_| ExitCode::SUCCESS),
-        Cmd::Stats { config } => node::stats(&config.path).map(|_| ExitCode::SUCCESS),
+        Cmd::Stats { config, json } => node::stats(&config.path, json).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
-            cmd: ConfigCmd::Check { file },
+            cmd: ConfigCmd::Check { file, config },
         } => {
+            let file = file
+                .or(config)
+                .ok_or_else(|| anyhow!("give the config file (`hermes config check -c FILE`)"))?;
             let cfg = Config::load(&file)?;
-            println!("{}", cfg.to_pretty_json());
+            outln!("{}", cfg.to_pretty_json());
             eprintln!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The subnet of a send or stream: `--netuid` if given, else the node's own subnet when its
+/// config names exactly one. Defaulting to anything else (subnet 0) would only get the message
+/// refused as out of scope by the recipient.
+fn netuid_for(config: &std::path::Path, given: Option<u16>) -> Result<u16> {
+    if let Some(n) = given {
+        return Ok(n);
+    }
+    let cfg = Config::load(config)?;
+    match cfg.subnets.netuids.as_slice() {
+        [only] => Ok(*only),
+        [] => bail!(
+            "--netuid is required: {} names no subnet, so there is no default",
+            config.display()
+        ),
+        many => bail!(
+            "--netuid is required: {} serves subnets {many:?}; say which one the recipient is in",
+            config.display()
+        ),
     }
 }
 

@@ -6,8 +6,8 @@
 //! lives in the running node's memory only: a node started just for the listing has made no
 //! attempt yet, so it lists no reason.
 
-use crate::block_on;
 use crate::data::one_off;
+use crate::{block_on, outln};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use hermes::{control, Config};
@@ -69,9 +69,9 @@ pub(crate) fn outbox(args: OutboxArgs) -> Result<()> {
                 Ok(control::outbox_entry_json(&r?))
             })?;
             if args.json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "cancelled {} (to {}, {} bytes): it will not be sent",
                     v["id"].as_str().unwrap_or("?"),
                     v["to"].as_str().unwrap_or("?"),
@@ -96,19 +96,19 @@ fn ago(secs: u64) -> String {
 
 fn print_list(v: &serde_json::Value, json: bool) -> Result<()> {
     if json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let list = v["outbox"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("the outbox is empty");
+        outln!("the outbox is empty");
         return Ok(());
     }
     let now = unix_now();
     for e in list {
         let created = e["created_at"].as_u64().unwrap_or(now);
         let expires = e["expires_at"].as_u64().unwrap_or(now);
-        println!(
+        outln!(
             "{}  to {}  netuid {}  {} bytes  queued {} ago, expires in {}",
             e["id"].as_str().unwrap_or("?"),
             e["to"].as_str().unwrap_or("?"),
@@ -118,7 +118,7 @@ fn print_list(v: &serde_json::Value, json: bool) -> Result<()> {
             ago(expires.saturating_sub(now)),
         );
         if let Some(r) = e["last_error"].as_str() {
-            println!("    last attempt: {r}");
+            outln!("    last attempt: {r}");
         }
     }
     Ok(())
