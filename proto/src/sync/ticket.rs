@@ -214,9 +214,9 @@ pub enum TicketParseError {
     #[error("ticket version `{0}` is not supported; this build reads `{TICKET_PREFIX}`")]
     UnsupportedVersion(String),
     /// Longer than any ticket can be.
-    #[error("ticket is {len} characters; at most {MAX_TICKET_STR_LEN}")]
+    #[error("ticket is {len} bytes long; at most {MAX_TICKET_STR_LEN}")]
     TooLong {
-        /// Characters given.
+        /// Length of the text given, in bytes.
         len: usize,
     },
     /// A character outside the base32 alphabet.
@@ -753,7 +753,7 @@ impl Ticket {
             }
             return Err(TicketParseError::NotATicket);
         };
-        if rest.len() > MAX_TICKET_STR_LEN {
+        if text.len() > MAX_TICKET_STR_LEN {
             return Err(TicketParseError::TooLong { len: text.len() });
         }
         let (bytes, canonical) = base32_decode(rest)?;
