@@ -26,7 +26,7 @@
 //! [32]×n  BLAKE3 of each sealed chunk, n = chunk_count(size, chunk size) (not sent: derived)
 //! ```
 
-use super::layout::Layout;
+use super::layout::{Layout, MAX_CHUNKS};
 use crate::codec::{DecodeError, Reader, Writer};
 use thiserror::Error;
 
@@ -39,7 +39,7 @@ pub const HASH_LEN: usize = 32;
 /// Length of the manifest's fixed header.
 pub const MANIFEST_HEADER_LEN: usize = 1 + 1 + 8 + 4;
 /// Largest encoded manifest (32 MiB plus the header).
-pub const MAX_MANIFEST_LEN: usize = MANIFEST_HEADER_LEN + HASH_LEN * (1 << 20);
+pub const MAX_MANIFEST_LEN: usize = MANIFEST_HEADER_LEN + HASH_LEN * MAX_CHUNKS as usize;
 
 /// A BLAKE3 hash (of a sealed chunk, or a manifest root).
 pub type Hash = [u8; HASH_LEN];
