@@ -278,6 +278,19 @@ mod tests {
         }
 
         #[test]
+        fn mutated_journals_decode_canonically_or_not_at_all(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), any::<u8>()), 1..4)) {
+            let mut j = journal(20, 10);
+            j.mark_done(4);
+            j.mark_done(19);
+            let mut bytes = j.encode();
+            super::super::mutate(&mut bytes, &edits);
+            if let Ok(d) = Journal::decode(&bytes) {
+                prop_assert_eq!(d.encode(), bytes.clone());
+                prop_assert_eq!(d.missing().count() as u64 + d.done_chunks(), d.layout().chunk_count());
+            }
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Journal::decode(&bytes);
         }

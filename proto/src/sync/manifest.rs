@@ -398,6 +398,18 @@ mod tests {
         }
 
         #[test]
+        fn mutated_manifests_decode_canonically_or_not_at_all(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), any::<u8>()), 1..4)) {
+            let m = sample(3 << 20, MIN_CHUNK_SIZE);
+            let root = m.root();
+            let mut bytes = m.encode();
+            super::super::mutate(&mut bytes, &edits);
+            if let Ok(d) = Manifest::decode(&bytes) {
+                prop_assert_eq!(d.encode(), bytes.clone());
+                prop_assert_eq!(d.root() == root, d == m);
+            }
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Manifest::decode(&bytes);
         }

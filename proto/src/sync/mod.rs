@@ -33,6 +33,28 @@ pub use plan::{Part, PartPlan, PlanError};
 pub use seal::{ChunkCipher, ContentKey, SealError};
 pub use ticket::{Location, Ticket, TicketBody, TicketError, TicketParseError, TicketRequest};
 
+/// Applies byte edits (replace, insert, delete) at sampled positions, as a mutating fuzzer would.
+#[cfg(test)]
+pub(crate) fn mutate(bytes: &mut Vec<u8>, edits: &[(proptest::sample::Index, u8, u8)]) {
+    for (at, value, op) in edits {
+        match op % 3 {
+            0 if !bytes.is_empty() => {
+                let i = at.index(bytes.len());
+                bytes[i] = *value;
+            }
+            1 => {
+                let i = at.index(bytes.len() + 1);
+                bytes.insert(i, *value);
+            }
+            _ if !bytes.is_empty() => {
+                let i = at.index(bytes.len());
+                bytes.remove(i);
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::layout::MIN_CHUNK_SIZE;

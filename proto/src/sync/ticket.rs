@@ -1187,6 +1187,21 @@ mod tests {
         }
 
         #[test]
+        fn mutated_tickets_decode_canonically_or_not_at_all(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), any::<u8>()), 1..4)) {
+            let (t, _) = issued();
+            let original = t.encode();
+            let mut bytes = original.clone();
+            super::super::mutate(&mut bytes, &edits);
+            if let Ok(m) = Ticket::decode(&bytes) {
+                prop_assert_eq!(m.encode(), bytes.clone());
+                prop_assert_eq!(Ticket::parse(&m.to_string()), Ok(m.clone()));
+                if bytes != original {
+                    prop_assert!(m.verify(NOW, &bob()).is_err());
+                }
+            }
+        }
+
+        #[test]
         fn decoders_never_panic(
             bytes in proptest::collection::vec(any::<u8>(), 0..600), text in "\\PC{0,200}"
         ) {
