@@ -165,4 +165,26 @@ mod tests {
         assert_eq!(journal.done_bytes(), payload.len() as u64);
         assert_eq!(out, payload);
     }
+
+    /// The embedded store's guard: a chunk re-sealed from a source that changed since the offer
+    /// no longer matches the manifest, so it is refused before it is sent.
+    #[test]
+    fn a_changed_source_chunk_no_longer_matches_its_hash() {
+        let layout = Layout::new(u64::from(MIN_CHUNK_SIZE) + 5, MIN_CHUNK_SIZE).unwrap();
+        let key = ContentKey::from_bytes([9; 32]);
+        let seal = |fill: u8, i: u64| {
+            let mut c = ChunkCipher::new(Id128([1; 16]), layout, &key);
+            let mut buf = vec![fill; layout.sealed_len(i) as usize];
+            c.seal_in_place(i, &mut buf).unwrap();
+            buf
+        };
+        let hashes = vec![chunk_hash(&seal(1, 0)), chunk_hash(&seal(1, 1))];
+        let m = Manifest::new(layout, Cipher::Aes256Gcm, hashes).unwrap();
+        // Unchanged: re-sealing gives the same bytes (deterministic), which may be sent.
+        assert!(m.check_chunk(0, &seal(1, 0)));
+        assert!(m.check_chunk(1, &seal(1, 1)));
+        // Changed: refused.
+        assert!(!m.check_chunk(0, &seal(2, 0)));
+        assert!(!m.check_chunk(1, &seal(2, 1)));
+    }
 }

@@ -17,9 +17,11 @@
 //!    and allocates nothing per chunk. The epoch key is cached in the [`ChunkCipher`], so it is
 //!    derived once per 64 GiB, not once per chunk.
 //!
-//! A chunk must never be sealed twice with different contents (same key, same nonce). The
-//! embedded store re-encrypts on every read, so it must refuse a source file that changed since
-//! the manifest was made; that check belongs to the store, which reads the file.
+//! A chunk must never be *sent* sealed twice with different contents (same key, same nonce).
+//! The embedded store re-encrypts from the source file on every read, so it compares each
+//! re-sealed chunk's hash with the manifest ([`super::Manifest::check_chunk`]) before sending:
+//! a changed source gives another ciphertext, hence another hash, and is refused. Sealing
+//! without sending reveals nothing.
 
 use super::layout::Layout;
 use crate::envelope::{Id128, ID_LEN, TAG_LEN};
