@@ -17,6 +17,8 @@
 //! - [`inbox`]: the receiver's persisted seen-set that makes delivery exactly-once.
 //! - [`msglink`]: both ends of a message substream as state machines.
 //! - [`reason`]: why a receiver refused something, one counter per reason.
+//! - [`sync`]: Sync Engine formats: layout, manifest, chunk sealing, tickets, S3 part plan,
+//!   resume journal.
 //!
 //! This crate is sans-IO: no sockets, files, clocks or global RNGs. Callers pass `now` in and get
 //! values or typed errors out, which is what makes every decoder fuzzable and every state machine
@@ -41,6 +43,7 @@ pub mod outbox;
 pub mod peer_id;
 pub mod prekey;
 pub mod reason;
+pub mod sync;
 
 pub use binding::{BindingError, BindingRecord, SignedBinding};
 pub use codec::DecodeError;
