@@ -520,6 +520,7 @@ impl Task {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut republish = tokio::time::interval(Duration::from_secs(600));
         let mut redial = tokio::time::interval(Duration::from_secs(2));
+        let mut sweep = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -536,6 +537,7 @@ impl Task {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
                 _ = redial.tick() => self.redial_bootstrap(),
+                _ = sweep.tick() => self.swarm.behaviour_mut().kad.store_mut().sweep_expired(),
             }
         }
         tracing::debug!("network task stopped");
@@ -1098,38 +1100,17 @@ impl Task {
                 if !self.is_verified(&source) {
                     return;
                 }
-                if let Some(hk) = record.key.as_ref().strip_prefix(BINDING_KEY_PREFIX) {
-                    let ok = <[u8; 32]>::try_from(hk)
-                        .ok()
-                        .map(Hotkey)
-                        .is_some_and(|hotkey| {
-                            SignedBinding::decode(&record.value).is_ok_and(|b| {
-                                let peer = b.record.peer_id.clone();
-                                b.verify(&peer, Some(&hotkey), now()).is_ok()
-                            })
-                        });
-                    if !ok {
-                        tracing::debug!(%source, "refused a DHT binding that does not verify");
-                        return;
-                    }
+                if let Err(e) = kad_store::check_inbound(record.key.as_ref(), &record.value, now())
+                {
+                    tracing::debug!(%source, error = %e, "refused a DHT record");
+                    return;
                 }
                 if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
                     tracing::debug!(error = ?e, "DHT record not stored");
                 }
             }
-            kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::AddProvider {
-                        record: Some(record),
-                    },
-            } if self.is_verified(&record.provider) => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .store_mut()
-                    .add_provider(record);
-            }
+            // Provider records offered by peers are not stored: Hermes never looks providers up,
+            // so keeping them would only be room for others' data.
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => match result {
