@@ -148,6 +148,8 @@ enum RogueCmd {
     Publish(Vec<u8>, tokio::sync::oneshot::Sender<bool>),
     /// Add a peer to the rogue's routing table (so that it names it in its DHT answers).
     Learn(PeerId, Multiaddr),
+    /// Announce these addresses and push them over identify to every connected peer.
+    Announce(Vec<Multiaddr>),
 }
 
 /// A registered, verified peer built from libp2p parts that lies: its gossip is authored by
@@ -161,13 +163,14 @@ async fn rogue(
 ) -> (Multiaddr, tokio::sync::mpsc::Sender<RogueCmd>) {
     use futures::StreamExt;
     use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-    use libp2p::{gossipsub, kad, noise, request_response, tcp, yamux};
+    use libp2p::{gossipsub, identify, kad, noise, request_response, tcp, yamux};
 
     #[derive(NetworkBehaviour)]
     struct Rogue {
         gossipsub: gossipsub::Behaviour,
         identity: request_response::Behaviour<hermes_actors::network::identity_proto::BindingCodec>,
         kad: kad::Behaviour<kad::store::MemoryStore>,
+        identify: identify::Behaviour,
     }
     let topic = hermes_actors::network::topic(3);
     let me = key.public().to_peer_id();
@@ -179,7 +182,7 @@ async fn rogue(
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| {
+        .with_behaviour(|key| {
             let cfg = gossipsub::ConfigBuilder::default()
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .build()
@@ -207,6 +210,10 @@ async fn rogue(
                     request_response::Config::default(),
                 ),
                 kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/hermes/id/1".into(),
+                    key.public(),
+                )),
             }
         })
         .unwrap()
@@ -250,6 +257,17 @@ async fn rogue(
                     }
                     Some(RogueCmd::Learn(peer, addr)) => {
                         swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
+                    Some(RogueCmd::Announce(addrs)) => {
+                        let old: Vec<Multiaddr> = swarm.external_addresses().cloned().collect();
+                        for a in old {
+                            swarm.remove_external_address(&a);
+                        }
+                        for a in addrs {
+                            swarm.add_external_address(a);
+                        }
+                        let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                        swarm.behaviour_mut().identify.push(peers);
                     }
                     None => break,
                 },
@@ -343,4 +361,96 @@ async fn forged_gossip_authors_and_bad_dht_answers_are_refused() {
     for rt in [qrt, trt] {
         rt.shutdown().await.unwrap();
     }
+}
+
+/// `count` addresses a node could dial (`/ip4/10.<batch>.x.y/tcp/4001`) interleaved with as many
+/// it could not (unspecified or multicast IPs, port 0, DNS, relay circuits, another peer's id).
+fn announced(batch: u8, count: u16) -> Vec<Multiaddr> {
+    let mut v = Vec::new();
+    for i in 0..count {
+        let [hi, lo] = i.to_be_bytes();
+        v.push(
+            format!("/ip4/10.{batch}.{hi}.{lo}/tcp/4001")
+                .parse()
+                .unwrap(),
+        );
+        let junk = match i % 5 {
+            0 => "/ip4/0.0.0.0/tcp/4001".to_string(),
+            1 => format!("/ip4/224.0.{hi}.{lo}/tcp/4001"),
+            2 => format!("/ip4/10.{batch}.{hi}.{lo}/tcp/0"),
+            3 => format!("/dns4/h{i}.example/tcp/4001"),
+            _ => format!(
+                "/ip4/10.{batch}.{hi}.{lo}/tcp/4001/p2p/{}",
+                PeerId::random()
+            ),
+        };
+        v.push(junk.parse().unwrap());
+    }
+    v
+}
+
+/// A verified peer pushes hundreds of addresses over identify, twice: the node keeps a few
+/// dialable ones, and the second push replaces the first instead of adding to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_pushes_cannot_grow_a_peers_address_list() {
+    let chain = DevChainDir::new();
+    let (q, x) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &q, 1_000);
+    let rkey = libp2p::identity::Keypair::generate_ed25519();
+    let rid = rkey.public().to_peer_id();
+    register_foreign(&chain, &x, rid);
+    let author = libp2p::identity::Keypair::generate_ed25519();
+    let (raddr, rogue) = rogue(rkey, binding_for(&x, rid).encode(), author, vec![]).await;
+    let qrt = start(
+        q.cluster_config(&chain, vec![3])
+            .with_bootstrap(vec![raddr.clone()]),
+    )
+    .await;
+    assert!(
+        eventually(WAIT, || sees(&qrt, &x.ss58)).await,
+        "the rogue was not admitted"
+    );
+    let addrs_of = |rt: &RuntimeHandle| {
+        let rt = rt.clone();
+        async move {
+            rt.peers()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|p| p.peer_id == rid)
+                .map(|p| p.addresses)
+                .unwrap_or_default()
+        }
+    };
+    let limit = hermes_actors::network::MAX_PEER_ADDRS + 1; // plus the address Q dialled
+    let dialable = |a: &Multiaddr, batch: u8| {
+        let s = a.to_string();
+        s.starts_with(&format!("/ip4/10.{batch}.")) && s.ends_with("/tcp/4001")
+    };
+    for batch in [1u8, 2] {
+        rogue
+            .send(RogueCmd::Announce(announced(batch, 200)))
+            .await
+            .unwrap();
+        assert!(
+            eventually(WAIT, || async {
+                addrs_of(&qrt).await.iter().any(|a| dialable(a, batch))
+            })
+            .await,
+            "push {batch} never arrived"
+        );
+        let kept = addrs_of(&qrt).await;
+        assert!(
+            kept.len() <= limit,
+            "push {batch}: {} addresses kept",
+            kept.len()
+        );
+        for a in &kept {
+            assert!(
+                dialable(a, batch) || *a == raddr,
+                "push {batch}: kept {a} (junk, or left over from an earlier push)"
+            );
+        }
+    }
+    qrt.shutdown().await.unwrap();
 }

@@ -1008,25 +1008,7 @@ impl Task {
                 peer_id,
                 info,
                 ..
-            })) => {
-                let verified = self.is_verified(&peer_id);
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.listen_addrs = info.listen_addrs.clone();
-                    if let Some(v) = state.verified.as_mut() {
-                        for a in &info.listen_addrs {
-                            if !v.addresses.contains(a) {
-                                v.addresses.push(a.clone());
-                            }
-                        }
-                    }
-                }
-                if verified {
-                    for a in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
-                    }
-                    self.publish_binding(false);
-                }
-            }
+            })) => self.on_identify(peer_id, &info.listen_addrs),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -1204,6 +1186,51 @@ fn netuid_of(topic: &gossipsub::TopicHash) -> Option<u16> {
         .strip_prefix("hermes/")
         .and_then(|s| s.split('/').next())
         .and_then(|n| n.parse().ok())
+}
+
+/// Most addresses kept for a peer from its identify messages (plus the one dialled, if any).
+/// Identify pushes are unsolicited: without a bound a peer could make us keep, and hand to the
+/// routing table (and so to every node that asks us), any number of addresses.
+pub const MAX_PEER_ADDRS: usize = 8;
+
+/// The announced addresses worth keeping: ones this node could dial (TCP, or QUIC v1 over UDP, on
+/// a unicast IP with a port, optionally ending in the peer's own id), deduplicated, at most
+/// [`MAX_PEER_ADDRS`], in the peer's order.
+pub fn sensible_addrs(peer: &PeerId, announced: &[Multiaddr]) -> Vec<Multiaddr> {
+    let mut out: Vec<Multiaddr> = Vec::new();
+    for a in announced {
+        if out.len() >= MAX_PEER_ADDRS {
+            break;
+        }
+        if is_dialable(peer, a) && !out.contains(a) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+fn is_dialable(peer: &PeerId, a: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let parts: Vec<Protocol<'_>> = a.iter().collect();
+    let rest = match parts.as_slice() {
+        [rest @ .., Protocol::P2p(id)] if id == peer => rest,
+        [.., Protocol::P2p(_)] => return false,
+        rest => rest,
+    };
+    let (ip_ok, transport) = match rest {
+        [Protocol::Ip4(ip), t @ ..] => (
+            !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast(),
+            t,
+        ),
+        [Protocol::Ip6(ip), t @ ..] => (!ip.is_unspecified() && !ip.is_multicast(), t),
+        _ => return false,
+    };
+    ip_ok
+        && match transport {
+            [Protocol::Tcp(port)] => *port != 0,
+            [Protocol::Udp(port), Protocol::QuicV1] => *port != 0,
+            _ => false,
+        }
 }
 
 /// Decodes and verifies a binding read from the DHT for `hotkey`.
@@ -1473,5 +1500,39 @@ impl Task {
             }
             p => p.not_found(bad.as_deref().or(why)),
         }
+    }
+}
+
+impl Task {
+    /// A peer's identify message (on connection, or pushed later): its addresses replace the
+    /// ones it announced before, after [`sensible_addrs`]; a verified peer's go to the routing
+    /// table (ones it no longer announces are removed from it).
+    fn on_identify(&mut self, peer: PeerId, announced: &[Multiaddr]) {
+        let addrs = sensible_addrs(&peer, announced);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let old = std::mem::replace(&mut state.listen_addrs, addrs.clone());
+        let mut all = addrs;
+        if let Some(d) = &state.dialed_addr {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        let Some(v) = state.verified.as_mut() else {
+            return;
+        };
+        if v.addresses != all {
+            v.addresses = all.clone();
+            self.cfg.directory.upsert(v.clone());
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for a in &all {
+            kad.add_address(&peer, a.clone());
+        }
+        for a in old.iter().filter(|a| !all.contains(a)) {
+            kad.remove_address(&peer, a);
+        }
+        self.publish_binding(false);
     }
 }
