@@ -12,8 +12,11 @@
 //!    within `binding_timeout`, and the hotkey that signed it must have registered that peer id
 //!    (in scope, with stake: the policy again, for that hotkey only); otherwise the peer is
 //!    disconnected, the failure counted, and its IP banned after repeated identity failures.
-//! 3. Only verified peers enter the Kademlia routing table (bucket inserts are manual) and only
-//!    gossip authored and forwarded by verified peers is accepted (manual gossipsub validation).
+//! 3. Only verified peers enter the Kademlia routing table (bucket inserts are manual). Gossip is
+//!    accepted (manual gossipsub validation) only from a verified forwarder and when its author's
+//!    binding verifies and the policy admits the author under the hotkey that signed it: the
+//!    binding exchanged on a connection, or for relayed gossip the one published in the DHT under
+//!    the author's peer id ([`authors`]).
 //! 4. When the policy changes (ACL, scope, registry), every connected peer is checked again (a
 //!    verified one under the hotkey that signed its binding) and those now refused are
 //!    disconnected and removed from the routing table. A verified peer whose binding expires
@@ -29,7 +32,10 @@
 //!    layer can tell the user why (`Command::WhyUnreachable`).
 //!
 //! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
-//! find another by wallet address alone; inbound DHT writes to such keys are verified first.
+//! find another by wallet address alone, and under `/hermes/peer/<peer id>`, so that relayed
+//! gossip can be verified; inbound DHT writes to such keys are verified first
+//! ([`kad_store::check_inbound`]). Identify messages feed a peer's address list only with
+//! dialable addresses, a few at most ([`sensible_addrs`]).
 
 pub mod authors;
 pub mod directory;
@@ -1534,5 +1540,42 @@ impl Task {
             kad.remove_address(&peer, a);
         }
         self.publish_binding(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dialable_addresses_are_kept() {
+        let me = PeerId::random();
+        let ok = [
+            "/ip4/192.0.2.1/tcp/4001".to_string(),
+            format!("/ip4/192.0.2.1/tcp/4002/p2p/{me}"),
+            "/ip6/2001:db8::1/udp/4001/quic-v1".to_string(),
+            "/ip4/127.0.0.1/tcp/1".to_string(),
+        ];
+        let bad = [
+            "/ip4/0.0.0.0/tcp/4001".to_string(),
+            "/ip6/::/tcp/4001".to_string(),
+            "/ip4/239.1.1.1/tcp/4001".to_string(),
+            "/ip4/255.255.255.255/tcp/4001".to_string(),
+            "/ip4/192.0.2.1/tcp/0".to_string(),
+            "/ip4/192.0.2.1/udp/4001".to_string(),
+            "/dns4/example.com/tcp/4001".to_string(),
+            format!("/ip4/192.0.2.1/tcp/4001/p2p/{}", PeerId::random()),
+            format!("/ip4/192.0.2.1/tcp/4001/p2p/{me}/p2p-circuit"),
+        ];
+        let parse =
+            |v: &[String]| -> Vec<Multiaddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        assert_eq!(sensible_addrs(&me, &parse(&ok)), parse(&ok));
+        assert!(sensible_addrs(&me, &parse(&bad)).is_empty());
+        let many: Vec<Multiaddr> = (0..100u16)
+            .map(|p| format!("/ip4/192.0.2.1/tcp/{}", p + 1).parse().unwrap())
+            .collect();
+        let mut twice = many.clone();
+        twice.extend(many.clone());
+        assert_eq!(sensible_addrs(&me, &twice), many[..MAX_PEER_ADDRS].to_vec());
     }
 }
