@@ -146,8 +146,9 @@ async fn gossip_crosses_a_line_of_four_nodes() {
 enum RogueCmd {
     /// Publish on subnet 3's topic; answered with whether gossipsub sent it.
     Publish(Vec<u8>, tokio::sync::oneshot::Sender<bool>),
-    /// Add a peer to the rogue's routing table (so that it names it in its DHT answers).
-    Learn(PeerId, Multiaddr),
+    /// Add a peer to the rogue's routing table (so that it names it in its DHT answers);
+    /// answered once done.
+    Learn(PeerId, Multiaddr, tokio::sync::oneshot::Sender<()>),
     /// Announce these addresses and push them over identify to every connected peer.
     Announce(Vec<Multiaddr>),
 }
@@ -255,8 +256,9 @@ async fn rogue(
                             .is_ok();
                         let _ = reply.send(sent);
                     }
-                    Some(RogueCmd::Learn(peer, addr)) => {
+                    Some(RogueCmd::Learn(peer, addr, done)) => {
                         swarm.behaviour_mut().kad.add_address(&peer, addr);
+                        let _ = done.send(());
                     }
                     Some(RogueCmd::Announce(addrs)) => {
                         let old: Vec<Multiaddr> = swarm.external_addresses().cloned().collect();
@@ -350,10 +352,12 @@ async fn forged_gossip_authors_and_bad_dht_answers_are_refused() {
 
     // A bad answer first (the rogue's forged binding of T), then T itself, named by the rogue.
     assert!(!qrt.connected_peers().await.unwrap().contains(&t.peer_id()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
     rogue
-        .send(RogueCmd::Learn(t.peer_id(), taddr))
+        .send(RogueCmd::Learn(t.peer_id(), taddr, tx))
         .await
         .unwrap();
+    rx.await.unwrap();
     let found = qrt.find(&t.ss58).await.expect("find despite a bad answer");
     assert_eq!(found.record.peer_id, t.peer_id().to_bytes());
     assert_eq!(found.record.hotkey.0, t_hotkey.0);
