@@ -138,11 +138,6 @@ impl Authors {
         self.release(&author)
     }
 
-    /// Forgets a binding (e.g. the author is now a direct peer with a binding of its own).
-    pub fn forget(&mut self, author: &PeerId) {
-        self.known.remove(author);
-    }
-
     fn release(&mut self, author: &PeerId) -> Vec<Waiting> {
         let v = self.waiting.remove(author).unwrap_or_default();
         self.waiting_count = self.waiting_count.saturating_sub(v.len());
