@@ -12,8 +12,11 @@
 //!    within `binding_timeout`, and the hotkey that signed it must have registered that peer id
 //!    (in scope, with stake: the policy again, for that hotkey only); otherwise the peer is
 //!    disconnected, the failure counted, and its IP banned after repeated identity failures.
-//! 3. Only verified peers enter the Kademlia routing table (bucket inserts are manual) and only
-//!    gossip authored and forwarded by verified peers is accepted (manual gossipsub validation).
+//! 3. Only verified peers enter the Kademlia routing table (bucket inserts are manual). Gossip is
+//!    accepted (manual gossipsub validation) only from a verified forwarder and when its author's
+//!    binding verifies and the policy admits the author under the hotkey that signed it: the
+//!    binding exchanged on a connection, or for relayed gossip the one published in the DHT under
+//!    the author's peer id ([`authors`]).
 //! 4. When the policy changes (ACL, scope, registry), every connected peer is checked again (a
 //!    verified one under the hotkey that signed its binding) and those now refused are
 //!    disconnected and removed from the routing table. A verified peer whose binding expires
@@ -29,8 +32,12 @@
 //!    layer can tell the user why (`Command::WhyUnreachable`).
 //!
 //! Each node publishes its binding in the DHT under `/hermes/binding/<hotkey>`, so any node can
-//! find another by wallet address alone; inbound DHT writes to such keys are verified first.
+//! find another by wallet address alone, and under `/hermes/peer/<peer id>`, so that relayed
+//! gossip can be verified; inbound DHT writes to such keys are verified first
+//! ([`kad_store::check_inbound`]). Identify messages feed a peer's address list only with
+//! dialable addresses, a few at most ([`sensible_addrs`]).
 
+pub mod authors;
 pub mod directory;
 pub mod filter;
 pub mod gate;
@@ -67,6 +74,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/hermes/kad/1");
 /// DHT key prefix of published bindings.
 pub const BINDING_KEY_PREFIX: &[u8] = b"/hermes/binding/";
+/// DHT key prefix of bindings published by peer id (how a relayed gossip author is verified).
+pub const PEER_KEY_PREFIX: &[u8] = b"/hermes/peer/";
 /// Capacity of the command queue: API calls beyond it wait (bounded on purpose).
 pub const COMMAND_QUEUE: usize = 256;
 /// Capacity of the inbound gossip broadcast; slow subscribers lose the oldest messages.
@@ -76,6 +85,13 @@ pub const GOSSIP_QUEUE: usize = 1024;
 pub fn binding_key(hotkey: &Hotkey) -> RecordKey {
     let mut k = BINDING_KEY_PREFIX.to_vec();
     k.extend_from_slice(&hotkey.0);
+    RecordKey::new(&k)
+}
+
+/// The DHT key under which the node with transport key `peer` publishes its binding.
+pub fn peer_binding_key(peer: &PeerId) -> RecordKey {
+    let mut k = PEER_KEY_PREFIX.to_vec();
+    k.extend_from_slice(&peer.to_bytes());
     RecordKey::new(&k)
 }
 
@@ -425,6 +441,8 @@ pub fn start(
         peers: HashMap::new(),
         listen_addrs: Vec::new(),
         pending_get: HashMap::new(),
+        bad_answers: HashMap::new(),
+        authors: authors::Authors::default(),
         pending_put: HashMap::new(),
         pending_closest: HashMap::new(),
         reach_failures: HashMap::new(),
@@ -440,6 +458,8 @@ enum Pending {
     Find(Hotkey, oneshot::Sender<Result<SignedBinding, String>>),
     Get(oneshot::Sender<Result<Vec<u8>, String>>),
     Connect(Hotkey, oneshot::Sender<Result<PeerId, String>>),
+    /// The binding of a relayed gossip author (see [`authors`]).
+    Author(PeerId),
 }
 
 impl Pending {
@@ -459,6 +479,8 @@ impl Pending {
             Pending::Connect(_, reply) => {
                 let _ = reply.send(Err(format!("{UNKNOWN_ADDRESS}{why}")));
             }
+            // Answered by the task itself (`Task::lookup_failed`).
+            Pending::Author(_) => {}
         }
     }
 }
@@ -481,6 +503,10 @@ struct Task {
     peers: HashMap<PeerId, PeerState>,
     listen_addrs: Vec<Multiaddr>,
     pending_get: HashMap<kad::QueryId, Pending>,
+    /// Why the last answer to a pending lookup was refused (see `Task::on_found`).
+    bad_answers: HashMap<kad::QueryId, String>,
+    /// Bindings of relayed gossip authors.
+    authors: authors::Authors,
     pending_put: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>>,
     pending_closest: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
     /// The last reason each peer could not be reached (see [`ReachFailure`]).
@@ -500,6 +526,7 @@ impl Task {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut republish = tokio::time::interval(Duration::from_secs(600));
         let mut redial = tokio::time::interval(Duration::from_secs(2));
+        let mut sweep = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -516,6 +543,7 @@ impl Task {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
                 _ = redial.tick() => self.redial_bootstrap(),
+                _ = sweep.tick() => self.swarm.behaviour_mut().kad.store_mut().sweep_expired(),
             }
         }
         tracing::debug!("network task stopped");
@@ -637,8 +665,10 @@ impl Task {
                     netuids,
                     binding,
                 };
+                let binding = info.binding.clone();
                 state.verified = Some(info.clone());
                 self.cfg.directory.upsert(info);
+                self.cache_peer_binding(peer, &binding);
                 self.reach_failures.remove(&peer);
                 if first {
                     self.swarm
@@ -692,19 +722,33 @@ impl Task {
         {
             return;
         }
-        self.last_publish = Some(Instant::now());
-        let b = &self.cfg.binding;
-        let mut record = Record::new(binding_key(&self.cfg.hotkey), b.encode());
-        record.publisher = Some(*self.swarm.local_peer_id());
-        let left = b.record.expires_at.saturating_sub(now());
-        record.expires = Some(Instant::now() + Duration::from_secs(left));
-        if let Err(e) = self
+        // A publication with an empty routing table reaches no other node (e.g. the first peer
+        // dialled us and its addresses are not known before identify): it does not count, so the
+        // next occasion (identify from a verified peer) publishes again.
+        let has_peers = self
             .swarm
             .behaviour_mut()
             .kad
-            .put_record(record, Quorum::One)
-        {
-            tracing::debug!(error = ?e, "binding not published in the DHT");
+            .kbuckets()
+            .any(|b| b.num_entries() > 0);
+        self.last_publish = has_peers.then(Instant::now);
+        let b = &self.cfg.binding;
+        let left = b.record.expires_at.saturating_sub(now());
+        let local = *self.swarm.local_peer_id();
+        // By hotkey (to find a node by wallet address) and by peer id (to verify the author of
+        // relayed gossip, who is known by peer id only).
+        for key in [binding_key(&self.cfg.hotkey), peer_binding_key(&local)] {
+            let mut record = Record::new(key, b.encode());
+            record.publisher = Some(local);
+            record.expires = Some(Instant::now() + Duration::from_secs(left));
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .put_record(record, Quorum::One)
+            {
+                tracing::debug!(error = ?e, "binding not published in the DHT");
+            }
         }
     }
 
@@ -973,70 +1017,13 @@ impl Task {
                 peer_id,
                 info,
                 ..
-            })) => {
-                let verified = self.is_verified(&peer_id);
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.listen_addrs = info.listen_addrs.clone();
-                    if let Some(v) = state.verified.as_mut() {
-                        for a in &info.listen_addrs {
-                            if !v.addresses.contains(a) {
-                                v.addresses.push(a.clone());
-                            }
-                        }
-                    }
-                }
-                if verified {
-                    for a in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
-                    }
-                }
-            }
+            })) => self.on_identify(peer_id, &info.listen_addrs),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
-            })) => {
-                let author = message.source;
-                let ok = self.is_verified(&propagation_source)
-                    && author
-                        .is_some_and(|a| self.is_verified(&a) || a == *self.swarm.local_peer_id());
-                let acceptance = if ok {
-                    MessageAcceptance::Accept
-                } else {
-                    MessageAcceptance::Reject
-                };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if !ok {
-                    self.cfg.counters.inc(DenyReason::Unregistered);
-                    tracing::debug!(peer = %propagation_source, "gossip from an unverified peer dropped");
-                    return;
-                }
-                let netuid = message
-                    .topic
-                    .as_str()
-                    .strip_prefix("hermes/")
-                    .and_then(|s| s.split('/').next())
-                    .and_then(|n| n.parse().ok());
-                if let (Some(netuid), Some(author)) = (netuid, author) {
-                    let from = self
-                        .peers
-                        .get(&author)
-                        .and_then(|p| p.verified.as_ref())
-                        .map(|v| v.ss58.clone())
-                        .unwrap_or_default();
-                    let _ = self.gossip.send(GossipMessage {
-                        from,
-                        peer_id: author,
-                        netuid,
-                        data: message.data,
-                    });
-                }
-            }
+            })) => self.on_gossip(propagation_source, message_id, message),
             _ => {}
         }
     }
@@ -1104,73 +1091,25 @@ impl Task {
                 if !self.is_verified(&source) {
                     return;
                 }
-                if let Some(hk) = record.key.as_ref().strip_prefix(BINDING_KEY_PREFIX) {
-                    let ok = <[u8; 32]>::try_from(hk)
-                        .ok()
-                        .map(Hotkey)
-                        .is_some_and(|hotkey| {
-                            SignedBinding::decode(&record.value).is_ok_and(|b| {
-                                let peer = b.record.peer_id.clone();
-                                b.verify(&peer, Some(&hotkey), now()).is_ok()
-                            })
-                        });
-                    if !ok {
-                        tracing::debug!(%source, "refused a DHT binding that does not verify");
-                        return;
-                    }
+                if let Err(e) = kad_store::check_inbound(record.key.as_ref(), &record.value, now())
+                {
+                    tracing::debug!(%source, error = %e, "refused a DHT record");
+                    return;
                 }
                 if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
                     tracing::debug!(error = ?e, "DHT record not stored");
                 }
             }
-            kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::AddProvider {
-                        record: Some(record),
-                    },
-            } if self.is_verified(&record.provider) => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .store_mut()
-                    .add_provider(record);
-            }
+            // Provider records offered by peers are not stored: Hermes never looks providers up,
+            // so keeping them would only be room for others' data.
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => match result {
                 QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
-                    if let Some(p) = self.pending_get.remove(&id) {
-                        match p {
-                            Pending::Get(reply) => {
-                                let _ = reply.send(Ok(found.record.value));
-                            }
-                            Pending::Find(hotkey, reply) => {
-                                let _ = reply.send(verify_found(&hotkey, &found.record.value));
-                            }
-                            Pending::Connect(hotkey, reply) => {
-                                match verify_found(&hotkey, &found.record.value).and_then(|b| {
-                                    PeerId::from_bytes(&b.record.peer_id).map_err(|e| e.to_string())
-                                }) {
-                                    Ok(peer) => self.dial_peer(peer, reply),
-                                    Err(e) => {
-                                        let _ = reply.send(Err(e));
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    self.on_found(id, found.record.value);
                 }
-                QueryResult::GetRecord(Err(e)) => {
-                    if let Some(p) = self.pending_get.remove(&id) {
-                        p.not_found(get_error(&e));
-                    }
-                }
-                QueryResult::GetRecord(Ok(_)) if step.last => {
-                    if let Some(p) = self.pending_get.remove(&id) {
-                        p.not_found(None);
-                    }
-                }
+                QueryResult::GetRecord(Err(e)) => self.lookup_failed(id, get_error(&e)),
+                QueryResult::GetRecord(Ok(_)) if step.last => self.lookup_failed(id, None),
                 QueryResult::GetClosestPeers(r) if step.last || r.is_err() => {
                     if let Some((peer, reply)) = self.pending_closest.remove(&id) {
                         let found = match &r {
@@ -1240,6 +1179,69 @@ fn dial_error(e: &libp2p::swarm::DialError) -> String {
     }
 }
 
+/// Decodes and verifies a binding read from the DHT for the node with transport key `peer`
+/// (signed by any hotkey: the policy judges the signer afterwards).
+fn verify_peer_found(peer: &PeerId, value: &[u8]) -> Result<SignedBinding, String> {
+    let b = SignedBinding::decode(value).map_err(|e| e.to_string())?;
+    b.verify(&peer.to_bytes(), None, now())
+        .map_err(|e| e.to_string())?;
+    Ok(b)
+}
+
+/// The subnet of one of our gossip topics (`hermes/<netuid>/consensus`).
+fn netuid_of(topic: &gossipsub::TopicHash) -> Option<u16> {
+    topic
+        .as_str()
+        .strip_prefix("hermes/")
+        .and_then(|s| s.split('/').next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Most addresses kept for a peer from its identify messages (plus the one dialled, if any).
+/// Identify pushes are unsolicited: without a bound a peer could make us keep, and hand to the
+/// routing table (and so to every node that asks us), any number of addresses.
+pub const MAX_PEER_ADDRS: usize = 8;
+
+/// The announced addresses worth keeping: ones this node could dial (TCP, or QUIC v1 over UDP, on
+/// a unicast IP with a port, optionally ending in the peer's own id), deduplicated, at most
+/// [`MAX_PEER_ADDRS`], in the peer's order.
+pub fn sensible_addrs(peer: &PeerId, announced: &[Multiaddr]) -> Vec<Multiaddr> {
+    let mut out: Vec<Multiaddr> = Vec::new();
+    for a in announced {
+        if out.len() >= MAX_PEER_ADDRS {
+            break;
+        }
+        if is_dialable(peer, a) && !out.contains(a) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+fn is_dialable(peer: &PeerId, a: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let parts: Vec<Protocol<'_>> = a.iter().collect();
+    let rest = match parts.as_slice() {
+        [rest @ .., Protocol::P2p(id)] if id == peer => rest,
+        [.., Protocol::P2p(_)] => return false,
+        rest => rest,
+    };
+    let (ip_ok, transport) = match rest {
+        [Protocol::Ip4(ip), t @ ..] => (
+            !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast(),
+            t,
+        ),
+        [Protocol::Ip6(ip), t @ ..] => (!ip.is_unspecified() && !ip.is_multicast(), t),
+        _ => return false,
+    };
+    ip_ok
+        && match transport {
+            [Protocol::Tcp(port)] => *port != 0,
+            [Protocol::Udp(port), Protocol::QuicV1] => *port != 0,
+            _ => false,
+        }
+}
+
 /// Decodes and verifies a binding read from the DHT for `hotkey`.
 fn verify_found(hotkey: &Hotkey, value: &[u8]) -> Result<SignedBinding, String> {
     let b = SignedBinding::decode(value).map_err(|e| e.to_string())?;
@@ -1304,5 +1306,279 @@ impl Task {
                 let _ = reply.send(Err(format!("cannot dial {peer}: {e}")));
             }
         }
+    }
+}
+
+/// Gossip validation and DHT answers.
+impl Task {
+    /// Validates a gossip message. It must come from a verified peer and be authored by a peer
+    /// whose binding verifies and whom the policy admits under the hotkey that signed it: a
+    /// directly connected peer (its binding was exchanged), or one further away whose binding is
+    /// read from the DHT ([`authors`]). Until that lookup answers, the message is neither
+    /// delivered nor forwarded.
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let waiting = authors::Waiting {
+            id,
+            source,
+            netuid: netuid_of(&message.topic),
+            data: message.data,
+        };
+        let author = match message.source {
+            Some(a) if self.is_verified(&source) => a,
+            _ => {
+                tracing::debug!(peer = %source, "gossip from an unverified peer dropped");
+                self.refuse_gossip(&waiting, DenyReason::Unregistered);
+                return;
+            }
+        };
+        if let Some(ss58) = self
+            .peers
+            .get(&author)
+            .and_then(|p| p.verified.as_ref())
+            .map(|v| v.ss58.clone())
+        {
+            self.accept_gossip(author, ss58, waiting);
+            return;
+        }
+        if author == *self.swarm.local_peer_id() {
+            let ss58 = self.cfg.hotkey.to_ss58(self.cfg.ss58_prefix);
+            self.accept_gossip(author, ss58, waiting);
+            return;
+        }
+        match self.authors.lookup(&author, now()) {
+            authors::Lookup::Known(b) => {
+                let b = b.clone();
+                self.judge_relayed(author, &b, waiting);
+            }
+            authors::Lookup::Failed => self.refuse_gossip(&waiting, DenyReason::Unregistered),
+            authors::Lookup::Unknown => {
+                // Cheap first: an author the policy refuses under every hotkey that registered it
+                // is not worth a DHT lookup.
+                if let Err(r) = self.cfg.policy.load().admit_connection(&author.to_base58()) {
+                    self.refuse_gossip(&waiting, r);
+                    return;
+                }
+                match self.authors.hold(author, waiting) {
+                    authors::Queued::StartLookup => {
+                        let q = self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .get_record(peer_binding_key(&author));
+                        self.pending_get.insert(q, Pending::Author(author));
+                    }
+                    authors::Queued::Behind => {}
+                    authors::Queued::Full(w) => {
+                        // Neither accepted nor held against the relay: too much is waiting.
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .report_message_validation_result(
+                                &w.id,
+                                &w.source,
+                                MessageAcceptance::Ignore,
+                            );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Judges a relayed message by its author's verified binding: the policy, under the hotkey
+    /// that signed the binding, as for a direct peer.
+    fn judge_relayed(&mut self, author: PeerId, b: &SignedBinding, w: authors::Waiting) {
+        let hotkey = b.record.hotkey;
+        match self
+            .cfg
+            .policy
+            .load()
+            .admit_signed(&author.to_base58(), &hotkey)
+        {
+            Ok(_) => {
+                let ss58 = hotkey.to_ss58(self.cfg.ss58_prefix);
+                self.accept_gossip(author, ss58, w);
+            }
+            Err(r) => {
+                tracing::debug!(%author, reason = %r, "relayed gossip from a refused author dropped");
+                self.refuse_gossip(&w, r);
+            }
+        }
+    }
+
+    fn accept_gossip(&mut self, author: PeerId, from: String, w: authors::Waiting) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&w.id, &w.source, MessageAcceptance::Accept);
+        if let Some(netuid) = w.netuid {
+            let _ = self.gossip.send(GossipMessage {
+                from,
+                peer_id: author,
+                netuid,
+                data: w.data,
+            });
+        }
+    }
+
+    fn refuse_gossip(&mut self, w: &authors::Waiting, reason: DenyReason) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&w.id, &w.source, MessageAcceptance::Reject);
+        self.cfg.counters.inc(reason);
+    }
+
+    /// A record found by a lookup. A binding that does not verify (a faulty or hostile DHT node
+    /// answered) does not end the lookup: the other nodes' answers are still awaited.
+    fn on_found(&mut self, id: kad::QueryId, value: Vec<u8>) {
+        let Some(p) = self.pending_get.remove(&id) else {
+            return;
+        };
+        let verdict = match &p {
+            Pending::Get(_) => Ok(None),
+            Pending::Find(h, _) | Pending::Connect(h, _) => verify_found(h, &value).map(Some),
+            Pending::Author(a) => verify_peer_found(a, &value).map(Some),
+        };
+        let binding = match verdict {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "a DHT answer does not verify; waiting for others");
+                self.bad_answers.insert(id, e);
+                self.pending_get.insert(id, p);
+                return;
+            }
+        };
+        self.bad_answers.remove(&id);
+        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            q.finish();
+        }
+        match (p, binding) {
+            (Pending::Get(reply), _) => {
+                let _ = reply.send(Ok(value));
+            }
+            (Pending::Find(_, reply), Some(b)) => {
+                let _ = reply.send(Ok(b));
+            }
+            (Pending::Connect(_, reply), Some(b)) => match PeerId::from_bytes(&b.record.peer_id) {
+                Ok(peer) => self.dial_peer(peer, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            },
+            (Pending::Author(author), Some(b)) => {
+                self.cache_peer_binding(author, &b);
+                for w in self.authors.found(author, b.clone()) {
+                    self.judge_relayed(author, &b, w);
+                }
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// Keeps a binding verified for `peer` in the local DHT store, so that the next node on a
+    /// gossip path, which asks its neighbours (us among them) for the author's binding, finds it
+    /// even when the nodes that hold the published copy are out of its reach.
+    fn cache_peer_binding(&mut self, peer: PeerId, b: &SignedBinding) {
+        let left = b.record.expires_at.saturating_sub(now());
+        let mut record = Record::new(peer_binding_key(&peer), b.encode());
+        record.publisher = Some(peer);
+        record.expires = Some(Instant::now() + Duration::from_secs(left));
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::debug!(error = ?e, "binding not cached");
+        }
+    }
+
+    /// A lookup ended without a record that verifies.
+    fn lookup_failed(&mut self, id: kad::QueryId, why: Option<&str>) {
+        let Some(p) = self.pending_get.remove(&id) else {
+            return;
+        };
+        let bad = self
+            .bad_answers
+            .remove(&id)
+            .map(|e| format!("the only records found do not verify: {e}"));
+        match p {
+            Pending::Author(author) => {
+                tracing::debug!(%author, why = ?bad.as_deref().or(why), "no valid binding for a relayed gossip author");
+                for w in self.authors.not_found(author) {
+                    self.refuse_gossip(&w, DenyReason::Unregistered);
+                }
+            }
+            p => p.not_found(bad.as_deref().or(why)),
+        }
+    }
+}
+
+impl Task {
+    /// A peer's identify message (on connection, or pushed later): its addresses replace the
+    /// ones it announced before, after [`sensible_addrs`]; a verified peer's go to the routing
+    /// table (ones it no longer announces are removed from it).
+    fn on_identify(&mut self, peer: PeerId, announced: &[Multiaddr]) {
+        let addrs = sensible_addrs(&peer, announced);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let old = std::mem::replace(&mut state.listen_addrs, addrs.clone());
+        let mut all = addrs;
+        if let Some(d) = &state.dialed_addr {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        let Some(v) = state.verified.as_mut() else {
+            return;
+        };
+        if v.addresses != all {
+            v.addresses = all.clone();
+            self.cfg.directory.upsert(v.clone());
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for a in &all {
+            kad.add_address(&peer, a.clone());
+        }
+        for a in old.iter().filter(|a| !all.contains(a)) {
+            kad.remove_address(&peer, a);
+        }
+        self.publish_binding(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dialable_addresses_are_kept() {
+        let me = PeerId::random();
+        let ok = [
+            "/ip4/192.0.2.1/tcp/4001".to_string(),
+            format!("/ip4/192.0.2.1/tcp/4002/p2p/{me}"),
+            "/ip6/2001:db8::1/udp/4001/quic-v1".to_string(),
+            "/ip4/127.0.0.1/tcp/1".to_string(),
+        ];
+        let bad = [
+            "/ip4/0.0.0.0/tcp/4001".to_string(),
+            "/ip6/::/tcp/4001".to_string(),
+            "/ip4/239.1.1.1/tcp/4001".to_string(),
+            "/ip4/255.255.255.255/tcp/4001".to_string(),
+            "/ip4/192.0.2.1/tcp/0".to_string(),
+            "/ip4/192.0.2.1/udp/4001".to_string(),
+            "/dns4/example.com/tcp/4001".to_string(),
+            format!("/ip4/192.0.2.1/tcp/4001/p2p/{}", PeerId::random()),
+            format!("/ip4/192.0.2.1/tcp/4001/p2p/{me}/p2p-circuit"),
+        ];
+        let parse =
+            |v: &[String]| -> Vec<Multiaddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        assert_eq!(sensible_addrs(&me, &parse(&ok)), parse(&ok));
+        assert!(sensible_addrs(&me, &parse(&bad)).is_empty());
+        let many: Vec<Multiaddr> = (0..100u16)
+            .map(|p| format!("/ip4/192.0.2.1/tcp/{}", p + 1).parse().unwrap())
+            .collect();
+        let mut twice = many.clone();
+        twice.extend(many.clone());
+        assert_eq!(sensible_addrs(&me, &twice), many[..MAX_PEER_ADDRS].to_vec());
     }
 }
