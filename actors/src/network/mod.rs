@@ -113,6 +113,8 @@ pub struct NetConfig {
     pub ban_after_failures: u32,
     /// How long a new peer has to present a valid binding.
     pub binding_timeout: Duration,
+    /// How long a new connection's transport handshake may take (TCP and QUIC).
+    pub handshake_timeout: Duration,
     /// Test hook: present these bytes instead of the real binding.
     pub binding_override: Option<Vec<u8>>,
     /// Verified peers, shared with the stream layer.
@@ -308,6 +310,7 @@ pub fn start(
         cfg.counters.clone(),
     ));
     let g2 = guard.clone();
+    let handshake_timeout = cfg.handshake_timeout;
     let (substream_behaviour, substreams) =
         substream::Behaviour::new(cfg.inbound_substreams.clone());
     let mut substream_behaviour = Some(substream_behaviour);
@@ -327,7 +330,13 @@ pub fn start(
             .multiplex(yamux::Config::default())
             .map(|(p, m), _| (p, StreamMuxerBox::new(m)));
             let quic = filter::AddressFilter::new(
-                quic::QuicTransport::new(key, quic::QuicConfig::default())?,
+                quic::QuicTransport::new(
+                    key,
+                    quic::QuicConfig {
+                        handshake_timeout,
+                        ..quic::QuicConfig::default()
+                    },
+                )?,
                 g2,
             )
             .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
@@ -392,6 +401,9 @@ pub fn start(
         })
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        // Bounds every transport upgrade (TCP: multistream, noise, yamux): a silent socket holds
+        // a connection slot until then.
+        .with_connection_timeout(handshake_timeout)
         .build();
     for addr in &cfg.listen {
         listen::check_tcp_free(addr)
