@@ -367,6 +367,13 @@ async fn refuse<W: futures::AsyncWrite + Unpin>(
     Ok(r.close)
 }
 
+/// Refused session headers (other than for a stale prekey) after which a message substream is
+/// closed: an honest sender's header is refused at most once or twice (a clock off, a rotation
+/// race), and each one costs this node a signature check and a seen-set lookup.
+const MAX_REFUSED_SESSIONS: u32 = 3;
+/// Session ids remembered per message substream (16 bytes each).
+const MAX_SESSIONS_PER_SUBSTREAM: usize = 1024;
+
 /// Serves one inbound message substream from `peer` until it ends.
 pub(crate) async fn run_reader(
     stream: Stream,
@@ -382,6 +389,11 @@ pub(crate) async fn run_reader(
     let max_frame = MSG_PREFIX_LEN + BODY_HEADER_LEN + shared.cfg.max_message + TAG_LEN;
     let counters = shared.counters.clone();
     let mut acks: Vec<Id128> = Vec::new();
+    // Session ids already presented on this substream, and session headers refused on it: a
+    // repeated header is refused before any signature check, seen-set lookup or HPKE work, and a
+    // substream that keeps presenting refused headers is closed.
+    let mut sessions_here: std::collections::HashSet<Id128> = std::collections::HashSet::new();
+    let mut refused_sessions = 0u32;
     let result: io::Result<()> = async {
         loop {
             let Ok(permit) = shared.inbox.clone().reserve_owned().await else {
@@ -405,6 +417,24 @@ pub(crate) async fn run_reader(
                 },
             };
             let now = crate::unix_now();
+            if let MsgFrame::SessionInit(h) = &frame {
+                if !sessions_here.insert(h.session_id) {
+                    // The same header again on one substream: a replay, known without any work.
+                    let mut r = link.refuse_session(h, RejectReason::Replay, None);
+                    refused_sessions += 1;
+                    r.close = refused_sessions >= MAX_REFUSED_SESSIONS;
+                    if refuse(&mut w, &counters, r).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                if sessions_here.len() > MAX_SESSIONS_PER_SUBSTREAM {
+                    // Bounded memory on a link that lives for weeks; older ids are still in the
+                    // seen-set.
+                    sessions_here.clear();
+                    sessions_here.insert(h.session_id);
+                }
+            }
             let refusal = match link.on_frame(frame, now) {
                 ReceiverStep::Session(h) => {
                     let keep = h.created_at + window + MAX_CLOCK_SKEW_SECS;
@@ -486,7 +516,13 @@ pub(crate) async fn run_reader(
                 let frame = MsgFrame::Ack(std::mem::take(&mut acks)).encode();
                 wire::write_flush(&mut w, &frame).await?;
             }
-            if let Some(r) = refusal {
+            if let Some(mut r) = refusal {
+                let session_refused = matches!(r.answer, Some(MsgFrame::SessionRefused { .. }));
+                // A stale prekey is an honest sender's normal way to learn the new one.
+                if session_refused && r.reason != RejectReason::StalePrekey {
+                    refused_sessions += 1;
+                    r.close |= refused_sessions >= MAX_REFUSED_SESSIONS;
+                }
                 if refuse(&mut w, &counters, r).await? {
                     return Ok(());
                 }
