@@ -223,3 +223,155 @@ async fn silent_sockets_holding_every_slot_keep_a_registered_peer_out() {
         rt.shutdown().await.unwrap();
     }
 }
+
+/// Three registered nodes in subnet 3: the target T (configured by `tweak`), then A and X, both
+/// bootstrapped to T and verified by it.
+async fn trio(
+    tweak: impl Fn(&mut hermes::Config),
+) -> (DevChainDir, Vec<NodeDir>, Vec<hermes::RuntimeHandle>) {
+    let chain = DevChainDir::new();
+    let nodes: Vec<NodeDir> = (0..3).map(|_| NodeDir::new()).collect();
+    for n in &nodes {
+        chain.register(3, n, 1_000);
+    }
+    let mut cfg = nodes[0].cluster_config(&chain, vec![3]);
+    tweak(&mut cfg);
+    let t = start(cfg).await;
+    let boot = addr(&t).await;
+    let mut rts = vec![t];
+    for n in &nodes[1..] {
+        let rt = start(
+            n.cluster_config(&chain, vec![3])
+                .with_bootstrap(vec![boot.clone()]),
+        )
+        .await;
+        assert!(sees(&rt, &nodes[0].ss58).await && sees(&rts[0], &n.ss58).await);
+        rts.push(rt);
+    }
+    (chain, nodes, rts)
+}
+
+async fn rejected(rt: &hermes::RuntimeHandle, reason: hermes::proto::RejectReason) -> u64 {
+    rt.message_stats().await.unwrap().rejected(reason)
+}
+
+/// One peer that sends faster than the application reads holds at most its byte budget of the
+/// inbox (one message over at most), so another peer's message still gets in. Before the budget,
+/// the first peer's messages filled all `inbox_capacity` slots and the second waited for the
+/// application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_fill_the_inbox() {
+    let (_chain, nodes, rts) = trio(|c| {
+        c.messages.inbox_capacity = 16;
+        c.messages.inbox_max_bytes_per_peer = hermes::config::ByteSize(64 << 10);
+    })
+    .await;
+    let (t, a, x) = (&rts[0], &rts[1], &rts[2]);
+    // X sends 40 messages of 16 KiB; T's application reads nothing.
+    for _ in 0..40 {
+        x.send(&nodes[0].ss58, 3, vec![7u8; 16 << 10])
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            t.message_stats().await.unwrap().received >= 4
+        })
+        .await
+    );
+    // A's message is delivered (acknowledged) although nobody reads the inbox.
+    let mut events = a.delivery_events().unwrap();
+    let id = a.send(&nodes[0].ss58, 3, b"mine".to_vec()).await.unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(hermes::DeliveryEvent::Delivered { id: got, .. }) = events.recv().await {
+                if got == id {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .is_ok();
+    let held = t.message_stats().await.unwrap().received;
+    assert!(
+        delivered,
+        "A's message never got into T's inbox ({held} messages held)"
+    );
+    // X holds 64 KiB + one message at most: 5 of its messages, plus A's one.
+    assert!(held <= 6, "{held} messages held");
+    // Reading the inbox gives X's budget back and its messages keep flowing.
+    let mut inbox = t.subscribe().unwrap();
+    let mut got = 0;
+    while got < 41 {
+        tokio::time::timeout(Duration::from_secs(20), inbox.recv())
+            .await
+            .expect("X's messages stopped flowing after the inbox was read")
+            .unwrap();
+        got += 1;
+    }
+    for rt in rts {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// One peer cannot take every slot of `streams.max_incoming`: its streams beyond
+/// `max_incoming_per_peer` are refused as busy, and another peer's stream is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_incoming_stream_slot() {
+    let (_chain, nodes, rts) = trio(|c| {
+        c.streams.max_incoming = 4;
+        c.streams.max_incoming_per_peer = 2;
+    })
+    .await;
+    let (t, a, x) = (&rts[0], &rts[1], &rts[2]);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..4 {
+        match x.open_stream(&nodes[0].ss58, 3).await {
+            Ok(w) => held.push(w),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((held.len(), refused), (2, 2));
+    let w = a.open_stream(&nodes[0].ss58, 3).await;
+    assert!(w.is_ok(), "another peer's stream was refused: {w:?}");
+    // Taking X's streams gives its slots back.
+    let mut incoming = t.incoming_streams().unwrap();
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(20), incoming.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(x.open_stream(&nodes[0].ss58, 3).await.is_ok());
+    drop((held, w));
+    for rt in rts {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// A peer opening dozens of message substreams has those beyond its share dropped (counted as
+/// `busy`) instead of each getting a task and a read buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_open_unbounded_substreams() {
+    let (_chain, nodes, rts) = trio(|_| {}).await;
+    let (t, x) = (&rts[0], &rts[2]);
+    let before = rejected(t, hermes::proto::RejectReason::Busy).await;
+    let mut subs = Vec::new();
+    for _ in 0..48 {
+        subs.push(x.debug_raw_substream(&nodes[0].ss58, true).await.unwrap());
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            rejected(t, hermes::proto::RejectReason::Busy).await >= before + 16
+        })
+        .await,
+        "{} substreams dropped",
+        rejected(t, hermes::proto::RejectReason::Busy).await - before
+    );
+    drop(subs);
+    for rt in rts {
+        rt.shutdown().await.unwrap();
+    }
+}

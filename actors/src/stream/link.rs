@@ -312,31 +312,63 @@ async fn answer_loop(
     }
 }
 
-/// Routes inbound substreams: only verified peers are served, each on its own task.
+/// Inbound data-plane substreams served at once for one peer (message links, plus streams until
+/// they are accepted). An honest peer uses one message link and a few streams being set up; a peer
+/// opening hundreds would have each hold a 256 KiB read buffer and a task.
+const MAX_SUBSTREAMS_PER_PEER: u32 = 32;
+
+/// Routes inbound substreams: only verified peers are served, each on its own task, at most
+/// [`MAX_SUBSTREAMS_PER_PEER`] at once per peer.
 pub(crate) async fn run_acceptor(
     mut rx: mpsc::Receiver<InboundSubstream>,
     shared: Arc<Shared>,
     actor: Addr<StreamActor>,
 ) {
+    // Substreams being served per peer. Every task here runs on this thread.
+    let active: Rc<RefCell<std::collections::HashMap<PeerId, u32>>> = Rc::default();
     while let Some(sub) = rx.recv().await {
+        {
+            let mut a = active.borrow_mut();
+            let n = a.entry(sub.peer).or_insert(0);
+            if *n >= MAX_SUBSTREAMS_PER_PEER {
+                shared.counters.reject(RejectReason::Busy);
+                tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "too many substreams from one peer; dropped");
+                continue;
+            }
+            *n += 1;
+        }
         let shared = shared.clone();
         let actor = actor.clone();
+        let active = active.clone();
         actix::spawn(async move {
-            let peer = shared
-                .deps
-                .directory
-                .wait_for(shared.cfg.binding_timeout, |d| d.get(&sub.peer))
-                .await;
-            let Some(peer) = peer else {
-                tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "substream from an unverified peer dropped");
-                return;
-            };
-            if sub.protocol == MSG_PROTOCOL {
-                run_reader(sub.stream, peer, shared, actor).await;
-            } else {
-                super::bulk::accept(sub.stream, peer, shared, actor).await;
+            let peer_id = sub.peer;
+            serve_substream(sub, shared, actor).await;
+            let mut a = active.borrow_mut();
+            if let Some(n) = a.get_mut(&peer_id) {
+                *n -= 1;
+                if *n == 0 {
+                    a.remove(&peer_id);
+                }
             }
         });
+    }
+}
+
+/// Serves one inbound substream of a verified peer (waits for its verification first).
+async fn serve_substream(sub: InboundSubstream, shared: Arc<Shared>, actor: Addr<StreamActor>) {
+    let peer = shared
+        .deps
+        .directory
+        .wait_for(shared.cfg.binding_timeout, |d| d.get(&sub.peer))
+        .await;
+    let Some(peer) = peer else {
+        tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "substream from an unverified peer dropped");
+        return;
+    };
+    if sub.protocol == MSG_PROTOCOL {
+        run_reader(sub.stream, peer, shared, actor).await;
+    } else {
+        super::bulk::accept(sub.stream, peer, shared, actor).await;
     }
 }
 
@@ -396,6 +428,8 @@ pub(crate) async fn run_reader(
     let mut refused_sessions = 0u32;
     let result: io::Result<()> = async {
         loop {
+            // This peer's share of the inbox first: one peer must not hold the whole of it.
+            shared.inbox_bytes.wait_room(&peer.hotkey).await;
             let Ok(permit) = shared.inbox.clone().reserve_owned().await else {
                 return Ok(());
             };
