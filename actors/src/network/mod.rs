@@ -38,6 +38,7 @@ pub mod handshake;
 pub mod identity_proto;
 pub mod kad_store;
 pub mod listen;
+pub mod muxer;
 pub mod quic;
 pub mod substream;
 
@@ -55,7 +56,7 @@ use libp2p::kad::{
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    identify, identity::Keypair, noise, ping, tcp, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -327,7 +328,7 @@ pub fn start(
             )
             .upgrade(Version::V1Lazy)
             .authenticate(noise::Config::new(key)?)
-            .multiplex(yamux::Config::default())
+            .multiplex(muxer::Config)
             .map(|(p, m), _| (p, StreamMuxerBox::new(m)));
             let quic = filter::AddressFilter::new(
                 quic::QuicTransport::new(
