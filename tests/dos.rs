@@ -375,3 +375,100 @@ async fn one_peer_cannot_open_unbounded_substreams() {
         rt.shutdown().await.unwrap();
     }
 }
+
+/// Real QUIC Initials (each from a fresh client connection attempt), captured so they can be
+/// sent from another address, as an off-path attacker spoofing a victim's address would.
+async fn captured_initials(n: usize) -> Vec<Vec<u8>> {
+    let capture = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = capture.local_addr().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            ck.cert.der().to_vec(),
+        ))
+        .unwrap();
+    let client = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    // Kept alive until every Initial is captured (a dropped attempt stops sending).
+    let mut attempts = Vec::new();
+    for _ in 0..n {
+        attempts.push(
+            ep.connect_with(client.clone(), target, "localhost")
+                .unwrap(),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut initials = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while initials.len() < n {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(20), capture.recv_from(&mut buf))
+            .await
+            .expect("the client sent no Initial")
+            .unwrap();
+        // A retransmission repeats its connection's destination connection id (after the
+        // first byte, the 4-byte version and the id's length byte); keep one per connection.
+        let dcid = buf[6..6 + usize::from(buf[5])].to_vec();
+        if seen.insert(dcid) {
+            initials.push(buf[..len].to_vec());
+        }
+    }
+    drop(attempts);
+    initials
+}
+
+/// QUIC Initials sent from an address that never answers (a spoofer does not see the replies)
+/// are answered with a stateless Retry and never reach the per-IP limits: before address
+/// validation, 60 of them drained the address's token bucket (burst 40), so the real owner of
+/// the address would have been refused as `rate_limited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_quic_initials_do_not_touch_the_per_ip_limits() {
+    let chain = DevChainDir::new();
+    let t = NodeDir::new();
+    chain.register(3, &t, 1_000);
+    let cfg = t
+        .cluster_config(&chain, vec![3])
+        .with_listen(vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]);
+    let trt = start(cfg).await;
+    let a = addr(&trt).await;
+    let (mut ip, mut port) = (None, None);
+    for p in a.iter() {
+        match p {
+            libp2p::multiaddr::Protocol::Ip4(x) => ip = Some(x),
+            libp2p::multiaddr::Protocol::Udp(x) => port = Some(x),
+            _ => {}
+        }
+    }
+    let target = SocketAddr::from((ip.unwrap(), port.unwrap()));
+    let initials = captured_initials(60).await;
+    // The "victim" address: 127.0.0.2. Replies go there and are never read.
+    let spoofer = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    for d in &initials {
+        spoofer.send_to(d, target).await.unwrap();
+    }
+    // The node answers every Initial (a Retry now; before, a handshake reply once its
+    // upgrade ran): wait for the answers so that every Initial has been processed.
+    let mut buf = vec![0u8; 65536];
+    let mut answered = 0;
+    while answered < initials.len() {
+        match tokio::time::timeout(Duration::from_secs(5), spoofer.recv_from(&mut buf)).await {
+            Ok(Ok(_)) => answered += 1,
+            _ => break,
+        }
+    }
+    let limited = trt
+        .firewall_stats()
+        .await
+        .unwrap()
+        .denied
+        .iter()
+        .filter(|(r, _)| matches!(r, DenyReason::RateLimited | DenyReason::TooManyFromIp))
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    assert_eq!(
+        limited, 0,
+        "spoofed Initials were charged to 127.0.0.2 ({answered} answered)"
+    );
+    assert!(answered > 0, "the node never answered the Initials");
+    trt.shutdown().await.unwrap();
+}
