@@ -536,3 +536,44 @@ async fn a_substream_replaying_a_session_header_is_closed() {
         rt.shutdown().await.unwrap();
     }
 }
+
+/// Replaying on fresh substreams does not reset the cost: once a peer has had a dozen session
+/// headers refused within a minute, its new message substreams are dropped unread (`busy`),
+/// before any signature check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_replaying_on_fresh_substreams_is_cut_off() {
+    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
+    assert!(sees(&a, &nb.ss58).await && sees(&b, &na.ss58).await);
+    let mut inbox = b.subscribe().unwrap();
+    let mut tap = a.debug_wiretap().await.unwrap();
+    a.send(&nb.ss58, 3, b"honest".to_vec()).await.unwrap();
+    tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let header = tap.recv().await.unwrap();
+
+    let replays_before = rejected(&b, RejectReason::Replay).await;
+    let busy_before = rejected(&b, RejectReason::Busy).await;
+    for i in 0..10 {
+        let mut s = a.debug_raw_substream(&nb.ss58, true).await.unwrap();
+        for _ in 0..3 {
+            // The node may have hung up already.
+            let _ = s.write_all(&header).await;
+        }
+        let _ = s.flush().await;
+        let closed = tokio::time::timeout(WAIT, async {
+            while read_frame_body(&mut s).await.is_some() {}
+        })
+        .await
+        .is_ok();
+        assert!(closed, "substream {i} stayed open");
+    }
+    let replays = rejected(&b, RejectReason::Replay).await - replays_before;
+    let busy = rejected(&b, RejectReason::Busy).await - busy_before;
+    assert!(replays <= 12, "{replays} replayed headers handled");
+    assert!(busy >= 5, "only {busy} substreams dropped unread");
+    for rt in [a, b] {
+        rt.shutdown().await.unwrap();
+    }
+}

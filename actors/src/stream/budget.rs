@@ -1,5 +1,6 @@
-//! Per-peer budgets on what a peer can make this node hold for the application: payload bytes of
-//! its messages in the inbox, incoming streams of its waiting to be taken.
+//! Per-peer budgets on what a peer can make this node hold for the application (payload bytes of
+//! its messages in the inbox, incoming streams of its waiting to be taken), and on the session
+//! headers of its that this node refuses ([`RefusalRate`]).
 //!
 //! Charged by the stream layer when it hands an item to the application's queue, released when
 //! the application takes the item out ([`PeerBudget::release`], called by the queue's consumer),
@@ -8,7 +9,50 @@
 use hermes_proto::Hotkey;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Refused session headers per peer within [`REFUSAL_WINDOW`] after which its new message
+/// substreams are dropped unread. Each refused header cost a signature check and a seen-set
+/// lookup; an honest peer has one refused now and then (a clock off, a rotation race).
+pub const MAX_REFUSALS_PER_WINDOW: u32 = 12;
+/// The window of [`MAX_REFUSALS_PER_WINDOW`].
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Refused session headers per peer in the current window.
+#[derive(Debug, Default)]
+pub struct RefusalRate {
+    peers: Mutex<HashMap<Hotkey, (Instant, u32)>>,
+}
+
+impl RefusalRate {
+    /// Counts one refused header of `peer`; returns whether the peer is now over the limit.
+    pub fn note(&self, peer: Hotkey) -> bool {
+        let Ok(mut m) = self.peers.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if m.len() >= 4096 {
+            // Bounded: forget peers whose window has passed.
+            m.retain(|_, (since, _)| now.duration_since(*since) < REFUSAL_WINDOW);
+        }
+        let e = m.entry(peer).or_insert((now, 0));
+        if now.duration_since(e.0) >= REFUSAL_WINDOW {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        e.1 >= MAX_REFUSALS_PER_WINDOW
+    }
+
+    /// Whether `peer` is over the limit in the current window.
+    pub fn over(&self, peer: &Hotkey) -> bool {
+        self.peers.lock().is_ok_and(|m| {
+            m.get(peer).is_some_and(|(since, n)| {
+                *n >= MAX_REFUSALS_PER_WINDOW && since.elapsed() < REFUSAL_WINDOW
+            })
+        })
+    }
+}
 
 /// A per-peer budget of `max` units (bytes or items).
 #[derive(Debug)]

@@ -366,6 +366,13 @@ async fn serve_substream(sub: InboundSubstream, shared: Arc<Shared>, actor: Addr
         return;
     };
     if sub.protocol == MSG_PROTOCOL {
+        if shared.refused_sessions.over(&peer.hotkey) {
+            // Too many refused session headers lately: no new link (and no signature check)
+            // until the window passes.
+            shared.counters.reject(RejectReason::Busy);
+            tracing::debug!(peer = %sub.peer, "message substream dropped: too many refused session headers");
+            return;
+        }
         run_reader(sub.stream, peer, shared, actor).await;
     } else {
         super::bulk::accept(sub.stream, peer, shared, actor).await;
@@ -456,7 +463,8 @@ pub(crate) async fn run_reader(
                     // The same header again on one substream: a replay, known without any work.
                     let mut r = link.refuse_session(h, RejectReason::Replay, None);
                     refused_sessions += 1;
-                    r.close = refused_sessions >= MAX_REFUSED_SESSIONS;
+                    let over = shared.refused_sessions.note(peer.hotkey);
+                    r.close = over || refused_sessions >= MAX_REFUSED_SESSIONS;
                     if refuse(&mut w, &counters, r).await? {
                         return Ok(());
                     }
@@ -555,7 +563,8 @@ pub(crate) async fn run_reader(
                 // A stale prekey is an honest sender's normal way to learn the new one.
                 if session_refused && r.reason != RejectReason::StalePrekey {
                     refused_sessions += 1;
-                    r.close |= refused_sessions >= MAX_REFUSED_SESSIONS;
+                    let over = shared.refused_sessions.note(peer.hotkey);
+                    r.close |= over || refused_sessions >= MAX_REFUSED_SESSIONS;
                 }
                 if refuse(&mut w, &counters, r).await? {
                     return Ok(());

@@ -327,6 +327,8 @@ pub(crate) struct Shared {
     pub(crate) incoming: mpsc::Sender<bulk::IncomingStream>,
     pub(crate) inbox_bytes: Arc<budget::PeerBudget>,
     pub(crate) incoming_per_peer: Arc<budget::PeerBudget>,
+    /// Refused session headers per peer, lately.
+    pub(crate) refused_sessions: budget::RefusalRate,
     /// Test hook: a copy of every message frame written.
     #[cfg(feature = "fault-injection")]
     pub(crate) wiretap: broadcast::Sender<Vec<u8>>,
@@ -427,6 +429,7 @@ impl StreamActor {
             incoming: inc_tx,
             inbox_bytes: inbox_bytes.clone(),
             incoming_per_peer: incoming_per_peer.clone(),
+            refused_sessions: budget::RefusalRate::default(),
             #[cfg(feature = "fault-injection")]
             wiretap: broadcast::channel(4096).0,
         });
