@@ -20,33 +20,56 @@ pub use hermes_actors::stream::{DeliveryEvent, Inbound, MessageStats, StreamErro
 pub use hermes_proto::Id128 as MessageId;
 pub use hermes_proto::RejectReason;
 
+/// Called for each item the consumer takes out of a [`Taken`] queue (gives the sender's per-peer
+/// budget back).
+pub(crate) type OnTake<T> = Arc<dyn Fn(&T) + Send + Sync>;
+
 /// A queue with one consumer at a time, returned to its slot when the consumer is dropped.
-#[derive(Debug)]
 pub struct Taken<T> {
     rx: Option<mpsc::Receiver<T>>,
     slot: Arc<Mutex<Option<mpsc::Receiver<T>>>>,
+    on_take: OnTake<T>,
+}
+
+impl<T> std::fmt::Debug for Taken<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Taken").finish_non_exhaustive()
+    }
 }
 
 impl<T> Taken<T> {
-    pub(crate) fn take(slot: &Arc<Mutex<Option<mpsc::Receiver<T>>>>) -> Option<Self> {
+    pub(crate) fn take(
+        slot: &Arc<Mutex<Option<mpsc::Receiver<T>>>>,
+        on_take: &OnTake<T>,
+    ) -> Option<Self> {
         let rx = slot.lock().ok()?.take()?;
         Some(Taken {
             rx: Some(rx),
             slot: slot.clone(),
+            on_take: on_take.clone(),
         })
+    }
+
+    fn took(&self, item: Option<T>) -> Option<T> {
+        if let Some(i) = &item {
+            (self.on_take)(i);
+        }
+        item
     }
 
     /// The next item; `None` once the runtime has shut down.
     pub async fn recv(&mut self) -> Option<T> {
-        match self.rx.as_mut() {
+        let item = match self.rx.as_mut() {
             Some(rx) => rx.recv().await,
             None => None,
-        }
+        };
+        self.took(item)
     }
 
     /// The next item if one is waiting.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.rx.as_mut().and_then(|rx| rx.try_recv().ok())
+        let item = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
+        self.took(item)
     }
 }
 
@@ -61,10 +84,11 @@ impl<T> Drop for Taken<T> {
 impl<T> Stream for Taken<T> {
     type Item = T;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match self.rx.as_mut() {
-            Some(rx) => rx.poll_recv(cx),
-            None => Poll::Ready(None),
-        }
+        let item = match self.rx.as_mut() {
+            Some(rx) => std::task::ready!(rx.poll_recv(cx)),
+            None => None,
+        };
+        Poll::Ready(self.took(item))
     }
 }
 

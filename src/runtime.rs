@@ -171,6 +171,9 @@ struct StreamParts {
     actor: Addr<StreamActor>,
     inbox: Arc<Mutex<Option<mpsc::Receiver<Inbound>>>>,
     incoming: Arc<Mutex<Option<mpsc::Receiver<IncomingStream>>>>,
+    /// Give the sending peer's budget back as the application takes each item.
+    inbox_taken: crate::messages::OnTake<Inbound>,
+    incoming_taken: crate::messages::OnTake<IncomingStream>,
     events: broadcast::Sender<DeliveryEvent>,
     ss58_prefix: u16,
     chunk_size: usize,
@@ -315,6 +318,7 @@ async fn start_actors(
         },
         ban_after_failures: fw.ban_after_failures,
         binding_timeout: fw.binding_timeout.0,
+        handshake_timeout: fw.handshake_timeout.0,
         binding_override,
         directory: directory.clone(),
         inbound_substreams: inbound_tx,
@@ -377,8 +381,10 @@ async fn start_actors(
         },
         replay_window: e.replay_window.0,
         inbox_capacity: m.inbox_capacity,
+        inbox_max_bytes_per_peer: m.inbox_max_bytes_per_peer.0,
         chunk_size: usize::try_from(config.streams.chunk_size.0).unwrap_or(1 << 18),
         max_incoming_streams: config.streams.max_incoming,
+        max_incoming_per_peer: config.streams.max_incoming_per_peer,
         allow_plaintext_streams: config.streams.allow_plaintext,
         connect_timeout: m.connect_timeout.0,
         binding_timeout: fw.binding_timeout.0,
@@ -409,6 +415,14 @@ async fn start_actors(
                 actor: stream_addr,
                 inbox: Arc::new(Mutex::new(Some(ends.inbox))),
                 incoming: Arc::new(Mutex::new(Some(ends.incoming))),
+                inbox_taken: {
+                    let b = ends.inbox_bytes;
+                    Arc::new(move |m: &Inbound| b.release(&m.hotkey, m.bytes.len() as u64))
+                },
+                incoming_taken: {
+                    let b = ends.incoming_per_peer;
+                    Arc::new(move |s: &IncomingStream| b.release(&s.hotkey, 1))
+                },
                 events: ends.events,
                 ss58_prefix,
                 chunk_size,
@@ -784,7 +798,8 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Invalid`] while another `Inbox` is alive; [`Error::Network`] with networking off.
     pub fn subscribe(&self) -> Result<Inbox, Error> {
-        Taken::take(&self.stream_parts()?.inbox).ok_or_else(|| {
+        let parts = self.stream_parts()?;
+        Taken::take(&parts.inbox, &parts.inbox_taken).ok_or_else(|| {
             Error::Invalid("the inbox is already taken; drop the other Inbox first".into())
         })
     }
@@ -895,7 +910,8 @@ impl RuntimeHandle {
     /// # Errors
     /// [`Error::Invalid`] while another consumer is alive; [`Error::Network`] with networking off.
     pub fn incoming_streams(&self) -> Result<IncomingStreams, Error> {
-        Taken::take(&self.stream_parts()?.incoming).ok_or_else(|| {
+        let parts = self.stream_parts()?;
+        Taken::take(&parts.incoming, &parts.incoming_taken).ok_or_else(|| {
             Error::Invalid(
                 "incoming streams are already taken; drop the other consumer first".into(),
             )

@@ -485,3 +485,95 @@ async fn finish_gives_up_on_a_recipient_that_never_confirms() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A replayed session header is refused without the signature check from its second copy on,
+/// and a substream that keeps presenting refused headers is closed: replaying costs the replayer
+/// a new substream every few headers instead of costing the target a signature check and a
+/// seen-set lookup per header forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substream_replaying_a_session_header_is_closed() {
+    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
+    assert!(sees(&a, &nb.ss58).await && sees(&b, &na.ss58).await);
+    let mut inbox = b.subscribe().unwrap();
+    let mut tap = a.debug_wiretap().await.unwrap();
+    a.send(&nb.ss58, 3, b"honest".to_vec()).await.unwrap();
+    tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let header = tap.recv().await.unwrap();
+    assert!(matches!(
+        MsgFrame::decode(&header, 1 << 20).unwrap(),
+        MsgFrame::SessionInit(_)
+    ));
+
+    let before = rejected(&b, RejectReason::Replay).await;
+    let mut s = a.debug_raw_substream(&nb.ss58, true).await.unwrap();
+    for _ in 0..20 {
+        s.write_all(&header).await.unwrap();
+    }
+    s.flush().await.unwrap();
+    // Each refusal is answered; then the target hangs up.
+    let mut answers = 0;
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Some(body) = read_frame_body(&mut s).await {
+            assert!(matches!(
+                MsgFrame::decode_body(body).unwrap(),
+                MsgFrame::SessionRefused { .. }
+            ));
+            answers += 1;
+        }
+    })
+    .await
+    .is_ok();
+    assert!(closed, "the substream stayed open after {answers} refusals");
+    let replays = rejected(&b, RejectReason::Replay).await - before;
+    assert!(
+        (1..=3).contains(&replays),
+        "{replays} replays handled on one substream"
+    );
+    for rt in [a, b] {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// Replaying on fresh substreams does not reset the cost: once a peer has had a dozen session
+/// headers refused within a minute, its new message substreams are dropped unread (`busy`),
+/// before any signature check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_replaying_on_fresh_substreams_is_cut_off() {
+    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
+    assert!(sees(&a, &nb.ss58).await && sees(&b, &na.ss58).await);
+    let mut inbox = b.subscribe().unwrap();
+    let mut tap = a.debug_wiretap().await.unwrap();
+    a.send(&nb.ss58, 3, b"honest".to_vec()).await.unwrap();
+    tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let header = tap.recv().await.unwrap();
+
+    let replays_before = rejected(&b, RejectReason::Replay).await;
+    let busy_before = rejected(&b, RejectReason::Busy).await;
+    for i in 0..10 {
+        let mut s = a.debug_raw_substream(&nb.ss58, true).await.unwrap();
+        for _ in 0..3 {
+            // The node may have hung up already.
+            let _ = s.write_all(&header).await;
+        }
+        let _ = s.flush().await;
+        let closed = tokio::time::timeout(WAIT, async {
+            while read_frame_body(&mut s).await.is_some() {}
+        })
+        .await
+        .is_ok();
+        assert!(closed, "substream {i} stayed open");
+    }
+    let replays = rejected(&b, RejectReason::Replay).await - replays_before;
+    let busy = rejected(&b, RejectReason::Busy).await - busy_before;
+    assert!(replays <= 12, "{replays} replayed headers handled");
+    assert!(busy >= 5, "only {busy} substreams dropped unread");
+    for rt in [a, b] {
+        rt.shutdown().await.unwrap();
+    }
+}

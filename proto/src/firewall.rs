@@ -24,7 +24,7 @@
 
 use crate::chain::Registry;
 use crate::hotkey::Hotkey;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 /// Why a connection was refused. Stable names for counters via [`DenyReason::as_str`].
@@ -344,8 +344,8 @@ pub struct Limits {
     pub ban_ms: u64,
 }
 
-/// Upper bound on tracked IPs before idle ones are pruned, so a flood from many addresses cannot
-/// grow the tables without limit.
+/// Upper bound on IPs tracked by the rate limiter (older entries are evicted beyond it), so a
+/// flood from many addresses cannot grow the table without limit.
 pub const MAX_TRACKED_IPS: usize = 65_536;
 
 /// Per-IP token-bucket rate limit and temporary bans. Time is milliseconds on any monotonic clock.
@@ -356,7 +356,12 @@ pub const MAX_TRACKED_IPS: usize = 65_536;
 pub struct RateLimiter {
     limits: Limits,
     per_ip: HashMap<IpAddr, Bucket>,
+    /// The keys of `per_ip`, oldest first (eviction order).
+    order: VecDeque<IpAddr>,
 }
+
+/// Entries looked at to find one to evict when the table is full.
+const EVICT_SCAN: usize = 8;
 
 #[derive(Debug, Default)]
 struct Bucket {
@@ -372,6 +377,7 @@ impl RateLimiter {
         RateLimiter {
             limits,
             per_ip: HashMap::new(),
+            order: VecDeque::new(),
         }
     }
 
@@ -380,11 +386,9 @@ impl RateLimiter {
     /// # Errors
     /// [`DenyReason::Banned`] or [`DenyReason::RateLimited`].
     pub fn check(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), DenyReason> {
-        if self.per_ip.len() >= MAX_TRACKED_IPS && !self.per_ip.contains_key(&ip) {
-            self.prune(now_ms);
-        }
         let burst_milli = u64::from(self.limits.burst_per_ip.max(1)) * 1000;
-        let b = self.per_ip.entry(ip).or_insert_with(|| Bucket {
+        let rate = u64::from(self.limits.rate_per_ip);
+        let b = self.entry(ip, now_ms, || Bucket {
             tokens_milli: burst_milli,
             last_ms: now_ms,
             ..Bucket::default()
@@ -396,7 +400,7 @@ impl RateLimiter {
         b.last_ms = now_ms;
         b.tokens_milli = b
             .tokens_milli
-            .saturating_add(elapsed.saturating_mul(u64::from(self.limits.rate_per_ip)))
+            .saturating_add(elapsed.saturating_mul(rate))
             .min(burst_milli);
         if b.tokens_milli < 1000 {
             return Err(DenyReason::RateLimited);
@@ -409,7 +413,7 @@ impl RateLimiter {
     /// for the configured time. Returns whether it is now banned.
     pub fn record_failure(&mut self, ip: IpAddr, threshold: u32, now_ms: u64) -> bool {
         let ban_ms = self.limits.ban_ms;
-        let b = self.per_ip.entry(ip).or_default();
+        let b = self.entry(ip, now_ms, Bucket::default);
         b.failures += 1;
         if b.failures >= threshold {
             b.failures = 0;
@@ -419,16 +423,40 @@ impl RateLimiter {
         false
     }
 
-    fn prune(&mut self, now_ms: u64) {
-        let burst_milli = u64::from(self.limits.burst_per_ip.max(1)) * 1000;
-        let rate = u64::from(self.limits.rate_per_ip);
-        // Keep only IPs whose state still matters: banned, failing, or with a bucket not yet full.
-        self.per_ip.retain(|_, b| {
-            let refilled = b
-                .tokens_milli
-                .saturating_add(now_ms.saturating_sub(b.last_ms).saturating_mul(rate));
-            b.banned_until_ms > now_ms || b.failures > 0 || refilled < burst_milli
-        });
+    /// `ip`'s bucket, created with `new` if absent. At [`MAX_TRACKED_IPS`] an older entry makes
+    /// room first, in bounded time: the table never grows past the cap, and a flood from many
+    /// addresses costs a few map operations per new address, not a scan of the table.
+    fn entry(&mut self, ip: IpAddr, now_ms: u64, new: impl FnOnce() -> Bucket) -> &mut Bucket {
+        if !self.per_ip.contains_key(&ip) {
+            if self.per_ip.len() >= MAX_TRACKED_IPS {
+                self.evict_one(now_ms);
+            }
+            self.order.push_back(ip);
+        }
+        self.per_ip.entry(ip).or_insert_with(new)
+    }
+
+    /// Drops one entry, oldest first; a banned one gets a second chance (moved to the back) for
+    /// up to [`EVICT_SCAN`] entries. Dropping an entry only forgets limits (a reset bucket, a
+    /// lifted ban): it can favour the address dropped, never refuse anyone.
+    fn evict_one(&mut self, now_ms: u64) {
+        for _ in 0..EVICT_SCAN {
+            let Some(ip) = self.order.pop_front() else {
+                return;
+            };
+            match self.per_ip.get(&ip) {
+                Some(b) if b.banned_until_ms > now_ms => self.order.push_back(ip),
+                Some(_) => {
+                    self.per_ip.remove(&ip);
+                    return;
+                }
+                None => {}
+            }
+        }
+        // Everything looked at is banned: drop the oldest anyway.
+        if let Some(ip) = self.order.pop_front() {
+            self.per_ip.remove(&ip);
+        }
     }
 }
 
@@ -672,6 +700,34 @@ mod tests {
         for i in 0..(MAX_TRACKED_IPS as u32 + 10) {
             let ip = IpAddr::from(i.to_be_bytes());
             let _ = r.check(ip, u64::from(i / 1000) * 10);
+        }
+        assert!(r.per_ip.len() <= MAX_TRACKED_IPS);
+    }
+
+    /// Addresses that are all still rate-limited (each just used a token, nothing refilled) used
+    /// to be kept by the prune, so the table grew past its cap, scanning all of it per address.
+    #[test]
+    fn rate_limiter_table_stays_bounded_when_every_entry_is_active() {
+        let limits = Limits {
+            max_connections: 10,
+            max_per_ip: 10,
+            rate_per_ip: 20,
+            burst_per_ip: 40,
+            ban_ms: 60_000,
+        };
+        let mut r = RateLimiter::new(limits);
+        let banned = IpAddr::from([10, 0, 0, 1]);
+        assert!(r.record_failure(banned, 1, 0));
+        for i in 0..(MAX_TRACKED_IPS as u32 + 1000) {
+            let ip = IpAddr::from((0x2000_0000 + i).to_be_bytes());
+            assert_eq!(r.check(ip, 0), Ok(()));
+            assert!(r.per_ip.len() <= MAX_TRACKED_IPS);
+            assert_eq!(r.per_ip.len(), r.order.len());
+        }
+        // The ban survived the churn (second chance), and the table stays consistent.
+        assert_eq!(r.check(banned, 1), Err(DenyReason::Banned));
+        for i in 0..1000u32 {
+            assert!(!r.record_failure(IpAddr::from((0x3000_0000 + i).to_be_bytes()), 5, 1));
         }
         assert!(r.per_ip.len() <= MAX_TRACKED_IPS);
     }

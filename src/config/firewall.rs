@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
     deny_unknown_fields,
     expecting = "a JSON object with the fields enabled, require_stake, min_stake, max_connections, \
                  max_conns_per_ip, conn_rate_per_ip, conn_burst_per_ip, ban_after_failures, \
-                 ban_duration, binding_timeout"
+                 ban_duration, binding_timeout, handshake_timeout"
 )]
 pub struct FirewallConfig {
     /// Enforce the ACL, registration, scope and stake rules. Address limits apply even when
@@ -35,6 +35,10 @@ pub struct FirewallConfig {
     pub ban_duration: HumanDuration,
     /// Time a new peer has to present a valid binding. At least 100ms.
     pub binding_timeout: HumanDuration,
+    /// Time a new connection has to finish its transport handshake (TCP: multistream, noise,
+    /// yamux; QUIC: TLS). Until then it holds one of `max_connections` and of `max_conns_per_ip`.
+    /// 100ms..=60s.
+    pub handshake_timeout: HumanDuration,
 }
 
 impl Default for FirewallConfig {
@@ -63,6 +67,10 @@ impl Default for FirewallConfig {
             // 10s: an honest peer presents its binding within a round trip or two, even on a
             // slow link.
             binding_timeout: HumanDuration::secs(10),
+            // 5s: an honest handshake takes two or three round trips (well under a second even
+            // across the world); a silent socket holds a connection slot this long, so half of
+            // libp2p's 10s halves what holding every slot costs an attacker in sockets per second.
+            handshake_timeout: HumanDuration::secs(5),
         }
     }
 }
@@ -82,6 +90,13 @@ impl FirewallConfig {
         }
         if self.binding_timeout.0 < std::time::Duration::from_millis(100) {
             return Err(check.err("firewall.binding_timeout", "must be at least 100ms"));
+        }
+        let h = self.handshake_timeout.0;
+        if h < std::time::Duration::from_millis(100) || h > std::time::Duration::from_secs(60) {
+            return Err(check.err(
+                "firewall.handshake_timeout",
+                "must be between 100ms and 60s",
+            ));
         }
         Ok(())
     }

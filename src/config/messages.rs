@@ -10,7 +10,7 @@ use std::time::Duration;
     default,
     deny_unknown_fields,
     expecting = "a JSON object with the fields max_size, ttl, outbox_max_bytes, retry_min, \
-                 retry_max, inbox_capacity, connect_timeout"
+                 retry_max, inbox_capacity, inbox_max_bytes_per_peer, connect_timeout"
 )]
 pub struct MessagesConfig {
     /// Largest message payload, sent or received; larger ones are refused before sending (use a
@@ -28,6 +28,10 @@ pub struct MessagesConfig {
     /// Messages buffered for the application before senders are slowed down. Range
     /// 1..=1000000.
     pub inbox_capacity: usize,
+    /// Most payload bytes of one peer's messages waiting in the inbox; that peer's links stop
+    /// reading beyond it (one message may overshoot it), so one peer cannot hold the whole
+    /// inbox. Range 1KiB..=64GiB.
+    pub inbox_max_bytes_per_peer: ByteSize,
     /// How long to wait for a connection to a recipient (messages and streams). Range
     /// 100ms..=10m.
     pub connect_timeout: HumanDuration,
@@ -53,6 +57,10 @@ impl Default for MessagesConfig {
             // 1024: absorbs bursts while the application is busy, small enough that a stalled
             // application slows its senders instead of growing memory.
             inbox_capacity: 1024,
+            // 64MiB: four messages of the default maximum size, or tens of thousands of small
+            // ones, from each peer; without it one peer could fill the whole inbox (1024 ×
+            // 16MiB ≈ 16GiB) and keep the others out.
+            inbox_max_bytes_per_peer: ByteSize::mib(64),
             // 10s: enough to dial, handshake and verify a binding across continents.
             connect_timeout: HumanDuration::secs(10),
         }
@@ -105,6 +113,13 @@ impl MessagesConfig {
             Duration::from_millis(100),
             secs(600),
             "100ms..=10m",
+        )?;
+        check.size(
+            "messages.inbox_max_bytes_per_peer",
+            self.inbox_max_bytes_per_peer,
+            ByteSize::kib(1),
+            ByteSize::gib(64),
+            "1KiB..=64GiB",
         )?;
         check.count(
             "messages.inbox_capacity",

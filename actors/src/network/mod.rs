@@ -45,6 +45,7 @@ pub mod handshake;
 pub mod identity_proto;
 pub mod kad_store;
 pub mod listen;
+pub mod muxer;
 pub mod quic;
 pub mod substream;
 
@@ -62,7 +63,7 @@ use libp2p::kad::{
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    identify, identity::Keypair, noise, ping, tcp, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -129,6 +130,8 @@ pub struct NetConfig {
     pub ban_after_failures: u32,
     /// How long a new peer has to present a valid binding.
     pub binding_timeout: Duration,
+    /// How long a new connection's transport handshake may take (TCP and QUIC).
+    pub handshake_timeout: Duration,
     /// Test hook: present these bytes instead of the real binding.
     pub binding_override: Option<Vec<u8>>,
     /// Verified peers, shared with the stream layer.
@@ -324,6 +327,7 @@ pub fn start(
         cfg.counters.clone(),
     ));
     let g2 = guard.clone();
+    let handshake_timeout = cfg.handshake_timeout;
     let (substream_behaviour, substreams) =
         substream::Behaviour::new(cfg.inbound_substreams.clone());
     let mut substream_behaviour = Some(substream_behaviour);
@@ -340,10 +344,16 @@ pub fn start(
             )
             .upgrade(Version::V1Lazy)
             .authenticate(noise::Config::new(key)?)
-            .multiplex(yamux::Config::default())
+            .multiplex(muxer::Config)
             .map(|(p, m), _| (p, StreamMuxerBox::new(m)));
             let quic = filter::AddressFilter::new(
-                quic::QuicTransport::new(key, quic::QuicConfig::default())?,
+                quic::QuicTransport::new(
+                    key,
+                    quic::QuicConfig {
+                        handshake_timeout,
+                        ..quic::QuicConfig::default()
+                    },
+                )?,
                 g2,
             )
             .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
@@ -408,6 +418,9 @@ pub fn start(
         })
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        // Bounds every transport upgrade (TCP: multistream, noise, yamux): a silent socket holds
+        // a connection slot until then.
+        .with_connection_timeout(handshake_timeout)
         .build();
     for addr in &cfg.listen {
         listen::check_tcp_free(addr)

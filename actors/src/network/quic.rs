@@ -6,6 +6,10 @@
 //!   client's order decides, so two libp2p nodes always agree on ChaCha20. On CPUs with AES
 //!   instructions AES-GCM moves ~20–35 % more bytes per core (`docs/BENCHMARKS.md`). ChaCha20 stays
 //!   offered, so peers that prefer it still connect.
+//! - **Source addresses are validated first.** An Initial without a valid token is answered with a
+//!   stateless Retry (one extra round trip per inbound connection); only a client that received it,
+//!   so owns its address, comes back. Spoofed Initials therefore never reach the per-IP rate limits,
+//!   caps and bans (shared with TCP) and never hold a pending slot.
 //! - **Refusals cost nothing.** An incoming connection is handed to the swarm before its handshake;
 //!   the handshake starts only when the upgrade future is first polled. The firewall's address
 //!   filter drops refused ones unpolled, which makes quinn refuse them without any TLS work.
@@ -438,7 +442,12 @@ struct Listener {
     reported: bool,
     accept: Option<BoxFuture<'static, Option<quinn::Incoming>>>,
     closed: bool,
+    /// Unvalidated Initials answered with a Retry.
+    retried: u64,
 }
+
+/// Retries answered per `poll` before yielding.
+const RETRY_BUDGET: u64 = 256;
 
 type Event = TransportEvent<BoxFuture<'static, Result<(PeerId, Connection), QuicError>>, QuicError>;
 
@@ -490,21 +499,41 @@ impl Listener {
                 }
             }
         }
-        let endpoint = &self.endpoint;
-        let accept = self.accept.get_or_insert_with(|| {
-            let ep = endpoint.clone();
-            async move { ep.accept().await }.boxed()
-        });
-        let Poll::Ready(incoming) = accept.poll_unpin(cx) else {
-            return Poll::Pending;
-        };
-        self.accept = None;
-        let Some(incoming) = incoming else {
-            self.closed = true;
-            return Poll::Ready(TransportEvent::ListenerClosed {
-                listener_id,
-                reason: Ok(()),
+        let incoming = loop {
+            let endpoint = &self.endpoint;
+            let accept = self.accept.get_or_insert_with(|| {
+                let ep = endpoint.clone();
+                async move { ep.accept().await }.boxed()
             });
+            let Poll::Ready(incoming) = accept.poll_unpin(cx) else {
+                return Poll::Pending;
+            };
+            self.accept = None;
+            let Some(incoming) = incoming else {
+                self.closed = true;
+                return Poll::Ready(TransportEvent::ListenerClosed {
+                    listener_id,
+                    reason: Ok(()),
+                });
+            };
+            if incoming.remote_address_validated() {
+                break incoming;
+            }
+            // The source address is not proven yet: answer with a stateless Retry. Only a
+            // client that receives it (so owns the address) comes back with its token, so
+            // spoofed Initials never reach the per-IP rate limits, caps and bans, and never
+            // hold a pending slot.
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+            } else {
+                incoming.ignore();
+            }
+            self.retried += 1;
+            if self.retried.is_multiple_of(RETRY_BUDGET) {
+                // Yield to the rest of the swarm under a flood of Initials.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         };
         let send_back_addr = to_multiaddr(incoming.remote_address());
         // Lazy: the handshake starts on first poll; dropped unpolled, quinn refuses the
@@ -620,6 +649,7 @@ impl libp2p::core::Transport for QuicTransport {
             reported: false,
             accept: None,
             closed: false,
+            retried: 0,
         });
         if let Some(w) = self.waker.take() {
             w.wake();

@@ -847,7 +847,19 @@ pub(crate) async fn accept(
                 continue;
             }
         };
-        let Ok(permit) = shared.incoming.clone().try_reserve_owned() else {
+        // This peer's share of the queue first: one peer must not take every slot.
+        let Some(permit) = shared
+            .incoming_per_peer
+            .try_charge(peer.hotkey, 1)
+            .then(|| {
+                let p = shared.incoming.clone().try_reserve_owned().ok();
+                if p.is_none() {
+                    shared.incoming_per_peer.release(&peer.hotkey, 1);
+                }
+                p
+            })
+            .flatten()
+        else {
             shared.counters.reject(RejectReason::Busy);
             let frame = StreamControl::Refuse {
                 code: RefuseCode::Busy,
@@ -861,13 +873,17 @@ pub(crate) async fn accept(
             .await
             .is_err()
         {
+            shared.incoming_per_peer.release(&peer.hotkey, 1);
             return;
         }
         let id = header.session_id;
         let opener = if e2e {
             match ChunkOpener::new(id, &secret) {
                 Ok(o) => Some(o),
-                Err(_) => return,
+                Err(_) => {
+                    shared.incoming_per_peer.release(&peer.hotkey, 1);
+                    return;
+                }
             }
         } else {
             None

@@ -312,7 +312,13 @@ async fn answer_loop(
     }
 }
 
-/// Routes inbound substreams: only verified peers are served, each on its own task.
+/// Inbound data-plane substreams served at once for one peer (message links, plus streams until
+/// they are accepted). An honest peer uses one message link and a few streams being set up; a peer
+/// opening hundreds would have each hold a 256 KiB read buffer and a task.
+const MAX_SUBSTREAMS_PER_PEER: u32 = 32;
+
+/// Routes inbound substreams: only verified peers are served, each on its own task, at most
+/// [`MAX_SUBSTREAMS_PER_PEER`] at once per peer.
 pub(crate) async fn run_acceptor(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<InboundSubstream>>>,
     shared: Arc<Shared>,
@@ -321,25 +327,58 @@ pub(crate) async fn run_acceptor(
     // Held for as long as this task runs; dropped with it when the actor restarts, so that the
     // restarted actor's acceptor takes the same queue over.
     let mut rx = rx.lock_owned().await;
+    // Substreams being served per peer. Every task here runs on this thread.
+    let active: Rc<RefCell<std::collections::HashMap<PeerId, u32>>> = Rc::default();
     while let Some(sub) = rx.recv().await {
+        {
+            let mut a = active.borrow_mut();
+            let n = a.entry(sub.peer).or_insert(0);
+            if *n >= MAX_SUBSTREAMS_PER_PEER {
+                shared.counters.reject(RejectReason::Busy);
+                tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "too many substreams from one peer; dropped");
+                continue;
+            }
+            *n += 1;
+        }
         let shared = shared.clone();
         let actor = actor.clone();
+        let active = active.clone();
         actix::spawn(async move {
-            let peer = shared
-                .deps
-                .directory
-                .wait_for(shared.cfg.binding_timeout, |d| d.get(&sub.peer))
-                .await;
-            let Some(peer) = peer else {
-                tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "substream from an unverified peer dropped");
-                return;
-            };
-            if sub.protocol == MSG_PROTOCOL {
-                run_reader(sub.stream, peer, shared, actor).await;
-            } else {
-                super::bulk::accept(sub.stream, peer, shared, actor).await;
+            let peer_id = sub.peer;
+            serve_substream(sub, shared, actor).await;
+            let mut a = active.borrow_mut();
+            if let Some(n) = a.get_mut(&peer_id) {
+                *n -= 1;
+                if *n == 0 {
+                    a.remove(&peer_id);
+                }
             }
         });
+    }
+}
+
+/// Serves one inbound substream of a verified peer (waits for its verification first).
+async fn serve_substream(sub: InboundSubstream, shared: Arc<Shared>, actor: Addr<StreamActor>) {
+    let peer = shared
+        .deps
+        .directory
+        .wait_for(shared.cfg.binding_timeout, |d| d.get(&sub.peer))
+        .await;
+    let Some(peer) = peer else {
+        tracing::debug!(peer = %sub.peer, protocol = %sub.protocol, "substream from an unverified peer dropped");
+        return;
+    };
+    if sub.protocol == MSG_PROTOCOL {
+        if shared.refused_sessions.over(&peer.hotkey) {
+            // Too many refused session headers lately: no new link (and no signature check)
+            // until the window passes.
+            shared.counters.reject(RejectReason::Busy);
+            tracing::debug!(peer = %sub.peer, "message substream dropped: too many refused session headers");
+            return;
+        }
+        run_reader(sub.stream, peer, shared, actor).await;
+    } else {
+        super::bulk::accept(sub.stream, peer, shared, actor).await;
     }
 }
 
@@ -370,6 +409,13 @@ async fn refuse<W: futures::AsyncWrite + Unpin>(
     Ok(r.close)
 }
 
+/// Refused session headers (other than for a stale prekey) after which a message substream is
+/// closed: an honest sender's header is refused at most once or twice (a clock off, a rotation
+/// race), and each one costs this node a signature check and a seen-set lookup.
+const MAX_REFUSED_SESSIONS: u32 = 3;
+/// Session ids remembered per message substream (16 bytes each).
+const MAX_SESSIONS_PER_SUBSTREAM: usize = 1024;
+
 /// Serves one inbound message substream from `peer` until it ends.
 pub(crate) async fn run_reader(
     stream: Stream,
@@ -385,8 +431,15 @@ pub(crate) async fn run_reader(
     let max_frame = MSG_PREFIX_LEN + BODY_HEADER_LEN + shared.cfg.max_message + TAG_LEN;
     let counters = shared.counters.clone();
     let mut acks: Vec<Id128> = Vec::new();
+    // Session ids already presented on this substream, and session headers refused on it: a
+    // repeated header is refused before any signature check, seen-set lookup or HPKE work, and a
+    // substream that keeps presenting refused headers is closed.
+    let mut sessions_here: std::collections::HashSet<Id128> = std::collections::HashSet::new();
+    let mut refused_sessions = 0u32;
     let result: io::Result<()> = async {
         loop {
+            // This peer's share of the inbox first: one peer must not hold the whole of it.
+            shared.inbox_bytes.wait_room(&peer.hotkey).await;
             let Ok(permit) = shared.inbox.clone().reserve_owned().await else {
                 return Ok(());
             };
@@ -408,6 +461,25 @@ pub(crate) async fn run_reader(
                 },
             };
             let now = crate::unix_now();
+            if let MsgFrame::SessionInit(h) = &frame {
+                if !sessions_here.insert(h.session_id) {
+                    // The same header again on one substream: a replay, known without any work.
+                    let mut r = link.refuse_session(h, RejectReason::Replay, None);
+                    refused_sessions += 1;
+                    let over = shared.refused_sessions.note(peer.hotkey);
+                    r.close = over || refused_sessions >= MAX_REFUSED_SESSIONS;
+                    if refuse(&mut w, &counters, r).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                if sessions_here.len() > MAX_SESSIONS_PER_SUBSTREAM {
+                    // Bounded memory on a link that lives for weeks; older ids are still in the
+                    // seen-set.
+                    sessions_here.clear();
+                    sessions_here.insert(h.session_id);
+                }
+            }
             let refusal = match link.on_frame(frame, now) {
                 ReceiverStep::Session(h) => {
                     let keep = h.created_at + window + MAX_CLOCK_SKEW_SECS;
@@ -489,7 +561,14 @@ pub(crate) async fn run_reader(
                 let frame = MsgFrame::Ack(std::mem::take(&mut acks)).encode();
                 wire::write_flush(&mut w, &frame).await?;
             }
-            if let Some(r) = refusal {
+            if let Some(mut r) = refusal {
+                let session_refused = matches!(r.answer, Some(MsgFrame::SessionRefused { .. }));
+                // A stale prekey is an honest sender's normal way to learn the new one.
+                if session_refused && r.reason != RejectReason::StalePrekey {
+                    refused_sessions += 1;
+                    let over = shared.refused_sessions.note(peer.hotkey);
+                    r.close |= over || refused_sessions >= MAX_REFUSED_SESSIONS;
+                }
                 if refuse(&mut w, &counters, r).await? {
                     return Ok(());
                 }

@@ -28,6 +28,7 @@
 //! message, and a `Release` lets the receiver forget the id. Any failure on the way leaves the
 //! message in the outbox, retried with exponential backoff and jitter until its TTL ends.
 
+pub mod budget;
 pub mod bulk;
 mod link;
 mod pump;
@@ -272,10 +273,14 @@ pub struct StreamConfig {
     pub replay_window: Duration,
     /// Messages buffered for the application before peers are slowed down.
     pub inbox_capacity: usize,
+    /// Payload bytes of one peer's messages in the inbox before its links stop reading.
+    pub inbox_max_bytes_per_peer: u64,
     /// Plaintext bytes per stream chunk.
     pub chunk_size: usize,
     /// Incoming streams waiting to be accepted by the application.
     pub max_incoming_streams: usize,
+    /// Of those, from one peer.
+    pub max_incoming_per_peer: usize,
     /// Whether peers may open streams without end-to-end encryption.
     pub allow_plaintext_streams: bool,
     /// How long to wait for a connection to a destination.
@@ -315,6 +320,10 @@ pub struct StreamEnds {
     pub events: broadcast::Sender<DeliveryEvent>,
     /// Counters.
     pub counters: Arc<StreamCounters>,
+    /// Inbox bytes per peer: release a message's payload length when the application takes it.
+    pub inbox_bytes: Arc<budget::PeerBudget>,
+    /// Waiting incoming streams per peer: release 1 when the application takes one.
+    pub incoming_per_peer: Arc<budget::PeerBudget>,
 }
 
 /// Shared by the actor and its tasks.
@@ -325,6 +334,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<StreamCounters>,
     pub(crate) inbox: mpsc::Sender<Inbound>,
     pub(crate) incoming: mpsc::Sender<bulk::IncomingStream>,
+    pub(crate) inbox_bytes: Arc<budget::PeerBudget>,
+    pub(crate) incoming_per_peer: Arc<budget::PeerBudget>,
+    /// Refused session headers per peer, lately.
+    pub(crate) refused_sessions: budget::RefusalRate,
     /// Test hook: a copy of every message frame written.
     #[cfg(feature = "fault-injection")]
     pub(crate) wiretap: broadcast::Sender<Vec<u8>>,
@@ -421,12 +434,19 @@ impl StreamActor {
         let (inc_tx, inc_rx) = mpsc::channel(cfg.max_incoming_streams.max(1));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let counters = Arc::new(StreamCounters::default());
+        let inbox_bytes = Arc::new(budget::PeerBudget::new(cfg.inbox_max_bytes_per_peer));
+        let incoming_per_peer = Arc::new(budget::PeerBudget::new(
+            u64::try_from(cfg.max_incoming_per_peer.min(cfg.max_incoming_streams)).unwrap_or(1),
+        ));
         let shared = Arc::new(Shared {
             cfg,
             deps,
             counters: counters.clone(),
             inbox: inbox_tx,
             incoming: inc_tx,
+            inbox_bytes: inbox_bytes.clone(),
+            incoming_per_peer: incoming_per_peer.clone(),
+            refused_sessions: budget::RefusalRate::default(),
             #[cfg(feature = "fault-injection")]
             wiretap: broadcast::channel(4096).0,
         });
@@ -455,6 +475,8 @@ impl StreamActor {
                 incoming: inc_rx,
                 events,
                 counters,
+                inbox_bytes,
+                incoming_per_peer,
             },
         ))
     }
@@ -709,6 +731,9 @@ impl StreamActor {
         ) {
             Ok(Accepted::Deliver(body)) => {
                 let id = body.id;
+                self.shared
+                    .inbox_bytes
+                    .charge(a.from.hotkey, body.payload.len() as u64);
                 a.permit.send(Inbound {
                     from: a.from.ss58.clone(),
                     hotkey: a.from.hotkey,
