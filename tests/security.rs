@@ -486,13 +486,12 @@ async fn finish_gives_up_on_a_recipient_that_never_confirms() {
     b.shutdown().await.unwrap();
 }
 
-/// A replayed session header is refused without the signature check from its second copy on,
-/// and a substream that keeps presenting refused headers is closed: replaying costs the replayer
-/// a new substream every few headers instead of costing the target a signature check and a
-/// seen-set lookup per header forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_substream_replaying_a_session_header_is_closed() {
-    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
+/// Two linked nodes, A and B, that see each other; A has sent B one honest message, which B
+/// received. Returns the chain (keep it alive), B's directory, both runtimes and the first frame
+/// A wrote on the wire for it (its session header), ready to be replayed.
+async fn pair_with_a_captured_header(
+) -> (DevChainDir, NodeDir, RuntimeHandle, RuntimeHandle, Vec<u8>) {
+    let (chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
     assert!(sees(&a, &nb.ss58).await && sees(&b, &na.ss58).await);
     let mut inbox = b.subscribe().unwrap();
     let mut tap = a.debug_wiretap().await.unwrap();
@@ -502,6 +501,16 @@ async fn a_substream_replaying_a_session_header_is_closed() {
         .unwrap()
         .unwrap();
     let header = tap.recv().await.unwrap();
+    (chain, nb, a, b, header)
+}
+
+/// A replayed session header is refused without the signature check from its second copy on,
+/// and a substream that keeps presenting refused headers is closed: replaying costs the replayer
+/// a new substream every few headers instead of costing the target a signature check and a
+/// seen-set lookup per header forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substream_replaying_a_session_header_is_closed() {
+    let (_chain, nb, a, b, header) = pair_with_a_captured_header().await;
     assert!(matches!(
         MsgFrame::decode(&header, 1 << 20).unwrap(),
         MsgFrame::SessionInit(_)
@@ -542,16 +551,7 @@ async fn a_substream_replaying_a_session_header_is_closed() {
 /// before any signature check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_replaying_on_fresh_substreams_is_cut_off() {
-    let (_chain, na, nb, a, b) = linked_pair(TCP, |_| {}).await;
-    assert!(sees(&a, &nb.ss58).await && sees(&b, &na.ss58).await);
-    let mut inbox = b.subscribe().unwrap();
-    let mut tap = a.debug_wiretap().await.unwrap();
-    a.send(&nb.ss58, 3, b"honest".to_vec()).await.unwrap();
-    tokio::time::timeout(WAIT, inbox.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let header = tap.recv().await.unwrap();
+    let (_chain, nb, a, b, header) = pair_with_a_captured_header().await;
 
     let replays_before = rejected(&b, RejectReason::Replay).await;
     let busy_before = rejected(&b, RejectReason::Busy).await;
