@@ -532,6 +532,31 @@ fn common_wait(mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Rewrites the JSON config file `cfg` through `edit`.
+fn edit_config(cfg: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(cfg).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(cfg, v.to_string()).unwrap();
+}
+
+/// Starts `hermes run` for `cfg`, its output discarded, and waits until it is up: its control
+/// socket answers `hermes peers`.
+fn run_node(cfg: &str) -> Running {
+    use std::process::Stdio;
+    let node = hermes(&["run", "--config", cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    assert!(common_wait(|| run(&mut hermes(&[
+        "peers", "--config", cfg
+    ]))
+    .status
+    .success()));
+    node
+}
+
 /// `hermes listen` prints what `hermes send` sends and saves what `hermes stream` streams, with
 /// the sender run ad hoc or through its own running node; failures are clear.
 #[test]
@@ -544,12 +569,12 @@ fn send_stream_and_listen_as_a_user_would() {
     for name in ["n1", "n2", "n3"] {
         let d = dir.path().join(name);
         let cfg = init(&d);
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-        v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
-        v["chain"] = serde_json::json!({"kind": "dev", "path": chain, "poll_interval": "100ms"});
-        v["messages"] = serde_json::json!({"max_size": "64KiB", "connect_timeout": "3s"});
-        std::fs::write(&cfg, v.to_string()).unwrap();
+        edit_config(&cfg, |v| {
+            v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
+            v["chain"] =
+                serde_json::json!({"kind": "dev", "path": chain, "poll_interval": "100ms"});
+            v["messages"] = serde_json::json!({"max_size": "64KiB", "connect_timeout": "3s"});
+        });
         let id = register_node(&chain, 7, &cfg);
         ids.push(id["ss58"].as_str().unwrap().to_string());
         cfgs.push(cfg);
@@ -572,10 +597,7 @@ fn send_stream_and_listen_as_a_user_would() {
     };
     // The banner (who, where) is on stderr.
     let listen = listen_addr(&lines_of(listener.stderr.take().unwrap()));
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cfgs[1]).unwrap()).unwrap();
-    v["bootstrap"] = serde_json::json!([listen]);
-    std::fs::write(&cfgs[1], v.to_string()).unwrap();
+    edit_config(&cfgs[1], |v| v["bootstrap"] = serde_json::json!([listen]));
 
     // A message, the sender's node started just for it; the subnet defaults to n2's only one.
     let o = run(&mut hermes(&[
@@ -638,17 +660,7 @@ fn send_stream_and_listen_as_a_user_would() {
     assert!(s["name"].is_null(), "{s}");
 
     // Through the sender's own running node (its control socket).
-    let mut n2 = hermes(&["run", "--config", &cfgs[1]])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Running)
-        .unwrap();
-    assert!(common_wait(|| run(&mut hermes(&[
-        "peers", "--config", &cfgs[1]
-    ]))
-    .status
-    .success()));
+    let mut n2 = run_node(&cfgs[1]);
     let o = run(&mut hermes(&[
         "send", "--config", &cfgs[1], "--to", &ids[0], "--netuid", "7", "--hex", "0x00ff10",
     ]));
@@ -668,12 +680,7 @@ fn send_stream_and_listen_as_a_user_would() {
         (Some(2), Some(3), Some(0)),
         "{st}"
     );
-    assert!(Command::new("kill")
-        .args(["-INT", &n2.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(n2.wait().unwrap().success());
+    interrupt(&mut n2);
 
     // Clear failures, and a queued message when the recipient is down.
     let o = run(&mut hermes(&[
@@ -706,12 +713,7 @@ fn send_stream_and_listen_as_a_user_would() {
     assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).starts_with("queued "), "{}", stdout(&o));
 
-    assert!(Command::new("kill")
-        .args(["-INT", &listener.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(listener.wait().unwrap().success());
+    interrupt(&mut listener);
 }
 
 /// A message to an address nobody registered: `send` says why it is still queued, `outbox`
@@ -723,22 +725,12 @@ fn unreachable_recipients_are_explained_and_queued_messages_cancelled() {
     const NOBODY: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
     let dir = tempfile::tempdir().unwrap();
     let cfg = init(&dir.path().join("n1"));
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-    v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
-    v["chain"] = serde_json::json!({"kind": "dev", "path": dir.path().join("chain")});
-    v["messages"] = serde_json::json!({"connect_timeout": "1s"});
-    std::fs::write(&cfg, v.to_string()).unwrap();
-    let mut node = hermes(&["run", "--config", &cfg])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Up once its control socket answers.
-    assert!(common_wait(|| run(&mut hermes(&[
-        "peers", "--config", &cfg
-    ]))
-    .status
-    .success()));
+    edit_config(&cfg, |v| {
+        v["listen"] = serde_json::json!(["/ip4/127.0.0.1/tcp/0"]);
+        v["chain"] = serde_json::json!({"kind": "dev", "path": dir.path().join("chain")});
+        v["messages"] = serde_json::json!({"connect_timeout": "1s"});
+    });
+    let mut node = run_node(&cfg);
 
     let o = run(&mut hermes(&[
         "send",
@@ -790,12 +782,7 @@ fn unreachable_recipients_are_explained_and_queued_messages_cancelled() {
     assert_clean_failure(&o, "unknown address");
     assert!(!stderr(&o).contains("NotFound"), "{}", stderr(&o));
 
-    assert!(Command::new("kill")
-        .args(["-INT", &node.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(node.wait().unwrap().success());
+    interrupt(&mut node);
 }
 
 /// `hermes init` writes everything the tutorial used to edit by hand (dev chain, bootstrap,
