@@ -94,13 +94,7 @@ enum Cmd {
     /// outbox and retried while the node runs, until its TTL ends).
     Send {
         #[command(flatten)]
-        config: ConfigArg,
-        /// Recipient's SS58 address.
-        #[arg(long)]
-        to: String,
-        /// Subnet of the message (default: the node's subnet, when it serves exactly one).
-        #[arg(long)]
-        netuid: Option<u16>,
+        target: Target,
         #[command(flatten)]
         body: MessageBody,
         /// How long the message is kept and retried (default: messages.ttl).
@@ -137,13 +131,7 @@ enum Cmd {
     /// a failed stream is not retried.
     Stream {
         #[command(flatten)]
-        config: ConfigArg,
-        /// Recipient's SS58 address.
-        #[arg(long)]
-        to: String,
-        /// Subnet of the stream (default: the node's subnet, when it serves exactly one).
-        #[arg(long)]
-        netuid: Option<u16>,
+        target: Target,
         /// Read this file instead of stdin (its name is sent with the data).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -193,6 +181,26 @@ enum ConfigCmd {
         #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]
         config: Option<PathBuf>,
     },
+}
+
+/// Where `send` and `stream` go, and through which node: the flags the two share.
+#[derive(Args, Debug)]
+struct Target {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Recipient's SS58 address.
+    #[arg(long)]
+    to: String,
+    /// Subnet to send on (default: the node's subnet, when it serves exactly one).
+    #[arg(long)]
+    netuid: Option<u16>,
+}
+
+impl Target {
+    /// The subnet given, or else the config's only one.
+    fn netuid(&self) -> Result<u16> {
+        netuid_for(&self.config.path, self.netuid)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -289,29 +297,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Run { config } => node::run_node(&config.path).map(|_| ExitCode::SUCCESS),
         Cmd::Peers { config, json } => node::peers(&config.path, json).map(|_| ExitCode::SUCCESS),
         Cmd::Send {
-            config,
-            to,
-            netuid,
+            target,
             body,
             ttl,
             wait,
         } => {
-            let netuid = netuid_for(&config.path, netuid)?;
-            data::send(&config.path, &to, netuid, &body.bytes()?, ttl, wait)
+            let netuid = target.netuid()?;
+            let config = &target.config.path;
+            data::send(config, &target.to, netuid, &body.bytes()?, ttl, wait)
         }
         Cmd::Listen {
             config,
             save_dir,
             json,
         } => data::listen(&config.path, save_dir.as_deref(), json).map(|_| ExitCode::SUCCESS),
-        Cmd::Stream {
-            config,
-            to,
-            netuid,
-            file,
-        } => {
-            let netuid = netuid_for(&config.path, netuid)?;
-            data::stream(&config.path, &to, netuid, file.as_deref()).map(|_| ExitCode::SUCCESS)
+        Cmd::Stream { target, file } => {
+            let netuid = target.netuid()?;
+            data::stream(&target.config.path, &target.to, netuid, file.as_deref())
+                .map(|_| ExitCode::SUCCESS)
         }
         Cmd::Outbox(args) => outbox::outbox(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config, json } => node::stats(&config.path, json).map(|_| ExitCode::SUCCESS),
