@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{addr, eventually, start, DevChainDir, NodeDir};
+use common::{addr, denied, eventually, raw_peer, start, DevChainDir, NodeDir};
 use hermes::config::AclEntry;
 use hermes::proto::firewall::DenyReason;
-use hermes::proto::{BindingRecord, Hotkey, SignedBinding};
+use hermes::proto::Hotkey;
 use hermes::RuntimeHandle;
 use hermes_actors::network::GossipMessage;
 use libp2p::{Multiaddr, PeerId};
@@ -17,10 +17,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn sees(rt: &RuntimeHandle, ss58: &str) -> bool {
     rt.peers().await.unwrap().iter().any(|p| p.ss58 == ss58)
-}
-
-async fn denied(rt: &RuntimeHandle, reason: DenyReason) -> u64 {
-    rt.firewall_stats().await.unwrap().denied(reason)
 }
 
 /// Everything `rt` delivers to the application, collected in the background.
@@ -38,43 +34,6 @@ fn collect(rt: &RuntimeHandle) -> Arc<Mutex<Vec<GossipMessage>>> {
         }
     });
     got
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A binding for `peer` signed by `signer`'s hotkey.
-fn binding_for(signer: &NodeDir, peer: PeerId) -> SignedBinding {
-    let now = unix_now();
-    BindingRecord {
-        hotkey: signer.hotkey().public(),
-        ss58_prefix: 42,
-        peer_id: peer.to_bytes(),
-        netuids: vec![3],
-        prekey: [1; 32],
-        issued_at: now,
-        expires_at: now + 3600,
-    }
-    .sign(signer.hotkey().pair())
-    .unwrap()
-}
-
-/// Registers `peer` (not `owner`'s own peer id) under `owner`'s hotkey in subnet 3.
-fn register_foreign(chain: &DevChainDir, owner: &NodeDir, peer: PeerId) {
-    use hermes::proto::chain::{NodeClass, NodeEntry};
-    hermes_actors::chain::DevChain::new(chain.path())
-        .register_sync(NodeEntry {
-            netuid: 3,
-            hotkey: Hotkey::from_ss58(&owner.ss58).unwrap().0,
-            peer_id: peer.to_base58(),
-            stake: 1_000_000,
-            class: NodeClass::Validator,
-        })
-        .unwrap();
 }
 
 /// A-B-C-D, each linked only to its neighbours (A refuses C and D, B refuses D: only the node
@@ -164,7 +123,7 @@ async fn rogue(
 ) -> (Multiaddr, tokio::sync::mpsc::Sender<RogueCmd>) {
     use futures::StreamExt;
     use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-    use libp2p::{gossipsub, identify, kad, noise, request_response, tcp, yamux};
+    use libp2p::{gossipsub, identify, kad, request_response};
 
     #[derive(NetworkBehaviour)]
     struct Rogue {
@@ -175,51 +134,26 @@ async fn rogue(
     }
     let topic = hermes_actors::network::topic(3);
     let me = key.public().to_peer_id();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let cfg = gossipsub::ConfigBuilder::default()
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .build()
-                .unwrap();
-            let mut kcfg = kad::Config::new(hermes_actors::network::KAD_PROTOCOL);
-            kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
-            kcfg.set_periodic_bootstrap_interval(None);
-            let mut store = kad::store::MemoryStore::new(me);
-            for (k, v) in records {
-                kad::store::RecordStore::put(&mut store, kad::Record::new(k, v)).unwrap();
-            }
-            let mut kad = kad::Behaviour::with_config(me, store, kcfg);
-            kad.set_mode(Some(kad::Mode::Server));
-            Rogue {
-                gossipsub: gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(author),
-                    cfg,
-                )
-                .unwrap(),
-                identity: request_response::Behaviour::new(
-                    [(
-                        hermes_actors::network::identity_proto::PROTOCOL,
-                        request_response::ProtocolSupport::Full,
-                    )],
-                    request_response::Config::default(),
-                ),
-                kad,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/hermes/id/1".into(),
-                    key.public(),
-                )),
-            }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = raw_peer::swarm(key, |key| {
+        let mut kcfg = kad::Config::new(hermes_actors::network::KAD_PROTOCOL);
+        kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+        kcfg.set_periodic_bootstrap_interval(None);
+        let mut store = kad::store::MemoryStore::new(me);
+        for (k, v) in records {
+            kad::store::RecordStore::put(&mut store, kad::Record::new(k, v)).unwrap();
+        }
+        let mut kad = kad::Behaviour::with_config(me, store, kcfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        Rogue {
+            gossipsub: raw_peer::gossipsub(author),
+            identity: raw_peer::binding_exchange(),
+            kad,
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/hermes/id/1".into(),
+                key.public(),
+            )),
+        }
+    });
     swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
@@ -298,24 +232,24 @@ async fn forged_gossip_authors_and_bad_dht_answers_are_refused() {
     // gossip is registered by Y, but its binding in the DHT is X's.
     let rkey = libp2p::identity::Keypair::generate_ed25519();
     let rid = rkey.public().to_peer_id();
-    register_foreign(&chain, &x, rid);
+    chain.register_foreign(3, &x, rid);
     let author = libp2p::identity::Keypair::generate_ed25519();
     let author_id = author.public().to_peer_id();
-    register_foreign(&chain, &y, author_id);
+    chain.register_foreign(3, &y, author_id);
 
     let trt = start(t.cluster_config(&chain, vec![3])).await;
     let taddr = addr(&trt).await;
-    let mut bad = binding_for(&t, t.peer_id());
+    let mut bad = t.signed_binding(t.peer_id());
     bad.signature[5] ^= 0x01;
     let t_hotkey = Hotkey::from_ss58(&t.ss58).unwrap().0;
     let records = vec![
         (hermes_actors::network::binding_key(&t_hotkey), bad.encode()),
         (
             hermes_actors::network::peer_binding_key(&author_id),
-            binding_for(&x, author_id).encode(),
+            x.signed_binding(author_id).encode(),
         ),
     ];
-    let (raddr, rogue) = rogue(rkey, binding_for(&x, rid).encode(), author, records).await;
+    let (raddr, rogue) = rogue(rkey, x.signed_binding(rid).encode(), author, records).await;
     let qrt = start(
         q.cluster_config(&chain, vec![3])
             .with_bootstrap(vec![raddr]),
@@ -402,9 +336,9 @@ async fn identify_pushes_cannot_grow_a_peers_address_list() {
     chain.register(3, &q, 1_000);
     let rkey = libp2p::identity::Keypair::generate_ed25519();
     let rid = rkey.public().to_peer_id();
-    register_foreign(&chain, &x, rid);
+    chain.register_foreign(3, &x, rid);
     let author = libp2p::identity::Keypair::generate_ed25519();
-    let (raddr, rogue) = rogue(rkey, binding_for(&x, rid).encode(), author, vec![]).await;
+    let (raddr, rogue) = rogue(rkey, x.signed_binding(rid).encode(), author, vec![]).await;
     let qrt = start(
         q.cluster_config(&chain, vec![3])
             .with_bootstrap(vec![raddr.clone()]),

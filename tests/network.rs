@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{addr, eventually, start, DevChainDir, NodeDir};
+use common::{addr, denied, eventually, linked_pair, raw_peer, start, DevChainDir, NodeDir, TCP};
 use hermes::proto::firewall::{Acl, DenyReason, Scope};
 use hermes::proto::{BindingRecord, Hotkey};
 use hermes::{Config, Runtime, RuntimeHandle};
@@ -16,8 +16,19 @@ async fn sees(rt: &RuntimeHandle, ss58: &str) -> bool {
     rt.peers().await.unwrap().iter().any(|p| p.ss58 == ss58)
 }
 
-async fn denied(rt: &RuntimeHandle, reason: DenyReason) -> u64 {
-    rt.firewall_stats().await.unwrap().denied(reason)
+/// Asserts that `rt` cuts `node` off (no longer verified nor connected; `what` otherwise), counts
+/// `reason` for it, and keeps it out of its routing table.
+async fn assert_cut_off(rt: &RuntimeHandle, node: &NodeDir, reason: DenyReason, what: &str) {
+    let id = node.peer_id();
+    assert!(
+        eventually(WAIT, || async {
+            !sees(rt, &node.ss58).await && !rt.connected_peers().await.unwrap().contains(&id)
+        })
+        .await,
+        "{what}"
+    );
+    assert!(denied(rt, reason).await >= 1);
+    assert!(!rt.routing_table().await.unwrap().contains(&id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +262,7 @@ async fn unauthorized_peers_are_denied_with_the_right_reason() {
     expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::ExpiredBinding).await;
 
     // Its own binding with a forged signature.
-    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
+    let mut forged = x.signed_binding(x.peer_id());
     forged.signature[7] ^= 0x10;
     let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
     expect_denied(&trt, &taddr, xrt, &x.ss58, DenyReason::BadBinding).await;
@@ -259,20 +270,9 @@ async fn unauthorized_peers_are_denied_with_the_right_reason() {
     trt.shutdown().await.unwrap();
 }
 
+/// `node`'s own binding record, unsigned, to be altered before signing.
 fn own_record(node: &NodeDir) -> BindingRecord {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    BindingRecord {
-        hotkey: node.hotkey().public(),
-        ss58_prefix: 42,
-        peer_id: node.peer_id().to_bytes(),
-        netuids: vec![3],
-        prekey: [1; 32],
-        issued_at: now,
-        expires_at: now + 3600,
-    }
+    node.binding_record(node.peer_id())
 }
 
 /// A registered peer that speaks gossipsub and accepts the binding exchange but never presents a
@@ -284,7 +284,7 @@ fn silent_gossiper(
 ) -> tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>> {
     use futures::StreamExt;
     use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-    use libp2p::{gossipsub, noise, request_response, tcp, yamux};
+    use libp2p::{gossipsub, request_response};
 
     #[derive(NetworkBehaviour)]
     struct Rogue {
@@ -292,37 +292,10 @@ fn silent_gossiper(
         identity: request_response::Behaviour<hermes_actors::network::identity_proto::BindingCodec>,
     }
     let topic = hermes_actors::network::topic(3);
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let cfg = gossipsub::ConfigBuilder::default()
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .build()
-                .unwrap();
-            Rogue {
-                gossipsub: gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    cfg,
-                )
-                .unwrap(),
-                identity: request_response::Behaviour::new(
-                    [(
-                        hermes_actors::network::identity_proto::PROTOCOL,
-                        request_response::ProtocolSupport::Full,
-                    )],
-                    request_response::Config::default(),
-                ),
-            }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = raw_peer::swarm(key, |key| Rogue {
+        gossipsub: raw_peer::gossipsub(key.clone()),
+        identity: raw_peer::binding_exchange(),
+    });
     swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     swarm.dial(target).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<bool>>(4);
@@ -369,7 +342,7 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
     // X is registered (so the gate lets it in) but never presents a binding.
     let xkey = libp2p::identity::Keypair::generate_ed25519();
     let xid = xkey.public().to_peer_id();
-    register_foreign(&chain, 3, &x, xid);
+    chain.register_foreign(3, &x, xid);
     let mut cfg = t.cluster_config(&chain, vec![3]);
     cfg.firewall.binding_timeout = hermes::config::HumanDuration(Duration::from_secs(15));
     let trt = start(cfg).await;
@@ -449,17 +422,7 @@ async fn denied_peer_stays_out_of_routing_table_and_mesh_and_its_gossip_is_dropp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_acl_change_disconnects_a_connected_peer() {
-    let chain = DevChainDir::new();
-    let (a, b) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &a, 1_000);
-    chain.register(3, &b, 1_000);
-    let art = start(a.cluster_config(&chain, vec![3])).await;
-    let aaddr = addr(&art).await;
-    let brt = start(
-        b.cluster_config(&chain, vec![3])
-            .with_bootstrap(vec![aaddr]),
-    )
-    .await;
+    let (_chain, a, b, art, brt) = linked_pair(TCP, |_| {}).await;
     assert!(eventually(WAIT, || sees(&art, &b.ss58)).await);
     assert!(eventually(WAIT, || sees(&brt, &a.ss58)).await);
 
@@ -467,16 +430,7 @@ async fn runtime_acl_change_disconnects_a_connected_peer() {
     let mut acl = Acl::default();
     acl.deny_ss58.insert(hk);
     art.update_acl(acl).await.unwrap();
-    let bid = b.peer_id();
-    assert!(
-        eventually(WAIT, || async {
-            !sees(&art, &b.ss58).await && !art.connected_peers().await.unwrap().contains(&bid)
-        })
-        .await,
-        "denied peer still connected"
-    );
-    assert!(denied(&art, DenyReason::AclSs58).await >= 1);
-    assert!(!art.routing_table().await.unwrap().contains(&bid));
+    assert_cut_off(&art, &b, DenyReason::AclSs58, "denied peer still connected").await;
     art.shutdown().await.unwrap();
     brt.shutdown().await.unwrap();
 }
@@ -491,7 +445,7 @@ async fn repeated_identity_failures_ban_the_address() {
     cfg.firewall.ban_after_failures = 2;
     let trt = start(cfg).await;
     let taddr = addr(&trt).await;
-    let mut forged = own_record(&x).sign(x.hotkey().pair()).unwrap();
+    let mut forged = x.signed_binding(x.peer_id());
     forged.signature[3] ^= 1;
     for n in 1..=2u64 {
         let xrt = attacker_presenting(&x, &chain, forged.encode()).await;
@@ -523,24 +477,9 @@ async fn repeated_identity_failures_ban_the_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_connect_over_quic() {
-    let chain = DevChainDir::new();
-    let (a, b) = (NodeDir::new(), NodeDir::new());
-    chain.register(3, &a, 1_000);
-    chain.register(3, &b, 1_000);
-    let quic: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
-    let art = start(
-        a.cluster_config(&chain, vec![3])
-            .with_listen(vec![quic.clone()]),
-    )
-    .await;
+    let (_chain, a, b, art, brt) = linked_pair("/ip4/127.0.0.1/udp/0/quic-v1", |_| {}).await;
     let aaddr = addr(&art).await;
     assert!(aaddr.to_string().contains("/quic-v1"), "{aaddr}");
-    let brt = start(
-        b.cluster_config(&chain, vec![3])
-            .with_listen(vec![quic])
-            .with_bootstrap(vec![aaddr]),
-    )
-    .await;
     assert!(eventually(WAIT, || sees(&art, &b.ss58)).await);
     assert!(eventually(WAIT, || sees(&brt, &a.ss58)).await);
     art.shutdown().await.unwrap();
@@ -552,8 +491,8 @@ async fn nodes_connect_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_libp2p_peer_is_tolerated_only_in_open_mode() {
     use futures::StreamExt;
+    use libp2p::ping;
     use libp2p::swarm::SwarmEvent;
-    use libp2p::{noise, ping, tcp, yamux};
 
     let chain = DevChainDir::new();
     let (open, closed) = (NodeDir::new(), NodeDir::new());
@@ -564,20 +503,9 @@ async fn plain_libp2p_peer_is_tolerated_only_in_open_mode() {
     let open_addr = addr(&open_rt).await;
     let (closed_rt, closed_addr) = target(&chain, &closed, vec![3]).await;
 
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(100)))
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = raw_peer::swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(100)))
+    });
     let me = *swarm.local_peer_id();
 
     // Open mode: ten successful pings (about a second, over three binding timeouts) on one
@@ -654,20 +582,6 @@ async fn static_snapshot_chain_gates_admission() {
     brt.shutdown().await.unwrap();
 }
 
-/// Registers `peer` (someone else's peer id) under the hotkey of `owner` in `netuid`.
-fn register_foreign(chain: &DevChainDir, netuid: u16, owner: &NodeDir, peer: libp2p::PeerId) {
-    use hermes::proto::chain::{NodeClass, NodeEntry};
-    hermes_actors::chain::DevChain::new(chain.path())
-        .register_sync(NodeEntry {
-            netuid,
-            hotkey: Hotkey::from_ss58(&owner.ss58).unwrap().0,
-            peer_id: peer.to_base58(),
-            stake: 1_000_000,
-            class: NodeClass::Validator,
-        })
-        .unwrap();
-}
-
 /// An attacker registers the victim's peer id under its own hotkey, in subnets that sort before
 /// the victim's (so its entries come first in the registry), in and out of the target's scope,
 /// and is on the target's deny list. None of that may turn against the victim: it is
@@ -685,7 +599,7 @@ async fn a_foreign_registration_of_a_peer_id_does_not_lock_its_owner_out() {
     for n in [&t, &v, &w] {
         chain.register(3, n, 1_000);
     }
-    register_foreign(&chain, 1, &x, v.peer_id());
+    chain.register_foreign(1, &x, v.peer_id());
     let trt = start(t.cluster_config(&chain, vec![1, 3])).await;
     let taddr = addr(&trt).await;
     let mut acl = Acl::default();
@@ -724,7 +638,7 @@ async fn a_foreign_registration_of_a_peer_id_does_not_lock_its_owner_out() {
 
     // The attacker registers the victim's peer id once more, in a subnet before 3 that the
     // target admits too. The same re-check that drops W (now denied) must keep V.
-    register_foreign(&chain, 2, &x, v.peer_id());
+    chain.register_foreign(2, &x, v.peer_id());
     trt.refresh_chain().await.unwrap();
     trt.set_subnet_scope(Scope::Whitelist([1, 2, 3].into()))
         .await
@@ -774,16 +688,8 @@ async fn a_binding_that_expires_after_admission_ends_the_connection() {
         eventually(WAIT, || sees(&trt, &x.ss58)).await,
         "admitted while its binding is valid"
     );
-    let xid = x.peer_id();
-    assert!(
-        eventually(WAIT, || async {
-            !sees(&trt, &x.ss58).await && !trt.connected_peers().await.unwrap().contains(&xid)
-        })
-        .await,
-        "still connected with an expired binding"
-    );
-    assert!(denied(&trt, DenyReason::ExpiredBinding).await >= 1);
-    assert!(!trt.routing_table().await.unwrap().contains(&xid));
+    let why = "still connected with an expired binding";
+    assert_cut_off(&trt, &x, DenyReason::ExpiredBinding, why).await;
     xrt.shutdown().await.unwrap();
     trt.shutdown().await.unwrap();
 }

@@ -231,3 +231,105 @@ pub async fn read_frame_body<R: futures::AsyncRead + Unpin>(r: &mut R) -> Option
 pub fn os_rng() -> impl hpke::rand_core::CryptoRng {
     hpke::rand_core::UnwrapErr(getrandom::SysRng)
 }
+
+/// How many connections or messages `rt`'s firewall has refused for `reason`.
+pub async fn denied(
+    rt: &hermes::RuntimeHandle,
+    reason: hermes::proto::firewall::DenyReason,
+) -> u64 {
+    rt.firewall_stats().await.unwrap().denied(reason)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl NodeDir {
+    /// An unsigned binding record under this node's hotkey for `peer` (its own peer id, or
+    /// another's to forge one): subnet 3, valid for an hour from now.
+    pub fn binding_record(&self, peer: libp2p::PeerId) -> hermes::proto::BindingRecord {
+        let now = unix_now();
+        hermes::proto::BindingRecord {
+            hotkey: self.hotkey().public(),
+            ss58_prefix: 42,
+            peer_id: peer.to_bytes(),
+            netuids: vec![3],
+            prekey: [1; 32],
+            issued_at: now,
+            expires_at: now + 3600,
+        }
+    }
+
+    /// [`NodeDir::binding_record`], signed by this node's hotkey.
+    pub fn signed_binding(&self, peer: libp2p::PeerId) -> hermes::proto::SignedBinding {
+        self.binding_record(peer)
+            .sign(self.hotkey().pair())
+            .expect("sign binding")
+    }
+}
+
+impl DevChainDir {
+    /// Registers `peer` (someone else's peer id) under the hotkey of `owner` in `netuid`, as a
+    /// validator with a large stake.
+    pub fn register_foreign(&self, netuid: u16, owner: &NodeDir, peer: libp2p::PeerId) {
+        use hermes::proto::chain::{NodeClass, NodeEntry};
+        hermes_actors::chain::DevChain::new(self.path())
+            .register_sync(NodeEntry {
+                netuid,
+                hotkey: hermes::proto::Hotkey::from_ss58(&owner.ss58).unwrap().0,
+                peer_id: peer.to_base58(),
+                stake: 1_000_000,
+                class: NodeClass::Validator,
+            })
+            .unwrap();
+    }
+}
+
+/// Parts for hand-built libp2p peers that talk to Hermes nodes without being one.
+pub mod raw_peer {
+    use hermes_actors::network::identity_proto::{BindingCodec, PROTOCOL};
+    use libp2p::identity::Keypair;
+    use libp2p::{gossipsub, noise, request_response, tcp, yamux};
+    use std::time::Duration;
+
+    /// A TCP swarm for `key` running the behaviour `make` builds; idle connections are kept for
+    /// a minute, longer than any test waits.
+    pub fn swarm<B: libp2p::swarm::NetworkBehaviour>(
+        key: Keypair,
+        make: impl FnOnce(&Keypair) -> B,
+    ) -> libp2p::Swarm<B> {
+        libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(make)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    }
+
+    /// Gossipsub in strict validation mode, its messages signed by `author`.
+    pub fn gossipsub(author: Keypair) -> gossipsub::Behaviour {
+        let cfg = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .build()
+            .unwrap();
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(author), cfg).unwrap()
+    }
+
+    /// The Hermes binding exchange, both asking and answering.
+    pub fn binding_exchange() -> request_response::Behaviour<BindingCodec> {
+        request_response::Behaviour::new(
+            [(PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default(),
+        )
+    }
+}
