@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{addr, eventually, sees, start, DevChainDir, NodeDir};
+use common::{addr, denied, eventually, sees, start, DevChainDir, NodeDir};
 use hermes::config::HumanDuration;
 use hermes::proto::firewall::DenyReason;
 use std::net::SocketAddr;
@@ -61,6 +61,32 @@ async fn a_silent_tcp_socket_is_closed_after_the_handshake_timeout() {
         "a silent socket was kept open past the configured handshake timeout"
     );
     trt.shutdown().await.unwrap();
+}
+
+/// Has `peer` dial `target` again every 250 ms until `target` verifies `ss58` (the peer's
+/// address) or `limit` passes. Returns how long admission took (`None`: not within `limit`) and
+/// how many dials it made.
+async fn dial_until_admitted(
+    peer: &hermes::RuntimeHandle,
+    target: &hermes::RuntimeHandle,
+    ss58: &str,
+    limit: Duration,
+) -> (Option<Duration>, u32) {
+    let taddr = addr(target).await;
+    let t0 = Instant::now();
+    let mut dials = 0u32;
+    while t0.elapsed() < limit {
+        dials += 1;
+        let _ = peer.dial(taddr.clone()).await;
+        if eventually(Duration::from_millis(250), || async {
+            target.peers().await.unwrap().iter().any(|p| p.ss58 == ss58)
+        })
+        .await
+        {
+            return (Some(t0.elapsed()), dials);
+        }
+    }
+    (None, dials)
 }
 
 /// Measurement (not a pass/fail test): an attacker keeps every one of the target's
@@ -143,69 +169,25 @@ async fn silent_sockets_holding_every_slot_keep_a_registered_peer_out() {
         })
         .await
     );
-    let refused_before = trt
-        .firewall_stats()
-        .await
-        .unwrap()
-        .denied
-        .iter()
-        .filter(|(r, _)| *r == DenyReason::TooManyConnections)
-        .map(|(_, n)| *n)
-        .sum::<u64>();
+    let refused_before = denied(&trt, DenyReason::TooManyConnections).await;
 
     // A second registered peer dials every 250 ms while the attack lasts.
     let b2 = start(nodes[2].cluster_config(&chain, vec![3])).await;
     let t0 = Instant::now();
-    let mut dials = 0u32;
-    let mut admitted = None;
-    while t0.elapsed() < ATTACK {
-        dials += 1;
-        let _ = b2.dial(taddr.clone()).await;
-        if eventually(Duration::from_millis(250), || async {
-            trt.peers()
-                .await
-                .unwrap()
-                .iter()
-                .any(|p| p.ss58 == nodes[2].ss58)
-        })
-        .await
-        {
-            admitted = Some(t0.elapsed());
-            break;
-        }
-    }
+    let (admitted, dials) = dial_until_admitted(&b2, &trt, &nodes[2].ss58, ATTACK).await;
     let attack_secs = t0.elapsed().as_secs_f64();
     let opened_during = opened.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    let refused = trt
-        .firewall_stats()
-        .await
-        .unwrap()
-        .denied
-        .iter()
-        .filter(|(r, _)| *r == DenyReason::TooManyConnections)
-        .map(|(_, n)| *n)
-        .sum::<u64>()
-        - refused_before;
+    let refused = denied(&trt, DenyReason::TooManyConnections).await - refused_before;
     // After the attack: how long until the peer gets in.
     let after = if admitted.is_none() {
-        let t1 = Instant::now();
-        let mut ok = false;
-        while t1.elapsed() < Duration::from_secs(30) && !ok {
-            let _ = b2.dial(taddr.clone()).await;
-            ok = eventually(Duration::from_millis(250), || async {
-                trt.peers()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|p| p.ss58 == nodes[2].ss58)
-            })
-            .await;
-        }
-        ok.then(|| t1.elapsed())
+        let limit = Duration::from_secs(30);
+        dial_until_admitted(&b2, &trt, &nodes[2].ss58, limit)
+            .await
+            .0
     } else {
         None
     };

@@ -4,10 +4,32 @@ mod common;
 
 use common::{linked_pair, TCP};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use hermes::{Error, StreamError, StreamOptions};
+use hermes::{
+    Error, IncomingStream, IncomingStreams, StreamError, StreamOptions, StreamReport, StreamWriter,
+};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Writes `data` on `w`, finishes it in the background (the sender then waits for the
+/// receiver's confirmation) and takes the stream at the receiver. Returns the pending finish and
+/// the received stream.
+async fn send_and_take(
+    mut w: StreamWriter,
+    data: &[u8],
+    incoming: &mut IncomingStreams,
+) -> (
+    tokio::task::JoinHandle<Result<StreamReport, StreamError>>,
+    IncomingStream,
+) {
+    w.write_all(data).await.unwrap();
+    let finish = tokio::spawn(w.finish());
+    let s = tokio::time::timeout(WAIT, incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    (finish, s)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_travels_with_the_stream_and_arrives_sanitized() {
@@ -23,13 +45,8 @@ async fn a_name_travels_with_the_stream_and_arrives_sanitized() {
         let mut opts = StreamOptions::new(64 << 10);
         opts.e2e = e2e;
         opts.name = name.map(str::to_string);
-        let mut w = a.open_stream_with(&nb.ss58, 3, opts).await.unwrap();
-        w.write_all(b"data").await.unwrap();
-        let finish = tokio::spawn(w.finish());
-        let mut s = tokio::time::timeout(WAIT, incoming.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let w = a.open_stream_with(&nb.ss58, 3, opts).await.unwrap();
+        let (finish, mut s) = send_and_take(w, b"data", &mut incoming).await;
         let expected = name.and_then(|n| hermes::proto::filename::sanitize(n.as_bytes()));
         assert_eq!(s.name, expected, "{name:?}");
         if let Some(got) = &s.name {
@@ -60,13 +77,8 @@ async fn a_receiver_can_hold_the_confirmation_until_it_has_stored_the_data() {
     let mut incoming = b.incoming_streams().unwrap();
 
     // Confirmed only when the receiver says so.
-    let mut w = a.open_stream(&nb.ss58, 3).await.unwrap();
-    w.write_all(&[7u8; 100_000]).await.unwrap();
-    let finish = tokio::spawn(w.finish());
-    let mut s = tokio::time::timeout(WAIT, incoming.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let w = a.open_stream(&nb.ss58, 3).await.unwrap();
+    let (finish, mut s) = send_and_take(w, &[7u8; 100_000], &mut incoming).await;
     s.reader.confirm_later();
     let mut got = Vec::new();
     s.reader.read_to_end(&mut got).await.unwrap();
@@ -79,13 +91,8 @@ async fn a_receiver_can_hold_the_confirmation_until_it_has_stored_the_data() {
     assert_eq!(report.unwrap().bytes, 100_000);
 
     // A receiver that gives up before confirming (say, its disk is full) fails the sender.
-    let mut w = a.open_stream(&nb.ss58, 3).await.unwrap();
-    w.write_all(b"lost").await.unwrap();
-    let finish = tokio::spawn(w.finish());
-    let mut s = tokio::time::timeout(WAIT, incoming.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let w = a.open_stream(&nb.ss58, 3).await.unwrap();
+    let (finish, mut s) = send_and_take(w, b"lost", &mut incoming).await;
     s.reader.confirm_later();
     assert!(s.reader.confirm().is_err(), "confirmed before the end");
     let mut got = Vec::new();
