@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{addr, denied, eventually, sees, start, DevChainDir, NodeDir};
+use common::{addr, denied, eventually, listen_socket, sees, start, DevChainDir, NodeDir};
 use hermes::config::HumanDuration;
 use hermes::proto::firewall::DenyReason;
 use std::net::SocketAddr;
@@ -11,20 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-
-/// The TCP socket address of a node's first listen address.
-async fn tcp_socket(rt: &hermes::RuntimeHandle) -> SocketAddr {
-    let a = addr(rt).await;
-    let (mut ip, mut port) = (None, None);
-    for p in a.iter() {
-        match p {
-            libp2p::multiaddr::Protocol::Ip4(x) => ip = Some(x),
-            libp2p::multiaddr::Protocol::Tcp(x) => port = Some(x),
-            _ => {}
-        }
-    }
-    SocketAddr::from((ip.expect("ip4 listen address"), port.expect("tcp port")))
-}
 
 /// Waits (bounded by `limit`) until the peer closes `s`; returns whether it did.
 async fn closed_by_peer(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
@@ -52,7 +38,7 @@ async fn a_silent_tcp_socket_is_closed_after_the_handshake_timeout() {
     let mut cfg = t.cluster_config(&chain, vec![3]);
     cfg.firewall.handshake_timeout = HumanDuration(Duration::from_millis(500));
     let trt = start(cfg).await;
-    let sock = tcp_socket(&trt).await;
+    let sock = listen_socket(&trt).await;
 
     let mut s = tokio::net::TcpStream::connect(sock).await.unwrap();
     // Well under libp2p's own 10 s: only the configured deadline can close it in time.
@@ -115,7 +101,7 @@ async fn silent_sockets_holding_every_slot_keep_a_registered_peer_out() {
     cfg.firewall.max_conns_per_ip = PER_IP;
     cfg.firewall.handshake_timeout = HumanDuration(timeout);
     let trt = start(cfg).await;
-    let sock = tcp_socket(&trt).await;
+    let sock = listen_socket(&trt).await;
     let taddr = addr(&trt).await;
 
     // Baseline: a registered peer dials a quiet target.
@@ -412,16 +398,7 @@ async fn spoofed_quic_initials_do_not_touch_the_per_ip_limits() {
         .cluster_config(&chain, vec![3])
         .with_listen(vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]);
     let trt = start(cfg).await;
-    let a = addr(&trt).await;
-    let (mut ip, mut port) = (None, None);
-    for p in a.iter() {
-        match p {
-            libp2p::multiaddr::Protocol::Ip4(x) => ip = Some(x),
-            libp2p::multiaddr::Protocol::Udp(x) => port = Some(x),
-            _ => {}
-        }
-    }
-    let target = SocketAddr::from((ip.unwrap(), port.unwrap()));
+    let target = listen_socket(&trt).await;
     let initials = captured_initials(60).await;
     // The "victim" address: 127.0.0.2. Replies go there and are never read.
     let spoofer = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{addr, denied, eventually, linked_pair, raw_peer, start, DevChainDir, NodeDir, TCP};
+use common::{
+    addr, denied, eventually, linked_pair, listen_socket, raw_peer, start, DevChainDir, NodeDir,
+    TCP,
+};
 use hermes::proto::firewall::{Acl, DenyReason, Scope};
 use hermes::proto::{BindingRecord, Hotkey};
 use hermes::{Config, Runtime, RuntimeHandle};
@@ -702,19 +705,8 @@ async fn garbage_and_reset_connections_are_counted() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let chain = DevChainDir::new();
     let t = NodeDir::new();
-    let (trt, taddr) = target(&chain, &t, vec![3]).await;
-    let sock = {
-        let mut ip = None;
-        let mut port = None;
-        for p in taddr.iter() {
-            match p {
-                libp2p::multiaddr::Protocol::Ip4(a) => ip = Some(a),
-                libp2p::multiaddr::Protocol::Tcp(p) => port = Some(p),
-                _ => {}
-            }
-        }
-        std::net::SocketAddr::from((ip.unwrap(), port.unwrap()))
-    };
+    let (trt, _) = target(&chain, &t, vec![3]).await;
+    let sock = listen_socket(&trt).await;
     assert_eq!(denied(&trt, DenyReason::Garbage).await, 0);
     assert_eq!(denied(&trt, DenyReason::Reset).await, 0);
 

@@ -179,6 +179,22 @@ pub async fn addr(rt: &hermes::RuntimeHandle) -> libp2p::Multiaddr {
     rt.listen_addrs().await.unwrap()[0].clone()
 }
 
+/// The IP socket address of the node's first listen address (see [`addr`]): its TCP port, or
+/// its UDP port for QUIC.
+pub async fn listen_socket(rt: &hermes::RuntimeHandle) -> std::net::SocketAddr {
+    use libp2p::multiaddr::Protocol;
+    let a = addr(rt).await;
+    let (mut ip, mut port) = (None, None);
+    for p in a.iter() {
+        match p {
+            Protocol::Ip4(x) => ip = Some(x),
+            Protocol::Tcp(x) | Protocol::Udp(x) => port = Some(x),
+            _ => {}
+        }
+    }
+    std::net::SocketAddr::from((ip.expect("ip4 listen address"), port.expect("port")))
+}
+
 /// Two nodes registered in subnet 3 of a fresh dev chain, both listening on `listen`, the second
 /// bootstrapped to the first; `tweak` adjusts both configs. Returns the chain (keep it alive),
 /// the two node directories and the two runtimes, first node first.
