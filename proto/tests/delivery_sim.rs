@@ -723,17 +723,25 @@ proptest! {
     }
 }
 
-#[test]
-fn crashes_lose_only_what_was_in_memory() {
-    // A receiver crash before its tick: the delivered message's seen id is lost, and the
-    // sender, which never got the acknowledgement, retries it: delivered a second time.
-    let mut sim = Sim::new(11);
+/// A simulation seeded with `seed` in which the sender stored one message durably and wrote it,
+/// and the receiver read its session header and the message: delivered, the acknowledgement not
+/// yet read by the sender, neither side ticked since.
+fn one_message_delivered(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
     sim.apply(&Op::Connect);
     sim.apply(&Op::Send { ttl: 100 });
     sim.apply(&Op::PersistSender);
     sim.sender_write(1);
     sim.pump_receiver();
     sim.pump_receiver();
+    sim
+}
+
+#[test]
+fn crashes_lose_only_what_was_in_memory() {
+    // A receiver crash before its tick: the delivered message's seen id is lost, and the
+    // sender, which never got the acknowledgement, retries it: delivered a second time.
+    let mut sim = one_message_delivered(11);
     assert_eq!(sim.delivered.len(), 1);
     sim.apply(&Op::CrashReceiver);
     assert_eq!(sim.at_risk.len(), 1);
@@ -742,13 +750,7 @@ fn crashes_lose_only_what_was_in_memory() {
     sim.check_no_duplicates();
 
     // After the receiver's tick, the same sequence delivers once.
-    let mut sim = Sim::new(12);
-    sim.apply(&Op::Connect);
-    sim.apply(&Op::Send { ttl: 100 });
-    sim.apply(&Op::PersistSender);
-    sim.sender_write(1);
-    sim.pump_receiver();
-    sim.pump_receiver();
+    let mut sim = one_message_delivered(12);
     sim.apply(&Op::PersistReceiver);
     sim.apply(&Op::CrashReceiver);
     assert!(sim.at_risk.is_empty());
@@ -758,13 +760,7 @@ fn crashes_lose_only_what_was_in_memory() {
     // A sender crash after the acknowledgement but before its tick brings the stored message
     // back (its deletion was in memory only) and it is sent again. The receiver still holds its
     // id, since the release waits for the deletion to be durable: delivered once.
-    let mut sim = Sim::new(14);
-    sim.apply(&Op::Connect);
-    sim.apply(&Op::Send { ttl: 100 });
-    sim.apply(&Op::PersistSender);
-    sim.sender_write(1);
-    sim.pump_receiver();
-    sim.pump_receiver();
+    let mut sim = one_message_delivered(14);
     sim.pump_sender();
     assert!(sim.outbox().is_empty());
     sim.pump_receiver(); // a release, if one was (wrongly) sent already
