@@ -206,14 +206,24 @@ impl StopSignals {
     }
 }
 
-pub(crate) fn peers(config: &Path, json: bool) -> Result<()> {
+/// Asks the running node of `config` for `what` over its control socket. With `json` the answer
+/// is printed as it came (pretty JSON) and `None` returned; otherwise it is returned for the
+/// caller to print as text.
+fn query(config: &Path, what: &str, json: bool) -> Result<Option<serde_json::Value>> {
     let cfg = Config::load(config)?;
     let path = hermes::control::socket_path(&cfg.data_dir);
-    let v = block_on(hermes::control::request(&path, "peers"))?;
+    let v = block_on(hermes::control::request(&path, what))?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(v))
+}
+
+pub(crate) fn peers(config: &Path, json: bool) -> Result<()> {
+    let Some(v) = query(config, "peers", json)? else {
+        return Ok(());
+    };
     let peers = v["peers"].as_array().cloned().unwrap_or_default();
     if peers.is_empty() {
         outln!("no verified peers");
@@ -238,13 +248,9 @@ pub(crate) fn peers(config: &Path, json: bool) -> Result<()> {
 }
 
 pub(crate) fn stats(config: &Path, json: bool) -> Result<()> {
-    let cfg = Config::load(config)?;
-    let path = hermes::control::socket_path(&cfg.data_dir);
-    let v = block_on(hermes::control::request(&path, "stats"))?;
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&v)?);
+    let Some(v) = query(config, "stats", json)? else {
         return Ok(());
-    }
+    };
     // Only the reasons that occurred: the JSON lists every reason, most of them 0.
     let nonzero = |m: &serde_json::Value| -> String {
         let parts: Vec<String> = m
