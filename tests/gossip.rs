@@ -168,17 +168,13 @@ async fn rogue(
         loop {
             tokio::select! {
                 ev = swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(RogueEvent::Identity(
-                        request_response::Event::Message {
-                            message: request_response::Message::Request { channel, .. },
-                            ..
-                        },
-                    )) = ev
-                    {
-                        let _ = swarm
-                            .behaviour_mut()
-                            .identity
-                            .send_response(channel, binding.clone());
+                    if let SwarmEvent::Behaviour(RogueEvent::Identity(ev)) = ev {
+                        if let Some(channel) = raw_peer::binding_request(ev) {
+                            let _ = swarm
+                                .behaviour_mut()
+                                .identity
+                                .send_response(channel, binding.clone());
+                        }
                     }
                 }
                 cmd = rx.recv() => match cmd {

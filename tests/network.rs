@@ -308,14 +308,8 @@ fn silent_gossiper(
         loop {
             tokio::select! {
                 ev = swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(RogueEvent::Identity(
-                        request_response::Event::Message {
-                            message: request_response::Message::Request { channel, .. },
-                            ..
-                        },
-                    )) = ev
-                    {
-                        held.push(channel);
+                    if let SwarmEvent::Behaviour(RogueEvent::Identity(ev)) = ev {
+                        held.extend(raw_peer::binding_request(ev));
                     }
                 }
                 reply = rx.recv() => match reply {

@@ -341,6 +341,19 @@ pub mod raw_peer {
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(author), cfg).unwrap()
     }
 
+    /// The reply channel of `ev` when it is a binding request from the other side.
+    pub fn binding_request(
+        ev: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Option<request_response::ResponseChannel<Vec<u8>>> {
+        match ev {
+            request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            } => Some(channel),
+            _ => None,
+        }
+    }
+
     /// The Hermes binding exchange, both asking and answering.
     pub fn binding_exchange() -> request_response::Behaviour<BindingCodec> {
         request_response::Behaviour::new(
