@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fd_count, thread_count, wait_until, NodeDir};
+use common::{fd_count, thread_count, unix_now, wait_until, NodeDir};
 use hermes::{Error, Runtime};
 use std::time::Duration;
 
@@ -206,13 +206,9 @@ fn an_application_signature_never_verifies_as_a_binding_signature() {
         let payload = record.signing_payload();
         let signature = rt.sign(&payload).await.unwrap();
         let forged = hermes::proto::SignedBinding { record, signature };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
         assert!(
             forged
-                .verify(&attacker.to_bytes(), Some(&me.hotkey), now)
+                .verify(&attacker.to_bytes(), Some(&me.hotkey), unix_now())
                 .is_err(),
             "an application signature made a binding record valid"
         );

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    addr, eventually, linked_pair, os_rng, read_frame_body, sees, start, DevChainDir, NodeDir, TCP,
+    addr, eventually, linked_pair, os_rng, read_frame_body, sees, start, unix_now, DevChainDir,
+    NodeDir, TCP,
 };
 use futures::{AsyncReadExt, AsyncWriteExt};
 use hermes::proto::chunk::{ChunkSealer, CHUNK_HEADER_LEN};
@@ -22,13 +23,6 @@ use hermes::RuntimeHandle;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 struct Cluster {
     _chain: DevChainDir,
@@ -99,7 +93,7 @@ fn seal(
             prekey,
             netuid: 3,
         },
-        now(),
+        unix_now(),
         &mut os_rng(),
     )
     .unwrap()
@@ -108,7 +102,14 @@ fn seal(
 /// A sealed `Msg` frame carrying `payload` on netuid 3.
 fn msg_frame(tx: &mut SendRatchet, payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::new();
-    MessageBody::encode_parts(&Id128([7; 16]), 3, now(), now() + 600, payload, &mut buf);
+    MessageBody::encode_parts(
+        &Id128([7; 16]),
+        3,
+        unix_now(),
+        unix_now() + 600,
+        payload,
+        &mut buf,
+    );
     let counter = tx.seal(&mut buf).unwrap();
     let mut f = msg_prefix(&tx.session_id(), counter, buf.len()).to_vec();
     f.extend_from_slice(&buf);
