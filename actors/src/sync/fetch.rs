@@ -1,0 +1,586 @@
+//! The receiver's download engine: parallel, verified, resumable, in constant memory.
+//!
+//! [`Downloader::run`] pulls the chunks the journal does not yet list from a [`ChunkSource`],
+//! with up to `parallelism` fetches in flight, each into one buffer of a fixed pool
+//! (`parallelism × sealed chunk size` bytes whatever the payload size). For each fetched chunk,
+//! in this order:
+//!
+//! 1. its BLAKE3 is compared with the manifest *before* anything is decrypted; a mismatch (a
+//!    corrupt or truncated chunk from storage) is fetched again, up to `max_attempts` times, and
+//!    never reaches the file;
+//! 2. it is opened in place and written with `pwrite` at its plaintext offset into
+//!    `<dest>.partial`, which was sized to the payload up front;
+//! 3. it joins a batch of written chunks. When the batch holds `parallelism` chunks, the data is
+//!    made durable (`fdatasync`) and only then is the journal (`<dest>.partial.journal`, the
+//!    proto [`Journal`]) rewritten with their bits set: written to a temporary file, synced and
+//!    renamed over the previous one, so a crash leaves either the old or the new journal, and
+//!    the journal never claims a chunk that is not durably in the file.
+//!
+//! After a `kill -9` the chunks that must be fetched again are those in flight (≤ parallelism)
+//! plus the unjournaled batch (< parallelism): at most `2 × parallelism`. A restart trusts the
+//! journal (after checking it names this transfer id, manifest root and layout, and that the
+//! partial file has the payload's size) and re-hashes nothing.
+//!
+//! When every chunk is in, the manifest's root is checked once more against the expected root
+//! (the journal and the hashes every chunk was checked against belong to the ticket's transfer),
+//! the file is synced and atomically renamed to `dest`, the directory is synced, and the journal
+//! is removed.
+//!
+//! Cancellation: through the `cancel` watch channel (the written batch is journaled first, so
+//! nothing written is fetched again), or by dropping the future (the partial file and the last
+//! journal stay; at most the unjournaled batch is fetched again). Either way a later run with
+//! the same destination resumes. Errors (disk full, a chunk that stays corrupt, a source that
+//! refuses) also keep the partial file and journal.
+//!
+//! The per-chunk work (hash, decrypt, write) runs inline on the task driving the fetches; with
+//! one core per node that is what the disk and AES-GCM allow anyway, and it keeps the engine a
+//! single future that needs no spawning.
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use hermes_proto::sync::manifest::Hash;
+use hermes_proto::sync::{ChunkCipher, ContentKey, Journal, Layout, Manifest};
+use hermes_proto::Id128;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::watch;
+
+/// Parallel fetches unless configured otherwise.
+pub const DEFAULT_PARALLELISM: usize = 8;
+/// Attempts per chunk (the first fetch included) unless configured otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// Upper bound on parallelism: the buffer pool is `parallelism × chunk size`, at most 4 GiB at
+/// 64 MiB chunks.
+pub const MAX_PARALLELISM: usize = 64;
+
+/// Why a source could not deliver a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct ChunkSourceError {
+    /// What went wrong, for the user.
+    pub message: String,
+    /// Whether asking again may help (a dropped connection, a 500), as opposed to a refusal
+    /// (changed source, 403, expired ticket).
+    pub retryable: bool,
+}
+
+impl ChunkSourceError {
+    /// A transient failure: the chunk is asked for again (bounded).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ChunkSourceError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A definite refusal: the download stops.
+    pub fn refused(message: impl Into<String>) -> Self {
+        ChunkSourceError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Where sealed chunks come from: the sender node over `/hermes/sync/1`, a presigned URL, or,
+/// in tests, a [`super::LocalChunkSource`].
+pub trait ChunkSource: Sync {
+    /// Fills `buf` (exactly the chunk's sealed length) with sealed chunk `index`. The bytes are
+    /// untrusted: the engine checks them against the manifest.
+    fn fetch<'a>(
+        &'a self,
+        index: u64,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = Result<(), ChunkSourceError>> + Send + 'a;
+}
+
+/// Why a download stopped. The partial file and journal are kept in every case, for a resume.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The manifest does not hash to the expected root.
+    #[error("manifest does not match the expected root")]
+    RootMismatch,
+    /// The options are out of range.
+    #[error("invalid download option: {0}")]
+    BadOptions(String),
+    /// A chunk failed its hash check on every attempt: the stored copy is corrupt.
+    #[error("chunk {index} was corrupt on all {attempts} attempts; the stored copy is damaged")]
+    CorruptChunk {
+        /// The chunk.
+        index: u64,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A chunk matched its hash but did not decrypt: the content key is not this transfer's.
+    #[error("chunk {index} does not decrypt with this key (wrong key for the transfer)")]
+    WrongKey {
+        /// The chunk.
+        index: u64,
+    },
+    /// The source failed for a chunk (refused, or failed on every attempt).
+    #[error("fetching chunk {index}: {error}")]
+    Source {
+        /// The chunk.
+        index: u64,
+        /// The source's error.
+        error: ChunkSourceError,
+    },
+    /// The destination's file system is full.
+    #[error("disk full writing {path}; the partial download is kept, free space and resume")]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// Another file-system error.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Cancelled through the cancel channel; the download resumes on the next run.
+    #[error("download cancelled; the partial file is kept for a resume")]
+    Cancelled,
+}
+
+/// Tunables of one download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Fetches in flight (1..=[`MAX_PARALLELISM`]); also the journal batch size.
+    pub parallelism: usize,
+    /// Attempts per chunk before the download fails (≥ 1).
+    pub max_attempts: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            parallelism: DEFAULT_PARALLELISM,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// A progress report, published after every written chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Progress {
+    /// Plaintext bytes in the partial file (journaled or about to be).
+    pub done_bytes: u64,
+    /// Payload size.
+    pub total_bytes: u64,
+    /// Bytes per second over this run (resumed bytes excluded).
+    pub rate: f64,
+    /// Estimated time left at that rate; `None` before the first chunk.
+    pub eta: Option<Duration>,
+    /// Whether the file is complete and renamed into place.
+    pub finished: bool,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DownloadSummary {
+    /// Chunks already journaled when the run started (resumed, not fetched).
+    pub resumed_chunks: u64,
+    /// Chunk fetches made by this run, refetches included.
+    pub fetches: u64,
+    /// Fetches whose bytes failed the hash check.
+    pub corrupt: u64,
+}
+
+/// One download: the verified manifest, key and destination, plus options and channels.
+#[derive(Debug)]
+pub struct Downloader {
+    transfer_id: Id128,
+    root: Hash,
+    manifest: Manifest,
+    key: ContentKey,
+    dest: PathBuf,
+    options: FetchOptions,
+    progress: Option<watch::Sender<Progress>>,
+    cancel: Option<watch::Receiver<bool>>,
+}
+
+/// `<dest>.partial`: the file chunks are written into.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".partial")
+}
+
+/// `<dest>.partial.journal`: the done-chunk bitmap.
+pub fn journal_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".partial.journal")
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> FetchError + 'a {
+    move |source| {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            FetchError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        } else {
+            FetchError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
+
+/// The open partial file and its journal, with the batch of written, unjournaled chunks.
+struct Partial {
+    file: File,
+    path: PathBuf,
+    journal: Journal,
+    journal_path: PathBuf,
+    batch: Vec<u64>,
+}
+
+impl Partial {
+    /// Resumes from a journal that names this transfer and a partial file of the right size,
+    /// or starts afresh.
+    fn open(
+        dest: &Path,
+        transfer_id: Id128,
+        root: Hash,
+        layout: Layout,
+    ) -> Result<Self, FetchError> {
+        let path = partial_path(dest);
+        let journal_path = journal_path(dest);
+        if let Some(p) = Self::resume(&path, &journal_path, transfer_id, root, layout) {
+            return Ok(p);
+        }
+        // Fresh start: drop any stale journal first, so it can never describe the new file.
+        match std::fs::remove_file(&journal_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err("removing stale journal", &journal_path)(e))
+            }
+            _ => {}
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_err("creating", &path))?;
+        file.set_len(layout.size())
+            .map_err(io_err("sizing", &path))?;
+        let p = Partial {
+            file,
+            path,
+            journal: Journal::new(transfer_id, root, layout),
+            journal_path,
+            batch: Vec::new(),
+        };
+        p.write_journal()?;
+        Ok(p)
+    }
+
+    fn resume(
+        path: &Path,
+        journal_path: &Path,
+        transfer_id: Id128,
+        root: Hash,
+        layout: Layout,
+    ) -> Option<Self> {
+        let bytes = std::fs::read(journal_path).ok()?;
+        let journal = Journal::decode(&bytes).ok()?;
+        if !journal.is_for(&transfer_id, &root, &layout) {
+            tracing::warn!(path = %journal_path.display(), "journal belongs to another transfer; starting afresh");
+            return None;
+        }
+        let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+        if file.metadata().ok()?.len() != layout.size() {
+            return None;
+        }
+        Some(Partial {
+            file,
+            path: path.to_path_buf(),
+            journal,
+            journal_path: journal_path.to_path_buf(),
+            batch: Vec::new(),
+        })
+    }
+
+    fn write_journal(&self) -> Result<(), FetchError> {
+        let tmp = with_suffix(&self.journal_path, ".tmp");
+        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        f.write_all(&self.journal.encode())
+            .map_err(io_err("writing", &tmp))?;
+        f.sync_all().map_err(io_err("syncing", &tmp))?;
+        // A crash before or during the rename leaves the previous journal, which claims less:
+        // safe. The directory is synced at the end, with the final rename.
+        std::fs::rename(&tmp, &self.journal_path).map_err(io_err("renaming", &self.journal_path))
+    }
+
+    /// Makes the written batch durable, then journals it: data before the journal that covers it.
+    fn flush(&mut self) -> Result<(), FetchError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(io_err("syncing", &self.path))?;
+        for i in self.batch.drain(..) {
+            self.journal.mark_done(i);
+        }
+        self.write_journal()
+    }
+}
+
+fn sync_dir(path: &Path) -> Result<(), FetchError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing directory", dir))
+}
+
+impl Downloader {
+    /// A download of the transfer `transfer_id` whose manifest root is `root` (from the signed
+    /// ticket) into `dest`.
+    ///
+    /// # Errors
+    /// [`FetchError::RootMismatch`] when `manifest` is not the one `root` commits to.
+    pub fn new(
+        transfer_id: Id128,
+        root: Hash,
+        manifest: Manifest,
+        key: ContentKey,
+        dest: PathBuf,
+    ) -> Result<Self, FetchError> {
+        if manifest.root() != root {
+            return Err(FetchError::RootMismatch);
+        }
+        Ok(Downloader {
+            transfer_id,
+            root,
+            manifest,
+            key,
+            dest,
+            options: FetchOptions::default(),
+            progress: None,
+            cancel: None,
+        })
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: FetchOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Publishes progress on `tx` (a watch channel: readers see the latest report).
+    pub fn with_progress(mut self, tx: watch::Sender<Progress>) -> Self {
+        self.progress = Some(tx);
+        self
+    }
+
+    /// Stops the download (journaling what was written) once `rx` reads `true`.
+    pub fn with_cancel(mut self, rx: watch::Receiver<bool>) -> Self {
+        self.cancel = Some(rx);
+        self
+    }
+
+    /// The destination path.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Downloads every missing chunk from `source`, then renames the partial file to `dest`.
+    ///
+    /// # Errors
+    /// [`FetchError`]; the partial file and journal are kept for a resume.
+    pub async fn run<S: ChunkSource>(&mut self, source: &S) -> Result<DownloadSummary, FetchError> {
+        let o = self.options;
+        if !(1..=MAX_PARALLELISM).contains(&o.parallelism) || o.max_attempts == 0 {
+            return Err(FetchError::BadOptions(format!(
+                "parallelism {} (1..={MAX_PARALLELISM}), max_attempts {} (≥ 1)",
+                o.parallelism, o.max_attempts
+            )));
+        }
+        let layout = *self.manifest.layout();
+        let mut part = Partial::open(&self.dest, self.transfer_id, self.root, layout)?;
+        let mut summary = DownloadSummary {
+            resumed_chunks: part.journal.done_chunks(),
+            ..Default::default()
+        };
+        let result = self.fetch_missing(source, &mut part, &mut summary).await;
+        // Whatever happened, journal what is already written so it is not fetched again. On a
+        // prior error this is best effort: the first error is the one reported.
+        let flushed = part.flush();
+        result?;
+        flushed?;
+        self.finish(part)?;
+        Ok(summary)
+    }
+
+    async fn fetch_missing<S: ChunkSource>(
+        &mut self,
+        source: &S,
+        part: &mut Partial,
+        summary: &mut DownloadSummary,
+    ) -> Result<(), FetchError> {
+        let layout = *self.manifest.layout();
+        let parallelism = self.options.parallelism;
+        let mut cipher = ChunkCipher::new(self.transfer_id, layout, &self.key);
+        let mut pool: Vec<Vec<u8>> = (0..parallelism)
+            .map(|_| vec![0u8; layout.max_sealed_len()])
+            .collect();
+        let mut attempts: HashMap<u64, u32> = HashMap::new();
+        let mut retry: VecDeque<u64> = VecDeque::new();
+        let mut next = 0u64;
+        let mut in_flight = FuturesUnordered::new();
+        let started = Instant::now();
+        let resumed_bytes = part.journal.done_bytes();
+        let mut done_bytes = resumed_bytes;
+        let mut cancel = self.cancel.clone();
+        loop {
+            if cancel.as_ref().is_some_and(|c| *c.borrow()) {
+                return Err(FetchError::Cancelled);
+            }
+            // Keep `parallelism` fetches in flight: retries first, then the next missing chunk.
+            while in_flight.len() < parallelism {
+                let index = match retry.pop_front() {
+                    Some(i) => i,
+                    None => {
+                        while next < layout.chunk_count() && part.journal.is_done(next) {
+                            next += 1;
+                        }
+                        if next == layout.chunk_count() {
+                            break;
+                        }
+                        next += 1;
+                        next - 1
+                    }
+                };
+                let Some(mut buf) = pool.pop() else { break };
+                let len = layout.sealed_len(index) as usize;
+                summary.fetches += 1;
+                in_flight.push(async move {
+                    let r = source.fetch(index, &mut buf[..len]).await;
+                    (index, buf, r)
+                });
+            }
+            let completed = match cancel.as_mut() {
+                Some(c) => tokio::select! {
+                    biased;
+                    _ = c.wait_for(|v| *v) => return Err(FetchError::Cancelled),
+                    d = in_flight.next() => d,
+                },
+                None => in_flight.next().await,
+            };
+            let Some((index, mut buf, fetched)) = completed else {
+                return Ok(());
+            };
+            let len = layout.sealed_len(index) as usize;
+            let outcome = match fetched {
+                Ok(()) if self.manifest.check_chunk(index, &buf[..len]) => {
+                    let n = cipher
+                        .open_in_place(index, &mut buf[..len])
+                        .map_err(|_| FetchError::WrongKey { index })?;
+                    part.file
+                        .write_all_at(&buf[..n], layout.plain_offset(index))
+                        .map_err(io_err("writing", &part.path))?;
+                    part.batch.push(index);
+                    attempts.remove(&index);
+                    done_bytes += n as u64;
+                    None
+                }
+                Ok(()) => {
+                    summary.corrupt += 1;
+                    Some(Err(()))
+                }
+                Err(e) if e.retryable => Some(Ok(e)),
+                Err(error) => return Err(FetchError::Source { index, error }),
+            };
+            pool.push(buf);
+            if let Some(failure) = outcome {
+                let a = attempts.entry(index).or_insert(1);
+                if *a >= self.options.max_attempts {
+                    return Err(match failure {
+                        Err(()) => FetchError::CorruptChunk {
+                            index,
+                            attempts: *a,
+                        },
+                        Ok(error) => FetchError::Source { index, error },
+                    });
+                }
+                *a += 1;
+                retry.push_back(index);
+                continue;
+            }
+            if part.batch.len() >= parallelism {
+                part.flush()?;
+            }
+            self.report(done_bytes, resumed_bytes, started, false);
+        }
+    }
+
+    fn report(&self, done: u64, resumed: u64, started: Instant, finished: bool) {
+        let Some(tx) = &self.progress else { return };
+        let total = self.manifest.layout().size();
+        let secs = started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            (done - resumed) as f64 / secs
+        } else {
+            0.0
+        };
+        let eta = (rate > 0.0).then(|| Duration::from_secs_f64((total - done) as f64 / rate));
+        tx.send_replace(Progress {
+            done_bytes: done,
+            total_bytes: total,
+            rate,
+            eta,
+            finished,
+        });
+    }
+
+    fn finish(&self, part: Partial) -> Result<(), FetchError> {
+        // Every chunk was checked against a hash of this manifest, and the journal is bound to
+        // this root: checking the root once more ties the whole file to the signed ticket.
+        if !part.journal.is_complete()
+            || !part
+                .journal
+                .is_for(&self.transfer_id, &self.root, self.manifest.layout())
+            || self.manifest.root() != self.root
+        {
+            return Err(FetchError::RootMismatch);
+        }
+        part.file
+            .sync_all()
+            .map_err(io_err("syncing", &part.path))?;
+        drop(part.file);
+        std::fs::rename(&part.path, &self.dest).map_err(io_err("renaming", &part.path))?;
+        sync_dir(&self.dest)?;
+        match std::fs::remove_file(&part.journal_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err("removing", &part.journal_path)(e))
+            }
+            _ => {}
+        }
+        let size = self.manifest.layout().size();
+        self.report(size, size, Instant::now(), true);
+        Ok(())
+    }
+}
