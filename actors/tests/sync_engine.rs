@@ -1,7 +1,7 @@
 //! The Sync Engine's I/O over real files: a [`SealedSource`] serving chunks through a local
 //! [`ChunkSource`] to the [`Downloader`], byte-exact round trips, a changed source refused, a
 //! corrupt chunk re-fetched or reported, resume after a cancel and after a real `kill -9`, and a
-//! full disk (a small tmpfs).
+//! destination without room (a small tmpfs).
 
 use hermes_actors::sync::fetch::{journal_path, partial_path};
 use hermes_actors::sync::{
@@ -224,7 +224,12 @@ async fn a_chunk_corrupted_once_is_fetched_again() {
     let mut probe = Probe::new(LocalChunkSource(src.clone()));
     probe.flip_chunk = 2;
     probe.flips = AtomicU64::new(1);
-    let summary = downloader(&src, &dest, 4).run(&probe).await.unwrap();
+    // A cancel handle whose sender is gone never cancels.
+    let summary = downloader(&src, &dest, 4)
+        .with_cancel(watch::channel(false).1)
+        .run(&probe)
+        .await
+        .unwrap();
     assert_eq!(summary.corrupt, 1);
     assert_eq!(summary.fetches, 7);
     assert_eq!(probe.fetched().iter().filter(|i| **i == 2).count(), 2);
@@ -413,7 +418,7 @@ async fn kill_9_mid_download_resumes_with_few_refetches() {
 }
 
 #[tokio::test]
-async fn a_full_disk_is_a_clear_error_and_the_download_resumes_after_space_is_freed() {
+async fn a_disk_without_room_is_a_clear_error_before_any_fetch_and_retry_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let (path, bytes) = write_source(dir.path(), 12 * C, 8);
     let mnt = dir.path().join("small");
@@ -441,15 +446,13 @@ async fn a_full_disk_is_a_clear_error_and_the_download_resumes_after_space_is_fr
 
     let src = offer(&path);
     let dest = mnt.join("out.bin");
-    let err = downloader(&src, &dest, 2)
-        .run(&LocalChunkSource(src.clone()))
-        .await
-        .unwrap_err();
+    let probe = Probe::new(LocalChunkSource(src.clone()));
+    let err = downloader(&src, &dest, 2).run(&probe).await.unwrap_err();
     assert!(matches!(err, FetchError::DiskFull { .. }), "{err}");
     assert!(err.to_string().contains("disk full"), "{err}");
-    assert!(!dest.exists() && partial_path(&dest).exists());
-    let done = journal_on_disk(&dest).done_chunks();
-    assert!(done > 0 && done < 12);
+    // The payload's blocks are reserved up front: nothing was fetched into a disk without room.
+    assert!(probe.fetched().is_empty());
+    assert!(!dest.exists());
 
     // More room (a tmpfs keeps its files when resized): the download resumes and completes.
     let o = std::process::Command::new("mount")
@@ -462,6 +465,6 @@ async fn a_full_disk_is_a_clear_error_and_the_download_resumes_after_space_is_fr
         .run(&LocalChunkSource(src.clone()))
         .await
         .unwrap();
-    assert_eq!(summary.resumed_chunks, done);
+    assert_eq!(summary.fetches, 12);
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }

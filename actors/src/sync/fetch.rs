@@ -9,7 +9,8 @@
 //!    corrupt or truncated chunk from storage) is fetched again, up to `max_attempts` times, and
 //!    never reaches the file;
 //! 2. it is opened in place and written with `pwrite` at its plaintext offset into
-//!    `<dest>.partial`, which was sized to the payload up front;
+//!    `<dest>.partial`, whose blocks were reserved up front (`fallocate`), so a destination
+//!    without room is reported before anything is fetched;
 //! 3. it joins a batch of written chunks. When the batch holds `parallelism` chunks, the data is
 //!    made durable (`fdatasync`) and only then is the journal (`<dest>.partial.journal`, the
 //!    proto [`Journal`]) rewritten with their bits set: written to a temporary file, synced and
@@ -281,8 +282,7 @@ impl Partial {
             .truncate(true)
             .open(&path)
             .map_err(io_err("creating", &path))?;
-        file.set_len(layout.size())
-            .map_err(io_err("sizing", &path))?;
+        preallocate(&file, layout.size(), &path)?;
         let p = Partial {
             file,
             path,
@@ -344,6 +344,25 @@ impl Partial {
         }
         self.write_journal()
     }
+}
+
+/// Reserves the payload's blocks, so a destination without room fails now, before anything is
+/// fetched, rather than hours later. File systems that cannot (EOPNOTSUPP) get a sparse file of
+/// the right size, and a full disk then surfaces at the write that hits it.
+fn preallocate(file: &File, len: u64, path: &Path) -> Result<(), FetchError> {
+    if len > 0 {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::NOSPC) => {
+                return Err(FetchError::DiskFull {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(io_err("preallocating", path)(e.into())),
+        }
+    }
+    file.set_len(len).map_err(io_err("sizing", path))
 }
 
 fn sync_dir(path: &Path) -> Result<(), FetchError> {
@@ -482,14 +501,24 @@ impl Downloader {
                     (index, buf, r)
                 });
             }
-            let completed = match cancel.as_mut() {
+            // `Some(true)`: cancelled; `Some(false)`: the cancel handle was dropped, so nobody
+            // can cancel any more; `None`: a fetch completed (or none is left).
+            let (cancelled, completed) = match cancel.as_mut() {
                 Some(c) => tokio::select! {
                     biased;
-                    _ = c.wait_for(|v| *v) => return Err(FetchError::Cancelled),
-                    d = in_flight.next() => d,
+                    set = c.wait_for(|v| *v) => (Some(set.is_ok()), None),
+                    d = in_flight.next() => (None, d),
                 },
-                None => in_flight.next().await,
+                None => (None, in_flight.next().await),
             };
+            match cancelled {
+                Some(true) => return Err(FetchError::Cancelled),
+                Some(false) => {
+                    cancel = None;
+                    continue;
+                }
+                None => {}
+            }
             let Some((index, mut buf, fetched)) = completed else {
                 return Ok(());
             };
