@@ -468,3 +468,35 @@ async fn a_disk_without_room_is_a_clear_error_before_any_fetch_and_retry_succeed
     assert_eq!(summary.fetches, 12);
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }
+
+/// A throughput figure, not a check: `HERMES_SYNC_BENCH_FILE=/path cargo test --release --test
+/// sync_engine throughput -- --ignored --nocapture` offers the file in 8 MiB chunks and
+/// downloads it next to itself with the default parallelism, printing both rates.
+#[tokio::test]
+#[ignore = "measurement; needs HERMES_SYNC_BENCH_FILE"]
+async fn throughput_of_offer_and_download() {
+    let Ok(path) = std::env::var("HERMES_SYNC_BENCH_FILE") else {
+        eprintln!("set HERMES_SYNC_BENCH_FILE to a large file");
+        return;
+    };
+    let path = PathBuf::from(path);
+    let size = std::fs::metadata(&path).unwrap().len() as f64 / (1 << 20) as f64;
+    let t = std::time::Instant::now();
+    let src = Arc::new(SealedSource::offer(&path, TID, key(), 8 << 20, |_, _| {}).unwrap());
+    let offer = t.elapsed().as_secs_f64();
+    let dest = path.with_extension("fetched");
+    let t = std::time::Instant::now();
+    let m = src.manifest().clone();
+    Downloader::new(TID, m.root(), m, key(), dest.clone())
+        .unwrap()
+        .run(&LocalChunkSource(src.clone()))
+        .await
+        .unwrap();
+    let fetch = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{size:.0} MiB: offer {offer:.2} s ({:.0} MiB/s), download {fetch:.2} s ({:.0} MiB/s)",
+        size / offer,
+        size / fetch
+    );
+    std::fs::remove_file(dest).unwrap();
+}
