@@ -500,3 +500,26 @@ async fn throughput_of_offer_and_download() {
     );
     std::fs::remove_file(dest).unwrap();
 }
+
+#[tokio::test]
+async fn a_second_download_into_the_same_destination_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = write_source(dir.path(), 2 * C, 9);
+    let src = offer(&path);
+    let dest = dir.path().join("out.bin");
+    // Stands in for a running download: the same advisory lock on the partial file.
+    let held = std::fs::File::create(partial_path(&dest)).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let err = downloader(&src, &dest, 2)
+        .run(&LocalChunkSource(src.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Busy { .. }), "{err}");
+    assert!(err.to_string().contains("already writing"), "{err}");
+    drop(held);
+    downloader(&src, &dest, 2)
+        .run(&LocalChunkSource(src.clone()))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
