@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 const C: u64 = MIN_CHUNK_SIZE as u64;
@@ -56,6 +57,7 @@ fn downloader(src: &SealedSource, dest: &Path, parallelism: usize) -> Downloader
         .unwrap()
         .with_options(FetchOptions {
             parallelism,
+            retry_delay: Duration::from_millis(10),
             ..Default::default()
         })
 }
@@ -67,6 +69,11 @@ struct Probe<S> {
     fetched: Mutex<Vec<u64>>,
     flip_chunk: u64,
     flips: AtomicU64,
+    /// Fetches of this chunk that never answer (a stalled source).
+    stall_chunk: u64,
+    stalls: AtomicU64,
+    /// Every fetch fails with a transient error.
+    unavailable: bool,
     cancel_after: Option<(usize, watch::Sender<bool>)>,
 }
 
@@ -77,6 +84,9 @@ impl<S> Probe<S> {
             fetched: Mutex::new(Vec::new()),
             flip_chunk: u64::MAX,
             flips: AtomicU64::new(0),
+            stall_chunk: u64::MAX,
+            stalls: AtomicU64::new(0),
+            unavailable: false,
             cancel_after: None,
         }
     }
@@ -97,6 +107,17 @@ impl<S: ChunkSource + Send> ChunkSource for Probe<S> {
             if n >= *after {
                 tx.send_replace(true);
             }
+        }
+        if self.unavailable {
+            return Err(ChunkSourceError::unavailable("503 slow down"));
+        }
+        if index == self.stall_chunk
+            && self
+                .stalls
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+                .is_ok()
+        {
+            std::future::pending::<()>().await;
         }
         self.inner.fetch(index, buf).await?;
         if index == self.flip_chunk
@@ -522,4 +543,47 @@ async fn a_second_download_into_the_same_destination_is_refused_while_the_first_
         .await
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_stalled_fetch_times_out_and_is_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = write_source(dir.path(), 3 * C + 1, 10);
+    let src = offer(&path);
+    let dest = dir.path().join("out.bin");
+    let mut probe = Probe::new(LocalChunkSource(src.clone()));
+    probe.stall_chunk = 1;
+    probe.stalls = AtomicU64::new(1);
+    let summary = downloader(&src, &dest, 2)
+        .with_options(FetchOptions {
+            parallelism: 2,
+            fetch_timeout: Duration::from_millis(200),
+            retry_delay: Duration::from_millis(10),
+            ..Default::default()
+        })
+        .run(&probe)
+        .await
+        .unwrap();
+    assert_eq!(summary.fetches, 5);
+    assert_eq!(probe.fetched().iter().filter(|i| **i == 1).count(), 2);
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_source_that_keeps_failing_is_a_clear_error_after_bounded_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_source(dir.path(), 2 * C, 11);
+    let src = offer(&path);
+    let dest = dir.path().join("out.bin");
+    let mut probe = Probe::new(LocalChunkSource(src.clone()));
+    probe.unavailable = true;
+    let err = downloader(&src, &dest, 1).run(&probe).await.unwrap_err();
+    match &err {
+        FetchError::Source { index: 0, error } => assert!(error.retryable),
+        e => panic!("{e}"),
+    }
+    assert!(err.to_string().contains("503 slow down"), "{err}");
+    // Four attempts at the first chunk, then the download stops.
+    assert_eq!(probe.fetched(), [0, 0, 0, 0]);
+    assert!(!dest.exists() && partial_path(&dest).exists());
 }

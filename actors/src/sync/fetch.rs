@@ -7,7 +7,8 @@
 //!
 //! 1. its BLAKE3 is compared with the manifest *before* anything is decrypted; a mismatch (a
 //!    corrupt or truncated chunk from storage) is fetched again, up to `max_attempts` times, and
-//!    never reaches the file;
+//!    never reaches the file; a transient source error or a fetch that stalls past
+//!    `fetch_timeout` is retried the same way, after a doubling delay;
 //! 2. it is opened in place and written with `pwrite` at its plaintext offset into
 //!    `<dest>.partial`, whose blocks were reserved up front (`fallocate`), so a destination
 //!    without room is reported before anything is fetched;
@@ -55,6 +56,12 @@ use tokio::sync::watch;
 pub const DEFAULT_PARALLELISM: usize = 8;
 /// Attempts per chunk (the first fetch included) unless configured otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// How long one chunk fetch may take unless configured otherwise: an 8 MiB chunk at 1 Mbit/s.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(90);
+/// First wait before re-asking after a transient error unless configured otherwise.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Longest wait between attempts.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// Upper bound on parallelism: the buffer pool is `parallelism × chunk size`, at most 4 GiB at
 /// 64 MiB chunks.
 pub const MAX_PARALLELISM: usize = 64;
@@ -172,6 +179,12 @@ pub struct FetchOptions {
     pub parallelism: usize,
     /// Attempts per chunk before the download fails (≥ 1).
     pub max_attempts: u32,
+    /// A fetch that has not completed after this long is abandoned and counts as a failed
+    /// attempt, so a stalled source cannot hang the download.
+    pub fetch_timeout: Duration,
+    /// Wait before re-asking after a transient source error, doubled per attempt (capped at
+    /// [`MAX_RETRY_DELAY`]). A chunk that failed its hash check is asked for again at once.
+    pub retry_delay: Duration,
 }
 
 impl Default for FetchOptions {
@@ -179,6 +192,8 @@ impl Default for FetchOptions {
         FetchOptions {
             parallelism: DEFAULT_PARALLELISM,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            retry_delay: DEFAULT_RETRY_DELAY,
         }
     }
 }
@@ -443,10 +458,14 @@ impl Downloader {
     /// [`FetchError`]; the partial file and journal are kept for a resume.
     pub async fn run<S: ChunkSource>(&mut self, source: &S) -> Result<DownloadSummary, FetchError> {
         let o = self.options;
-        if !(1..=MAX_PARALLELISM).contains(&o.parallelism) || o.max_attempts == 0 {
+        if !(1..=MAX_PARALLELISM).contains(&o.parallelism)
+            || o.max_attempts == 0
+            || o.fetch_timeout.is_zero()
+        {
             return Err(FetchError::BadOptions(format!(
-                "parallelism {} (1..={MAX_PARALLELISM}), max_attempts {} (≥ 1)",
-                o.parallelism, o.max_attempts
+                "parallelism {} (1..={MAX_PARALLELISM}), max_attempts {} (≥ 1), fetch_timeout \
+                 {:?} (> 0)",
+                o.parallelism, o.max_attempts, o.fetch_timeout
             )));
         }
         let layout = *self.manifest.layout();
@@ -478,7 +497,8 @@ impl Downloader {
             .map(|_| vec![0u8; layout.max_sealed_len()])
             .collect();
         let mut attempts: HashMap<u64, u32> = HashMap::new();
-        let mut retry: VecDeque<u64> = VecDeque::new();
+        // Chunks to ask for again, each with the wait before asking.
+        let mut retry: VecDeque<(u64, Duration)> = VecDeque::new();
         let mut next = 0u64;
         let mut in_flight = FuturesUnordered::new();
         let started = Instant::now();
@@ -493,8 +513,8 @@ impl Downloader {
             while in_flight.len() < parallelism {
                 // The pool holds exactly the buffers not in flight, so this only stops the loop.
                 let Some(mut buf) = pool.pop() else { break };
-                let index = match retry.pop_front() {
-                    Some(i) => i,
+                let (index, delay) = match retry.pop_front() {
+                    Some(r) => r,
                     None => {
                         while next < layout.chunk_count() && part.journal.is_done(next) {
                             next += 1;
@@ -504,13 +524,23 @@ impl Downloader {
                             break;
                         }
                         next += 1;
-                        next - 1
+                        (next - 1, Duration::ZERO)
                     }
                 };
                 let len = layout.sealed_len(index) as usize;
                 summary.fetches += 1;
+                let timeout = self.options.fetch_timeout;
                 in_flight.push(async move {
-                    let r = source.fetch(index, &mut buf[..len]).await;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let r = tokio::time::timeout(timeout, source.fetch(index, &mut buf[..len]))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ChunkSourceError::unavailable(format!(
+                                "no answer within {timeout:?}"
+                            )))
+                        });
                     (index, buf, r)
                 });
             }
@@ -568,8 +598,17 @@ impl Downloader {
                         Ok(error) => FetchError::Source { index, error },
                     });
                 }
+                let delay = match failure {
+                    // Corrupt bytes: another read of the same store usually heals it.
+                    Err(()) => Duration::ZERO,
+                    Ok(_) => self
+                        .options
+                        .retry_delay
+                        .saturating_mul(1 << (*a - 1).min(16))
+                        .min(MAX_RETRY_DELAY),
+                };
                 *a += 1;
-                retry.push_back(index);
+                retry.push_back((index, delay));
                 continue;
             }
             if part.batch.len() >= parallelism {
