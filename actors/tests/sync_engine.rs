@@ -1,7 +1,7 @@
 //! The Sync Engine's I/O over real files: a [`SealedSource`] serving chunks through a local
 //! [`ChunkSource`] to the [`Downloader`], byte-exact round trips, a changed source refused, a
 //! corrupt chunk re-fetched or reported, resume after a cancel and after a real `kill -9`, and a
-//! destination without room (a small tmpfs).
+//! full disk before and during a download (a small tmpfs).
 
 use hermes_actors::sync::fetch::{journal_path, partial_path};
 use hermes_actors::sync::{
@@ -75,6 +75,8 @@ struct Probe<S> {
     /// Every fetch fails with a transient error.
     unavailable: bool,
     cancel_after: Option<(usize, watch::Sender<bool>)>,
+    /// Runs once, at the first fetch.
+    on_first_fetch: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl<S> Probe<S> {
@@ -88,6 +90,7 @@ impl<S> Probe<S> {
             stalls: AtomicU64::new(0),
             unavailable: false,
             cancel_after: None,
+            on_first_fetch: Mutex::new(None),
         }
     }
 
@@ -107,6 +110,10 @@ impl<S: ChunkSource + Send> ChunkSource for Probe<S> {
             if n >= *after {
                 tx.send_replace(true);
             }
+        }
+        let hook = self.on_first_fetch.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
         }
         if self.unavailable {
             return Err(ChunkSourceError::unavailable("503 slow down"));
@@ -439,7 +446,7 @@ async fn kill_9_mid_download_resumes_with_few_refetches() {
 }
 
 #[tokio::test]
-async fn a_disk_without_room_is_a_clear_error_before_any_fetch_and_retry_succeeds() {
+async fn a_full_disk_is_a_clear_error_and_the_download_completes_once_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
     let (path, bytes) = write_source(dir.path(), 12 * C, 8);
     let mnt = dir.path().join("small");
@@ -487,6 +494,28 @@ async fn a_disk_without_room_is_a_clear_error_before_any_fetch_and_retry_succeed
         .await
         .unwrap();
     assert_eq!(summary.fetches, 12);
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+
+    // The disk fills up during a download (another writer takes the rest of the room after the
+    // payload was reserved): the journal cannot be written, which is a clear error too, the
+    // partial file stays, and the download completes once there is room again.
+    std::fs::remove_file(&dest).unwrap();
+    let filler = mnt.join("filler");
+    let mut probe = Probe::new(LocalChunkSource(src.clone()));
+    let fill = filler.clone();
+    *probe.on_first_fetch.get_mut().unwrap() = Some(Box::new(move || {
+        let mut f = std::fs::File::create(&fill).unwrap();
+        let block = vec![1u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+    }));
+    let err = downloader(&src, &dest, 2).run(&probe).await.unwrap_err();
+    assert!(matches!(err, FetchError::DiskFull { .. }), "{err}");
+    assert!(!dest.exists() && partial_path(&dest).exists());
+    std::fs::remove_file(&filler).unwrap();
+    downloader(&src, &dest, 2)
+        .run(&LocalChunkSource(src.clone()))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }
 
