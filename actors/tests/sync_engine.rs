@@ -616,3 +616,30 @@ async fn a_source_that_keeps_failing_is_a_clear_error_after_bounded_attempts() {
     assert_eq!(probe.fetched(), [0, 0, 0, 0]);
     assert!(!dest.exists() && partial_path(&dest).exists());
 }
+
+#[tokio::test]
+async fn a_dropped_download_keeps_its_journal_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = write_source(dir.path(), 10 * C, 12);
+    let src = offer(&path);
+    let dest = dir.path().join("out.bin");
+    let (tx, mut rx) = watch::channel(false);
+    let mut probe = Probe::new(LocalChunkSource(src.clone()));
+    probe.cancel_after = Some((7, tx));
+    let mut first = downloader(&src, &dest, 2);
+    // The download future is dropped mid-way (as an aborted task would be), not cancelled.
+    tokio::select! {
+        r = first.run(&probe) => panic!("finished before the drop: {r:?}"),
+        _ = rx.wait_for(|v| *v) => {}
+    }
+    let journal = journal_on_disk(&dest);
+    let done = journal.done_chunks();
+    assert!(done > 0 && done < 10, "{done} chunks journaled");
+
+    let probe = Probe::new(LocalChunkSource(src.clone()));
+    let summary = downloader(&src, &dest, 2).run(&probe).await.unwrap();
+    assert_eq!(summary.resumed_chunks, done);
+    assert_eq!(summary.fetches, 10 - done);
+    assert!(probe.fetched().iter().all(|i| !journal.is_done(*i)));
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}

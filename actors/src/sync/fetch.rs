@@ -615,6 +615,10 @@ impl Downloader {
                 part.flush()?;
             }
             self.report(done_bytes, resumed_bytes, started, false);
+            // A source that is always ready (a local file, a fast loopback) would otherwise keep
+            // this task busy for the whole payload and starve the arbiter it runs on; one yield
+            // per chunk costs nothing next to a chunk's I/O.
+            tokio::task::yield_now().await;
         }
     }
 
