@@ -18,4 +18,4 @@ pub mod source;
 pub use fetch::{
     ChunkSource, ChunkSourceError, DownloadSummary, Downloader, FetchError, FetchOptions, Progress,
 };
-pub use source::{LocalChunkSource, SealedSource, SourceError};
+pub use source::{LocalChunkSource, SealedSource, SourceError, SourceStamp};
