@@ -643,3 +643,49 @@ async fn a_dropped_download_keeps_its_journal_and_resumes() {
     assert!(probe.fetched().iter().all(|i| !journal.is_done(*i)));
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }
+
+#[test]
+fn a_source_written_during_the_offer_pass_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_source(dir.path(), 3 * C, 13);
+    let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut wrote = false;
+    let err = SealedSource::offer(&path, TID, key(), MIN_CHUNK_SIZE, |_, _| {
+        // After the first chunk is hashed, a write lands in it.
+        if !wrote {
+            writer.write_all_at(b"late", 0).unwrap();
+            writer
+                .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+                .unwrap();
+            wrote = true;
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, SourceError::Changed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("while it was being offered"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_reopened_source_serves_until_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_source(dir.path(), 2 * C + 3, 14);
+    let first = SealedSource::offer(&path, TID, key(), MIN_CHUNK_SIZE, |_, _| {}).unwrap();
+    let (manifest, stamp) = (first.manifest().clone(), first.stamp());
+    drop(first);
+    // After a restart: the stored manifest and stamp, no re-hashing pass.
+    let again = SealedSource::reopen(&path, TID, key(), manifest.clone(), stamp).unwrap();
+    let mut buf = vec![0u8; manifest.layout().sealed_len(2) as usize];
+    again.read_chunk(2, &mut buf).unwrap();
+    assert!(manifest.check_chunk(2, &buf));
+    // The file grows by a byte: reopening is refused by the size check alone.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"!").unwrap();
+    let err = SealedSource::reopen(&path, TID, key(), manifest, stamp).unwrap_err();
+    assert!(err.to_string().contains("size"), "{err}");
+}
