@@ -626,7 +626,7 @@ async fn a_dropped_download_keeps_its_journal_and_resumes() {
     let (tx, mut rx) = watch::channel(false);
     let mut probe = Probe::new(LocalChunkSource(src.clone()));
     probe.cancel_after = Some((7, tx));
-    let mut first = downloader(&src, &dest, 2);
+    let first = downloader(&src, &dest, 2);
     // The download future is dropped mid-way (as an aborted task would be), not cancelled.
     tokio::select! {
         r = first.run(&probe) => panic!("finished before the drop: {r:?}"),

@@ -456,7 +456,7 @@ impl Downloader {
     ///
     /// # Errors
     /// [`FetchError`]; the partial file and journal are kept for a resume.
-    pub async fn run<S: ChunkSource>(&mut self, source: &S) -> Result<DownloadSummary, FetchError> {
+    pub async fn run<S: ChunkSource>(&self, source: &S) -> Result<DownloadSummary, FetchError> {
         let o = self.options;
         if !(1..=MAX_PARALLELISM).contains(&o.parallelism)
             || o.max_attempts == 0
@@ -485,7 +485,7 @@ impl Downloader {
     }
 
     async fn fetch_missing<S: ChunkSource>(
-        &mut self,
+        &self,
         source: &S,
         part: &mut Partial,
         summary: &mut DownloadSummary,
