@@ -12,16 +12,19 @@
 //! 2. it is opened in place and written with `pwrite` at its plaintext offset into
 //!    `<dest>.partial`, whose blocks were reserved up front (`fallocate`), so a destination
 //!    without room is reported before anything is fetched;
-//! 3. it joins a batch of written chunks. When the batch holds `parallelism` chunks, the data is
-//!    made durable (`fdatasync`) and only then is the journal (`<dest>.partial.journal`, the
-//!    proto [`Journal`]) rewritten in place with their bits set and synced. Bits only go from 0
-//!    to 1 and the header never changes, so even a torn write leaves a journal claiming a subset
-//!    of durable chunks: the journal never claims a chunk that is not durably in the file.
+//! 3. it joins a batch of written chunks. When the batch holds `⌈parallelism / 2⌉` chunks, a
+//!    helper thread makes the data durable (`fdatasync`) and only then rewrites the journal
+//!    (`<dest>.partial.journal`, the proto [`Journal`]) in place with their bits set, and syncs
+//!    it, while fetching and decrypting go on; at most one such flush runs at a time. Bits only
+//!    go from 0 to 1 and the header never changes, so even a torn write leaves a journal
+//!    claiming a subset of durable chunks: the journal never claims a chunk that is not durably
+//!    in the file.
 //!
 //! After a `kill -9` the chunks that must be fetched again are those in flight (≤ parallelism)
-//! plus the unjournaled batch (< parallelism): at most `2 × parallelism`. A restart trusts the
-//! journal (after checking it names this transfer id, manifest root and layout, and that the
-//! partial file has the payload's size) and re-hashes nothing.
+//! plus the two unjournaled batches (the one syncing, the one filling): at most
+//! `parallelism + 2 × ⌈parallelism / 2⌉`, i.e. `2 × parallelism` for an even parallelism. A
+//! restart trusts the journal (after checking it names this transfer id, manifest root and
+//! layout, and that the partial file has the payload's size) and re-hashes nothing.
 //!
 //! When every chunk is in, the manifest's root is checked once more against the expected root
 //! (the journal and the hashes every chunk was checked against belong to the ticket's transfer),
@@ -34,9 +37,8 @@
 //! the same destination resumes. Errors (disk full, a chunk that stays corrupt, a source that
 //! refuses) also keep the partial file and journal.
 //!
-//! The per-chunk work (hash, decrypt, write) runs inline on the task driving the fetches; with
-//! one core per node that is what the disk and AES-GCM allow anyway, and it keeps the engine a
-//! single future that needs no spawning.
+//! The per-chunk work (hash, decrypt, write) runs inline on the task driving the fetches; only
+//! the syncs, which wait on the disk, go to a helper thread.
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use hermes_proto::sync::manifest::Hash;
@@ -62,6 +64,8 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// Longest wait between attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// How long a download waits for another one to release its destination.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 /// Upper bound on parallelism: the buffer pool is `parallelism × chunk size`, at most 4 GiB at
 /// 64 MiB chunks.
 pub const MAX_PARALLELISM: usize = 64;
@@ -281,12 +285,31 @@ struct Partial {
     /// The journal file, open for in-place updates; `None` until it has been created.
     journal_file: Option<File>,
     batch: Vec<u64>,
+    /// The batch being made durable on a helper thread, if any.
+    syncing: Option<PendingSync>,
+}
+
+/// A batch flush running on its own thread, so fetching and decrypting continue while the disk
+/// syncs.
+struct PendingSync {
+    thread: std::thread::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<Result<(), FetchError>>,
+}
+
+impl Drop for Partial {
+    /// A dropped download waits for its last flush, so the journal on disk is final and the
+    /// file lock (shared by the helper's handle) is released when the drop returns.
+    fn drop(&mut self) {
+        if let Some(p) = self.syncing.take() {
+            let _ = p.thread.join();
+        }
+    }
 }
 
 impl Partial {
     /// Resumes from a journal that names this transfer and a partial file of the right size,
     /// or starts afresh.
-    fn open(
+    async fn open(
         dest: &Path,
         transfer_id: Id128,
         root: Hash,
@@ -303,12 +326,21 @@ impl Partial {
             .map_err(io_err("opening", &path))?;
         // Two downloads into one destination would interleave their writes and journals. The
         // lock is advisory and dies with the process, so a killed download never leaves it held.
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |e| match e {
-                rustix::io::Errno::WOULDBLOCK => FetchError::Busy { path: path.clone() },
-                e => io_err("locking", &path)(e.into()),
-            },
-        )?;
+        // It is waited for briefly: a download that was just dropped may still be closing its
+        // handles, and a process forking at that moment holds copies of them until it execs.
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(FetchError::Busy { path: path.clone() })
+                }
+                Err(e) => return Err(io_err("locking", &path)(e.into())),
+            }
+        }
         let mut p = Partial {
             file,
             path,
@@ -316,6 +348,7 @@ impl Partial {
             journal_path,
             journal_file: None,
             batch: Vec::new(),
+            syncing: None,
         };
         if let Some((journal, journal_file)) = p.resumable(transfer_id, root, layout) {
             p.journal = journal;
@@ -367,6 +400,68 @@ impl Partial {
         std::fs::rename(&tmp, &self.journal_path)
             .map_err(io_err("renaming", &self.journal_path))?;
         self.journal_file = Some(f);
+        Ok(())
+    }
+
+    /// Waits for the helper's flush, if one is running, and reports its outcome.
+    async fn settle(&mut self) -> Result<(), FetchError> {
+        // Left in place while waiting: if this future is dropped here, `Drop` still joins it.
+        let Some(p) = self.syncing.as_mut() else {
+            return Ok(());
+        };
+        let r = (&mut p.done).await;
+        if let Some(p) = self.syncing.take() {
+            let _ = p.thread.join();
+        }
+        r.unwrap_or_else(|_| {
+            Err(FetchError::Io {
+                what: "syncing",
+                path: self.path.clone(),
+                source: std::io::Error::other("flush thread ended without an answer"),
+            })
+        })
+    }
+
+    /// [`Partial::flush`] on a helper thread, after the previous one finished: at most one runs,
+    /// so at most two batches are unjournaled at any time.
+    async fn flush_in_background(&mut self) -> Result<(), FetchError> {
+        self.settle().await?;
+        let Some(journal_file) = &self.journal_file else {
+            return self.flush();
+        };
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let data = self
+            .file
+            .try_clone()
+            .map_err(io_err("duplicating the handle of", &self.path))?;
+        let jf = journal_file
+            .try_clone()
+            .map_err(io_err("duplicating the handle of", &self.journal_path))?;
+        // Marked in memory now (it only steers which chunk to fetch next); on disk only after
+        // the data is durable, below.
+        for i in self.batch.drain(..) {
+            self.journal.mark_done(i);
+        }
+        let bytes = self.journal.encode();
+        let (path, jpath) = (self.path.clone(), self.journal_path.clone());
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("hermes-sync-flush".into())
+            .spawn(move || {
+                let r = data
+                    .sync_data()
+                    .map_err(io_err("syncing", &path))
+                    .and_then(|()| {
+                        jf.write_all_at(&bytes, 0)
+                            .map_err(io_err("writing", &jpath))
+                    })
+                    .and_then(|()| jf.sync_data().map_err(io_err("syncing", &jpath)));
+                let _ = tx.send(r);
+            })
+            .map_err(io_err("starting a flush thread for", &self.path))?;
+        self.syncing = Some(PendingSync { thread, done });
         Ok(())
     }
 
@@ -491,7 +586,7 @@ impl Downloader {
             )));
         }
         let layout = *self.manifest.layout();
-        let mut part = Partial::open(&self.dest, self.transfer_id, self.root, layout)?;
+        let mut part = Partial::open(&self.dest, self.transfer_id, self.root, layout).await?;
         let mut summary = DownloadSummary {
             resumed_chunks: part.journal.done_chunks(),
             ..Default::default()
@@ -499,8 +594,10 @@ impl Downloader {
         let result = self.fetch_missing(source, &mut part, &mut summary).await;
         // Whatever happened, journal what is already written so it is not fetched again. On a
         // prior error this is best effort: the first error is the one reported.
+        let settled = part.settle().await;
         let flushed = part.flush();
         result?;
+        settled?;
         flushed?;
         self.finish(part)?;
         Ok(summary)
@@ -514,6 +611,9 @@ impl Downloader {
     ) -> Result<(), FetchError> {
         let layout = *self.manifest.layout();
         let parallelism = self.options.parallelism;
+        // Two batches can be unjournaled at once (one syncing, one filling), plus the fetches in
+        // flight: with half-size batches a crash costs at most about 2 × parallelism chunks.
+        let batch = parallelism.div_ceil(2);
         let mut cipher = ChunkCipher::new(self.transfer_id, layout, &self.key);
         let mut pool: Vec<Vec<u8>> = (0..parallelism)
             .map(|_| vec![0u8; layout.max_sealed_len()])
@@ -633,8 +733,8 @@ impl Downloader {
                 retry.push_back((index, delay));
                 continue;
             }
-            if part.batch.len() >= parallelism {
-                part.flush()?;
+            if part.batch.len() >= batch {
+                part.flush_in_background().await?;
             }
             self.report(done_bytes, resumed_bytes, started, false);
             // A source that is always ready (a local file, a fast loopback) would otherwise keep
@@ -681,8 +781,6 @@ impl Downloader {
         part.file
             .sync_all()
             .map_err(io_err("syncing", &part.path))?;
-        drop(part.file);
-        drop(part.journal_file);
         std::fs::rename(&part.path, &self.dest).map_err(io_err("renaming", &part.path))?;
         sync_dir(&self.dest)?;
         match std::fs::remove_file(&part.journal_path) {
