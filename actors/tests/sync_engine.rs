@@ -521,7 +521,9 @@ async fn a_disk_without_room_is_refused_up_front_and_a_started_download_keeps_it
 
 /// A throughput figure, not a check: `HERMES_SYNC_BENCH_FILE=/path cargo test --release --test
 /// sync_engine throughput -- --ignored --nocapture` offers the file in 8 MiB chunks and
-/// downloads it next to itself with the default parallelism, printing both rates.
+/// downloads it next to itself with the default options, printing the rates of the offer pass,
+/// of a download through a local source (sealing on the fly: both sides' work on one thread),
+/// and of a download from a pre-sealed object file (the receiver's work alone, as from S3).
 #[tokio::test]
 #[ignore = "measurement; needs HERMES_SYNC_BENCH_FILE"]
 async fn throughput_of_offer_and_download() {
@@ -535,20 +537,62 @@ async fn throughput_of_offer_and_download() {
     let src = Arc::new(SealedSource::offer(&path, TID, key(), 8 << 20, |_, _| {}).unwrap());
     let offer = t.elapsed().as_secs_f64();
     let dest = path.with_extension("fetched");
-    let t = std::time::Instant::now();
     let m = src.manifest().clone();
-    Downloader::new(TID, m.root(), m, key(), dest.clone())
-        .unwrap()
-        .run(&LocalChunkSource(src.clone()))
-        .await
-        .unwrap();
-    let fetch = t.elapsed().as_secs_f64();
+    let run = |source| {
+        let d = Downloader::new(TID, m.root(), m.clone(), key(), dest.clone()).unwrap();
+        async move {
+            let t = std::time::Instant::now();
+            d.run(&source).await.unwrap();
+            t.elapsed().as_secs_f64()
+        }
+    };
+    let local = run(Either::Local(LocalChunkSource(src.clone()))).await;
+    std::fs::remove_file(&dest).unwrap();
+
+    // The sealed object, as a store would hold it.
+    let object = path.with_extension("sealed");
+    {
+        let f = std::fs::File::create(&object).unwrap();
+        let layout = *m.layout();
+        let mut buf = vec![0u8; layout.max_sealed_len()];
+        for i in 0..layout.chunk_count() {
+            let chunk = &mut buf[..layout.sealed_len(i) as usize];
+            src.read_chunk(i, chunk).unwrap();
+            f.write_all_at(chunk, layout.sealed_offset(i)).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let stored = run(Either::Object(
+        std::fs::File::open(&object).unwrap(),
+        *m.layout(),
+    ))
+    .await;
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::remove_file(&object).unwrap();
     eprintln!(
-        "{size:.0} MiB: offer {offer:.2} s ({:.0} MiB/s), download {fetch:.2} s ({:.0} MiB/s)",
+        "{size:.0} MiB: offer {offer:.2} s ({:.0} MiB/s), download via local source {local:.2} s \
+         ({:.0} MiB/s), from a sealed object {stored:.2} s ({:.0} MiB/s)",
         size / offer,
-        size / fetch
+        size / local,
+        size / stored
     );
-    std::fs::remove_file(dest).unwrap();
+}
+
+/// The benchmark's two sources.
+enum Either {
+    Local(LocalChunkSource),
+    Object(std::fs::File, hermes_proto::sync::Layout),
+}
+
+impl ChunkSource for Either {
+    async fn fetch(&self, index: u64, buf: &mut [u8]) -> Result<(), ChunkSourceError> {
+        match self {
+            Either::Local(s) => s.fetch(index, buf).await,
+            Either::Object(f, layout) => f
+                .read_exact_at(buf, layout.sealed_offset(index))
+                .map_err(|e| ChunkSourceError::unavailable(e.to_string())),
+        }
+    }
 }
 
 #[tokio::test]
