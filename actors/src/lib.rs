@@ -11,6 +11,8 @@
 //!   binding exchange, sled-backed Kademlia store, gossipsub.
 //! - [`stream`]: the StreamActor: end-to-end encrypted messages (durable outbox, exactly-once
 //!   delivery) and streams.
+//! - [`sync`]: the Sync Engine's I/O: sealing chunks from a source file, and the parallel,
+//!   verified, resumable download engine.
 //! - [`supervise`]: panic containment so a supervised actor restarts instead of taking its arbiter
 //!   down with it.
 //!
@@ -27,6 +29,7 @@ pub mod network;
 pub mod storage;
 pub mod stream;
 pub mod supervise;
+pub mod sync;
 
 pub use identity::{IdentityActor, IdentityError, IdentityInfo};
 pub use storage::{Store, StoreError, StoreOptions};

@@ -1,0 +1,21 @@
+//! The Sync Engine's I/O: sealing chunks straight from a source file on the sender, and the
+//! parallel, verified, resumable download engine on the receiver.
+//!
+//! The formats (layout, manifest, chunk sealing, journal, ticket) are pure code in
+//! `hermes_proto::sync`; this module does the file and concurrency work around them and knows
+//! nothing of the network: the receiver pulls chunks through the [`ChunkSource`] trait, which
+//! the `/hermes/sync/1` protocol and presigned-URL range GETs implement later.
+//!
+//! - [`source`]: [`SealedSource`], the sender's view of a source file: the manifest built in
+//!   one streaming pass at offer time, then chunk reads that seal in place and refuse any chunk
+//!   whose sealed bytes no longer match the manifest (a changed source).
+//! - [`fetch`]: [`Downloader`], N parallel fetches into a preallocated `.partial` file, each
+//!   chunk verified before it is opened, progress journaled durably, an atomic rename at the end.
+
+pub mod fetch;
+pub mod source;
+
+pub use fetch::{
+    ChunkSource, ChunkSourceError, DownloadSummary, Downloader, FetchError, FetchOptions, Progress,
+};
+pub use source::{LocalChunkSource, SealedSource, SourceError, SourceStamp};
