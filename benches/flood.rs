@@ -8,7 +8,8 @@
 //! with the flood in the same run.
 //!
 //! Run: `cargo bench --bench flood` (`FLOOD_SECS` changes the flood length; `FLOOD_NO_PIN=1`
-//! runs without CPU pinning, attacker and nodes competing for both cores).
+//! runs without CPU pinning, attacker and nodes competing for both cores; `FLOOD_ACCEPT_THREAD=0`
+//! makes the target accept on its network thread, as before the accept thread existed).
 
 #[path = "support.rs"]
 mod support;
@@ -107,7 +108,10 @@ fn main() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let chain = dir.path().join("chain");
-    let (tcfg, tss58) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
+    let (mut tcfg, tss58) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
+    // FLOOD_ACCEPT_THREAD=0: the target accepts on its network thread through libp2p's
+    // listener (the code before the accept thread), for a same-session baseline.
+    tcfg.firewall.accept_thread = std::env::var("FLOOD_ACCEPT_THREAD").map_or(true, |v| v != "0");
     let (acfg, ass58) = node(dir.path(), "admitted", &chain, 1, "/ip4/127.0.0.1/tcp/0");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -115,6 +119,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
+        let tcfg_accept_thread = tcfg.firewall.accept_thread;
         let t = Runtime::builder(tcfg).start().await.expect("target");
         let taddr = listen_addr(&t).await;
         let a = Runtime::builder(acfg.with_bootstrap(vec![taddr.clone()])).start().await.expect("admitted");
@@ -153,6 +158,10 @@ fn main() {
         println!(
             "CPU pinning (nodes on CPU 0, flood client on CPU 1): {}",
             if pinned { "on" } else { "off" }
+        );
+        println!(
+            "target accepts TCP on: {}",
+            if tcfg_accept_thread { "its own accept thread" } else { "the network thread (libp2p's listener)" }
         );
         println!("== phase 1: flood only ({flood_secs} s, 64 client tasks, 8 source IPs, separate process) ==");
         // Let start-up allocations settle (sled's first buffers, gossip heartbeat, DHT publish)
