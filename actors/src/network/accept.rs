@@ -274,7 +274,10 @@ impl Listener {
                         Ok(if_watch::IfEvent::Up(n)) => (true, n),
                         Ok(if_watch::IfEvent::Down(n)) => (false, n),
                         Err(error) => {
-                            return Poll::Ready(TransportEvent::ListenerError { listener_id, error })
+                            return Poll::Ready(TransportEvent::ListenerError {
+                                listener_id,
+                                error,
+                            })
                         }
                     };
                     if net.addr().is_ipv4() != self.local.is_ipv4() {
@@ -442,7 +445,10 @@ mod tests {
     #[test]
     fn parses_tcp_addresses_only() {
         let ok = |s: &str| parse_addr(&s.parse().unwrap());
-        assert_eq!(ok("/ip4/127.0.0.1/tcp/7"), Some("127.0.0.1:7".parse().unwrap()));
+        assert_eq!(
+            ok("/ip4/127.0.0.1/tcp/7"),
+            Some("127.0.0.1:7".parse().unwrap())
+        );
         assert_eq!(ok("/ip6/::1/tcp/7"), Some("[::1]:7".parse().unwrap()));
         assert_eq!(ok("/ip4/127.0.0.1/udp/7/quic-v1"), None);
         assert_eq!(ok("/ip4/127.0.0.1/tcp/7/ws"), None);
