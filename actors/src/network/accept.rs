@@ -509,6 +509,51 @@ mod tests {
         );
     }
 
+    /// IPv6 listeners work alike, and a listener on an unspecified address reports one address
+    /// per interface (here at least loopback) with the bound port.
+    #[tokio::test]
+    async fn ipv6_and_wildcard_listeners() {
+        let (mut t, _, _) = transport();
+        t.listen_on(ListenerId::next(), "/ip6/::1/tcp/0".parse().unwrap())
+            .unwrap();
+        t.listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0".parse().unwrap())
+            .unwrap();
+        let wildcard_port = t.listeners[1].local.port();
+        let mut events = futures::stream::poll_fn(|cx| Pin::new(&mut t).poll(cx).map(Some));
+        let (mut v6, mut loopback_v4) = (None, false);
+        while v6.is_none() || !loopback_v4 {
+            match events.next().await {
+                Some(TransportEvent::NewAddress { listen_addr, .. }) => {
+                    let sa = parse_addr(&listen_addr).unwrap();
+                    if sa.is_ipv6() {
+                        v6 = Some(sa);
+                    } else if sa.ip().is_loopback() {
+                        assert_eq!(sa.port(), wildcard_port);
+                        loopback_v4 = true;
+                    }
+                }
+                Some(TransportEvent::ListenerError { .. }) => {}
+                _ => panic!("expected listen addresses"),
+            }
+        }
+        let v6 = v6.unwrap();
+        let client = std::net::TcpStream::connect(v6).unwrap();
+        loop {
+            match events.next().await {
+                Some(TransportEvent::Incoming { send_back_addr, .. }) => {
+                    assert_eq!(
+                        parse_addr(&send_back_addr),
+                        Some(client.local_addr().unwrap())
+                    );
+                    break;
+                }
+                Some(TransportEvent::NewAddress { .. } | TransportEvent::AddressExpired { .. }) => {
+                }
+                _ => panic!("expected the IPv6 connection"),
+            }
+        }
+    }
+
     /// Removing the listener stops its thread and frees the port before `remove_listener`
     /// returns.
     #[tokio::test]
