@@ -8,7 +8,8 @@
 //! with the flood in the same run.
 //!
 //! Run: `cargo bench --bench flood` (`FLOOD_SECS` changes the flood length; `FLOOD_NO_PIN=1`
-//! runs without CPU pinning, attacker and nodes competing for both cores).
+//! runs without CPU pinning, attacker and nodes competing for both cores; `FLOOD_ACCEPT_THREAD=0`
+//! makes the target accept on its network thread, as before the accept thread existed).
 
 #[path = "support.rs"]
 mod support;
@@ -61,6 +62,32 @@ fn flood_child(target: SocketAddr, secs: u64) {
     println!("{}", attempts.load(Ordering::Relaxed));
 }
 
+/// CPU seconds (user + system) used so far by each thread of this process, summed by thread
+/// name. Threads that already ended are not included.
+fn cpu_by_thread() -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // Fields 14 and 15 of stat (utime, stime), in clock ticks of 1/100 s on Linux.
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        *out.entry(name).or_insert(0.0) += ticks / 100.0;
+    }
+    out
+}
+
 /// A writes to T over one E2E stream for `secs`; returns the MiB/s T verified and confirmed.
 async fn throughput(
     a: &RuntimeHandle,
@@ -107,7 +134,10 @@ fn main() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let chain = dir.path().join("chain");
-    let (tcfg, tss58) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
+    let (mut tcfg, tss58) = node(dir.path(), "target", &chain, 1, "/ip4/127.0.0.1/tcp/0");
+    // FLOOD_ACCEPT_THREAD=0: the target accepts on its network thread through libp2p's
+    // listener (the code before the accept thread), for a same-session baseline.
+    tcfg.firewall.accept_thread = std::env::var("FLOOD_ACCEPT_THREAD").map_or(true, |v| v != "0");
     let (acfg, ass58) = node(dir.path(), "admitted", &chain, 1, "/ip4/127.0.0.1/tcp/0");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -115,6 +145,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
+        let tcfg_accept_thread = tcfg.firewall.accept_thread;
         let t = Runtime::builder(tcfg).start().await.expect("target");
         let taddr = listen_addr(&t).await;
         let a = Runtime::builder(acfg.with_bootstrap(vec![taddr.clone()])).start().await.expect("admitted");
@@ -154,12 +185,17 @@ fn main() {
             "CPU pinning (nodes on CPU 0, flood client on CPU 1): {}",
             if pinned { "on" } else { "off" }
         );
+        println!(
+            "target accepts TCP on: {}",
+            if tcfg_accept_thread { "its own accept thread" } else { "the network thread (libp2p's listener)" }
+        );
         println!("== phase 1: flood only ({flood_secs} s, 64 client tasks, 8 source IPs, separate process) ==");
         // Let start-up allocations settle (sled's first buffers, gossip heartbeat, DHT publish)
         // so that they are not mistaken for the flood's cost.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss_before = rss_mib();
         let before = denied_total(&t.firewall_stats().await.expect("stats"));
+        let cpu_before = cpu_by_thread();
         let child = spawn_flood(flood_secs);
         let start = Instant::now();
         let mut rss_peak = rss_before;
@@ -175,12 +211,29 @@ fn main() {
         let attempts: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
         let stats = t.firewall_stats().await.expect("stats");
         let rejected = denied_total(&stats) - before;
+        let cpu_after = cpu_by_thread();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_after = rss_mib();
         println!("flood connection attempts (client side):  {attempts:>8} ({:.0}/s)", attempts as f64 / elapsed);
         println!("connections rejected by the target:       {rejected:>8} ({:.0}/s)", rejected as f64 / elapsed);
         for (r, n) in stats.denied.iter().filter(|(_, n)| *n > 0) {
             println!("    {r:<20} {n}");
+        }
+        // What the flood cost this process (both nodes; A is idle in this phase): CPU time
+        // per rejected connection is less sensitive to other load on the machine than rates.
+        let mut used: Vec<(String, f64)> = cpu_after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - cpu_before.get(k).copied().unwrap_or(0.0)))
+            .collect();
+        used.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = used.iter().map(|(_, v)| v).sum();
+        println!(
+            "process CPU during the flood:             {total:.2} s in {elapsed:.1} s ({:.0} % of a core), {:.2} µs per rejection",
+            total / elapsed * 100.0,
+            total * 1e6 / rejected.max(1) as f64
+        );
+        for (name, v) in used.iter().take(4).filter(|(_, v)| *v > 0.0) {
+            println!("    thread {name:<20} {v:.2} s");
         }
         let step = (samples.len() / 8).max(1);
         let trace: Vec<String> = samples.iter().step_by(step).map(|r| format!("{r:.1}")).collect();

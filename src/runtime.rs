@@ -319,6 +319,7 @@ async fn start_actors(
         ban_after_failures: fw.ban_after_failures,
         binding_timeout: fw.binding_timeout.0,
         handshake_timeout: fw.handshake_timeout.0,
+        accept_thread: fw.accept_thread,
         binding_override,
         directory: directory.clone(),
         inbound_substreams: inbound_tx,

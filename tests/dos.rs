@@ -431,3 +431,67 @@ async fn spoofed_quic_initials_do_not_touch_the_per_ip_limits() {
     assert!(answered > 0, "the node never answered the Initials");
     trt.shutdown().await.unwrap();
 }
+
+/// A burst of TCP connections from one address beyond its rate: the surplus is reset at accept
+/// (the client reads a reset, not a handshake) and each one is counted as `rate_limited`, while
+/// a registered peer from another address still completes the full handshake and is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_over_the_rate_are_reset_and_counted_and_a_peer_still_gets_in() {
+    const ATTEMPTS: usize = 24;
+    let chain = DevChainDir::new();
+    let (t, b) = (NodeDir::new(), NodeDir::new());
+    chain.register(3, &t, 1_000);
+    chain.register(3, &b, 1_000);
+    let mut cfg = t.cluster_config(&chain, vec![3]);
+    cfg.firewall.conn_rate_per_ip = 1;
+    cfg.firewall.conn_burst_per_ip = 2;
+    let trt = start(cfg).await;
+    let sock = tcp_socket(&trt).await;
+
+    // Open every connection first (the kernel completes them before the node looks), from
+    // 127.0.0.2 so that the registered peer's address keeps its tokens.
+    let mut socks = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socks.push(s.connect(sock).await.unwrap());
+    }
+    // A refused socket reads a reset at once; an admitted one hears nothing (the node waits
+    // for the dialer to speak first) until the handshake timeout.
+    let outcomes = futures::future::join_all(socks.iter_mut().map(|s| async move {
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
+    }))
+    .await;
+    let resets = outcomes.iter().filter(|r| **r).count() as u64;
+    // Burst 2 plus at most a few tokens refilled at 1/s while the connections were opened.
+    assert!(
+        resets >= ATTEMPTS as u64 - 8,
+        "only {resets} of {ATTEMPTS} connections over the rate were reset"
+    );
+    let limited = || async {
+        trt.firewall_stats()
+            .await
+            .unwrap()
+            .denied
+            .iter()
+            .filter(|(r, _)| *r == DenyReason::RateLimited)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    assert_eq!(limited().await, resets, "each reset is counted once");
+    drop(socks);
+
+    let brt = start(b.cluster_config(&chain, vec![3])).await;
+    brt.dial(addr(&trt).await).await.unwrap();
+    assert!(
+        sees(&trt, &b.ss58).await,
+        "a registered peer was not admitted"
+    );
+    assert!(sees(&brt, &t.ss58).await);
+    brt.shutdown().await.unwrap();
+    trt.shutdown().await.unwrap();
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
     deny_unknown_fields,
     expecting = "a JSON object with the fields enabled, require_stake, min_stake, max_connections, \
                  max_conns_per_ip, conn_rate_per_ip, conn_burst_per_ip, ban_after_failures, \
-                 ban_duration, binding_timeout, handshake_timeout"
+                 ban_duration, binding_timeout, handshake_timeout, accept_thread"
 )]
 pub struct FirewallConfig {
     /// Enforce the ACL, registration, scope and stake rules. Address limits apply even when
@@ -39,6 +39,9 @@ pub struct FirewallConfig {
     /// yamux; QUIC: TLS). Until then it holds one of `max_connections` and of `max_conns_per_ip`.
     /// 100ms..=60s.
     pub handshake_timeout: HumanDuration,
+    /// Accept TCP connections and refuse banned or over-rate addresses on a dedicated thread
+    /// (true), instead of on the network thread through libp2p's listener (false).
+    pub accept_thread: bool,
 }
 
 impl Default for FirewallConfig {
@@ -71,6 +74,9 @@ impl Default for FirewallConfig {
             // across the world); a silent socket holds a connection slot this long, so half of
             // libp2p's 10s halves what holding every slot costs an attacker in sockets per second.
             handshake_timeout: HumanDuration::secs(5),
+            // On: under a connection flood, refusals then cost admitted peers' traffic a
+            // fraction of what they cost on the network thread (docs/BENCHMARKS.md).
+            accept_thread: true,
         }
     }
 }

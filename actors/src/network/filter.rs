@@ -46,9 +46,14 @@ impl AddressGuard {
 
     /// Whether a connection from `addr` may proceed; counts a refusal.
     pub fn allow(&self, addr: &Multiaddr) -> bool {
-        let Some(ip) = ip_of(addr) else {
-            return true;
-        };
+        match ip_of(addr) {
+            Some(ip) => self.allow_ip(ip),
+            None => true,
+        }
+    }
+
+    /// Whether a connection from `ip` may proceed; counts a refusal.
+    pub fn allow_ip(&self, ip: std::net::IpAddr) -> bool {
         let now = self.now_ms();
         let verdict = match self.limiter.lock() {
             Ok(mut l) => l.check(ip, now),

@@ -9,7 +9,8 @@
 //!    listening there, with or without the option, makes that bind fail, so the second node stops
 //!    at start-up naming the address. (Two nodes started in the same instant can both pass the
 //!    check before either listens; a race of microseconds, not the everyday mistake of starting a
-//!    node twice.) The QUIC transport ([`super::quic`]) never sets the option, so its bind fails
+//!    node twice.) The accept-thread listener ([`super::accept`]) does not set the option, so its
+//!    own bind fails too; the check stays for `firewall.accept_thread = false`. The QUIC transport ([`super::quic`]) never sets the option, so its bind fails
 //!    on its own.
 //! 2. `TransportError::Other` displays as an empty string, which hid the cause ("cannot listen on
 //!    …: "). [`describe`] walks the error's sources and names the operating system's reason.

@@ -37,6 +37,7 @@
 //! ([`kad_store::check_inbound`]). Identify messages feed a peer's address list only with
 //! dialable addresses, a few at most ([`sensible_addrs`]).
 
+pub mod accept;
 pub mod authors;
 pub mod directory;
 pub mod filter;
@@ -132,6 +133,9 @@ pub struct NetConfig {
     pub binding_timeout: Duration,
     /// How long a new connection's transport handshake may take (TCP and QUIC).
     pub handshake_timeout: Duration,
+    /// Accept and refuse TCP connections on a thread of their own ([`accept`]); false keeps
+    /// libp2p's listener on the network thread (with [`filter`] refusing there).
+    pub accept_thread: bool,
     /// Test hook: present these bytes instead of the real binding.
     pub binding_override: Option<Vec<u8>>,
     /// Verified peers, shared with the stream layer.
@@ -328,6 +332,7 @@ pub fn start(
     ));
     let g2 = guard.clone();
     let handshake_timeout = cfg.handshake_timeout;
+    let accept_thread = cfg.accept_thread;
     let (substream_behaviour, substreams) =
         substream::Behaviour::new(cfg.inbound_substreams.clone());
     let mut substream_behaviour = Some(substream_behaviour);
@@ -337,15 +342,26 @@ pub fn start(
             use libp2p::core::muxing::StreamMuxerBox;
             use libp2p::core::upgrade::Version;
             use libp2p::core::Transport as _;
-            let tcp = filter::AddressFilter::with_reject(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
-                g2.clone(),
-                filter::reset_tcp,
-            )
-            .upgrade(Version::V1Lazy)
-            .authenticate(noise::Config::new(key)?)
-            .multiplex(muxer::Config)
-            .map(|(p, m), _| (p, StreamMuxerBox::new(m)));
+            let noise = noise::Config::new(key)?;
+            let tcp = if accept_thread {
+                accept::TcpTransport::new(true, g2.clone())
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(muxer::Config)
+                    .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+                    .boxed()
+            } else {
+                filter::AddressFilter::with_reject(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+                    g2.clone(),
+                    filter::reset_tcp,
+                )
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(muxer::Config)
+                .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+                .boxed()
+            };
             let quic = filter::AddressFilter::new(
                 quic::QuicTransport::new(
                     key,
