@@ -20,6 +20,22 @@ pub use hermes_actors::stream::{DeliveryEvent, Inbound, MessageStats, StreamErro
 pub use hermes_proto::Id128 as MessageId;
 pub use hermes_proto::RejectReason;
 
+/// An item the queue marks as it hands it out: an [`Inbound`] is acknowledged when dropped only
+/// once the application received it, so messages still queued when the runtime shuts down are
+/// delivered again rather than acknowledged unread.
+pub trait HandOver {
+    /// Called as the item leaves the queue for the application.
+    fn handed_over(&self) {}
+}
+
+impl HandOver for Inbound {
+    fn handed_over(&self) {
+        Inbound::handed_over(self);
+    }
+}
+
+impl HandOver for IncomingStream {}
+
 /// A queue with one consumer at a time, returned to its slot when the consumer is dropped.
 #[derive(Debug)]
 pub struct Taken<T> {
@@ -27,7 +43,7 @@ pub struct Taken<T> {
     slot: Arc<Mutex<Option<mpsc::Receiver<T>>>>,
 }
 
-impl<T> Taken<T> {
+impl<T: HandOver> Taken<T> {
     pub(crate) fn take(slot: &Arc<Mutex<Option<mpsc::Receiver<T>>>>) -> Option<Self> {
         let rx = slot.lock().ok()?.take()?;
         Some(Taken {
@@ -38,15 +54,19 @@ impl<T> Taken<T> {
 
     /// The next item; `None` once the runtime has shut down.
     pub async fn recv(&mut self) -> Option<T> {
-        match self.rx.as_mut() {
+        let item = match self.rx.as_mut() {
             Some(rx) => rx.recv().await,
             None => None,
-        }
+        };
+        item.inspect(HandOver::handed_over)
     }
 
     /// The next item if one is waiting.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.rx.as_mut().and_then(|rx| rx.try_recv().ok())
+        self.rx
+            .as_mut()
+            .and_then(|rx| rx.try_recv().ok())
+            .inspect(HandOver::handed_over)
     }
 }
 
@@ -58,17 +78,21 @@ impl<T> Drop for Taken<T> {
     }
 }
 
-impl<T> Stream for Taken<T> {
+impl<T: HandOver> Stream for Taken<T> {
     type Item = T;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         match self.rx.as_mut() {
-            Some(rx) => rx.poll_recv(cx),
+            Some(rx) => rx
+                .poll_recv(cx)
+                .map(|item| item.inspect(HandOver::handed_over)),
             None => Poll::Ready(None),
         }
     }
 }
 
-/// Messages delivered to this node, each exactly once.
+/// Messages delivered to this node. Each is acknowledged to its sender when the application
+/// drops it (or calls [`Inbound::ack`]); see `docs/SECURITY.md` for what that guarantees across
+/// crashes.
 pub type Inbox = Taken<Inbound>;
 
 /// Streams opened to this node and accepted for the application.

@@ -354,6 +354,17 @@ impl SeenStore for SledSeen {
         Ok(true)
     }
 
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let w = &self.0;
+        if w.pending(key).is_some() {
+            return Ok(true);
+        }
+        if w.is_removed(key) {
+            return Ok(false);
+        }
+        w.tree.contains_key(key).map_err(|e| w.db_err(e))
+    }
+
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         // Still in memory: its index twin is known and goes with it.
         if let Some(v) = self.0.pending(key) {
