@@ -1,9 +1,12 @@
 //! Exactly-once delivery across receiver crashes, with a real receiver process killed with
 //! SIGKILL at random points while a sender streams numbered messages to it.
 //!
-//! The receiving application is `hermes listen --json` with its stdout appended to a file: it
-//! acknowledges each message once its line is written, and the node acknowledges to the sender
-//! only after that acknowledgement is durable. `docs/SECURITY.md` states what that guarantees:
+//! The receiving application is `hermes listen --json` (which acknowledges each message once its
+//! line is written) feeding a slow consumer that appends each line to a file and fsyncs it; the
+//! consumer outlives the kills, and the node acknowledges to the sender only after the
+//! application's acknowledgement is durable. The consumer being slow matters: the inbox and the
+//! pipe fill up, so a node that acknowledged what merely sat in its inbox loses those messages
+//! when it is killed. `docs/SECURITY.md` states what that guarantees:
 //! every message reaches the application at least once, and any second copy (a crash in the few
 //! milliseconds between the application's acknowledgement and its flush) carries the same id,
 //! so an application that keeps ids with its results sees each message exactly once. The test
@@ -94,24 +97,35 @@ async fn every_message_reaches_the_application_once_across_receiver_kills() {
     std::fs::write(&rx_cfg_path, rx_cfg.to_pretty_json()).unwrap();
     let out = rx_node.path().join("received.jsonl");
 
+    // The receiver, and the consumer of its output: every line appended to `out` and fsynced
+    // before the next is read. The consumer ends when the receiver's stdout closes.
     let spawn_receiver = || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&out)
-            .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_hermes"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hermes"))
             .args(["listen", "--json", "--config"])
             .arg(&rx_cfg_path)
             .env_remove("HERMES_HOTKEY_URI")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::from(file))
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map(Running)
-            .unwrap()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = out.clone();
+        let consumer = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .unwrap();
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                file.write_all(format!("{line}\n").as_bytes()).unwrap();
+                file.sync_data().unwrap();
+            }
+        });
+        (Running(child), consumer)
     };
-    let mut receiver = spawn_receiver();
+    let (mut receiver, mut consumer) = spawn_receiver();
 
     let mut tx_cfg = tx_node
         .cluster_config(&chain, vec![3])
@@ -145,8 +159,10 @@ async fn every_message_reaches_the_application_once_across_receiver_kills() {
         }
         receiver.0.kill().unwrap();
         receiver.0.wait().unwrap();
+        // What the killed receiver had written out is still recorded.
+        consumer.join().unwrap();
         kills += 1;
-        receiver = spawn_receiver();
+        (receiver, consumer) = spawn_receiver();
     }
     assert_eq!(kills, KILLS);
 
@@ -176,4 +192,6 @@ async fn every_message_reaches_the_application_once_across_receiver_kills() {
     let copies = got.len() - MESSAGES;
     println!("{MESSAGES} messages, {kills} kills, {copies} second copies (same id)");
     sender.shutdown().await.unwrap();
+    drop(receiver);
+    consumer.join().unwrap();
 }
