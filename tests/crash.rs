@@ -118,7 +118,10 @@ async fn every_message_reaches_the_application_once_across_receiver_kills() {
                 .append(true)
                 .open(&out)
                 .unwrap();
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 file.write_all(format!("{line}\n").as_bytes()).unwrap();
                 file.sync_data().unwrap();
             }

@@ -847,7 +847,11 @@ fn crashes_lose_only_what_was_in_memory() {
     sim.pump_receiver();
     sim.apply(&Op::AppAck(1));
     sim.apply(&Op::PersistReceiver);
-    assert_eq!(sim.link.as_ref().unwrap().r2s.len(), 1, "the acknowledgement");
+    assert_eq!(
+        sim.link.as_ref().unwrap().r2s.len(),
+        1,
+        "the acknowledgement"
+    );
     sim.apply(&Op::CrashReceiver);
     assert!(sim.at_risk.is_empty());
     sim.drain();

@@ -379,8 +379,8 @@ enum Answer {
     /// Acknowledge once the application's acknowledgement is durable; a failed receiver means
     /// it will not be (the message goes back to the sender's queue when the substream closes).
     Later(Id128, oneshot::Receiver<()>),
-    /// Refuse a frame.
-    Refuse(Refusal),
+    /// Refuse a frame (boxed: refusals are rare, acknowledgements are not).
+    Refuse(Box<Refusal>),
 }
 
 /// Writes a reader's answers in order of arrival, acknowledgements in batches: everything that
@@ -423,7 +423,7 @@ async fn answer<W: futures::AsyncWrite + Unpin>(
                     ids.push_back(id);
                 }
                 Some(Answer::Refuse(r)) => {
-                    refusal = Some(r);
+                    refusal = Some(*r);
                     break;
                 }
                 None => {}
@@ -492,7 +492,7 @@ pub(crate) async fn run_reader(
                     let (sid, counter) = parse_msg_prefix(&prefix).map_err(invalid)?;
                     let r = link.too_large(sid, counter);
                     let close = r.close;
-                    let _ = answers.send(Answer::Refuse(r));
+                    let _ = answers.send(Answer::Refuse(Box::new(r)));
                     if close {
                         return Ok(());
                     }
@@ -587,7 +587,7 @@ pub(crate) async fn run_reader(
             };
             if let Some(r) = refusal {
                 let close = r.close;
-                let _ = answers.send(Answer::Refuse(r));
+                let _ = answers.send(Answer::Refuse(Box::new(r)));
                 if close {
                     return Ok(());
                 }
