@@ -21,16 +21,19 @@ pub use hermes_proto::Id128 as MessageId;
 pub use hermes_proto::RejectReason;
 
 /// An item the queue marks as it hands it out: an [`Inbound`] is acknowledged when dropped only
-/// once the application received it, so messages still queued when the runtime shuts down are
-/// delivered again rather than acknowledged unread.
+/// once the application received it, and is not handed out once the runtime has shut down, so
+/// messages still queued then are delivered again after the restart rather than acknowledged
+/// unread (or read without an acknowledgement that could still be recorded).
 pub trait HandOver {
-    /// Called as the item leaves the queue for the application.
-    fn handed_over(&self) {}
+    /// Called as the item leaves the queue for the application; `false` withholds it.
+    fn handed_over(&self) -> bool {
+        true
+    }
 }
 
 impl HandOver for Inbound {
-    fn handed_over(&self) {
-        Inbound::handed_over(self);
+    fn handed_over(&self) -> bool {
+        Inbound::handed_over(self)
     }
 }
 
@@ -54,19 +57,24 @@ impl<T: HandOver> Taken<T> {
 
     /// The next item; `None` once the runtime has shut down.
     pub async fn recv(&mut self) -> Option<T> {
-        let item = match self.rx.as_mut() {
-            Some(rx) => rx.recv().await,
-            None => None,
-        };
-        item.inspect(HandOver::handed_over)
+        let rx = self.rx.as_mut()?;
+        while let Some(item) = rx.recv().await {
+            if item.handed_over() {
+                return Some(item);
+            }
+        }
+        None
     }
 
     /// The next item if one is waiting.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.rx
-            .as_mut()
-            .and_then(|rx| rx.try_recv().ok())
-            .inspect(HandOver::handed_over)
+        let rx = self.rx.as_mut()?;
+        while let Ok(item) = rx.try_recv() {
+            if item.handed_over() {
+                return Some(item);
+            }
+        }
+        None
     }
 }
 
@@ -81,11 +89,14 @@ impl<T> Drop for Taken<T> {
 impl<T: HandOver> Stream for Taken<T> {
     type Item = T;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match self.rx.as_mut() {
-            Some(rx) => rx
-                .poll_recv(cx)
-                .map(|item| item.inspect(HandOver::handed_over)),
-            None => Poll::Ready(None),
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) if !item.handed_over() => continue,
+                other => return other,
+            }
         }
     }
 }

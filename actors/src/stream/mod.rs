@@ -116,11 +116,17 @@ impl Inbound {
     }
 
     /// Marks the message as handed to the application: from now on dropping it acknowledges
-    /// it. A message dropped before (the inbox itself dropped at shutdown) is not acknowledged
-    /// and comes again. The inbox calls this as it hands a message out.
+    /// it. Returns `false`, leaving it unarmed, once the node's stream layer has stopped: an
+    /// acknowledgement could no longer be recorded, so the message must not be handed out (it
+    /// comes again after the restart). A message dropped before this (still queued at shutdown)
+    /// is not acknowledged either. The inbox calls this as it hands a message out.
     #[doc(hidden)]
-    pub fn handed_over(&self) {
+    pub fn handed_over(&self) -> bool {
+        if !self.receipt.0.actor.connected() {
+            return false;
+        }
         self.receipt.0.armed.store(true, Ordering::Release);
+        true
     }
 }
 
