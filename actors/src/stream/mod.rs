@@ -23,8 +23,10 @@
 //!
 //! A message's path: `SendMessage` → outbox (sled) → a writer for its destination connects if
 //! needed, opens `/hermes/msg/1`, starts a session (sealed by the IdentityActor) and pulls batches
-//! → the remote reader opens each message, claims its id in the seen-set, hands it to the
-//! application and acknowledges it → the writer reports the acknowledgement, the outbox deletes the
+//! → the remote reader opens each message, offers its id to the seen-set and hands it to the
+//! application; once the application drops it (acknowledges it, `Settle`), the id is committed
+//! and flushed with whatever else was acknowledged meanwhile (group commit), and only then is it
+//! acknowledged to the sender → the writer reports the acknowledgement, the outbox deletes the
 //! message, and a `Release` lets the receiver forget the id. Any failure on the way leaves the
 //! message in the outbox, retried with exponential backoff and jitter until its TTL ends.
 

@@ -11,9 +11,11 @@
 //! Nothing is fsynced per message either (that would cap a node at a few hundred messages per
 //! second); sled's flusher makes batches durable within `storage.flush_every`, and a clean
 //! shutdown writes and flushes everything. A crash can therefore lose what arrived in the last
-//! [`WRITE_BEHIND`] plus `flush_every`, with bounded and safe effects: an outbox entry not yet on disk is a
-//! message `send` accepted but never stored, and a seen id not yet on disk can let one retried
-//! message through a second time.
+//! [`WRITE_BEHIND`] plus `flush_every`, with bounded and safe effects: an outbox entry not yet on
+//! disk is a message `send` accepted but never stored. Message ids are the exception: the
+//! StreamActor writes and flushes the seen-set ([`SledSeen::persist`] with no delay, then a
+//! flush) before it acknowledges a message, one flush per batch of acknowledgements (a group
+//! commit), so that an acknowledged message is never delivered again after a crash.
 
 use crate::storage::{Store, StoreError, TREE_OUTBOX, TREE_SEEN};
 use hermes_proto::inbox::SeenStore;
@@ -423,10 +425,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut seen = SledSeen::open(&store).unwrap();
+        assert!(!seen.contains(b"k").unwrap());
         assert!(seen.insert_if_absent(b"k", 10).unwrap());
+        assert!(seen.contains(b"k").unwrap(), "in memory");
         seen.persist(Duration::ZERO).unwrap();
+        assert!(seen.contains(b"k").unwrap(), "on disk");
         // On disk; removed, written again in memory only, removed again.
         seen.remove(b"k").unwrap();
+        assert!(
+            !seen.contains(b"k").unwrap(),
+            "removed in memory, still on disk"
+        );
         assert!(seen.insert_if_absent(b"k", 20).unwrap());
         seen.remove(b"k").unwrap();
         seen.persist(Duration::ZERO).unwrap();
