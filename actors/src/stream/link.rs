@@ -392,11 +392,11 @@ async fn answer<W: futures::AsyncWrite + Unpin>(
     counters: &StreamCounters,
     mut rx: mpsc::UnboundedReceiver<Answer>,
 ) -> io::Result<()> {
-    use futures::stream::{FuturesOrdered, StreamExt};
+    use futures::stream::{FuturesUnordered, StreamExt};
     use futures::FutureExt;
-    // Completions arrive in the order the receivers were pushed, so `ids` matches them.
-    let mut waiting: FuturesOrdered<oneshot::Receiver<()>> = FuturesOrdered::new();
-    let mut ids: std::collections::VecDeque<Id128> = std::collections::VecDeque::new();
+    // In whatever order the application acknowledges: one message it holds on to must not hold
+    // back the acknowledgements of those after it.
+    let mut waiting = FuturesUnordered::new();
     let mut acks: Vec<Id128> = Vec::new();
     let mut refusal: Option<Refusal> = None;
     let mut ended = false;
@@ -408,9 +408,10 @@ async fn answer<W: futures::AsyncWrite + Unpin>(
                 Some(a) => item = Some(a),
                 None => ended = true,
             },
-            Some(r) = waiting.next(), if !waiting.is_empty() => {
+            Some((id, r)) = waiting.next(), if !waiting.is_empty() => {
+                let r: Result<(), oneshot::error::RecvError> = r;
                 r.map_err(|_| lost())?;
-                acks.extend(ids.pop_front());
+                acks.push(id);
             }
             else => return Ok(()),
         }
@@ -419,8 +420,7 @@ async fn answer<W: futures::AsyncWrite + Unpin>(
             match item.take() {
                 Some(Answer::Now(id)) => acks.push(id),
                 Some(Answer::Later(id, done)) => {
-                    waiting.push_back(done);
-                    ids.push_back(id);
+                    waiting.push(async move { (id, done.await) });
                 }
                 Some(Answer::Refuse(r)) => {
                     refusal = Some(*r);
@@ -437,9 +437,9 @@ async fn answer<W: futures::AsyncWrite + Unpin>(
                 Err(mpsc::error::TryRecvError::Disconnected) => ended = true,
             }
         }
-        while let Some(Some(r)) = waiting.next().now_or_never() {
+        while let Some(Some((id, r))) = waiting.next().now_or_never() {
             r.map_err(|_| lost())?;
-            acks.extend(ids.pop_front());
+            acks.push(id);
         }
         if !acks.is_empty() {
             for c in acks.chunks(MAX_IDS) {
