@@ -282,6 +282,9 @@ struct Sim {
     dedup: Option<Dedup<WbSeen>>,
     /// Handed to the application, not acknowledged by it yet: (id, session).
     handed: VecDeque<(Id128, Id128)>,
+    /// Every hand-over to the application, in order (a cancellation is checked against it: a
+    /// message handed over before its cancellation may still be acknowledged after it).
+    handed_log: Vec<Id128>,
     /// Acknowledged by the application, acknowledgement to the sender waiting for the next
     /// persist of the seen-set (on the link they came on; gone with it).
     commit_wait: Vec<Id128>,
@@ -302,7 +305,7 @@ struct Sim {
     at_risk: BTreeSet<Id128>,
     sent: BTreeSet<Id128>,
     expired: BTreeSet<Id128>,
-    /// Cancelled messages, with how many deliveries had happened when each was cancelled.
+    /// Cancelled messages, with how many hand-overs had happened when each was cancelled.
     cancelled: BTreeMap<Id128, usize>,
     captured: Vec<Vec<u8>>,
     refusals: Vec<RejectReason>,
@@ -340,6 +343,7 @@ impl Sim {
             ring,
             dedup: Some(Dedup::new(WbSeen::default())),
             handed: VecDeque::new(),
+            handed_log: Vec::new(),
             commit_wait: Vec::new(),
             delivered: Vec::new(),
             delivered_in: Vec::new(),
@@ -429,7 +433,7 @@ impl Sim {
                         // The node writes a cancellation through before answering the user,
                         // so a crash cannot bring the message back.
                         self.outbox().store_mut().persist();
-                        let at = self.delivered.len();
+                        let at = self.handed_log.len();
                         self.cancelled.insert(m.id, at);
                     }
                 }
@@ -649,6 +653,7 @@ impl Sim {
                             b.id
                         );
                         self.handed.push_back((b.id, session_id));
+                        self.handed_log.push(b.id);
                     }
                     Accepted::Duplicate(id) => {
                         self.link
@@ -759,9 +764,9 @@ impl Sim {
             );
         }
         assert!(self.delivered.iter().all(|d| self.sent.contains(d)));
-        for (i, d) in self.delivered.iter().enumerate() {
+        for (i, d) in self.handed_log.iter().enumerate() {
             if let Some(&at) = self.cancelled.get(d) {
-                assert!(i < at, "message {d} delivered after it was cancelled");
+                assert!(i < at, "message {d} handed over after it was cancelled");
             }
         }
     }
