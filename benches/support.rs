@@ -47,6 +47,9 @@ pub fn node(dir: &Path, name: &str, chain: &Path, netuid: u16, listen: &str) -> 
     // The registry is read at start; polling the dev chain (which opens its database each time)
     // would only add noise to the measurements.
     c.chain.poll_interval = HumanDuration(Duration::from_secs(600));
+    // At least the poll interval (the config refuses less), so the registry never goes stale
+    // during a run.
+    c.chain.max_staleness = HumanDuration(Duration::from_secs(3600));
     (c, ss58)
 }
 
