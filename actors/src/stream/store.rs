@@ -273,8 +273,8 @@ impl OutboxStore for SledOutbox {
 /// key`, written and dropped with it, so that a sweep reads only the index range up to `now`
 /// instead of walking every id on the (network) thread that runs it. Seen keys start with `'m'`
 /// or `'s'` ([`hermes_proto::inbox`]), so the index never mixes with them. A release of an id
-/// already on disk leaves its index twin behind (finding it would cost a read per release); the
-/// sweep drops it at its expiry.
+/// already on disk reads its expiry to drop its index twin too (one read per release), since
+/// every acknowledged id is on disk now.
 #[derive(Debug)]
 pub struct SledSeen(WriteBehind<Vec<u8>>);
 
@@ -368,9 +368,22 @@ impl SeenStore for SledSeen {
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        // Still in memory: its index twin is known and goes with it.
-        if let Some(v) = self.0.pending(key) {
-            let twin = index_key(expiry(v), key);
+        // Its index twin goes with it: known when still in memory, read from disk otherwise.
+        // Every acknowledged id reaches the disk (it is flushed before the acknowledgement), so
+        // twins left behind would grow the tree by one entry per message until they expire.
+        let value = match self.0.pending(key) {
+            Some(v) => Some(v.clone()),
+            None if self.0.is_removed(key) => None,
+            None => {
+                let w = &self.0;
+                w.tree
+                    .get(key)
+                    .map_err(|e| w.db_err(e))?
+                    .map(|v| v.to_vec())
+            }
+        };
+        if let Some(v) = value {
+            let twin = index_key(expiry(&v), key);
             self.0.remove(&twin);
         }
         self.0.remove(key);
@@ -533,10 +546,23 @@ mod tests {
             assert!(seen.insert_if_absent(k, exp).unwrap());
         }
         seen.persist(Duration::ZERO).unwrap();
-        // Released while on disk (its index twin stays), then claimed again with a later expiry.
+        // Released while on disk (its index twin goes with it), then claimed again with a later
+        // expiry.
         seen.remove(b"m2").unwrap();
         assert!(seen.insert_if_absent(b"m2", 40).unwrap());
         seen.persist(Duration::ZERO).unwrap();
+        assert!(!keys(&store).contains(&index_key(20, b"m2")));
+        assert!(keys(&store).contains(&index_key(40, b"m2")));
+        // Released while on disk and not claimed again: nothing of it stays on disk.
+        assert!(seen.insert_if_absent(b"m5", 50).unwrap());
+        seen.persist(Duration::ZERO).unwrap();
+        seen.remove(b"m5").unwrap();
+        seen.persist(Duration::ZERO).unwrap();
+        let left = keys(&store);
+        assert!(
+            !left.iter().any(|k| k.ends_with(b"m5")),
+            "a released id or its twin stayed: {left:?}"
+        );
         // Released while still in memory: nothing of it reaches the disk.
         assert!(seen.insert_if_absent(b"m4", 15).unwrap());
         seen.remove(b"m4").unwrap();
@@ -556,7 +582,7 @@ mod tests {
         }
         assert!(left.iter().any(|k| k == b"m2"), "re-claimed m2 must stay");
         assert!(left.iter().any(|k| k == b"m0"), "not indexed, never swept");
-        // m2's stale twin (20) went; its new one (40) and m3's (30) stay.
+        // m2's old twin (20) went with its release; its new one (40) and m3's (30) stay.
         assert_eq!(left.iter().filter(|k| is_index(k)).count(), 2, "{left:?}");
         assert_eq!(seen.remove_expired(40).unwrap(), 2);
         assert_eq!(keys(&store), vec![b"m0".to_vec()]);
