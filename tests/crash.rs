@@ -1,5 +1,7 @@
-//! Exactly-once delivery across receiver crashes, with a real receiver process killed with
-//! SIGKILL at random points while a sender streams numbered messages to it.
+//! Delivery guarantees at the receiving application: a message is acknowledged when the
+//! application is done with it, and reaches it exactly once across receiver crashes (a real
+//! receiver process killed with SIGKILL at random points while a sender streams numbered
+//! messages to it).
 //!
 //! The receiving application is `hermes listen --json` (which acknowledges each message once its
 //! line is written) feeding a slow consumer that appends each line to a file and fsyncs it; the
@@ -14,7 +16,7 @@
 
 mod common;
 
-use common::{DevChainDir, NodeDir};
+use common::{linked_pair, DevChainDir, NodeDir, TCP};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +27,23 @@ const MESSAGES: usize = 600;
 const KILLS: usize = 4;
 /// Bound on the whole exchange.
 const LIMIT: Duration = Duration::from_secs(50);
+
+/// Waits for the delivery event of `id`.
+async fn delivered(
+    events: &mut tokio::sync::broadcast::Receiver<hermes::DeliveryEvent>,
+    id: hermes::MessageId,
+) {
+    let r = tokio::time::timeout(LIMIT, async {
+        loop {
+            match events.recv().await.unwrap() {
+                hermes::DeliveryEvent::Delivered { id: got, .. } if got == id => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "message {id} was not delivered");
+}
 
 /// SplitMix64 seeded from the clock: kill points differ between runs (the seed is printed).
 struct Rng(u64);
@@ -197,4 +216,35 @@ async fn every_message_reaches_the_application_once_across_receiver_kills() {
     sender.shutdown().await.unwrap();
     drop(receiver);
     consumer.join().unwrap();
+}
+
+/// A message is acknowledged to its sender when the receiving application is done with it, not
+/// when it reaches the inbox, and one the application holds on to does not hold back the
+/// acknowledgements of those after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_when_the_application_is_done_in_any_order() {
+    let (_chain, _na, nb, a, b) = linked_pair(TCP, |_| {}).await;
+    let mut inbox = b.subscribe().unwrap();
+    let mut events = a.delivery_events().unwrap();
+    let first = a.send(&nb.ss58, 3, b"held".to_vec()).await.unwrap();
+    let second = a.send(&nb.ss58, 3, b"done".to_vec()).await.unwrap();
+    let held = tokio::time::timeout(LIMIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let done = tokio::time::timeout(LIMIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((held.id, done.id), (first, second));
+    done.ack();
+    delivered(&mut events, second).await;
+    // The first is still with the application: its sender keeps it.
+    let kept: Vec<_> = a.outbox().await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(kept, vec![first]);
+    drop(held);
+    delivered(&mut events, first).await;
+    assert!(a.outbox().await.unwrap().is_empty());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

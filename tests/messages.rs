@@ -229,34 +229,3 @@ async fn the_stream_layer_survives_a_panic_on_either_side() {
         assert_eq!(rt.message_stats().await.unwrap().received, 3);
     }
 }
-
-/// A message is acknowledged to its sender when the receiving application is done with it, not
-/// when it reaches the inbox, and one the application holds on to does not hold back the
-/// acknowledgements of those after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_when_the_application_is_done_in_any_order() {
-    let (_chain, _na, nb, a, b) = linked_pair(TCP, |_| {}).await;
-    let mut inbox = b.subscribe().unwrap();
-    let mut events = a.delivery_events().unwrap();
-    let first = a.send(&nb.ss58, 3, b"held".to_vec()).await.unwrap();
-    let second = a.send(&nb.ss58, 3, b"done".to_vec()).await.unwrap();
-    let held = tokio::time::timeout(WAIT, inbox.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let done = tokio::time::timeout(WAIT, inbox.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((held.id, done.id), (first, second));
-    done.ack();
-    delivered(&mut events, second).await;
-    // The first is still with the application: its sender keeps it.
-    let kept: Vec<_> = a.outbox().await.unwrap().iter().map(|e| e.id).collect();
-    assert_eq!(kept, vec![first]);
-    drop(held);
-    delivered(&mut events, first).await;
-    assert!(a.outbox().await.unwrap().is_empty());
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
-}
