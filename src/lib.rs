@@ -31,8 +31,9 @@ pub use hermes_actors::identity::keys::{HotkeyPair, KeyError, HOTKEY_URI_ENV};
 pub use hermes_actors::IdentityInfo;
 pub use hermes_proto as proto;
 pub use messages::{
-    DeliveryEvent, Inbound, Inbox, IncomingStream, IncomingStreams, MessageId, MessageStats,
-    OutboxEntry, SendOptions, StreamError, StreamOptions, StreamReader, StreamReport, StreamWriter,
+    DeliveryEvent, HandOver, Inbound, Inbox, IncomingStream, IncomingStreams, MessageId,
+    MessageStats, OutboxEntry, SendOptions, StreamError, StreamOptions, StreamReader, StreamReport,
+    StreamWriter,
 };
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
 

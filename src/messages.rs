@@ -24,6 +24,25 @@ pub use hermes_proto::RejectReason;
 /// budget back).
 pub(crate) type OnTake<T> = Arc<dyn Fn(&T) + Send + Sync>;
 
+/// An item the queue marks as it hands it out: an [`Inbound`] is acknowledged when dropped only
+/// once the application received it, and is not handed out once the runtime has shut down, so
+/// messages still queued then are delivered again after the restart rather than acknowledged
+/// unread (or read without an acknowledgement that could still be recorded).
+pub trait HandOver {
+    /// Called as the item leaves the queue for the application; `false` withholds it.
+    fn handed_over(&self) -> bool {
+        true
+    }
+}
+
+impl HandOver for Inbound {
+    fn handed_over(&self) -> bool {
+        Inbound::handed_over(self)
+    }
+}
+
+impl HandOver for IncomingStream {}
+
 /// A queue with one consumer at a time, returned to its slot when the consumer is dropped.
 pub struct Taken<T> {
     rx: Option<mpsc::Receiver<T>>,
@@ -37,7 +56,7 @@ impl<T> std::fmt::Debug for Taken<T> {
     }
 }
 
-impl<T> Taken<T> {
+impl<T: HandOver> Taken<T> {
     pub(crate) fn take(
         slot: &Arc<Mutex<Option<mpsc::Receiver<T>>>>,
         on_take: &OnTake<T>,
@@ -50,26 +69,26 @@ impl<T> Taken<T> {
         })
     }
 
-    fn took(&self, item: Option<T>) -> Option<T> {
-        if let Some(i) = &item {
-            (self.on_take)(i);
-        }
-        item
-    }
-
     /// The next item; `None` once the runtime has shut down.
     pub async fn recv(&mut self) -> Option<T> {
-        let item = match self.rx.as_mut() {
-            Some(rx) => rx.recv().await,
-            None => None,
-        };
-        self.took(item)
+        let rx = self.rx.as_mut()?;
+        while let Some(item) = rx.recv().await {
+            if let Some(item) = took(&self.on_take, item) {
+                return Some(item);
+            }
+        }
+        None
     }
 
     /// The next item if one is waiting.
     pub fn try_recv(&mut self) -> Option<T> {
-        let item = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
-        self.took(item)
+        let rx = self.rx.as_mut()?;
+        while let Ok(item) = rx.try_recv() {
+            if let Some(item) = took(&self.on_take, item) {
+                return Some(item);
+            }
+        }
+        None
     }
 }
 
@@ -81,18 +100,29 @@ impl<T> Drop for Taken<T> {
     }
 }
 
-impl<T> Stream for Taken<T> {
+impl<T: HandOver> Stream for Taken<T> {
     type Item = T;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let item = match self.rx.as_mut() {
-            Some(rx) => std::task::ready!(rx.poll_recv(cx)),
-            None => None,
+        let this = &mut *self;
+        let Some(rx) = this.rx.as_mut() else {
+            return Poll::Ready(None);
         };
-        Poll::Ready(self.took(item))
+        loop {
+            match std::task::ready!(rx.poll_recv(cx)) {
+                Some(item) => {
+                    if let Some(item) = took(&this.on_take, item) {
+                        return Poll::Ready(Some(item));
+                    }
+                }
+                None => return Poll::Ready(None),
+            }
+        }
     }
 }
 
-/// Messages delivered to this node, each exactly once.
+/// Messages delivered to this node. Each is acknowledged to its sender when the application
+/// drops it (or calls [`Inbound::ack`]); see `docs/SECURITY.md` for what that guarantees across
+/// crashes.
 pub type Inbox = Taken<Inbound>;
 
 /// Streams opened to this node and accepted for the application.
@@ -124,4 +154,11 @@ pub struct OutboxEntry {
     /// refused, recipient offline…), if one did; `None` before the first attempt ends and once
     /// a connection is made.
     pub last_error: Option<String>,
+}
+
+/// An item has left the queue: its sender's per-peer budget is given back whether or not it is
+/// handed to the application (a withheld one is gone from the queue all the same).
+fn took<T: HandOver>(on_take: &OnTake<T>, item: T) -> Option<T> {
+    on_take(&item);
+    item.handed_over().then_some(item)
 }

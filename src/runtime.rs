@@ -751,8 +751,8 @@ impl RuntimeHandle {
     }
 
     /// Sends `bytes` to the node of wallet address `to` on subnet `netuid`, end-to-end encrypted.
-    /// Returns once the message is in the durable outbox; it is delivered (exactly once) as soon
-    /// as the recipient is reachable, and retried with backoff until `messages.ttl` ends. Watch
+    /// Returns once the message is in the durable outbox; it is delivered (and de-duplicated by
+    /// its id, see `docs/SECURITY.md`) as soon as the recipient is reachable, and retried with backoff until `messages.ttl` ends. Watch
     /// [`RuntimeHandle::delivery_events`] for the outcome.
     ///
     /// # Errors
@@ -793,7 +793,9 @@ impl RuntimeHandle {
         .await??)
     }
 
-    /// The inbox: every message delivered to this node, once each. One consumer at a time;
+    /// The inbox: every message delivered to this node. Each is acknowledged to its sender once
+    /// the application drops it (or calls [`Inbound::ack`]), so hold it until it is handled; a
+    /// crash before that delivers it again, with the same id. One consumer at a time;
     /// dropping it gives it back (messages keep waiting meanwhile).
     ///
     /// # Errors

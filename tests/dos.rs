@@ -446,7 +446,7 @@ async fn tcp_connections_over_the_rate_are_reset_and_counted_and_a_peer_still_ge
     cfg.firewall.conn_rate_per_ip = 1;
     cfg.firewall.conn_burst_per_ip = 2;
     let trt = start(cfg).await;
-    let sock = tcp_socket(&trt).await;
+    let sock = listen_socket(&trt).await;
 
     // Open every connection first (the kernel completes them before the node looks), from
     // 127.0.0.2 so that the registered peer's address keeps its tokens.

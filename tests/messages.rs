@@ -43,6 +43,9 @@ async fn two_nodes_exchange_messages_over_tcp() {
     assert_eq!(got.id, id);
     assert_eq!(got.from, na.ss58);
     assert_eq!(got.netuid, 3);
+    // Not acknowledged while the application holds it: the sender keeps it.
+    assert!(a.outbox().await.unwrap().iter().any(|e| e.id == id));
+    got.ack();
     delivered(&mut events, id).await;
     // And back.
     let mut inbox_a = a.subscribe().unwrap();

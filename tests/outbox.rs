@@ -56,6 +56,7 @@ async fn a_message_to_an_offline_peer_survives_a_sender_restart_and_arrives_once
         .unwrap()
         .unwrap();
     assert_eq!((got.id, got.bytes.as_slice()), (id, &b"kept for you"[..]));
+    got.ack();
     let ev = tokio::time::timeout(WAIT, events.recv())
         .await
         .unwrap()
@@ -143,7 +144,9 @@ impl Node {
         self.rt = Some(rt);
     }
 
-    /// Stops the node; what its application had not yet read stays readable, and is read.
+    /// Stops the node. What its application had not yet read is withheld (an acknowledgement
+    /// could no longer be recorded): it is not acknowledged, and comes again after the restart.
+    /// Reading after the shutdown must therefore yield nothing that is received a second time.
     async fn down(&mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown().await.unwrap();

@@ -3,9 +3,14 @@
 //! The seen-set is persisted, so exactly-once holds across restarts of the receiver. Three rules
 //! keep it correct and small:
 //!
-//! 1. **Claim before delivery.** [`Dedup::claim`] inserts `sender ‖ message id` if absent; only the
-//!    caller that inserted it delivers the message. A retried copy (its acknowledgement was lost)
-//!    finds the id and is acknowledged without being delivered again.
+//! 1. **Durable once the application has it.** [`Dedup::offer`] marks a new `sender ‖ message id`
+//!    as being delivered, in memory only; once the application acknowledged the message,
+//!    [`Dedup::commit`] puts the id in the store, and the caller acknowledges to the sender only
+//!    after the store is durable. A retried copy (its acknowledgement was lost) finds the id and
+//!    is acknowledged without being delivered again; a copy of a message still with the
+//!    application is neither. A crash before the commit loses only the mark, so the message is
+//!    delivered again rather than lost ([`Dedup::claim`] claims at once, for callers that need
+//!    no acknowledgement from their application).
 //! 2. **One current session per sender.** A sender runs one message session to a receiver at a
 //!    time; [`Dedup::make_current`] makes the newest one current, and [`Dedup::is_current`] lets
 //!    the caller refuse frames still arriving on an older substream. Without this, a copy
@@ -44,6 +49,11 @@ pub trait SeenStore {
     /// # Errors
     /// The store's error.
     fn insert_if_absent(&mut self, key: &[u8], expires_at: u64) -> Result<bool, Self::Error>;
+    /// Whether `key` is held.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn contains(&self, key: &[u8]) -> Result<bool, Self::Error>;
     /// Deletes a key (absent keys are fine).
     ///
     /// # Errors
@@ -78,11 +88,28 @@ fn session_key(id: &Id128) -> [u8; SESSION_KEY_LEN] {
     k
 }
 
+/// What [`Dedup::offer`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Never seen: hand it to the application, and [`Dedup::commit`] it once the application
+    /// acknowledged it.
+    New,
+    /// The application acknowledged it before: acknowledge it to the sender, do not deliver.
+    Duplicate,
+    /// Handed to the application, not yet acknowledged by it: neither deliver nor acknowledge
+    /// (the sender retries later).
+    Delivering,
+}
+
 /// The de-duplicating seen-set of one node.
 #[derive(Debug)]
 pub struct Dedup<S> {
     store: S,
     current: HashMap<Hotkey, Id128>,
+    /// Handed to the application and not acknowledged by it yet, with how long to keep each id
+    /// once committed. Memory only: after a crash these are delivered again, which is what
+    /// keeps an unacknowledged message from being lost.
+    delivering: HashMap<[u8; MSG_KEY_LEN], u64>,
     /// Longest a message id is kept after it is claimed, whatever expiry its sender chose.
     retention: u64,
 }
@@ -100,6 +127,7 @@ impl<S: SeenStore> Dedup<S> {
         Dedup {
             store,
             current: HashMap::new(),
+            delivering: HashMap::new(),
             retention,
         }
     }
@@ -164,6 +192,60 @@ impl<S: SeenStore> Dedup<S> {
             .insert_if_absent(&msg_key(sender, id), keep_until)
     }
 
+    /// Looks a message id up at `now` (unix seconds) without claiming it durably: a new id is
+    /// marked as being delivered (in memory) until [`Dedup::commit`] or [`Dedup::abandon`].
+    ///
+    /// This is the receive path: an id becomes durable only once the application acknowledged
+    /// its message, so a crash before that delivers the message again instead of losing it.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn offer(
+        &mut self,
+        sender: &Hotkey,
+        id: &Id128,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<Offer, S::Error> {
+        let key = msg_key(sender, id);
+        if self.delivering.contains_key(&key) {
+            return Ok(Offer::Delivering);
+        }
+        if self.store.contains(&key)? {
+            return Ok(Offer::Duplicate);
+        }
+        let keep_until = expires_at.min(now.saturating_add(self.retention));
+        self.delivering.insert(key, keep_until);
+        Ok(Offer::New)
+    }
+
+    /// The application acknowledged an offered message: its id enters the store (the caller
+    /// makes the store durable before acknowledging to the sender). Returns whether the id was
+    /// being delivered.
+    ///
+    /// # Errors
+    /// The store's error (the id stays marked as being delivered).
+    pub fn commit(&mut self, sender: &Hotkey, id: &Id128) -> Result<bool, S::Error> {
+        let key = msg_key(sender, id);
+        let Some(keep_until) = self.delivering.get(&key).copied() else {
+            return Ok(false);
+        };
+        self.store.insert_if_absent(&key, keep_until)?;
+        self.delivering.remove(&key);
+        Ok(true)
+    }
+
+    /// An offered message was not handed over after all (or its receiver went away unread): a
+    /// retried copy will be delivered.
+    pub fn abandon(&mut self, sender: &Hotkey, id: &Id128) {
+        self.delivering.remove(&msg_key(sender, id));
+    }
+
+    /// Messages handed to the application and not acknowledged by it yet.
+    pub fn delivering(&self) -> usize {
+        self.delivering.len()
+    }
+
     /// The sender has its acknowledgements for `ids` and will not send them again.
     ///
     /// # Errors
@@ -198,6 +280,9 @@ impl SeenStore for MemSeenStore {
         }
         self.map.insert(key.to_vec(), expires_at);
         Ok(true)
+    }
+    fn contains(&self, key: &[u8]) -> Result<bool, Self::Error> {
+        Ok(self.map.contains_key(key))
     }
     fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error> {
         self.map.remove(key);
@@ -251,6 +336,34 @@ mod tests {
         assert_eq!(d.sweep(50).unwrap(), 2);
         assert_eq!(d.sweep(100).unwrap(), before - 2);
         assert!(d.store().is_empty());
+    }
+
+    #[test]
+    fn an_offered_id_is_durable_only_once_committed() {
+        let mut d = Dedup::with_retention(MemSeenStore::default(), 60);
+        let m = Id128([3; 16]);
+        assert_eq!(d.offer(&A, &m, 500, 1000).unwrap(), Offer::New);
+        // Handed over, not acknowledged by the application: nothing in the store, and a
+        // retried copy is neither delivered nor acknowledged.
+        assert!(d.store().is_empty());
+        assert_eq!(d.offer(&A, &m, 500, 1000).unwrap(), Offer::Delivering);
+        assert!(d.commit(&A, &m).unwrap());
+        assert_eq!(d.store().len(), 1);
+        assert_eq!(d.offer(&A, &m, 500, 1000).unwrap(), Offer::Duplicate);
+        assert!(!d.commit(&A, &m).unwrap(), "committed once");
+
+        // Abandoned (or lost with a crash, which loses `delivering`): delivered again.
+        let n = Id128([4; 16]);
+        assert_eq!(d.offer(&A, &n, 2000, 1000).unwrap(), Offer::New);
+        d.abandon(&A, &n);
+        assert_eq!(d.offer(&A, &n, 2000, 1000).unwrap(), Offer::New);
+        let store = d.into_store();
+        let mut d = Dedup::with_retention(store, 60);
+        assert_eq!(d.offer(&A, &n, 2000, 1000).unwrap(), Offer::New);
+        // The retention caps how long a committed id is kept.
+        assert!(d.commit(&A, &n).unwrap());
+        assert_eq!(d.sweep(1059).unwrap(), 1, "m, at its own expiry (500)");
+        assert_eq!(d.sweep(1060).unwrap(), 1);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! Receiver, step by step ([`LinkReceiver::on_frame`]):
 //! 1. `SessionInit` → header checks ([`SessionHeader::check`]) → [`ReceiverStep::Session`]; the
 //!    caller checks the seen-set and its prekeys, then calls [`LinkReceiver::install`].
-//! 2. `Msg` → ratchet → expiry → [`ReceiverStep::Message`]; the caller checks scope, claims the
+//! 2. `Msg` → ratchet → expiry → [`ReceiverStep::Message`]; the caller checks scope, offers the
 //!    id, delivers, and acknowledges.
 //! 3. `Release` → [`ReceiverStep::Release`].
 //!
@@ -29,7 +29,7 @@ use crate::envelope::{
 };
 use crate::frame::{msg_prefix, MsgFrame, RefuseCode, RejectCode, MAX_IDS};
 use crate::hotkey::Hotkey;
-use crate::inbox::{Dedup, SeenStore};
+use crate::inbox::{Dedup, Offer, SeenStore};
 use crate::outbox::Outgoing;
 use crate::reason::RejectReason;
 use std::collections::VecDeque;
@@ -238,7 +238,8 @@ pub enum ReceiverStep {
     /// The header passed its checks: look its session id up in the seen-set and its prekey in the
     /// ring, then call [`LinkReceiver::install`] or [`LinkReceiver::refuse_session`].
     Session(SessionHeader),
-    /// A message opened: check scope, claim its id, deliver, then acknowledge it.
+    /// A message opened: check scope, offer its id, deliver, then acknowledge it once the
+    /// application acknowledged it and its id is durable.
     Message {
         /// Its session (the caller checks it is still the sender's current one).
         session_id: Id128,
@@ -440,17 +441,21 @@ impl LinkReceiver {
 /// The outcome of [`accept_message`].
 #[derive(Debug)]
 pub enum Accepted {
-    /// New: deliver it to the application, then acknowledge its id.
+    /// New: deliver it to the application; once the application acknowledged it,
+    /// [`Dedup::commit`] its id, make the seen-set durable, then acknowledge it to the sender.
     Deliver(MessageBody),
-    /// Delivered before (a retry after a lost acknowledgement): acknowledge, do not deliver.
+    /// Acknowledged by the application before (a retry after a lost acknowledgement):
+    /// acknowledge, do not deliver.
     Duplicate(Id128),
     /// Refused.
     Refused(Refusal),
 }
 
 /// The receiver's decision on an opened message (after [`ReceiverStep::Message`]) at `now`: it
-/// must come from `peer`'s current session and be `in_scope`, and its id is claimed in the
-/// seen-set, so exactly one copy is delivered (within the seen-set's retention).
+/// must come from `peer`'s current session and be `in_scope`, and its id is offered to the
+/// seen-set ([`Dedup::offer`]), so one copy at a time is with the application and none after the
+/// application acknowledged one (within the seen-set's retention). A copy of a message still with
+/// the application is refused for a later retry (`Busy`, [`RejectCode::Retry`]).
 ///
 /// # Errors
 /// The seen-set store's error.
@@ -482,9 +487,17 @@ pub fn accept_message<S: SeenStore>(
             close: false,
         }));
     }
-    if dedup.claim(peer, &body.id, body.expires_at, now)? {
-        Ok(Accepted::Deliver(body))
-    } else {
-        Ok(Accepted::Duplicate(body.id))
+    match dedup.offer(peer, &body.id, body.expires_at, now)? {
+        Offer::New => Ok(Accepted::Deliver(body)),
+        Offer::Duplicate => Ok(Accepted::Duplicate(body.id)),
+        Offer::Delivering => Ok(Accepted::Refused(Refusal {
+            reason: RejectReason::Busy,
+            answer: Some(MsgFrame::Reject {
+                session_id,
+                counter,
+                code: RejectCode::Retry,
+            }),
+            close: false,
+        })),
     }
 }

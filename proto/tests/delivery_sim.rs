@@ -6,11 +6,18 @@
 //! link is left up every message is delivered, expired or cancelled.
 //!
 //! The stores are modelled on the node's write-behind ones (`actors/src/stream/store.rs`): writes
-//! and removals stay in memory until the store persists them (the node's tick), a clean restart
-//! persists everything, and a crash loses what was in memory only. A crash may thus do exactly
-//! what `docs/SECURITY.md` admits and nothing more: lose a message `send` accepted that was never
-//! stored nor delivered, and let through a second time a message whose seen id (or whose
-//! session's id, for a replay) had not reached the disk.
+//! and removals stay in memory until the store persists them (the node's tick, or the receiver's
+//! group commit), a clean restart persists everything, and a crash loses what was in memory only.
+//!
+//! The receiving application is modelled too: a message handed to it stays with it until it
+//! acknowledges it (`AppAck`), which records it in the application's own durable log
+//! (`delivered`); only then is its id committed to the seen-set, and the receiver acknowledges it
+//! to the sender only after a persist made that durable. A crash may thus do exactly what
+//! `docs/SECURITY.md` admits and nothing more: lose a message `send` accepted that was never
+//! stored (a sender crash), and hand the application a second time a message it had acknowledged
+//! whose seen id (or whose session's id, for a replay) had not reached the disk yet. A receiver
+//! crash never loses a message: one handed over but not acknowledged by the application comes
+//! again, and every acknowledgement the sender gets is for a message in the application's log.
 
 use hermes_proto::envelope::{
     seal_session, Id128, SessionKind, SessionRequest, MAX_CLOCK_SKEW_SECS,
@@ -181,6 +188,12 @@ impl SeenStore for WbSeen {
         }
         Ok(!present)
     }
+    fn contains(&self, key: &[u8]) -> Result<bool, Never> {
+        Ok(match self.pending.get(key) {
+            Some(v) => v.is_some(),
+            None => self.durable.contains_key(key),
+        })
+    }
     fn remove(&mut self, key: &[u8]) -> Result<(), Never> {
         if self.durable.contains_key(key) {
             self.pending.insert(key.to_vec(), None);
@@ -214,6 +227,8 @@ enum Op {
     RestartReceiver,
     PersistSender,
     PersistReceiver,
+    /// The receiving application acknowledges the first `n` messages it holds.
+    AppAck(u8),
     CrashSender,
     CrashReceiver,
     Rotate,
@@ -236,6 +251,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RestartReceiver),
         2 => Just(Op::PersistSender),
         2 => Just(Op::PersistReceiver),
+        4 => (1u8..6).prop_map(Op::AppAck),
         1 => Just(Op::CrashSender),
         1 => Just(Op::CrashReceiver),
         1 => Just(Op::Rotate),
@@ -264,6 +280,16 @@ struct Sim {
     link: Option<Link>,
     ring: PrekeyRing,
     dedup: Option<Dedup<WbSeen>>,
+    /// Handed to the application, not acknowledged by it yet: (id, session).
+    handed: VecDeque<(Id128, Id128)>,
+    /// Every hand-over to the application, in order (a cancellation is checked against it: a
+    /// message handed over before its cancellation may still be acknowledged after it).
+    handed_log: Vec<Id128>,
+    /// Acknowledged by the application, acknowledgement to the sender waiting for the next
+    /// persist of the seen-set (on the link they came on; gone with it).
+    commit_wait: Vec<Id128>,
+    /// The application's durable log: every message it acknowledged, in order (a receiver
+    /// crash does not touch it).
     delivered: Vec<Id128>,
     /// Each delivery's session.
     delivered_in: Vec<(Id128, Id128)>,
@@ -279,7 +305,7 @@ struct Sim {
     at_risk: BTreeSet<Id128>,
     sent: BTreeSet<Id128>,
     expired: BTreeSet<Id128>,
-    /// Cancelled messages, with how many deliveries had happened when each was cancelled.
+    /// Cancelled messages, with how many hand-overs had happened when each was cancelled.
     cancelled: BTreeMap<Id128, usize>,
     captured: Vec<Vec<u8>>,
     refusals: Vec<RejectReason>,
@@ -316,6 +342,9 @@ impl Sim {
             link: None,
             ring,
             dedup: Some(Dedup::new(WbSeen::default())),
+            handed: VecDeque::new(),
+            handed_log: Vec::new(),
+            commit_wait: Vec::new(),
             delivered: Vec::new(),
             delivered_in: Vec::new(),
             release_wait: Vec::new(),
@@ -376,7 +405,8 @@ impl Sim {
                 self.restart_receiver(false);
             }
             Op::PersistSender => self.persist_sender(),
-            Op::PersistReceiver => self.dedup().store_mut().persist(),
+            Op::PersistReceiver => self.persist_receiver(),
+            Op::AppAck(n) => self.app_ack(usize::from(*n)),
             Op::CrashSender => self.restart_sender(true),
             Op::CrashReceiver => self.restart_receiver(true),
             Op::Rotate => {
@@ -403,7 +433,7 @@ impl Sim {
                         // The node writes a cancellation through before answering the user,
                         // so a crash cannot bring the message back.
                         self.outbox().store_mut().persist();
-                        let at = self.delivered.len();
+                        let at = self.handed_log.len();
                         self.cancelled.insert(m.id, at);
                     }
                 }
@@ -425,6 +455,33 @@ impl Sim {
         let ids = std::mem::take(&mut self.release_wait);
         if let Some(link) = self.link.as_mut() {
             link.s2r.extend(release_frames(&ids));
+        }
+    }
+
+    /// The receiving application acknowledges the first `n` messages it holds: it logs each,
+    /// then the node commits its id (in memory) and waits for the next persist to answer.
+    fn app_ack(&mut self, n: usize) {
+        let a = self.a;
+        for _ in 0..n {
+            let Some((id, session)) = self.handed.pop_front() else {
+                return;
+            };
+            self.delivered.push(id);
+            self.delivered_in.push((id, session));
+            self.dedup().commit(&a, &id).unwrap();
+            if self.link.is_some() {
+                self.commit_wait.push(id);
+            }
+        }
+    }
+
+    /// The receiver's group commit: the seen-set is made durable, then the acknowledgements
+    /// that waited for it go out.
+    fn persist_receiver(&mut self) {
+        self.dedup().store_mut().persist();
+        let ids = std::mem::take(&mut self.commit_wait);
+        if let (false, Some(l)) = (ids.is_empty(), self.link.as_mut()) {
+            l.r2s.push_back(MsgFrame::Ack(ids).encode());
         }
     }
 
@@ -455,6 +512,9 @@ impl Sim {
             }
             store.pending.clear();
         }
+        // Whatever the application held unacknowledged is gone with the process (or, on a
+        // clean shutdown, never acknowledged): the sender still holds it and retries.
+        self.handed.clear();
         self.dedup = Some(Dedup::new(store));
     }
 
@@ -478,6 +538,9 @@ impl Sim {
         let Some(link) = self.link.take() else {
             return;
         };
+        // The substream's answers go with it; the sender retries and gets them from the
+        // seen-set.
+        self.commit_wait.clear();
         if let Some(s) = link.rx.session_id() {
             let a = self.a;
             self.dedup().close_session(&a, &s);
@@ -583,13 +646,14 @@ impl Sim {
                 let d = self.dedup.as_mut().unwrap();
                 match accept_message(d, &a, session_id, counter, body, true, now).unwrap() {
                     Accepted::Deliver(b) => {
-                        self.delivered.push(b.id);
-                        self.delivered_in.push((b.id, session_id));
-                        self.link
-                            .as_mut()
-                            .unwrap()
-                            .r2s
-                            .push_back(MsgFrame::Ack(vec![b.id]).encode());
+                        assert!(
+                            !self.delivered.contains(&b.id) || self.at_risk.contains(&b.id),
+                            "message {} handed to the application again after it acknowledged \
+                             it, with no receiver crash before the acknowledgement was durable",
+                            b.id
+                        );
+                        self.handed.push_back((b.id, session_id));
+                        self.handed_log.push(b.id);
                     }
                     Accepted::Duplicate(id) => {
                         self.link
@@ -617,6 +681,12 @@ impl Sim {
         let ev = self.link.as_mut().unwrap().tx.on_frame(frame);
         match ev {
             SenderEvent::Acked(ids) => {
+                for id in &ids {
+                    assert!(
+                        self.delivered.contains(id),
+                        "message {id} acknowledged to its sender before its application had it"
+                    );
+                }
                 self.outbox().acked(&ids).unwrap();
                 // As the node does: an id whose stored entry is on disk is released only once its
                 // deletion is durable too; one that never reached the disk, at once.
@@ -661,12 +731,13 @@ impl Sim {
                 return;
             }
             self.persist_sender();
-            self.dedup().store_mut().persist();
             self.connect();
             self.sender_write(16);
             for _ in 0..64 {
                 self.pump_receiver();
             }
+            self.app_ack(usize::MAX);
+            self.persist_receiver();
             for _ in 0..64 {
                 self.pump_sender();
             }
@@ -686,10 +757,16 @@ impl Sim {
                 "message {id} was delivered twice without a receiver crash that lost its seen id"
             );
         }
+        for (id, _) in &self.handed {
+            assert!(
+                !seen.contains(id) || self.at_risk.contains(id),
+                "message {id} handed over again without a receiver crash that lost its seen id"
+            );
+        }
         assert!(self.delivered.iter().all(|d| self.sent.contains(d)));
-        for (i, d) in self.delivered.iter().enumerate() {
+        for (i, d) in self.handed_log.iter().enumerate() {
             if let Some(&at) = self.cancelled.get(d) {
-                assert!(i < at, "message {d} delivered after it was cancelled");
+                assert!(i < at, "message {d} handed over after it was cancelled");
             }
         }
     }
@@ -723,35 +800,63 @@ proptest! {
     }
 }
 
-/// A simulation seeded with `seed` in which the sender stored one message durably and wrote it,
-/// and the receiver read its session header and the message: delivered, the acknowledgement not
-/// yet read by the sender, neither side ticked since.
-fn one_message_delivered(seed: u64) -> Sim {
-    let mut sim = Sim::new(seed);
+#[test]
+fn crashes_lose_only_what_was_in_memory() {
+    // Handed to the application, which crashes with the receiver before acknowledging it: not
+    // acknowledged to the sender either, so it comes again after the restart (not lost).
+    let mut sim = Sim::new(10);
     sim.apply(&Op::Connect);
     sim.apply(&Op::Send { ttl: 100 });
     sim.apply(&Op::PersistSender);
     sim.sender_write(1);
     sim.pump_receiver();
     sim.pump_receiver();
-    sim
-}
-
-#[test]
-fn crashes_lose_only_what_was_in_memory() {
-    // A receiver crash before its tick: the delivered message's seen id is lost, and the
-    // sender, which never got the acknowledgement, retries it: delivered a second time.
-    let mut sim = one_message_delivered(11);
+    assert_eq!(sim.handed.len(), 1);
+    sim.apply(&Op::PersistReceiver);
+    assert!(
+        sim.link.as_ref().unwrap().r2s.is_empty(),
+        "acknowledged before the application had it"
+    );
+    sim.apply(&Op::CrashReceiver);
+    assert!(sim.at_risk.is_empty());
+    sim.drain();
     assert_eq!(sim.delivered.len(), 1);
+
+    // Acknowledged by the application: nothing goes to the sender until the seen-set is
+    // durable. A receiver crash before that loses the seen id, and the sender, which never got
+    // the acknowledgement, retries it: handed over a second time (same id).
+    let mut sim = Sim::new(11);
+    sim.apply(&Op::Connect);
+    sim.apply(&Op::Send { ttl: 100 });
+    sim.apply(&Op::PersistSender);
+    sim.sender_write(1);
+    sim.pump_receiver();
+    sim.pump_receiver();
+    sim.apply(&Op::AppAck(1));
+    assert_eq!(sim.delivered.len(), 1);
+    assert!(sim.link.as_ref().unwrap().r2s.is_empty());
     sim.apply(&Op::CrashReceiver);
     assert_eq!(sim.at_risk.len(), 1);
     sim.drain();
     assert_eq!(sim.delivered.len(), 2);
+    assert_eq!(sim.delivered[0], sim.delivered[1]);
     sim.check_no_duplicates();
 
-    // After the receiver's tick, the same sequence delivers once.
-    let mut sim = one_message_delivered(12);
+    // After the group commit, the same sequence delivers once.
+    let mut sim = Sim::new(12);
+    sim.apply(&Op::Connect);
+    sim.apply(&Op::Send { ttl: 100 });
+    sim.apply(&Op::PersistSender);
+    sim.sender_write(1);
+    sim.pump_receiver();
+    sim.pump_receiver();
+    sim.apply(&Op::AppAck(1));
     sim.apply(&Op::PersistReceiver);
+    assert_eq!(
+        sim.link.as_ref().unwrap().r2s.len(),
+        1,
+        "the acknowledgement"
+    );
     sim.apply(&Op::CrashReceiver);
     assert!(sim.at_risk.is_empty());
     sim.drain();
@@ -760,7 +865,15 @@ fn crashes_lose_only_what_was_in_memory() {
     // A sender crash after the acknowledgement but before its tick brings the stored message
     // back (its deletion was in memory only) and it is sent again. The receiver still holds its
     // id, since the release waits for the deletion to be durable: delivered once.
-    let mut sim = one_message_delivered(14);
+    let mut sim = Sim::new(14);
+    sim.apply(&Op::Connect);
+    sim.apply(&Op::Send { ttl: 100 });
+    sim.apply(&Op::PersistSender);
+    sim.sender_write(1);
+    sim.pump_receiver();
+    sim.pump_receiver();
+    sim.apply(&Op::AppAck(1));
+    sim.apply(&Op::PersistReceiver);
     sim.pump_sender();
     assert!(sim.outbox().is_empty());
     sim.pump_receiver(); // a release, if one was (wrongly) sent already
@@ -782,6 +895,29 @@ fn crashes_lose_only_what_was_in_memory() {
 }
 
 #[test]
+fn a_copy_retried_while_the_application_holds_the_first_is_refused_for_later() {
+    let mut sim = Sim::new(15);
+    sim.apply(&Op::Connect);
+    sim.apply(&Op::Send { ttl: 100 });
+    sim.sender_write(1);
+    sim.pump_receiver();
+    sim.pump_receiver();
+    assert_eq!(sim.handed.len(), 1);
+    // The link fails and the sender retries while the application still holds the message.
+    sim.apply(&Op::Disconnect);
+    sim.apply(&Op::Connect);
+    let b = sim.b;
+    sim.outbox().retry_now(&b);
+    sim.sender_write(1);
+    sim.pump_receiver();
+    sim.pump_receiver();
+    assert_eq!(sim.handed.len(), 1, "handed over twice");
+    assert_eq!(sim.refusals, vec![RejectReason::Busy]);
+    sim.drain();
+    assert_eq!(sim.delivered.len(), 1);
+}
+
+#[test]
 fn a_rotation_the_sender_missed_heals_through_the_stale_prekey_refusal() {
     let mut sim = Sim::new(7);
     sim.apply(&Op::Connect);
@@ -800,6 +936,8 @@ fn a_rotation_the_sender_missed_heals_through_the_stale_prekey_refusal() {
     sim.sender_write(1);
     sim.pump_receiver();
     sim.pump_receiver();
+    sim.apply(&Op::AppAck(1));
+    sim.apply(&Op::PersistReceiver);
     assert_eq!(sim.delivered.len(), 1);
     sim.pump_sender();
     assert!(sim.outbox().is_empty());
@@ -813,6 +951,7 @@ fn replayed_frames_are_refused_and_deliver_nothing() {
     sim.sender_write(1);
     sim.pump_receiver();
     sim.pump_receiver();
+    sim.apply(&Op::AppAck(1));
     assert_eq!(sim.delivered.len(), 1);
     // The session header and the message, injected again on the same link.
     for i in 0..2u8 {

@@ -19,7 +19,9 @@
 //! Reader, step by step: reserve room in the application's inbox (backpressure: a full inbox stops
 //! reading, and flow control then slows the sender), read a frame, let [`LinkReceiver`] interpret
 //! it, and act: open sessions through the IdentityActor, hand messages to the actor for
-//! de-duplication and delivery, acknowledge them in batches.
+//! de-duplication and delivery. A task beside it writes the answers: a message is acknowledged
+//! only once the application acknowledged it (dropped its `Inbound`) and the seen-set holding
+//! its id is flushed (the actor's group commit), in batches of whatever is ready together.
 
 use super::wire::{self, ReadFrame};
 use super::{
@@ -416,6 +418,96 @@ const MAX_REFUSED_SESSIONS: u32 = 3;
 /// Session ids remembered per message substream (16 bytes each).
 const MAX_SESSIONS_PER_SUBSTREAM: usize = 1024;
 
+/// What the answer half of a reader writes back to the sender.
+enum Answer {
+    /// Acknowledge at once (the application acknowledged this id before).
+    Now(Id128),
+    /// Acknowledge once the application's acknowledgement is durable; a failed receiver means
+    /// it will not be (the message goes back to the sender's queue when the substream closes).
+    Later(Id128, oneshot::Receiver<()>),
+    /// Refuse a frame (boxed: refusals are rare, acknowledgements are not).
+    Refuse(Box<Refusal>),
+}
+
+/// Writes a reader's answers in order of arrival, acknowledgements in batches: everything that
+/// is ready when one becomes ready goes out in one `Ack` frame. Runs beside the reader so that
+/// reading never waits for an application's acknowledgement. Returns when the reader is gone
+/// (after writing what it queued) or a refusal closes the substream.
+async fn answer<W: futures::AsyncWrite + Unpin>(
+    w: &mut W,
+    counters: &StreamCounters,
+    mut rx: mpsc::UnboundedReceiver<Answer>,
+) -> io::Result<()> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    use futures::FutureExt;
+    // In whatever order the application acknowledges: one message it holds on to must not hold
+    // back the acknowledgements of those after it.
+    let mut waiting = FuturesUnordered::new();
+    let mut acks: Vec<Id128> = Vec::new();
+    let mut refusal: Option<Refusal> = None;
+    let mut ended = false;
+    let lost = || io::Error::other("the application's acknowledgement was not recorded");
+    loop {
+        let mut item = None;
+        tokio::select! {
+            got = rx.recv(), if !ended => match got {
+                Some(a) => item = Some(a),
+                None => ended = true,
+            },
+            Some((id, r)) = waiting.next(), if !waiting.is_empty() => {
+                let r: Result<(), oneshot::error::RecvError> = r;
+                r.map_err(|_| lost())?;
+                acks.push(id);
+            }
+            else => return Ok(()),
+        }
+        // Take everything else already waiting into the same answer, up to a refusal.
+        loop {
+            match item.take() {
+                Some(Answer::Now(id)) => acks.push(id),
+                Some(Answer::Later(id, done)) => {
+                    waiting.push(async move { (id, done.await) });
+                }
+                Some(Answer::Refuse(r)) => {
+                    refusal = Some(*r);
+                    break;
+                }
+                None => {}
+            }
+            if ended {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(a) => item = Some(a),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => ended = true,
+            }
+        }
+        while let Some(Some((id, r))) = waiting.next().now_or_never() {
+            r.map_err(|_| lost())?;
+            acks.push(id);
+        }
+        if !acks.is_empty() {
+            for c in acks.chunks(MAX_IDS) {
+                w.write_all(&MsgFrame::Ack(c.to_vec()).encode()).await?;
+            }
+            acks.clear();
+            w.flush().await?;
+        }
+        if let Some(r) = refusal.take() {
+            if refuse(w, counters, r).await? {
+                return Ok(());
+            }
+        }
+        if ended {
+            // The reader is gone: messages still with the application go back to the sender's
+            // queue when the substream closes, and their retries are acknowledged (not
+            // delivered) once the application's acknowledgement is recorded.
+            return Ok(());
+        }
+    }
+}
+
 /// Serves one inbound message substream from `peer` until it ends.
 pub(crate) async fn run_reader(
     stream: Stream,
@@ -430,13 +522,17 @@ pub(crate) async fn run_reader(
     let mut link = LinkReceiver::new(shared.cfg.me, peer.hotkey, window);
     let max_frame = MSG_PREFIX_LEN + BODY_HEADER_LEN + shared.cfg.max_message + TAG_LEN;
     let counters = shared.counters.clone();
-    let mut acks: Vec<Id128> = Vec::new();
     // Session ids already presented on this substream, and session headers refused on it: a
     // repeated header is refused before any signature check, seen-set lookup or HPKE work, and a
     // substream that keeps presenting refused headers is closed.
     let mut sessions_here: std::collections::HashSet<Id128> = std::collections::HashSet::new();
     let mut refused_sessions = 0u32;
-    let result: io::Result<()> = async {
+    // Unbounded, but each entry is a message this substream carried: the sender's window and
+    // the inbox's capacity bound how many wait.
+    let (answers, answers_rx) = mpsc::unbounded_channel();
+    let reading = async {
+        // Owned here, so the answer writer sees the end when the reader ends.
+        let answers = answers;
         loop {
             // This peer's share of the inbox first: one peer must not hold the whole of it.
             shared.inbox_bytes.wait_room(&peer.hotkey).await;
@@ -447,7 +543,10 @@ pub(crate) async fn run_reader(
                 ReadFrame::Eof => return Ok(()),
                 ReadFrame::TooLarge(prefix) => {
                     let (sid, counter) = parse_msg_prefix(&prefix).map_err(invalid)?;
-                    if refuse(&mut w, &counters, link.too_large(sid, counter)).await? {
+                    let r = link.too_large(sid, counter);
+                    let close = r.close;
+                    let _ = answers.send(Answer::Refuse(Box::new(r)));
+                    if close {
                         return Ok(());
                     }
                     continue;
@@ -468,7 +567,9 @@ pub(crate) async fn run_reader(
                     refused_sessions += 1;
                     let over = shared.refused_sessions.note(peer.hotkey);
                     r.close = over || refused_sessions >= MAX_REFUSED_SESSIONS;
-                    if refuse(&mut w, &counters, r).await? {
+                    let close = r.close;
+                    let _ = answers.send(Answer::Refuse(Box::new(r)));
+                    if close {
                         return Ok(());
                     }
                     continue;
@@ -536,7 +637,11 @@ pub(crate) async fn run_reader(
                         .map_err(|_| io::Error::other("stopping"))?;
                     match outcome {
                         AcceptOutcome::Ack(id) => {
-                            acks.push(id);
+                            let _ = answers.send(Answer::Now(id));
+                            None
+                        }
+                        AcceptOutcome::Deliver(id, durable) => {
+                            let _ = answers.send(Answer::Later(id, durable));
                             None
                         }
                         AcceptOutcome::Refused(r) => Some(*r),
@@ -554,13 +659,6 @@ pub(crate) async fn run_reader(
                 }
                 ReceiverStep::Refuse(r) => Some(r),
             };
-            // Acknowledge in batches: wait while another complete frame is already buffered.
-            let flush_acks =
-                refusal.is_some() || acks.len() >= MAX_IDS || !wire::holds_frame(rd.buffer());
-            if flush_acks && !acks.is_empty() {
-                let frame = MsgFrame::Ack(std::mem::take(&mut acks)).encode();
-                wire::write_flush(&mut w, &frame).await?;
-            }
             if let Some(mut r) = refusal {
                 let session_refused = matches!(r.answer, Some(MsgFrame::SessionRefused { .. }));
                 // A stale prekey is an honest sender's normal way to learn the new one.
@@ -569,13 +667,26 @@ pub(crate) async fn run_reader(
                     let over = shared.refused_sessions.note(peer.hotkey);
                     r.close |= over || refused_sessions >= MAX_REFUSED_SESSIONS;
                 }
-                if refuse(&mut w, &counters, r).await? {
+                let close = r.close;
+                let _ = answers.send(Answer::Refuse(Box::new(r)));
+                if close {
                     return Ok(());
                 }
             }
         }
-    }
-    .await;
+    };
+    let result: io::Result<()> = {
+        let writing = answer(&mut w, &counters, answers_rx);
+        futures::pin_mut!(reading, writing);
+        match futures::future::select(reading, writing).await {
+            // The reader is done: what it queued still goes out (the writer then ends).
+            futures::future::Either::Left((r, writing)) => {
+                let w = writing.await;
+                r.and(w)
+            }
+            futures::future::Either::Right((w, _)) => w,
+        }
+    };
     if let Some(s) = link.session_id() {
         actor.do_send(CloseSession {
             from: peer.hotkey,

@@ -23,8 +23,10 @@
 //!
 //! A message's path: `SendMessage` → outbox (sled) → a writer for its destination connects if
 //! needed, opens `/hermes/msg/1`, starts a session (sealed by the IdentityActor) and pulls batches
-//! → the remote reader opens each message, claims its id in the seen-set, hands it to the
-//! application and acknowledges it → the writer reports the acknowledgement, the outbox deletes the
+//! → the remote reader opens each message, offers its id to the seen-set and hands it to the
+//! application; once the application drops it (acknowledges it, `Settle`), the id is committed
+//! and flushed with whatever else was acknowledged meanwhile (group commit), and only then is it
+//! acknowledged to the sender → the writer reports the acknowledgement, the outbox deletes the
 //! message, and a `Release` lets the receiver forget the id. Any failure on the way leaves the
 //! message in the outbox, retried with exponential backoff and jitter until its TTL ends.
 
@@ -97,7 +99,79 @@ pub struct Inbound {
     pub sent_at: u64,
     /// The payload.
     pub bytes: Vec<u8>,
+    /// Acknowledges the message when the last copy of this `Inbound` is dropped.
+    receipt: Receipt,
 }
+
+impl Inbound {
+    /// Acknowledges the message: the application has done with it what it needed to (stored
+    /// it, acted on it). Dropping the `Inbound` (its last clone) does the same; this only says
+    /// so. Until then the sender keeps the message, and a crash of this node delivers it again
+    /// after the restart (with the same [`Inbound::id`]). After it, a crash of this node may
+    /// still deliver it once more if the acknowledgement was not yet on disk (a few
+    /// milliseconds: see `docs/SECURITY.md`), again with the same id.
+    pub fn ack(self) {}
+
+    /// Gives the message back unacknowledged (the application could not process it): its
+    /// sender keeps it and delivers it again later, with the same id.
+    pub fn give_back(self) {
+        self.receipt.0.armed.store(false, Ordering::Release);
+    }
+
+    /// Marks the message as handed to the application: from now on dropping it acknowledges
+    /// it. Returns `false`, leaving it unarmed, once the node's stream layer has stopped: an
+    /// acknowledgement could no longer be recorded, so the message must not be handed out (it
+    /// comes again after the restart). A message dropped before this (still queued at shutdown)
+    /// is not acknowledged either. The inbox calls this as it hands a message out.
+    #[doc(hidden)]
+    pub fn handed_over(&self) -> bool {
+        if !self.receipt.0.actor.connected() {
+            return false;
+        }
+        self.receipt.0.armed.store(true, Ordering::Release);
+        true
+    }
+}
+
+/// The acknowledgement owed for one [`Inbound`]: sent to the StreamActor when the last clone
+/// drops. Equal to every other receipt, so that messages compare by their content.
+#[derive(Clone)]
+struct Receipt(Arc<ReceiptInner>);
+
+struct ReceiptInner {
+    actor: Addr<StreamActor>,
+    from: Hotkey,
+    id: Id128,
+    armed: std::sync::atomic::AtomicBool,
+    /// Fired once the acknowledgement is durable; the reader then acknowledges to the sender.
+    durable: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Drop for ReceiptInner {
+    fn drop(&mut self) {
+        let durable = self.durable.lock().ok().and_then(|mut d| d.take());
+        self.actor.do_send(Settle {
+            from: self.from,
+            id: self.id,
+            acked: self.armed.load(Ordering::Acquire),
+            durable,
+        });
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+impl PartialEq for Receipt {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Receipt {}
 
 /// What became of a sent message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +440,11 @@ pub struct StreamActor {
     flushing: bool,
     /// Acknowledged ids whose deletion becomes durable with cycle `.0`.
     release_wait: Vec<(u64, Hotkey, Id128)>,
+    /// Readers waiting for an application's acknowledgement to be durable (group commit: they
+    /// are answered together by the next flush of the seen-set).
+    commit_wait: Vec<oneshot::Sender<()>>,
+    /// Whether a group commit's flush is under way.
+    committing: bool,
     /// Destinations whose writer has its substream open.
     connected: std::collections::HashSet<Hotkey>,
     /// `send` calls waiting for room in a connected destination's window.
@@ -461,6 +540,8 @@ impl StreamActor {
                 durable: 0,
                 flushing: false,
                 release_wait: Vec::new(),
+                commit_wait: Vec::new(),
+                committing: false,
                 connected: Default::default(),
                 blocked: HashMap::new(),
                 parked: HashMap::new(),
@@ -718,7 +799,38 @@ impl StreamActor {
         }
     }
 
-    fn accept(&mut self, a: Accept) -> AcceptOutcome {
+    /// Makes the seen ids the applications acknowledged durable, then answers the readers
+    /// waiting for them. One flush covers everything acknowledged meanwhile (group commit), so
+    /// a busy link pays one flush per batch, not per message.
+    fn group_commit(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.commit_wait.is_empty() {
+            return;
+        }
+        if let Err(e) = self.dedup.store_mut().persist(Duration::ZERO) {
+            // Dropping the waiters closes their links; the senders retry and the retried
+            // copies are acknowledged (not delivered) once the ids are written.
+            tracing::error!(error = %e, "writing acknowledged ids failed");
+            self.commit_wait.clear();
+            return;
+        }
+        let batch = std::mem::take(&mut self.commit_wait);
+        self.committing = true;
+        let flush = self.shared.deps.store.flush_async();
+        ctx.spawn(flush.into_actor(self).map(move |r, act, ctx| {
+            act.committing = false;
+            match r {
+                Ok(()) => {
+                    for tx in batch {
+                        let _ = tx.send(());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "flushing acknowledged ids failed"),
+            }
+            act.group_commit(ctx);
+        }));
+    }
+
+    fn accept(&mut self, a: Accept, me: Addr<Self>) -> AcceptOutcome {
         let c = self.shared.counters.clone();
         match accept_message(
             &mut self.dedup,
@@ -734,6 +846,14 @@ impl StreamActor {
                 self.shared
                     .inbox_bytes
                     .charge(a.from.hotkey, body.payload.len() as u64);
+                let (tx, durable) = oneshot::channel();
+                let receipt = Receipt(Arc::new(ReceiptInner {
+                    actor: me,
+                    from: a.from.hotkey,
+                    id,
+                    armed: std::sync::atomic::AtomicBool::new(false),
+                    durable: std::sync::Mutex::new(Some(tx)),
+                }));
                 a.permit.send(Inbound {
                     from: a.from.ss58.clone(),
                     hotkey: a.from.hotkey,
@@ -742,9 +862,10 @@ impl StreamActor {
                     id,
                     sent_at: body.sent_at,
                     bytes: body.payload,
+                    receipt,
                 });
                 StreamCounters::add(&c.received, 1);
-                AcceptOutcome::Ack(id)
+                AcceptOutcome::Deliver(id, durable)
             }
             Ok(Accepted::Duplicate(id)) => {
                 StreamCounters::add(&c.duplicates, 1);
@@ -796,6 +917,9 @@ impl StreamActor {
         self.flushing = false;
         // Their deletions are written below; the receivers sweep these ids at expiry instead.
         self.release_wait.clear();
+        // Their readers see the commit abandoned and close; the senders retry.
+        self.commit_wait.clear();
+        self.committing = false;
         self.outbox.store_mut().persist(Duration::ZERO)?;
         self.dedup.store_mut().persist(Duration::ZERO)?;
         let store = &self.shared.deps.store;
@@ -1192,8 +1316,12 @@ impl std::fmt::Debug for Accept {
 /// What a reader does after [`Accept`].
 #[derive(Debug)]
 pub(crate) enum AcceptOutcome {
-    /// Acknowledge this id.
+    /// Acknowledged by the application before: acknowledge this id now.
     Ack(Id128),
+    /// Handed to the application: acknowledge this id once the receiver fires (the application
+    /// acknowledged it and that is durable). A receiver that fails means it was not: close the
+    /// substream so that the sender retries.
+    Deliver(Id128, oneshot::Receiver<()>),
     /// Refuse the frame.
     Refused(Box<Refusal>),
 }
@@ -1202,8 +1330,9 @@ impl Handler<Accept> for StreamActor {
     type Result = MessageResult<Accept>;
     fn handle(&mut self, a: Accept, ctx: &mut Self::Context) -> Self::Result {
         // A crash neither delivers nor acknowledges: the sender retries on a new session.
+        let me = ctx.address();
         MessageResult(
-            contain::<Self, _>(ACTOR, ctx, || self.accept(a)).unwrap_or_else(|_| {
+            contain::<Self, _>(ACTOR, ctx, || self.accept(a, me)).unwrap_or_else(|_| {
                 AcceptOutcome::Refused(Box::new(Refusal {
                     reason: RejectReason::Malformed,
                     answer: None,
@@ -1211,6 +1340,37 @@ impl Handler<Accept> for StreamActor {
                 }))
             }),
         )
+    }
+}
+
+/// The application is done with a delivered message (`acked`), or it was dropped before the
+/// application got it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Settle {
+    from: Hotkey,
+    id: Id128,
+    acked: bool,
+    durable: Option<oneshot::Sender<()>>,
+}
+
+impl Handler<Settle> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, m: Settle, ctx: &mut Self::Context) {
+        if !m.acked {
+            // Never handed over: forget it was being delivered, so a retried copy is.
+            self.dedup.abandon(&m.from, &m.id);
+            return;
+        }
+        if let Err(e) = self.dedup.commit(&m.from, &m.id) {
+            tracing::error!(error = %e, "recording an acknowledged id failed");
+            self.dedup.abandon(&m.from, &m.id);
+            return;
+        }
+        if let Some(tx) = m.durable {
+            self.commit_wait.push(tx);
+        }
+        let _ = contain_with(ACTOR, self, ctx, |act, ctx| act.group_commit(ctx));
     }
 }
 

@@ -11,9 +11,11 @@
 //! Nothing is fsynced per message either (that would cap a node at a few hundred messages per
 //! second); sled's flusher makes batches durable within `storage.flush_every`, and a clean
 //! shutdown writes and flushes everything. A crash can therefore lose what arrived in the last
-//! [`WRITE_BEHIND`] plus `flush_every`, with bounded and safe effects: an outbox entry not yet on disk is a
-//! message `send` accepted but never stored, and a seen id not yet on disk can let one retried
-//! message through a second time.
+//! [`WRITE_BEHIND`] plus `flush_every`, with bounded and safe effects: an outbox entry not yet on
+//! disk is a message `send` accepted but never stored. Message ids are the exception: the
+//! StreamActor writes and flushes the seen-set ([`SledSeen::persist`] with no delay, then a
+//! flush) before it acknowledges a message, one flush per batch of acknowledgements (a group
+//! commit), so that an acknowledged message is never delivered again after a crash.
 
 use crate::storage::{Store, StoreError, TREE_OUTBOX, TREE_SEEN};
 use hermes_proto::inbox::SeenStore;
@@ -271,8 +273,8 @@ impl OutboxStore for SledOutbox {
 /// key`, written and dropped with it, so that a sweep reads only the index range up to `now`
 /// instead of walking every id on the (network) thread that runs it. Seen keys start with `'m'`
 /// or `'s'` ([`hermes_proto::inbox`]), so the index never mixes with them. A release of an id
-/// already on disk leaves its index twin behind (finding it would cost a read per release); the
-/// sweep drops it at its expiry.
+/// already on disk reads its expiry to drop its index twin too (one read per release), since
+/// every acknowledged id is on disk now.
 #[derive(Debug)]
 pub struct SledSeen(WriteBehind<Vec<u8>>);
 
@@ -354,10 +356,34 @@ impl SeenStore for SledSeen {
         Ok(true)
     }
 
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let w = &self.0;
+        if w.pending(key).is_some() {
+            return Ok(true);
+        }
+        if w.is_removed(key) {
+            return Ok(false);
+        }
+        w.tree.contains_key(key).map_err(|e| w.db_err(e))
+    }
+
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        // Still in memory: its index twin is known and goes with it.
-        if let Some(v) = self.0.pending(key) {
-            let twin = index_key(expiry(v), key);
+        // Its index twin goes with it: known when still in memory, read from disk otherwise.
+        // Every acknowledged id reaches the disk (it is flushed before the acknowledgement), so
+        // twins left behind would grow the tree by one entry per message until they expire.
+        let value = match self.0.pending(key) {
+            Some(v) => Some(v.clone()),
+            None if self.0.is_removed(key) => None,
+            None => {
+                let w = &self.0;
+                w.tree
+                    .get(key)
+                    .map_err(|e| w.db_err(e))?
+                    .map(|v| v.to_vec())
+            }
+        };
+        if let Some(v) = value {
+            let twin = index_key(expiry(&v), key);
             self.0.remove(&twin);
         }
         self.0.remove(key);
@@ -412,10 +438,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut seen = SledSeen::open(&store).unwrap();
+        assert!(!seen.contains(b"k").unwrap());
         assert!(seen.insert_if_absent(b"k", 10).unwrap());
+        assert!(seen.contains(b"k").unwrap(), "in memory");
         seen.persist(Duration::ZERO).unwrap();
+        assert!(seen.contains(b"k").unwrap(), "on disk");
         // On disk; removed, written again in memory only, removed again.
         seen.remove(b"k").unwrap();
+        assert!(
+            !seen.contains(b"k").unwrap(),
+            "removed in memory, still on disk"
+        );
         assert!(seen.insert_if_absent(b"k", 20).unwrap());
         seen.remove(b"k").unwrap();
         seen.persist(Duration::ZERO).unwrap();
@@ -513,10 +546,23 @@ mod tests {
             assert!(seen.insert_if_absent(k, exp).unwrap());
         }
         seen.persist(Duration::ZERO).unwrap();
-        // Released while on disk (its index twin stays), then claimed again with a later expiry.
+        // Released while on disk (its index twin goes with it), then claimed again with a later
+        // expiry.
         seen.remove(b"m2").unwrap();
         assert!(seen.insert_if_absent(b"m2", 40).unwrap());
         seen.persist(Duration::ZERO).unwrap();
+        assert!(!keys(&store).contains(&index_key(20, b"m2")));
+        assert!(keys(&store).contains(&index_key(40, b"m2")));
+        // Released while on disk and not claimed again: nothing of it stays on disk.
+        assert!(seen.insert_if_absent(b"m5", 50).unwrap());
+        seen.persist(Duration::ZERO).unwrap();
+        seen.remove(b"m5").unwrap();
+        seen.persist(Duration::ZERO).unwrap();
+        let left = keys(&store);
+        assert!(
+            !left.iter().any(|k| k.ends_with(b"m5")),
+            "a released id or its twin stayed: {left:?}"
+        );
         // Released while still in memory: nothing of it reaches the disk.
         assert!(seen.insert_if_absent(b"m4", 15).unwrap());
         seen.remove(b"m4").unwrap();
@@ -536,7 +582,7 @@ mod tests {
         }
         assert!(left.iter().any(|k| k == b"m2"), "re-claimed m2 must stay");
         assert!(left.iter().any(|k| k == b"m0"), "not indexed, never swept");
-        // m2's stale twin (20) went; its new one (40) and m3's (30) stay.
+        // m2's old twin (20) went with its release; its new one (40) and m3's (30) stay.
         assert_eq!(left.iter().filter(|k| is_index(k)).count(), 2, "{left:?}");
         assert_eq!(seen.remove_expired(40).unwrap(), 2);
         assert_eq!(keys(&store), vec![b"m0".to_vec()]);

@@ -106,18 +106,6 @@ pub(crate) async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) 
     w.flush().await
 }
 
-/// Whether `buf` (a reader's buffered bytes) already holds another complete frame, so an answer
-/// can wait for it and cover both.
-pub(crate) fn holds_frame(buf: &[u8]) -> bool {
-    if buf.len() < LEN_PREFIX {
-        return false;
-    }
-    let mut p = [0u8; LEN_PREFIX];
-    p.copy_from_slice(&buf[..LEN_PREFIX]);
-    let len = u32::from_le_bytes(p) as usize;
-    buf.len() - LEN_PREFIX >= len
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,8 +154,6 @@ mod tests {
             // Truncated mid-prefix.
             let mut r = futures::io::Cursor::new(vec![1u8, 0]);
             assert!(read_frame(&mut r, 100).await.is_err());
-            assert!(holds_frame(&small));
-            assert!(!holds_frame(&small[..small.len() - 1]));
             let _ = msg_prefix(&Id128([0; 16]), 0, 0);
         });
     }

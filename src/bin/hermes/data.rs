@@ -168,7 +168,8 @@ fn preview(bytes: &[u8]) -> (bool, String) {
     }
 }
 
-fn print_message(m: &Inbound, json: bool) {
+/// Prints a message; returns whether it was written (then it may be acknowledged).
+fn print_message(m: &Inbound, json: bool) -> bool {
     let (text, p) = preview(&m.bytes);
     if json {
         let mut v = serde_json::json!({
@@ -180,16 +181,16 @@ fn print_message(m: &Inbound, json: bool) {
         } else {
             serde_json::Value::String(format!("0x{}", hex::encode(&m.bytes)))
         };
-        outln!("{v}");
+        crate::out_line(format_args!("{v}"))
     } else {
-        outln!(
+        crate::out_line(format_args!(
             "message {} from {} (netuid {}, {} bytes): {}",
             m.id,
             m.from,
             m.netuid,
             m.bytes.len(),
             if text { format!("\"{p}\"") } else { p }
-        );
+        ))
     }
 }
 
@@ -349,7 +350,15 @@ pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Resu
                 // Nobody reads our output any more (`listen | head`): stop cleanly.
                 _ = crate::STDOUT_CLOSED_NOTIFY.notified() => break,
                 m = inbox.recv() => match m {
-                    Some(m) => print_message(&m, json),
+                    // Acknowledged (dropped) only once written out: a line that could not be
+                    // written goes back to the sender, which delivers it again later.
+                    Some(m) => {
+                        if print_message(&m, json) {
+                            m.ack();
+                        } else {
+                            m.give_back();
+                        }
+                    }
                     None => break,
                 },
                 s = incoming.recv() => match s {

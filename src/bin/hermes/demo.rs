@@ -197,6 +197,8 @@ fn demo_in(tmp: &Path) -> Result<()> {
             String::from_utf8_lossy(&m.bytes),
             t.elapsed().as_secs_f64() * 1e3
         );
+        // Beta's application is done with it: only now does beta acknowledge it to alpha.
+        m.ack();
         if data::delivered(&mut events, id, std::time::Duration::from_secs(20)).await {
             outln!("  alpha got beta's acknowledgement: delivered exactly once");
         }

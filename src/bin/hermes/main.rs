@@ -229,12 +229,13 @@ static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 pub(crate) static STDOUT_CLOSED_NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Writes one line to stdout. When the reader has closed the pipe, the line and every later one
-/// is dropped instead of panicking (what `println!` does), and `listen` is told to stop.
-pub(crate) fn out_line(line: std::fmt::Arguments<'_>) {
+/// is dropped instead of panicking (what `println!` does), and `listen` is told to stop. Returns
+/// whether the line was written.
+pub(crate) fn out_line(line: std::fmt::Arguments<'_>) -> bool {
     use std::io::Write as _;
     use std::sync::atomic::Ordering;
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
+        return false;
     }
     let mut out = std::io::stdout().lock();
     let r = out
@@ -246,11 +247,12 @@ pub(crate) fn out_line(line: std::fmt::Arguments<'_>) {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
         STDOUT_CLOSED_NOTIFY.notify_one();
     }
+    r.is_ok()
 }
 
 /// `println!` that survives a closed stdout (see [`out_line`]).
 macro_rules! outln {
-    ($($t:tt)*) => { $crate::out_line(format_args!($($t)*)) };
+    ($($t:tt)*) => { { let _ = $crate::out_line(format_args!($($t)*)); } };
 }
 pub(crate) use outln;
 

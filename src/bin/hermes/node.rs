@@ -26,7 +26,9 @@ pub(crate) enum Banner {
 impl Banner {
     pub(crate) fn line(self, line: std::fmt::Arguments<'_>) {
         match self {
-            Banner::Stdout => crate::out_line(line),
+            Banner::Stdout => {
+                let _ = crate::out_line(line);
+            }
             Banner::Stderr => eprintln!("{line}"),
         }
     }
