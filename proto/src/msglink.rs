@@ -198,6 +198,13 @@ impl LinkSender {
                 code,
                 binding,
             } => {
+                // A refusal of a session this link already left behind, with nothing of it in
+                // flight, changes nothing (the receiver answers the first message of any session
+                // it does not hold, and those of an already refused session may still arrive).
+                let current = self.session_id() == Some(session_id);
+                if !current && !self.in_flight.iter().any(|(s, _, _)| *s == session_id) {
+                    return SenderEvent::Ignored;
+                }
                 let requeue: Vec<Id128> = self
                     .in_flight
                     .iter()
@@ -272,6 +279,9 @@ pub struct LinkReceiver {
     peer: Hotkey,
     window: u64,
     ratchet: Option<RecvRatchet>,
+    /// The last session whose messages arrived without it being the one open here, answered
+    /// once with a `SessionRefused` (and its later messages with nothing).
+    answered_unknown: Option<Id128>,
 }
 
 impl LinkReceiver {
@@ -283,6 +293,7 @@ impl LinkReceiver {
             peer,
             window,
             ratchet: None,
+            answered_unknown: None,
         }
     }
 
@@ -377,11 +388,24 @@ impl LinkReceiver {
                     .as_mut()
                     .filter(|r| r.session_id() == session_id)
                 else {
-                    // Messages of a refused or unknown session: the sender learnt of the refusal
-                    // from `SessionRefused` and queues them again; nothing to answer.
+                    // Messages of a session not open here: refused, or replaced by another
+                    // header the sender presented on this link (a resent or replayed one). The
+                    // first such message is answered with a `SessionRefused`, so a sender that
+                    // still counts on that session learns it is gone and queues its messages
+                    // again instead of waiting for answers that never come; a sender that already
+                    // left it ignores the answer. Later ones get nothing, so this costs one small
+                    // answer per session.
+                    let answer = (self.answered_unknown != Some(session_id)).then(|| {
+                        self.answered_unknown = Some(session_id);
+                        MsgFrame::SessionRefused {
+                            session_id,
+                            code: RefuseCode::Refused,
+                            binding: None,
+                        }
+                    });
                     return ReceiverStep::Refuse(Refusal {
                         reason: RejectReason::NoSession,
-                        answer: None,
+                        answer,
                         close: false,
                     });
                 };

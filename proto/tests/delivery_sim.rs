@@ -933,6 +933,10 @@ fn a_rotation_the_sender_missed_heals_through_the_stale_prekey_refusal() {
     );
     sim.pump_sender();
     assert_eq!(sim.sender_view, sim.current_prekey());
+    // The answer to its message names the refused session, which the sender already left.
+    let before = sim.outbox().pending().len();
+    sim.pump_sender();
+    assert_eq!(sim.outbox().pending().len(), before);
     sim.sender_write(1);
     sim.pump_receiver();
     sim.pump_receiver();
@@ -964,4 +968,48 @@ fn replayed_frames_are_refused_and_deliver_nothing() {
         sim.refusals,
         vec![RejectReason::Replay, RejectReason::Replay]
     );
+}
+
+#[test]
+fn a_header_presented_again_over_a_live_link_does_not_strand_its_messages() {
+    // S1's header never reached the receiver (the link dropped); S2 carries the traffic. Then
+    // S1's header arrives after all (resent or replayed) and replaces S2 on the receiving side:
+    // S2's next message finds no session there. The sender must learn that, or the message
+    // waits for an answer that never comes for as long as the link stays up.
+    let mut sim = Sim::new(21);
+    sim.apply(&Op::Connect);
+    sim.apply(&Op::Send { ttl: 1000 });
+    sim.sender_write(1);
+    let s1_header = sim.captured[0].clone();
+    sim.apply(&Op::Disconnect);
+    sim.apply(&Op::Connect);
+    sim.sender_write(1);
+    sim.pump_receiver();
+    sim.pump_receiver();
+    sim.apply(&Op::AppAck(1));
+    sim.apply(&Op::PersistReceiver);
+    sim.pump_sender();
+    assert_eq!(sim.delivered.len(), 1);
+    assert!(sim.outbox().is_empty());
+
+    sim.link.as_mut().unwrap().s2r.push_back(s1_header);
+    sim.pump_receiver();
+    sim.apply(&Op::Send { ttl: 1000 });
+    // A few rounds of writing, reading and answering; the link is never dropped from outside
+    // (a sender told of the refusal reconnects, as the node's writer does).
+    for _ in 0..4 {
+        sim.apply(&Op::Connect);
+        sim.sender_write(16);
+        for _ in 0..8 {
+            sim.pump_receiver();
+        }
+        sim.app_ack(usize::MAX);
+        sim.persist_receiver();
+        for _ in 0..8 {
+            sim.pump_sender();
+        }
+    }
+    assert_eq!(sim.delivered.len(), 2, "refusals {:?}", sim.refusals);
+    assert!(sim.outbox().is_empty());
+    sim.check_no_duplicates();
 }

@@ -661,8 +661,13 @@ pub(crate) async fn run_reader(
             };
             if let Some(mut r) = refusal {
                 let session_refused = matches!(r.answer, Some(MsgFrame::SessionRefused { .. }));
-                // A stale prekey is an honest sender's normal way to learn the new one.
-                if session_refused && r.reason != RejectReason::StalePrekey {
+                // A stale prekey is an honest sender's normal way to learn the new one, and the
+                // one answer to messages of a session not open here follows a refusal already
+                // counted (or a header this link replaced).
+                if session_refused
+                    && r.reason != RejectReason::StalePrekey
+                    && r.reason != RejectReason::NoSession
+                {
                     refused_sessions += 1;
                     let over = shared.refused_sessions.note(peer.hotkey);
                     r.close |= over || refused_sessions >= MAX_REFUSED_SESSIONS;
