@@ -114,15 +114,7 @@ fn to_multiaddr(sa: SocketAddr) -> Multiaddr {
 /// A listening socket with the options libp2p-tcp sets, except `SO_REUSEPORT`: without it a
 /// port already listened on fails to bind here, which is what [`super::listen`] relies on.
 fn bind(sa: SocketAddr) -> io::Result<TcpListener> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(sa),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if sa.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
+    let s = super::listen::tcp_socket(sa)?;
     s.bind(&sa.into())?;
     s.listen(BACKLOG)?;
     Ok(s.into())

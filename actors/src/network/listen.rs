@@ -46,22 +46,28 @@ pub fn check_tcp_free(addr: &Multiaddr) -> Result<(), String> {
         return Ok(());
     };
     let probe = || -> io::Result<()> {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(sa),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        if sa.is_ipv6() {
-            // As libp2p-tcp does, so that the probe conflicts with exactly what it would.
-            s.set_only_v6(true)?;
-        }
-        // SO_REUSEADDR (as libp2p sets it) keeps a port in TIME_WAIT from a previous run usable;
-        // it does not let the bind share a port with a socket that is listening.
-        s.set_reuse_address(true)?;
-        s.bind(&sa.into())
+        tcp_socket(sa)?.bind(&sa.into())
         // Dropped here: the port is free again for libp2p to bind a moment later.
     };
     probe().map_err(|e| io_reason(&e))
+}
+
+/// A TCP socket for `sa` with the options libp2p-tcp sets on a listener, except `SO_REUSEPORT`:
+/// binding it fails on a port something already listens on.
+pub(crate) fn tcp_socket(sa: SocketAddr) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(sa),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if sa.is_ipv6() {
+        // As libp2p-tcp does, so that a bind conflicts with exactly what it would.
+        s.set_only_v6(true)?;
+    }
+    // SO_REUSEADDR (as libp2p sets it) keeps a port in TIME_WAIT from a previous run usable; it
+    // does not let the bind share a port with a socket that is listening.
+    s.set_reuse_address(true)?;
+    Ok(s)
 }
 
 /// Words an operating-system error met while binding a listen address.
