@@ -25,6 +25,7 @@ pub mod control;
 pub mod logging;
 pub mod messages;
 pub mod runtime;
+pub mod sync;
 
 pub use config::{Config, ConfigError};
 pub use hermes_actors::identity::keys::{HotkeyPair, KeyError, HOTKEY_URI_ENV};
@@ -73,6 +74,9 @@ pub enum Error {
     /// A message or stream operation failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A Sync Engine operation failed (the text says why).
+    #[error("{0}")]
+    Sync(String),
     /// The runtime has been shut down.
     #[error("the runtime has been shut down")]
     Stopped,

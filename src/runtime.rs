@@ -26,6 +26,7 @@ use hermes_actors::stream::bulk::{IncomingStream, StreamOptions, StreamWriter};
 use hermes_actors::stream::{
     self, DeliveryEvent, Inbound, MessageStats, StreamActor, StreamConfig, StreamDeps,
 };
+use hermes_actors::sync::{self as sync_engine, SyncActor};
 use hermes_actors::{Store, StoreOptions};
 use hermes_proto::firewall::{Acl, Limits, Scope};
 use hermes_proto::msglink::SessionLimits;
@@ -157,12 +158,16 @@ impl RuntimeBuilder {
 }
 
 /// The addresses of everything a handle talks to.
-struct Parts {
+pub(crate) struct Parts {
     identity: Addr<IdentityActor>,
     firewall: Addr<FirewallActor>,
     chain: Addr<ChainActor>,
     net: Option<NetHandle>,
     stream: Option<StreamParts>,
+    /// The Sync Engine, when networking is on and `sync.enabled`.
+    pub(crate) sync: Option<Addr<SyncActor>>,
+    sync_backend: hermes_actors::sync::Backend,
+    ss58_prefix: u16,
     arbiters: Vec<Arbiter>,
 }
 
@@ -193,6 +198,10 @@ async fn start_actors(
     network: bool,
     binding_override: Option<Vec<u8>>,
 ) -> Result<(Parts, Store), Error> {
+    let sync_backend = match config.sync.backend {
+        crate::config::SyncBackend::Embedded => hermes_actors::sync::Backend::Embedded,
+        crate::config::SyncBackend::S3 => hermes_actors::sync::Backend::S3,
+    };
     let store = Store::open(
         &config.data_dir,
         &StoreOptions {
@@ -278,6 +287,9 @@ async fn start_actors(
                 chain,
                 net: None,
                 stream: None,
+                sync: None,
+                sync_backend,
+                ss58_prefix: config.identity.ss58_prefix,
                 arbiters: vec![chain_arbiter],
             },
             store,
@@ -297,6 +309,8 @@ async fn start_actors(
     let fw = &config.firewall;
     let directory = Arc::new(PeerDirectory::default());
     let (inbound_tx, inbound_rx) = mpsc::channel(stream::INBOUND_SUBSTREAM_QUEUE);
+    let (sync_tx, sync_rx) = mpsc::channel(stream::INBOUND_SUBSTREAM_QUEUE);
+    let sync_tx = config.sync.enabled.then_some(sync_tx);
     let policy = shared.clone();
     let net_cfg = NetConfig {
         listen: config.listen.iter().map(|a| a.0.clone()).collect(),
@@ -323,6 +337,7 @@ async fn start_actors(
         binding_override,
         directory: directory.clone(),
         inbound_substreams: inbound_tx,
+        sync_substreams: sync_tx,
     };
     let (net_tx, net_rx) = oneshot::channel();
     net_arbiter.spawn(async move {
@@ -390,6 +405,12 @@ async fn start_actors(
         connect_timeout: m.connect_timeout.0,
         binding_timeout: fw.binding_timeout.0,
     };
+    let sync_peer_net = sync_engine::PeerNet {
+        commands: net.commands.clone(),
+        directory: directory.clone(),
+        substreams: net.substreams.clone(),
+        ss58_prefix: config.identity.ss58_prefix,
+    };
     let deps = StreamDeps {
         store: store.clone(),
         identity: identity.clone(),
@@ -406,6 +427,41 @@ async fn start_actors(
     // Supervised like the other actors: a panic restarts it (same address) instead of taking
     // the data plane down until the node restarts.
     let stream_addr = Supervisor::start_in_arbiter(&net_arbiter.handle(), move |_| stream_actor);
+    let mut arbiters = vec![chain_arbiter, net_arbiter];
+    let sync = if config.sync.enabled {
+        // Its own thread: downloads decrypt and write on it, and the embedded store's server
+        // drives its substreams from it (the sealing itself runs on the blocking pool).
+        let sync_arbiter = Arbiter::new();
+        let offers = Arc::new(sync_engine::OfferTable::default());
+        let server = sync_engine::Server::new(
+            offers.clone(),
+            sync_peer_net.directory.clone(),
+            fw.binding_timeout.0,
+        );
+        sync_arbiter.spawn(server.run(sync_rx));
+        let s = &config.sync;
+        let sync_cfg = sync_engine::SyncConfig {
+            me: me.hotkey,
+            peer_id: me.peer_id,
+            ss58_prefix: config.identity.ss58_prefix,
+            chunk_size: u32::try_from(s.chunk_size.0)
+                .unwrap_or(hermes_proto::sync::DEFAULT_CHUNK_SIZE),
+            ticket_ttl: s.ticket_ttl.0,
+            fetch: sync_engine::FetchOptions {
+                parallelism: s.parallelism,
+                max_attempts: s.max_attempts,
+                fetch_timeout: s.fetch_timeout.0,
+                ..sync_engine::FetchOptions::default()
+            },
+        };
+        let actor = SyncActor::new(sync_cfg, &store, identity.clone(), sync_peer_net, offers)
+            .map_err(|e| Error::Startup(format!("cannot open the transfer records: {e}")))?;
+        let addr = Supervisor::start_in_arbiter(&sync_arbiter.handle(), move |_| actor);
+        arbiters.push(sync_arbiter);
+        Some(addr)
+    } else {
+        None
+    };
     Ok((
         Parts {
             identity,
@@ -428,7 +484,10 @@ async fn start_actors(
                 ss58_prefix,
                 chunk_size,
             }),
-            arbiters: vec![chain_arbiter, net_arbiter],
+            sync,
+            sync_backend,
+            ss58_prefix: config.identity.ss58_prefix,
+            arbiters,
         },
         store,
     ))
@@ -616,7 +675,7 @@ impl RuntimeHandle {
     }
 
     /// Sends `msg` to an actor and maps a stopped actor to [`Error::Stopped`].
-    async fn ask<A, M>(addr: &Addr<A>, msg: M) -> Result<M::Result, Error>
+    pub(crate) async fn ask<A, M>(addr: &Addr<A>, msg: M) -> Result<M::Result, Error>
     where
         A: actix::Handler<M>,
         A::Context: actix::dev::ToEnvelope<A, M>,
@@ -742,6 +801,20 @@ impl RuntimeHandle {
         self.net(|tx| Command::Dial(addr, tx))
             .await?
             .map_err(Error::Network)
+    }
+
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.inner.parts
+    }
+
+    /// The SS58 prefix addresses are shown with (`identity.ss58_prefix`).
+    pub fn ss58_prefix(&self) -> u16 {
+        self.inner.parts.ss58_prefix
+    }
+
+    /// The default store of offers (`sync.backend`).
+    pub(crate) fn sync_backend(&self) -> hermes_actors::sync::Backend {
+        self.inner.parts.sync_backend
     }
 
     fn stream_parts(&self) -> Result<&StreamParts, Error> {

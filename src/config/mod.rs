@@ -25,6 +25,7 @@ mod network;
 mod storage;
 mod streams;
 mod subnets;
+mod sync;
 mod values;
 
 pub use acl::{AclConfig, AclEntry};
@@ -38,6 +39,7 @@ pub use network::Addr;
 pub use storage::StorageConfig;
 pub use streams::StreamsConfig;
 pub use subnets::{SubnetMode, SubnetsConfig};
+pub use sync::{S3Config, SyncBackend, SyncConfig};
 pub use values::{ByteSize, HumanDuration};
 
 use libp2p::multiaddr::Protocol;
@@ -105,7 +107,7 @@ impl ConfigError {
     deny_unknown_fields,
     expecting = "the Hermes config: a JSON object with the fields data_dir, identity, listen, \
                  bootstrap, subnets, chain, acl, firewall, storage, encryption, messages, \
-                 streams, log (all optional except identity.hotkey_file)"
+                 streams, sync, log (all optional except identity.hotkey_file)"
 )]
 pub struct Config {
     /// Directory for the database, the transport key and other node state.
@@ -141,6 +143,9 @@ pub struct Config {
     /// Streams.
     #[serde(deserialize_with = "values::object_only")]
     pub streams: StreamsConfig,
+    /// The Sync Engine: large transfers.
+    #[serde(deserialize_with = "values::object_only")]
+    pub sync: SyncConfig,
     /// Logging.
     #[serde(deserialize_with = "values::object_only")]
     pub log: LogConfig,
@@ -171,6 +176,7 @@ impl Default for Config {
             encryption: EncryptionConfig::default(),
             messages: MessagesConfig::default(),
             streams: StreamsConfig::default(),
+            sync: SyncConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -314,6 +320,14 @@ impl Config {
         if let Some(p) = self.identity.transport_key_file.as_mut() {
             fix(p);
         }
+        if let Some(p) = self
+            .sync
+            .s3
+            .as_mut()
+            .and_then(|s| s.credentials_file.as_mut())
+        {
+            fix(p);
+        }
     }
 
     /// Validates every cross-field rule and the files the config points at.
@@ -343,6 +357,7 @@ impl Config {
         self.encryption.validate(&check)?;
         self.messages.validate(&check)?;
         self.streams.validate(&check)?;
+        self.sync.validate(&check)?;
         self.log.validate(&check)
     }
 

@@ -31,6 +31,7 @@ use hermes_proto::binding::MAX_LIFETIME_SECS;
 use hermes_proto::envelope::{
     seal_session, EnvelopeError, SessionHeader, SessionReject, SessionRequest, SessionSecret,
 };
+use hermes_proto::sync::{ContentKey, Ticket, TicketError, TicketRequest};
 use hermes_proto::{BindingError, BindingRecord, DecodeError, Hotkey, SignedBinding};
 use keys::{HotkeyPair, HotkeySource, KeyError};
 use libp2p::identity::Keypair;
@@ -409,6 +410,51 @@ impl Handler<OpenSession> for IdentityActor {
             }
         })
         .unwrap_or(Err(SessionReject::Undecryptable))
+    }
+}
+
+/// Issue a Sync Engine ticket: seal `key` to the receiver's prekey and sign with the hotkey.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Ticket, TicketError>")]
+pub struct IssueTicket {
+    /// What the ticket states.
+    pub request: TicketRequest,
+    /// The transfer's content key.
+    pub key: ContentKey,
+}
+
+impl Handler<IssueTicket> for IdentityActor {
+    type Result = Result<Ticket, TicketError>;
+    fn handle(&mut self, msg: IssueTicket, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>("IdentityActor", ctx, || {
+            let mut rng = hpke::rand_core::UnwrapErr(getrandom::SysRng);
+            Ticket::issue(
+                self.keys.hotkey.pair(),
+                msg.request,
+                &msg.key,
+                crate::unix_now(),
+                &mut rng,
+            )
+        })
+        .unwrap_or(Err(TicketError::Undecryptable))
+    }
+}
+
+/// Unwrap a verified ticket's content key with the prekey it is sealed to.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ContentKey, TicketError>")]
+pub struct OpenTicket(pub Box<Ticket>);
+
+impl Handler<OpenTicket> for IdentityActor {
+    type Result = Result<ContentKey, TicketError>;
+    fn handle(&mut self, msg: OpenTicket, ctx: &mut Self::Context) -> Self::Result {
+        contain::<Self, _>("IdentityActor", ctx, || {
+            match self.prekeys.find(&msg.0.sealed_to()) {
+                Some(key) => msg.0.open_key(key),
+                None => Err(TicketError::StalePrekey),
+            }
+        })
+        .unwrap_or(Err(TicketError::Undecryptable))
     }
 }
 

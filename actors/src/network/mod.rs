@@ -48,6 +48,7 @@ pub mod kad_store;
 pub mod listen;
 pub mod muxer;
 pub mod quic;
+pub mod reach;
 pub mod substream;
 
 use crate::storage::Store;
@@ -142,6 +143,9 @@ pub struct NetConfig {
     pub directory: Arc<PeerDirectory>,
     /// Where negotiated inbound data-plane substreams go.
     pub inbound_substreams: mpsc::Sender<substream::InboundSubstream>,
+    /// Where inbound `/hermes/sync/1` substreams go (the Sync Engine's server); `None` does not
+    /// offer the protocol.
+    pub sync_substreams: Option<mpsc::Sender<substream::InboundSubstream>>,
 }
 
 /// Gossipsub application score of a connected peer whose binding is not verified yet. With the
@@ -333,8 +337,13 @@ pub fn start(
     let g2 = guard.clone();
     let handshake_timeout = cfg.handshake_timeout;
     let accept_thread = cfg.accept_thread;
-    let (substream_behaviour, substreams) =
-        substream::Behaviour::new(cfg.inbound_substreams.clone());
+    let (substream_behaviour, substreams) = substream::Behaviour::new(
+        cfg.inbound_substreams.clone(),
+        cfg.sync_substreams
+            .iter()
+            .map(|q| (substream::SYNC_PROTOCOL, q.clone()))
+            .collect(),
+    );
     let mut substream_behaviour = Some(substream_behaviour);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()

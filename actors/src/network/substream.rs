@@ -35,6 +35,8 @@ use tokio::sync::mpsc;
 pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/hermes/msg/1");
 /// Protocol of end-to-end encrypted streams.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new("/hermes/stream/1");
+/// Protocol of the Sync Engine's embedded store (manifests and sealed chunks).
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hermes/sync/1");
 /// Open requests queued per connection before [`Substreams::open`] waits.
 const OPEN_QUEUE: usize = 16;
 /// Time allowed for a substream's protocol negotiation.
@@ -80,6 +82,8 @@ struct OpenRequest {
 struct Shared {
     conns: HashMap<ConnectionId, (PeerId, fmpsc::Sender<OpenRequest>)>,
     inbound: mpsc::Sender<InboundSubstream>,
+    /// Protocols served by another layer, each with its own queue.
+    routes: Vec<(StreamProtocol, mpsc::Sender<InboundSubstream>)>,
     dropped: u64,
 }
 
@@ -133,6 +137,8 @@ impl Substreams {
 /// The behaviour.
 pub struct Behaviour {
     shared: Arc<Mutex<Shared>>,
+    /// Every protocol accepted inbound.
+    protocols: Vec<StreamProtocol>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -145,15 +151,25 @@ impl std::fmt::Debug for Behaviour {
 impl Behaviour {
     /// A behaviour whose inbound substreams go to `inbound`, and the handle that opens outbound
     /// ones.
-    pub fn new(inbound: mpsc::Sender<InboundSubstream>) -> (Self, Substreams) {
+    /// `routes` adds protocols whose inbound substreams go to their own queue instead.
+    pub fn new(
+        inbound: mpsc::Sender<InboundSubstream>,
+        routes: Vec<(StreamProtocol, mpsc::Sender<InboundSubstream>)>,
+    ) -> (Self, Substreams) {
+        let protocols = [MSG_PROTOCOL, STREAM_PROTOCOL]
+            .into_iter()
+            .chain(routes.iter().map(|(p, _)| p.clone()))
+            .collect();
         let shared = Arc::new(Mutex::new(Shared {
             conns: HashMap::new(),
             inbound,
+            routes,
             dropped: 0,
         }));
         (
             Behaviour {
                 shared: shared.clone(),
+                protocols,
             },
             Substreams { shared },
         )
@@ -164,6 +180,7 @@ impl Behaviour {
         lock(&self.shared).conns.insert(id, (peer, tx));
         Handler {
             peer,
+            protocols: self.protocols.clone(),
             rx,
             pending: HashMap::new(),
             next: 0,
@@ -260,6 +277,7 @@ impl OutboundUpgrade<Stream> for Upgrade {
 /// Per-connection handler.
 pub struct Handler {
     peer: PeerId,
+    protocols: Vec<StreamProtocol>,
     rx: fmpsc::Receiver<OpenRequest>,
     pending: HashMap<u64, (StreamProtocol, oneshot::Sender<Result<Stream, OpenError>>)>,
     next: u64,
@@ -283,7 +301,7 @@ impl ConnectionHandler for Handler {
     type OutboundOpenInfo = u64;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Upgrade, ()> {
-        SubstreamProtocol::new(Upgrade(vec![MSG_PROTOCOL, STREAM_PROTOCOL]), ())
+        SubstreamProtocol::new(Upgrade(self.protocols.clone()), ())
             .with_timeout(NEGOTIATION_TIMEOUT)
     }
 
@@ -322,7 +340,12 @@ impl ConnectionHandler for Handler {
                     protocol,
                     stream,
                 };
-                if let Err(e) = g.inbound.try_send(item) {
+                let queue = g
+                    .routes
+                    .iter()
+                    .find(|(p, _)| *p == item.protocol)
+                    .map_or(&g.inbound, |(_, q)| q);
+                if let Err(e) = queue.try_send(item) {
                     g.dropped += 1;
                     tracing::debug!(peer = %self.peer, error = %e, "inbound substream dropped: stream layer busy or stopped");
                 }

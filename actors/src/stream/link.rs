@@ -29,8 +29,9 @@ use super::{
     StreamActor, StreamCounters, StreamError, WriterClosed, WriterEvent, WriterReady,
 };
 use crate::identity::{OpenSession, SealSession};
+use crate::network::reach::{reach, ReachError};
 use crate::network::substream::{InboundSubstream, MSG_PROTOCOL};
-use crate::network::{Command, PeerInfo, ReachFailure};
+use crate::network::PeerInfo;
 use actix::Addr;
 use futures::io::{BufReader, BufWriter, ReadHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -60,78 +61,25 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// The verified peer behind `to`, connecting first if needed.
-///
-/// A node that has just started may not yet know where `to` is (its routing table fills as it
-/// bootstraps), and `to` may be connecting to us at the same moment; so the connection attempt
-/// is repeated every second until `connect_timeout`, and a peer that shows up by itself is
-/// taken as soon as its binding is verified.
+/// The verified peer behind `to`, connecting first if needed ([`crate::network::reach::reach`]
+/// within `connect_timeout`).
 pub(crate) async fn ensure_peer(
     shared: &Shared,
     to: &Hotkey,
 ) -> Result<Arc<PeerInfo>, StreamError> {
-    let dir = &shared.deps.directory;
-    if let Some(p) = dir.by_hotkey(to) {
-        return Ok(p);
-    }
-    let name = to.to_ss58(shared.cfg.ss58_prefix);
-    let deadline = std::time::Instant::now() + shared.cfg.connect_timeout;
-    let mut peer = None;
-    loop {
-        let (tx, rx) = oneshot::channel();
-        shared
-            .deps
-            .net
-            .send(Command::Connect(*to, tx))
-            .await
-            .map_err(|_| StreamError::Stopped)?;
-        let dial_error = match rx.await {
-            Ok(Ok(p)) => {
-                peer = Some(p);
-                None
-            }
-            Ok(Err(e)) => Some(e),
-            Err(_) => return Err(StreamError::Stopped),
-        };
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let wait = left.min(std::time::Duration::from_secs(1));
-        if let Some(p) = dir.wait_for(wait, |d| d.by_hotkey(to)).await {
-            return Ok(p);
-        }
-        if std::time::Instant::now() >= deadline {
-            // What the network saw last (e.g. the remote closing our connection) is fresher
-            // than the answer to the first connection request.
-            let why = match (why_unreachable(shared, to, peer).await, dial_error) {
-                (Some(f), _) => f.to_string(),
-                (None, Some(e)) => e,
-                (None, None) => format!(
-                    "recipient offline or not answering: no verified connection within {}",
-                    humantime_secs(shared.cfg.connect_timeout)
-                ),
-            };
-            return Err(StreamError::Unreachable(format!("{name}: {why}")));
-        }
-    }
-}
-
-/// What the network task last saw when trying to reach `to`.
-async fn why_unreachable(
-    shared: &Shared,
-    to: &Hotkey,
-    peer: Option<PeerId>,
-) -> Option<ReachFailure> {
-    let (tx, rx) = oneshot::channel();
-    shared
-        .deps
-        .net
-        .send(Command::WhyUnreachable(*to, peer, tx))
-        .await
-        .ok()?;
-    rx.await.ok().flatten()
-}
-
-fn humantime_secs(d: std::time::Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
+    let d = &shared.deps;
+    reach(
+        &d.net,
+        &d.directory,
+        to,
+        shared.cfg.ss58_prefix,
+        shared.cfg.connect_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        ReachError::Stopped => StreamError::Stopped,
+        ReachError::Unreachable(why) => StreamError::Unreachable(why),
+    })
 }
 
 /// Checks a binding a recipient sent with a stale-prekey refusal and returns its prekey.

@@ -135,6 +135,9 @@ pub enum FetchError {
         /// The chunk.
         index: u64,
     },
+    /// The manifest could not be fetched.
+    #[error("fetching the manifest: {0}")]
+    Manifest(ChunkSourceError),
     /// The source failed for a chunk (refused, or failed on every attempt).
     #[error("fetching chunk {index}: {error}")]
     Source {

@@ -2,20 +2,35 @@
 //! parallel, verified, resumable download engine on the receiver.
 //!
 //! The formats (layout, manifest, chunk sealing, journal, ticket) are pure code in
-//! `hermes_proto::sync`; this module does the file and concurrency work around them and knows
-//! nothing of the network: the receiver pulls chunks through the [`ChunkSource`] trait, which
-//! the `/hermes/sync/1` protocol and presigned-URL range GETs implement later.
+//! `hermes_proto::sync`; this module does the file, network and concurrency work around them.
+//! The download engine knows nothing of the network: the receiver pulls chunks through the
+//! [`ChunkSource`] trait, which the `/hermes/sync/1` protocol ([`peer`]) and presigned-URL range
+//! GETs implement.
 //!
 //! - [`source`]: [`SealedSource`], the sender's view of a source file: the manifest built in
 //!   one streaming pass at offer time, then chunk reads that seal in place and refuse any chunk
 //!   whose sealed bytes no longer match the manifest (a changed source).
 //! - [`fetch`]: [`Downloader`], N parallel fetches into a preallocated `.partial` file, each
 //!   chunk verified before it is opened, progress journaled durably, an atomic rename at the end.
+//! - [`serve`]: the embedded store, serving offers over `/hermes/sync/1` to their receivers.
+//! - [`peer`]: [`PeerSource`], the receiver's side of `/hermes/sync/1`.
+//! - [`actor`]: [`SyncActor`], offers and downloads with their records ([`records`]) in sled.
 
+pub mod actor;
 pub mod fetch;
+pub mod peer;
+pub mod records;
+pub mod serve;
 pub mod source;
 
+pub use actor::{
+    Direction, Fetch, List, Offer, Revoke, SyncActor, SyncConfig, SyncError, TransferHandle,
+    TransferInfo, Watch,
+};
 pub use fetch::{
     ChunkSource, ChunkSourceError, DownloadSummary, Downloader, FetchError, FetchOptions, Progress,
 };
+pub use peer::{PeerNet, PeerSource};
+pub use records::{Backend, State};
+pub use serve::{OfferTable, Server};
 pub use source::{LocalChunkSource, SealedSource, SourceError, SourceStamp};

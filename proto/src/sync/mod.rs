@@ -17,7 +17,7 @@
 //!
 //! Modules: [`layout`] (offsets), [`manifest`] (hashes and root), [`seal`] (chunk AEAD),
 //! [`ticket`] (the signed access ticket and its string form), [`plan`] (S3 multipart parts),
-//! [`journal`] (the receiver's resume state).
+//! [`journal`] (the receiver's resume state), [`wire`] (the `/hermes/sync/1` frames).
 
 pub mod journal;
 pub mod layout;
@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod plan;
 pub mod seal;
 pub mod ticket;
+pub mod wire;
 
 pub use journal::Journal;
 pub use layout::{Layout, DEFAULT_CHUNK_SIZE};

@@ -7,7 +7,8 @@
 //! output quietly with exit 0, as `head` asked for no more.
 //!
 //! One file per group of subcommands: `identity` (init, id, sign, verify), `node` (run, peers,
-//! stats), `data` (send, listen, stream), `outbox`, `devchain`, `demo`.
+//! stats), `data` (send, listen, stream), `transfer` (share, fetch, transfers), `outbox`,
+//! `devchain`, `demo`.
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +22,7 @@ mod devchain;
 mod identity;
 mod node;
 mod outbox;
+mod transfer;
 
 use data::MessageBody;
 use devchain::DevchainCmd;
@@ -136,6 +138,18 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Offer a file to a node through the Sync Engine; prints the ticket (one line) and sends it
+    /// to the receiver as a message too.
+    ///
+    /// The file is sealed and hashed in one pass and served from where it is (nothing is
+    /// copied) to the receiver only, until the ticket expires or the offer is revoked. Through a
+    /// running node the command returns at once; otherwise it serves until Ctrl-C.
+    Share(transfer::ShareArgs),
+    /// Download what a ticket names: parallel, verified chunk by chunk, resumable (run it again
+    /// after an interruption); the file appears at --out only once complete and verified.
+    Fetch(transfer::FetchArgs),
+    /// List Sync Engine transfers (offers and downloads); `transfers revoke ID` stops one.
+    Transfers(transfer::TransfersArgs),
     /// List the messages waiting for delivery: id, recipient, subnet, size, age, expiry, and why
     /// the last attempt failed. `outbox cancel ID` drops one.
     Outbox(outbox::OutboxArgs),
@@ -319,6 +333,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|_| ExitCode::SUCCESS)
         }
         Cmd::Outbox(args) => outbox::outbox(args).map(|_| ExitCode::SUCCESS),
+        Cmd::Share(args) => transfer::share(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Fetch(args) => transfer::fetch(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Transfers(args) => transfer::transfers(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config, json } => node::stats(&config.path, json).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
@@ -338,7 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// The subnet of a send or stream: `--netuid` if given, else the node's own subnet when its
 /// config names exactly one. Defaulting to anything else (subnet 0) would only get the message
 /// refused as out of scope by the recipient.
-fn netuid_for(config: &std::path::Path, given: Option<u16>) -> Result<u16> {
+pub(crate) fn netuid_for(config: &std::path::Path, given: Option<u16>) -> Result<u16> {
     if let Some(n) = given {
         return Ok(n);
     }

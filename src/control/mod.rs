@@ -17,6 +17,13 @@
 //!   side down; the node answers with the confirmed byte count once the recipient has confirmed
 //!   (see [`crate::StreamWriter::finish`] for what a confirmation means).
 //!
+//! - `transfers`: every Sync Engine transfer (one line of JSON).
+//! - `{"cmd":"share","path":…,"to":…,"netuid":…,"via":…,"ttl_secs":…}`: the node offers the
+//!   file and answers with the ticket.
+//! - `{"cmd":"fetch","ticket":…,"out":…}`: the node starts the download and writes one
+//!   `{"progress":…}` line per second, then the outcome.
+//! - `{"cmd":"revoke","id":…}`: revokes an offer or cancels a download; answers with it.
+//!
 //! Every answer is one JSON line; errors are `{"error": "…"}`.
 
 use crate::messages::{DeliveryEvent, MessageId, SendOptions};
@@ -27,8 +34,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Longest request line.
-const MAX_LINE: u64 = 4096;
+/// Longest request line: room for the longest ticket string.
+const MAX_LINE: u64 = 64 << 10;
+
+mod sync;
+pub use sync::{fetch, parse_backend_arg, revoke, share, transfer_json};
 
 /// The socket path for a data dir.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -80,9 +90,25 @@ enum Request {
     Cancel {
         id: String,
     },
+    Share {
+        path: PathBuf,
+        to: String,
+        netuid: u16,
+        #[serde(default)]
+        via: Option<String>,
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+    },
+    Fetch {
+        ticket: String,
+        out: PathBuf,
+    },
+    Revoke {
+        id: String,
+    },
 }
 
-fn error(e: impl std::fmt::Display) -> serde_json::Value {
+pub(crate) fn error(e: impl std::fmt::Display) -> serde_json::Value {
     serde_json::json!({ "error": e.to_string() })
 }
 
@@ -214,6 +240,12 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             }
             Err(e) => error(e),
         },
+        "transfers" => match rt.transfers().await {
+            Ok(list) => serde_json::json!({
+                "transfers": list.iter().map(|t| transfer_json(t, rt.ss58_prefix())).collect::<Vec<_>>()
+            }),
+            Err(e) => error(e),
+        },
         "id" => match (rt.identity().await, rt.listen_addrs().await) {
             (Ok(i), Ok(addrs)) => {
                 let mut v = identity_json(&i);
@@ -228,7 +260,7 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
     }
 }
 
-async fn write_line<W: tokio::io::AsyncWrite + Unpin>(
+pub(crate) async fn write_line<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     v: &serde_json::Value,
 ) -> std::io::Result<()> {
@@ -294,6 +326,17 @@ async fn answer(rt: RuntimeHandle, stream: UnixStream) -> std::io::Result<()> {
                 Err(e) => error(e),
             },
         },
+        Request::Share {
+            path,
+            to,
+            netuid,
+            via,
+            ttl_secs,
+        } => sync::answer_share(&rt, &path, &to, netuid, via.as_deref(), ttl_secs).await,
+        Request::Fetch { ticket, out } => {
+            return sync::answer_fetch(&rt, &ticket, &out, &mut w).await;
+        }
+        Request::Revoke { id } => sync::answer_revoke(&rt, &id).await,
         Request::Stream { to, netuid, name } => {
             match rt.open_stream_named(&to, netuid, name.as_deref()).await {
                 Err(e) => error(e),
@@ -351,11 +394,11 @@ pub async fn copy<R: AsyncRead + Unpin>(
     }
 }
 
-fn bad(e: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(e: impl std::fmt::Display) -> Error {
     Error::Network(e.to_string())
 }
 
-async fn connect(path: &Path) -> Result<UnixStream, Error> {
+pub(crate) async fn connect(path: &Path) -> Result<UnixStream, Error> {
     UnixStream::connect(path).await.map_err(|e| {
         Error::Network(format!(
             "no running node at {} ({e}); start one with `hermes run`",
@@ -364,7 +407,7 @@ async fn connect(path: &Path) -> Result<UnixStream, Error> {
     })
 }
 
-async fn read_answer<R: AsyncRead + Unpin>(
+pub(crate) async fn read_answer<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
 ) -> Result<serde_json::Value, Error> {
     let mut out = String::new();
