@@ -45,6 +45,11 @@ impl From<SyncError> for Error {
     }
 }
 
+/// Whether a download into `dest` has left a partial file (it resumes when fetched again).
+pub fn partial_exists(dest: &Path) -> bool {
+    engine::fetch::partial_path(dest).exists()
+}
+
 /// Whether `bytes` (a message payload) is a ticket, parsed; messages that merely start like
 /// one are reported as such so that a damaged ticket is not taken for text.
 pub fn ticket_in_message(bytes: &[u8]) -> Option<Result<Ticket, TicketParseError>> {

@@ -411,6 +411,19 @@ fn readme_tutorial_runs_as_written() {
     );
     listen.expect(&["\"done\""]);
 
+    // --- Large files: the Sync Engine -------------------------------------------------------
+    let model: Vec<u8> = (0..(2u32 << 20) + 77).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(w.path("model.bin"), &model).expect("model.bin");
+    let ticket = w.capture("TICKET=$(hermes share --config n2/hermes.json --to $N1 model.bin)");
+    assert!(ticket.starts_with("hermes-ticket1:"), "{ticket}");
+    // The ticket went to n1 as a message too; its listen fetched it into inbox/.
+    listen.expect(&["transfer ", "bytes received and verified", "model.bin"]);
+    assert!(std::fs::read(w.path("inbox/model.bin")).expect("inbox/model.bin") == model);
+    w.ok("hermes fetch --config n1/hermes.json $TICKET --out model-copy.bin");
+    assert!(std::fs::read(w.path("model-copy.bin")).expect("model-copy.bin") == model);
+    let list = w.ok("hermes transfers --config n2/hermes.json");
+    assert!(list.contains("offer") && list.contains("serving"), "{list}");
+
     listen.interrupt();
     n2.interrupt();
 }

@@ -56,8 +56,8 @@ pub enum SyncError {
     /// The source file cannot be offered.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The ticket was refused.
-    #[error("ticket refused: {0}")]
+    /// The ticket was refused (the text names the ticket and why).
+    #[error("{0}")]
     Ticket(#[from] TicketError),
     /// The receiver could not be found to seal the key to.
     #[error("cannot reach the receiver to learn its current key: {0}")]
@@ -489,10 +489,16 @@ impl Engine {
 
     async fn fetch(&self, ticket: Ticket, dest: PathBuf) -> Result<TransferHandle, SyncError> {
         let id = ticket.body.transfer_id;
-        if let Some(h) = self.lock_live().get(&id) {
-            if h.outcome.borrow().is_none() {
-                return Ok(h.clone());
+        let running = self.lock_live().get(&id).cloned();
+        if let Some(h) = running.filter(|h| h.outcome.borrow().is_none()) {
+            if h.dest == dest {
+                return Ok(h);
             }
+            return Err(SyncError::Invalid(format!(
+                "this transfer is being downloaded into {} right now; wait for it or cancel it \
+                 (`transfers revoke {id}`)",
+                h.dest.display()
+            )));
         }
         ticket.verify(crate::unix_now(), &self.cfg.me)?;
         if dest.as_os_str().is_empty() {

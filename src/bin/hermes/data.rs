@@ -353,10 +353,26 @@ pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Resu
                     // Acknowledged (dropped) only once written out: a line that could not be
                     // written goes back to the sender, which delivers it again later.
                     Some(m) => {
-                        if print_message(&m, json) {
-                            m.ack();
-                        } else {
-                            m.give_back();
+                        let ticket = save_dir
+                            .as_ref()
+                            .and_then(|d| hermes::sync::ticket_in_message(&m.bytes).map(|t| (d, t)));
+                        match ticket {
+                            // A ticket is fetched into --save-dir; the message is acknowledged
+                            // once the download is recorded (it then resumes across restarts).
+                            Some((dir, Ok(t))) => match start_fetch(&rt, t, dir, &m.from, json).await {
+                                Ok(()) => m.ack(),
+                                Err(e) => {
+                                    eprintln!("ticket from {} not fetched: {e:#}", m.from);
+                                    m.ack();
+                                }
+                            },
+                            _ => {
+                                if print_message(&m, json) {
+                                    m.ack();
+                                } else {
+                                    m.give_back();
+                                }
+                            }
                         }
                     }
                     None => break,
@@ -371,6 +387,63 @@ pub(crate) fn listen(config: &Path, save_dir: Option<&Path>, json: bool) -> Resu
         }
         Ok(())
     })
+}
+
+/// Starts the download a ticket names into `dir` (under the sender's file name made safe, or
+/// `<transfer id>.bin`; a taken name gets `-1`, `-2`…) and reports it when it ends.
+async fn start_fetch(
+    rt: &hermes::RuntimeHandle,
+    t: hermes::sync::Ticket,
+    dir: &Path,
+    from: &str,
+    json: bool,
+) -> Result<()> {
+    let id = t.body.transfer_id;
+    let size = t.body.layout.size();
+    let name = t
+        .body
+        .file_name
+        .as_deref()
+        .and_then(|n| hermes::proto::filename::sanitize(n.as_bytes()))
+        .unwrap_or_else(|| format!("{id}.bin"));
+    let dest = (0..10_000u32)
+        .map(|n| match n {
+            0 => dir.join(&name),
+            _ => dir.join(hermes::proto::filename::with_suffix(&name, n)),
+        })
+        .find(|p| !p.exists() && !hermes::sync::partial_exists(p))
+        .ok_or_else(|| anyhow!("no free name for {name} in {}", dir.display()))?;
+    let transfer = rt.fetch_ticket(t, &dest).await?;
+    if !json {
+        eprintln!(
+            "ticket from {from}: fetching transfer {id} ({size} bytes) -> {}",
+            dest.display()
+        );
+    }
+    let from = from.to_string();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let r = transfer.wait().await;
+        let elapsed = started.elapsed();
+        match r {
+            Ok(()) if json => outln!(
+                "{}",
+                serde_json::json!({ "type": "transfer", "from": from, "id": id.to_hex(),
+                    "size": size, "elapsed_ms": elapsed.as_millis() as u64,
+                    "path": dest.display().to_string() })
+            ),
+            Ok(()) => outln!(
+                "transfer {id} from {from}: {size} bytes received and verified in {:.2} s ({}) -> {}",
+                elapsed.as_secs_f64(),
+                rate(size, elapsed),
+                dest.display()
+            ),
+            Err(e) => eprintln!(
+                "transfer {id} from {from} stopped: {e} (the partial file is kept; `hermes fetch` with the ticket resumes it)"
+            ),
+        }
+    });
+    Ok(())
 }
 
 /// The size of stdin when it is a regular file (for the progress bar's ETA).

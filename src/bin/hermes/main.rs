@@ -106,7 +106,8 @@ enum Cmd {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         wait: std::time::Duration,
     },
-    /// Run a node and print every message it receives; save incoming streams with --save-dir.
+    /// Run a node and print every message it receives; save incoming streams and shared files
+    /// with --save-dir.
     Listen {
         #[command(flatten)]
         config: ConfigArg,
@@ -115,6 +116,9 @@ enum Cmd {
         /// id>.bin when it sent none; an existing file is never replaced (name-1, name-2… are
         /// used instead). Each stream is confirmed to its sender only once its file is in place.
         /// Without it, streams are verified and discarded.
+        ///
+        /// Tickets that arrive as messages (`hermes share`) are fetched into the same directory
+        /// the same way, each reported when it is complete and verified.
         #[arg(long)]
         save_dir: Option<PathBuf>,
         /// Print one JSON object per message or stream on stdout, nothing else (the banner goes
@@ -175,7 +179,8 @@ enum Cmd {
         cmd: DevchainCmd,
     },
     /// Start a dev chain and three local nodes in two subnets: admission and a refusal, end-to-end
-    /// encrypted messages, and a 1 GiB stream with its rate (HERMES_DEMO_MIB sets the size).
+    /// encrypted messages, a 1 GiB stream and a 1 GiB Sync Engine transfer with their rates
+    /// (HERMES_DEMO_MIB sets the size).
     Demo,
     /// Config file operations.
     Config {
