@@ -266,9 +266,10 @@ impl Actor for SyncActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if !self.restored {
+            // Before the first message is handled: a `Fetch` of a download that is being resumed
+            // then finds it running instead of starting a second one.
             self.restored = true;
-            let e = self.engine.clone();
-            ctx.spawn(async move { e.restore().await }.into_actor(self));
+            self.engine.restore();
         }
         ctx.run_interval(SWEEP_INTERVAL, |act, _| act.engine.sweep());
     }
@@ -392,17 +393,26 @@ impl Engine {
                 .and_then(|n| n.to_str())
                 .map(|n| n.chars().take(255).collect()),
         };
-        // The receiver's current prekey, from its verified binding.
+        // The receiver's current prekey, from its verified binding: a connected peer's, else
+        // the one it published in the DHT, else by connecting to it.
         let n = &self.net;
-        let receiver = reach(
-            &n.commands,
-            &n.directory,
-            &o.to,
-            n.ss58_prefix,
-            FIND_RECEIVER_TIMEOUT,
-        )
-        .await
-        .map_err(|e| SyncError::Unreachable(e.to_string()))?;
+        let prekey = match self.published_prekey(&o.to).await {
+            Some(p) => p,
+            None => {
+                reach(
+                    &n.commands,
+                    &n.directory,
+                    &o.to,
+                    n.ss58_prefix,
+                    FIND_RECEIVER_TIMEOUT,
+                )
+                .await
+                .map_err(|e| SyncError::Unreachable(e.to_string()))?
+                .binding
+                .record
+                .prekey
+            }
+        };
         let (transfer_id, key) = random_key();
         let chunk_size = o.chunk_size.unwrap_or(cfg.chunk_size);
         let sealing_key = ContentKey::from_bytes(*key.expose());
@@ -418,7 +428,7 @@ impl Engine {
         let request = TicketRequest {
             transfer_id,
             receiver: o.to,
-            receiver_prekey: receiver.binding.record.prekey,
+            receiver_prekey: prekey,
             netuid: o.netuid,
             expires_at: crate::unix_now().saturating_add(ttl_secs),
             layout,
@@ -465,6 +475,22 @@ impl Engine {
         )));
         tracing::info!(transfer = %transfer_id, size = layout.size(), to = %o.to.to_ss58(cfg.ss58_prefix), "offer ready");
         Ok(ticket)
+    }
+
+    /// The prekey of `to`'s current binding when it is connected, or published in the DHT
+    /// (verified there by the network before it is returned).
+    async fn published_prekey(&self, to: &Hotkey) -> Option<[u8; 32]> {
+        if let Some(p) = self.net.directory.by_hotkey(to) {
+            return Some(p.binding.record.prekey);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.net.commands.send(Command::Find(*to, tx)).await.ok()?;
+        let b = tokio::time::timeout(FIND_RECEIVER_TIMEOUT, rx)
+            .await
+            .ok()?
+            .ok()?
+            .ok()?;
+        (b.record.expires_at > crate::unix_now()).then_some(b.record.prekey)
     }
 
     /// This node's listen addresses, binary, for the ticket (at most [`MAX_ADDRS`]).
@@ -760,7 +786,7 @@ impl Engine {
     }
 
     /// Serves the stored offers again and resumes the downloads that were running.
-    async fn restore(&self) {
+    fn restore(&self) {
         let now = crate::unix_now();
         for (id, mut r) in self.records.offers() {
             if r.state != State::Serving {
@@ -768,7 +794,7 @@ impl Engine {
             }
             if now >= r.expires_at {
                 r.state = State::Expired;
-                let _ = self.records.save_offer(&id, &r, None).await;
+                self.save_later(id, r);
                 continue;
             }
             let (Some(key), Some(manifest), Some(receiver)) = (
@@ -777,7 +803,7 @@ impl Engine {
                 hotkey_from_hex(&r.receiver),
             ) else {
                 r.state = State::Failed("the stored offer is damaged".into());
-                let _ = self.records.save_offer(&id, &r, None).await;
+                self.save_later(id, r);
                 continue;
             };
             let stamp = SourceStamp {
@@ -796,7 +822,7 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(transfer = %id, error = %e, "offer can no longer be served");
                     r.state = State::Failed(e.to_string());
-                    let _ = self.records.save_offer(&id, &r, None).await;
+                    self.save_later(id, r);
                 }
             }
         }
@@ -812,6 +838,16 @@ impl Engine {
         }
     }
 
+    /// Writes an offer record from a synchronous context.
+    fn save_later(&self, id: Id128, r: OfferRecord) {
+        let records = self.records.clone();
+        actix::spawn(async move {
+            if let Err(e) = records.save_offer(&id, &r, None).await {
+                tracing::error!(transfer = %id, error = %e, "cannot update the offer's record");
+            }
+        });
+    }
+
     /// Drops expired offers (revoked ones included) from the table; a serving one is marked
     /// expired in its record.
     fn sweep(&self) {
@@ -822,10 +858,7 @@ impl Engine {
             };
             if r.state == State::Serving {
                 r.state = State::Expired;
-                let records = self.records.clone();
-                actix::spawn(async move {
-                    let _ = records.save_offer(&id, &r, None).await;
-                });
+                self.save_later(id, r);
             }
         }
     }
