@@ -17,7 +17,9 @@
 //! - [`actor`]: [`SyncActor`], offers and downloads with their records ([`records`]) in sled.
 
 pub mod actor;
+mod downloads;
 pub mod fetch;
+mod offers;
 pub mod peer;
 pub mod records;
 pub mod serve;

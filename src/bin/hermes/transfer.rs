@@ -107,17 +107,55 @@ fn destination(out: &Path, ticket: &str) -> Result<PathBuf> {
     Ok(out.join(name))
 }
 
-fn bar(size: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// Progress of a download on stderr: a bar on a terminal, otherwise a plain line every few
+/// seconds (for logs and CI), never on stdout.
+struct Reporter {
+    bar: Option<ProgressBar>,
+    last_line: std::time::Instant,
+}
+
+/// How often the plain progress line is printed when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Reporter {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let pb = ProgressBar::new(0);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
+                pb.set_style(style);
+            }
+            pb
+        });
+        Reporter {
+            bar,
+            last_line: std::time::Instant::now(),
+        }
     }
-    let pb = ProgressBar::new(size);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        pb.set_style(style);
+
+    fn update(&mut self, done: u64, size: u64, rate: f64) {
+        match &self.bar {
+            Some(pb) => {
+                pb.set_length(size);
+                pb.set_position(done);
+            }
+            None if self.last_line.elapsed() >= PLAIN_EVERY => {
+                self.last_line = std::time::Instant::now();
+                eprintln!(
+                    "fetched {done} of {size} bytes ({:.1} MiB/s)",
+                    rate / (1024.0 * 1024.0)
+                );
+            }
+            None => {}
+        }
     }
-    pb
+
+    fn finish(&self) {
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+        }
+    }
 }
 
 pub(crate) fn share(args: &ShareArgs) -> Result<()> {
@@ -187,14 +225,13 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<()> {
     let sock = control::socket_path(&cfg.data_dir);
     let started = std::time::Instant::now();
     let size = block_on(async {
-        let pb = bar(0);
+        let mut pb = Reporter::new();
         if control::is_running(&sock).await {
-            let v = control::fetch(&sock, &ticket, &dest, |done, size, _| {
-                pb.set_length(size);
-                pb.set_position(done);
+            let v = control::fetch(&sock, &ticket, &dest, |done, size, rate| {
+                pb.update(done, size, rate);
             })
             .await?;
-            pb.finish_and_clear();
+            pb.finish();
             return Ok::<_, anyhow::Error>(v["size"].as_u64().unwrap_or(0));
         }
         let rt = one_off(cfg).await?;
@@ -209,12 +246,11 @@ pub(crate) fn fetch(args: &FetchArgs) -> Result<()> {
                     c = progress.changed() => {
                         if c.is_err() { continue; }
                         let p = *progress.borrow_and_update();
-                        pb.set_length(p.total_bytes);
-                        pb.set_position(p.done_bytes);
+                        pb.update(p.done_bytes, p.total_bytes, p.rate);
                     }
                 }
             }?;
-            pb.finish_and_clear();
+            pb.finish();
             let done = t.progress.borrow().total_bytes;
             Ok::<_, anyhow::Error>(done)
         }
