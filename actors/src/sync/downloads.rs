@@ -1,7 +1,7 @@
 //! The receiver's side of the SyncActor: starting, running and resuming downloads.
 
 use super::actor::{key_from_hex, manifest_len, Engine, SyncError, TransferHandle};
-use super::fetch::{ChunkSource, Downloader, FetchError, Progress};
+use super::fetch::{ChunkSource, ChunkSourceError, Downloader, FetchError, Progress};
 use super::peer::PeerSource;
 use super::records::{DownloadRecord, State};
 use crate::identity::OpenTicket;
@@ -10,6 +10,21 @@ use libp2p::Multiaddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// A location's chunk source that also serves the manifest.
+trait Located: ChunkSource {
+    /// The manifest's bytes (at most `max_len`; checked by the caller).
+    fn manifest(
+        &self,
+        max_len: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, ChunkSourceError>> + Send;
+}
+
+impl Located for PeerSource {
+    async fn manifest(&self, max_len: usize) -> Result<Vec<u8>, ChunkSourceError> {
+        self.fetch_manifest(max_len).await
+    }
+}
 
 impl Engine {
     pub(super) async fn fetch(
@@ -135,14 +150,8 @@ impl Engine {
                         .collect();
                     let source =
                         PeerSource::new(self.net.clone(), b.sender, addrs, b.transfer_id, b.layout);
-                    let manifest = self.manifest_via(ticket, &source).await;
-                    match manifest {
-                        Ok(m) => {
-                            self.run_with(ticket, m, &key, dest, &source, &progress, &cancel)
-                                .await
-                        }
-                        Err(e) => Err(e),
-                    }
+                    self.attempt(ticket, &key, dest, &source, &progress, &cancel)
+                        .await
                 }
                 Location::Presigned { .. } => Err(FetchError::BadOptions(
                     "presigned locations are not supported by this build".into(),
@@ -163,11 +172,26 @@ impl Engine {
         )))
     }
 
-    /// The manifest: the stored one, or fetched through `source` and checked against the root.
-    async fn manifest_via(
+    /// One location: the manifest through it (unless stored), then every missing chunk.
+    async fn attempt<S: Located>(
         &self,
         ticket: &Ticket,
-        source: &PeerSource,
+        key: &ContentKey,
+        dest: &Path,
+        source: &S,
+        progress: &watch::Sender<Progress>,
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<(), FetchError> {
+        let m = self.manifest_via(ticket, source).await?;
+        self.run_with(ticket, m, key, dest, source, progress, cancel)
+            .await
+    }
+
+    /// The manifest: the stored one, or fetched through `source` and checked against the root.
+    async fn manifest_via<S: Located>(
+        &self,
+        ticket: &Ticket,
+        source: &S,
     ) -> Result<Manifest, FetchError> {
         let b = &ticket.body;
         if let Some(m) = self.records.manifest(b'd', &b.transfer_id) {
@@ -176,7 +200,7 @@ impl Engine {
             }
         }
         let bytes = source
-            .fetch_manifest(manifest_len(ticket))
+            .manifest(manifest_len(ticket))
             .await
             .map_err(FetchError::Manifest)?;
         let m = Manifest::decode_verified(&bytes, &b.root, &b.layout, b.cipher)
