@@ -11,11 +11,16 @@
 //!   whose sealed bytes no longer match the manifest (a changed source).
 //! - [`fetch`]: [`Downloader`], N parallel fetches into a preallocated `.partial` file, each
 //!   chunk verified before it is opened, progress journaled durably, an atomic rename at the end.
+//! - [`s3`]: the S3-compatible store: [`S3Store`] uploads a transfer as one multipart object
+//!   (resumable from the server's listing), presigns and deletes it; [`PresignedSource`] is the
+//!   receiver's [`ChunkSource`] over the presigned URLs.
 
 pub mod fetch;
+pub mod s3;
 pub mod source;
 
 pub use fetch::{
     ChunkSource, ChunkSourceError, DownloadSummary, Downloader, FetchError, FetchOptions, Progress,
 };
+pub use s3::{PresignedSource, S3Credentials, S3Error, S3Settings, S3Store, UploadSummary};
 pub use source::{LocalChunkSource, SealedSource, SourceError, SourceStamp};
