@@ -517,6 +517,10 @@ impl S3Store {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())),
             Err(S3Error::Http { status: 404, .. }) => Ok(None),
+            // S3 answers 403 instead of 404 for a missing key when the caller may not list the
+            // bucket (a key allowed only to put and get). Wrong keys are reported by the next
+            // request, whose answer has a body saying why (a HEAD answer has none).
+            Err(S3Error::Http { status: 403, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -541,9 +545,18 @@ impl S3Store {
                 .await
             {
                 Ok(x) => x,
-                // A server without the listing cannot resume; a fresh upload still works.
-                Err(S3Error::Http { status: 501, .. }) => {
-                    tracing::warn!(key, "the S3 server cannot list multipart uploads");
+                // A server without the listing, or a key without the permission
+                // (s3:ListBucketMultipartUploads), cannot resume; a fresh upload still works.
+                Err(S3Error::Http {
+                    status: status @ (501 | 403),
+                    ..
+                }) => {
+                    tracing::warn!(
+                        key,
+                        status,
+                        "cannot list multipart uploads (not implemented, or not permitted); an \
+                         interrupted upload starts over"
+                    );
                     return Ok(ids);
                 }
                 Err(e) => return Err(e),
