@@ -662,3 +662,71 @@ fn settings_are_checked() {
     );
     let _ = Layout::new(0, MIN_CHUNK_SIZE).unwrap();
 }
+
+/// Conformance subset against a second, independent S3 implementation (moto's server, started
+/// by `actors/tests/s3_moto.sh`): an upload cancelled after its first part and resumed, the
+/// parts listed by that server skipped, a byte-exact download through presigned URLs, and a
+/// revocation answered 404. Needs `HERMES_S3_EXTERNAL_ENDPOINT` (path-style, bucket
+/// `transfers`, any credentials accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HERMES_S3_EXTERNAL_ENDPOINT; run by actors/tests/s3_moto.sh"]
+async fn external_server_conformance() {
+    let Ok(endpoint) = std::env::var("HERMES_S3_EXTERNAL_ENDPOINT") else {
+        panic!("set HERMES_S3_EXTERNAL_ENDPOINT (see actors/tests/s3_moto.sh)");
+    };
+    let store = S3Store::new(
+        settings(&endpoint),
+        S3Credentials::new(ACCESS_KEY, SECRET_KEY),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = write_source(dir.path(), SIZE);
+    let src = offer(&path);
+    let layout = *src.manifest().layout();
+    let plan = PartPlan::new(layout).unwrap();
+    let _ = store.delete(TID).await;
+
+    // One part at a time; once half of the second part was handed over, the first one was
+    // answered (stored), so the cancelled upload leaves at least one part on the server.
+    let first = plan.part(0).unwrap().len;
+    let threshold = first + plan.part(1).unwrap().len / 2;
+    let (tx, rx) = watch::channel(false);
+    let r = store
+        .upload(
+            src.clone(),
+            1,
+            move |done, _| {
+                if done >= threshold {
+                    tx.send_replace(true);
+                }
+            },
+            rx,
+        )
+        .await;
+    assert!(matches!(r, Err(S3Error::Cancelled)), "{r:?}");
+    let summary = upload(&store, &src).await.unwrap();
+    assert!(summary.resumed_upload, "{summary:?}");
+    assert!(summary.parts_resumed >= 1, "{summary:?}");
+    assert_eq!(
+        summary.parts_resumed + summary.parts_uploaded,
+        plan.part_count(),
+        "{summary:?}"
+    );
+
+    let (murl, purl) = urls(store.presign(TID, now() + 3600, now()).unwrap());
+    let source = PresignedSource::new(&murl, &purl, layout).unwrap();
+    let m = source.fetch_manifest(64 << 20).await.unwrap();
+    assert_eq!(m, src.manifest().encode());
+    let dest = dir.path().join("out.bin");
+    let d = downloader(src.manifest().clone(), &dest, 4, Duration::from_secs(30));
+    d.run(&source).await.unwrap();
+    assert!(
+        std::fs::read(&dest).unwrap() == bytes,
+        "downloaded file differs"
+    );
+
+    store.delete(TID).await.unwrap();
+    let mut buf = vec![0u8; layout.sealed_len(0) as usize];
+    let e = source.fetch(0, &mut buf).await.unwrap_err();
+    assert!(!e.retryable && e.message.contains("404"), "{e}");
+}
