@@ -371,7 +371,16 @@ async fn a_failing_server_is_unavailable_and_bounded() {
         assert!(!dest.exists() && partial_path(&dest).exists(), "{mode:?}");
         if mode == Misbehave::Status500 {
             let e = source.fetch_manifest(1 << 20).await.unwrap_err();
-            assert!(e.retryable, "{e}");
+            assert!(e.retryable && e.message.contains("HTTP 500"), "{e}");
+        }
+        if mode == Misbehave::Stall {
+            let e = source
+                .clone()
+                .with_timeout(timeout)
+                .fetch_manifest(1 << 20)
+                .await
+                .unwrap_err();
+            assert!(e.retryable && e.message.contains("no answer within"), "{e}");
         }
     }
     // Nothing listening: a connection error, unavailable.
@@ -385,6 +394,38 @@ async fn a_failing_server_is_unavailable_and_bounded() {
     let e = source.fetch(0, &mut buf).await.unwrap_err();
     assert!(e.retryable, "{e}");
     assert!(PresignedSource::new("ftp://x/y", &url, layout).is_err());
+}
+
+/// An S3 endpoint answering 500, or never answering: the upload fails with a transient error
+/// after a bounded number of attempts instead of hanging or retrying forever.
+#[tokio::test]
+async fn a_failing_or_stalled_endpoint_fails_the_upload_after_bounded_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_source(dir.path(), 3 * C);
+    let src = offer(&path);
+    for (mode, expect) in [
+        (Misbehave::Status500, "HTTP 500"),
+        (Misbehave::Stall, "no answer within"),
+    ] {
+        let server = BadServer::start(mode, 0).await;
+        let store = S3Store::new(
+            settings(&format!("http://{}", server.addr)),
+            S3Credentials::new(ACCESS_KEY, SECRET_KEY),
+        )
+        .unwrap()
+        .with_request_timeout(Duration::from_millis(200));
+        let e = tokio::time::timeout(Duration::from_secs(30), upload(&store, &src))
+            .await
+            .expect("the upload must end by itself")
+            .unwrap_err();
+        assert!(e.is_transient(), "{mode:?}: {e}");
+        assert!(e.to_string().contains(expect), "{mode:?}: {e}");
+        assert_eq!(
+            server.requests.load(Ordering::SeqCst),
+            u64::from(hermes_actors::sync::s3::MAX_ATTEMPTS),
+            "{mode:?}: bounded attempts"
+        );
+    }
 }
 
 /// The child side of the `kill -9` test: uploads against the parent's server until killed.

@@ -34,7 +34,7 @@ mod presigned;
 mod upload;
 
 pub use credentials::S3Credentials;
-pub use presigned::PresignedSource;
+pub use presigned::{PresignedSource, DEFAULT_GET_TIMEOUT};
 pub use upload::UploadSummary;
 
 use super::source::{SealedSource, SourceError};
@@ -56,6 +56,12 @@ const REQUEST_SIGNATURE_SECS: u64 = 15 * 60;
 pub const MAX_ATTEMPTS: u32 = 4;
 /// First wait before retrying a request; doubled per attempt.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long a request may go without an answer, plus the time its body takes at
+/// [`MIN_RATE`], unless set otherwise ([`S3Store::with_request_timeout`]).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Slowest upload rate a request body is given time for (100 KiB/s): a 528 MiB part may take
+/// 90 minutes before it counts as stalled and is sent again.
+const MIN_RATE: u64 = 100 << 10;
 /// Largest error body read (S3 error documents are a few hundred bytes).
 const MAX_ERROR_LEN: usize = 64 << 10;
 /// Upper bound on parts uploaded at once.
@@ -171,11 +177,13 @@ pub struct S3Store {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     settings: S3Settings,
     creds: S3Credentials,
     bucket: rusty_s3::Bucket,
     http: HttpClient,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -195,6 +203,8 @@ struct Call<'a> {
     key: &'a str,
     query: Vec<(&'a str, String)>,
     headers: Vec<(HeaderName, String)>,
+    /// Bytes in the body, for the request's time limit.
+    body_len: u64,
 }
 
 impl<'a> Call<'a> {
@@ -205,7 +215,13 @@ impl<'a> Call<'a> {
             key,
             query: Vec::new(),
             headers: Vec::new(),
+            body_len: 0,
         }
+    }
+
+    fn body_len(mut self, len: u64) -> Self {
+        self.body_len = len;
+        self
     }
 
     fn query(mut self, name: &'a str, value: impl Into<String>) -> Self {
@@ -257,8 +273,20 @@ impl S3Store {
                 creds,
                 bucket,
                 http,
+                timeout: DEFAULT_REQUEST_TIMEOUT,
             }),
         })
+    }
+
+    /// Sets how long a request may go unanswered (plus its body's time at 100 KiB/s) before it
+    /// counts as a transient failure and is sent again: a stalled server cannot hang an upload.
+    /// Default [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn with_request_timeout(self, timeout: Duration) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.timeout = timeout;
+        S3Store {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The settings this store was made with.
@@ -416,16 +444,19 @@ impl S3Store {
                 HeaderValue::from_str(&value).map_err(|e| protocol(format!("header: {e}")))?;
             req.headers_mut().insert(name, value);
         }
-        let resp = self
+        let limit = self
             .inner
-            .http
-            .request(req)
+            .timeout
+            .saturating_add(Duration::from_secs(call.body_len / MIN_RATE));
+        let transport = |message: String| S3Error::Transport {
+            op: call.op,
+            key: call.key.to_owned(),
+            message,
+        };
+        let resp = tokio::time::timeout(limit, self.inner.http.request(req))
             .await
-            .map_err(|e| S3Error::Transport {
-                op: call.op,
-                key: call.key.to_owned(),
-                message: error_chain(&e),
-            })?;
+            .map_err(|_| transport(format!("no answer within {limit:?}")))?
+            .map_err(|e| transport(error_chain(&e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -478,8 +509,10 @@ impl S3Store {
     async fn send_xml(&self, call: Call<'_>, body: ReqBody) -> Result<String, S3Error> {
         let (op, key) = (call.op, call.key.to_owned());
         let resp = self.send(call, body).await?;
-        let bytes = read_body(resp.into_body(), client::MAX_XML_LEN)
+        let limit = self.inner.timeout;
+        let bytes = tokio::time::timeout(limit, read_body(resp.into_body(), client::MAX_XML_LEN))
             .await
+            .unwrap_or_else(|_| Err(format!("answer not read within {limit:?}")))
             .map_err(|message| S3Error::Transport {
                 op,
                 key: key.clone(),

@@ -7,6 +7,7 @@ use hermes_proto::sync::Layout;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::time::Duration;
 
 /// Fetches a transfer's manifest and sealed chunks from presigned S3 URLs.
 ///
@@ -24,7 +25,13 @@ pub struct PresignedSource {
     manifest_url: Uri,
     payload_url: Uri,
     layout: Layout,
+    timeout: Duration,
 }
+
+/// How long a GET may go unanswered unless set otherwise ([`PresignedSource::with_timeout`]).
+pub const DEFAULT_GET_TIMEOUT: Duration = Duration::from_secs(60);
+/// Slowest rate the manifest body is given time for (100 KiB/s).
+const MIN_RATE: u64 = 100 << 10;
 
 impl std::fmt::Debug for PresignedSource {
     /// The URLs' signatures are bearer tokens for the objects: only the hosts are shown.
@@ -65,7 +72,16 @@ impl PresignedSource {
             manifest_url: parse_url("manifest", manifest_url)?,
             payload_url: parse_url("payload", payload_url)?,
             layout,
+            timeout: DEFAULT_GET_TIMEOUT,
         })
+    }
+
+    /// Sets how long a GET may go unanswered before it counts as unavailable (the manifest's
+    /// body also gets its time at 100 KiB/s). Chunk fetches are bounded by the Downloader's
+    /// `fetch_timeout` as well. Default [`DEFAULT_GET_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The transfer's layout.
@@ -91,7 +107,13 @@ impl PresignedSource {
                 declared.unwrap_or_default()
             )));
         }
-        read_body(resp.into_body(), max_len).await.map_err(|e| {
+        let limit = self
+            .timeout
+            .saturating_add(Duration::from_secs(max_len as u64 / MIN_RATE));
+        let body = tokio::time::timeout(limit, read_body(resp.into_body(), max_len))
+            .await
+            .unwrap_or_else(|_| Err(format!("the manifest was not read within {limit:?}")));
+        body.map_err(|e| {
             if e.starts_with("answer longer") {
                 ChunkSourceError::refused(format!(
                     "the manifest object is longer than the {max_len} bytes this transfer allows"
@@ -116,9 +138,15 @@ impl PresignedSource {
         let req = req
             .body(super::client::full(""))
             .map_err(|e| ChunkSourceError::refused(format!("{what} GET: {e}")))?;
-        let resp = self.http.request(req).await.map_err(|e| {
-            ChunkSourceError::unavailable(format!("{what} GET: {}", error_chain(&e)))
-        })?;
+        let limit = self.timeout;
+        let resp = tokio::time::timeout(limit, self.http.request(req))
+            .await
+            .map_err(|_| {
+                ChunkSourceError::unavailable(format!("{what} GET: no answer within {limit:?}"))
+            })?
+            .map_err(|e| {
+                ChunkSourceError::unavailable(format!("{what} GET: {}", error_chain(&e)))
+            })?;
         let status = resp.status();
         if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
             return Ok(resp);

@@ -110,7 +110,8 @@ impl S3Store {
             let (mkey, manifest) = (mkey.as_str(), &manifest);
             self.retrying(|| async move {
                 let call = Call::new("PutObject", Method::PUT, mkey)
-                    .header(http::header::CONTENT_LENGTH, manifest.len().to_string());
+                    .header(http::header::CONTENT_LENGTH, manifest.len().to_string())
+                    .body_len(manifest.len() as u64);
                 self.send(call, full(manifest.clone())).await
             })
             .await?;
@@ -326,7 +327,8 @@ impl S3Store {
             let call = Call::new("UploadPart", Method::PUT, key)
                 .query("partNumber", part.number.to_string())
                 .query("uploadId", upload_id)
-                .header(http::header::CONTENT_LENGTH, part.len.to_string());
+                .header(http::header::CONTENT_LENGTH, part.len.to_string())
+                .body_len(part.len);
             let r = self.send(call, body.boxed_unsync()).await;
             if r.is_err() {
                 // This attempt's bytes will be sent again: take them back from the progress.
