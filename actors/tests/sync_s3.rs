@@ -428,6 +428,60 @@ async fn a_failing_or_stalled_endpoint_fails_the_upload_after_bounded_attempts()
     }
 }
 
+/// The child side of the HTTPS test: fetches the manifest URL it is given and prints the result.
+#[tokio::test]
+#[ignore = "run by https_is_verified_against_mozilla_and_system_roots"]
+async fn child_fetch_over_https() {
+    let Ok(url) = std::env::var("HERMES_S3_TLS_URL") else {
+        return;
+    };
+    let layout = Layout::new(0, MIN_CHUNK_SIZE).unwrap();
+    let source = PresignedSource::new(&url, &url, layout).unwrap();
+    match source.fetch_manifest(1 << 10).await {
+        Ok(body) => println!("RESULT OK {}", String::from_utf8_lossy(&body)),
+        Err(e) => println!("RESULT ERR {e}"),
+    }
+}
+
+/// HTTPS works, and is verified: a loopback server whose certificate no root vouches for is
+/// refused; a child process given that certificate through SSL_CERT_FILE (the system roots'
+/// standard override) fetches from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_verified_against_mozilla_and_system_roots() {
+    let (addr, pem) = s3_support::start_tls_server(b"sealed-manifest").await;
+    let url = format!("https://{addr}/m?X-Amz-Signature=x");
+    let layout = Layout::new(0, MIN_CHUNK_SIZE).unwrap();
+    let untrusted = PresignedSource::new(&url, &url, layout).unwrap();
+    let e = untrusted.fetch_manifest(1 << 10).await.unwrap_err();
+    assert!(e.message.to_lowercase().contains("certificate"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_fetch_over_https",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HERMES_S3_TLS_URL", &url)
+        .env("SSL_CERT_FILE", &ca)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_owned()))
+        .unwrap_or_else(|| panic!("no result: {stdout}"));
+    assert_eq!(result, "OK sealed-manifest");
+}
+
 /// The child side of the `kill -9` test: uploads against the parent's server until killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by an_upload_killed_with_sigkill_resumes_without_resending_parts"]

@@ -345,3 +345,47 @@ impl BadServer {
         format!("http://{}/{path}", self.addr)
     }
 }
+
+/// A loopback HTTPS server answering every GET with `body`, its certificate for 127.0.0.1
+/// self-signed; returns its address and the certificate in PEM (a trust anchor for clients).
+pub(crate) async fn start_tls_server(body: &'static [u8]) -> (SocketAddr, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut b = [0u8; 4096];
+                    match tls.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let mut answer =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                        .into_bytes();
+                answer.extend_from_slice(body);
+                let _ = tls.write_all(&answer).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, pem)
+}

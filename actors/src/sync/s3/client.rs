@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Errors a request body may fail with (a chunk that can no longer be read or sealed).
@@ -35,17 +35,11 @@ pub(crate) const MAX_XML_LEN: usize = 4 << 20;
 /// A client with a keep-alive pool, TLS through rustls (aws-lc-rs, the tree's provider) with
 /// Mozilla's roots plus the system's, HTTP/1.1 (S3 speaks nothing else everywhere).
 pub(crate) fn http_client(max_idle_per_host: usize) -> Result<HttpClient, S3Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // System roots are optional extras: a machine without a store still has Mozilla's.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| S3Error::Config(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
+        .with_root_certificates(Arc::clone(roots()))
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -62,6 +56,21 @@ pub(crate) fn http_client(max_idle_per_host: usize) -> Result<HttpClient, S3Erro
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(max_idle_per_host)
         .build(https))
+}
+
+/// Mozilla's roots plus the system's, read once per process (the system store is a few hundred
+/// files).
+fn roots() -> &'static Arc<rustls::RootCertStore> {
+    static ROOTS: OnceLock<Arc<rustls::RootCertStore>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // System roots are optional extras: a machine without a store still has Mozilla's.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        Arc::new(roots)
+    })
 }
 
 /// An empty or small request body.
