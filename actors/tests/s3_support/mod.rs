@@ -1,11 +1,14 @@
 //! Test servers for the S3 backend: a real S3-protocol server (s3s with SigV4 authentication
 //! over s3s-fs's file-system store) on a loopback port, and a tiny hand-written HTTP server
-//! that misbehaves on purpose (500s, stalls, short and long bodies).
+//! that misbehaves on purpose (500s, stalls, short and long bodies), and a loopback HTTPS server
+//! with a self-signed certificate.
 //!
 //! s3s-fs implements neither ListMultipartUploads nor ETags in ListParts; the [`Store`] wrapper
 //! adds both from what it saw (upload ids and part ETags), and delegates everything else. It
 //! also has a gate that holds part uploads past a count, so a test can kill an uploader while
 //! its parts are in flight.
+
+#![allow(dead_code)] // Each test binary uses a part of it.
 
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
