@@ -9,7 +9,7 @@ mod s3_support;
 use hermes_actors::sync::fetch::partial_path;
 use hermes_actors::sync::{
     ChunkSource, Downloader, FetchError, FetchOptions, PresignedSource, S3Credentials, S3Error,
-    S3Settings, S3Store, SealedSource, UploadSummary,
+    S3Settings, S3Store, SealedSource, SourceError, UploadSummary,
 };
 use hermes_proto::sync::layout::MIN_CHUNK_SIZE;
 use hermes_proto::sync::{ContentKey, Layout, Location, Manifest, PartPlan};
@@ -201,6 +201,48 @@ async fn upload_presign_download_round_trip() {
         std::fs::read(&dest).unwrap() == bytes,
         "downloaded file differs"
     );
+}
+
+/// An empty payload is one 16-byte part (the last part may be small) and round-trips.
+#[tokio::test]
+async fn an_empty_payload_round_trips() {
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_source(dir.path(), 0);
+    let src = offer(&path);
+    let layout = *src.manifest().layout();
+    let store = store(&server);
+    let summary = upload(&store, &src).await.unwrap();
+    assert_eq!((summary.parts_total, summary.bytes_uploaded), (1, 16));
+    let (murl, purl) = urls(store.presign(TID, now() + 60, now()).unwrap());
+    let source = PresignedSource::new(&murl, &purl, layout).unwrap();
+    let dest = dir.path().join("out.bin");
+    let d = downloader(src.manifest().clone(), &dest, 2, Duration::from_secs(30));
+    d.run(&source).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), Vec::<u8>::new());
+}
+
+/// A source file changed after the offer stops the upload at once with the source's error:
+/// its chunks would seal to other bytes under the same nonces, so none of them is sent.
+#[tokio::test]
+async fn a_changed_source_stops_the_upload() {
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut bytes) = write_source(dir.path(), 12 * C);
+    let src = offer(&path);
+    bytes[7 * C as usize] ^= 1;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&bytes[7 * C as usize..7 * C as usize + 1], 7 * C)
+        .unwrap();
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
+        .unwrap();
+    let store = store(&server);
+    match upload(&store, &src).await {
+        Err(S3Error::Source(SourceError::Changed { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!server.object_path(&store.payload_key(TID)).exists());
+    assert_eq!(server.state.parts_stored.load(Ordering::SeqCst), 0);
 }
 
 /// An expired presigned URL and a revoked transfer are refused at once, with a clear text.
