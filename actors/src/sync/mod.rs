@@ -15,6 +15,9 @@
 //! - [`serve`]: the embedded store, serving offers over `/hermes/sync/1` to their receivers.
 //! - [`peer`]: [`PeerSource`], the receiver's side of `/hermes/sync/1`.
 //! - [`actor`]: [`SyncActor`], offers and downloads with their records ([`records`]) in sled.
+//! - [`s3`]: the S3-compatible store: [`S3Store`] uploads a transfer as one multipart object
+//!   (resumable from the server's listing), presigns and deletes it; [`PresignedSource`] is the
+//!   receiver's [`ChunkSource`] over the presigned URLs.
 
 pub mod actor;
 mod downloads;
@@ -23,6 +26,7 @@ mod offers;
 pub mod peer;
 pub mod records;
 pub mod serve;
+pub mod s3;
 pub mod source;
 
 pub use actor::{
@@ -35,4 +39,5 @@ pub use fetch::{
 pub use peer::{PeerNet, PeerSource};
 pub use records::{Backend, State};
 pub use serve::{OfferTable, Server};
+pub use s3::{PresignedSource, S3Credentials, S3Error, S3Settings, S3Store, UploadSummary};
 pub use source::{LocalChunkSource, SealedSource, SourceError, SourceStamp};
