@@ -393,9 +393,15 @@ async fn a_failing_server_is_unavailable_and_bounded() {
         let server = BadServer::start(mode, len).await;
         let source = PresignedSource::new(&server.url("m"), &server.url("p"), layout).unwrap();
         let dest = dir.path().join(format!("out-{mode:?}"));
-        let timeout = Duration::from_millis(300);
+        // Short only where the server stalls: elsewhere a loaded machine must not turn a real
+        // answer into a timeout.
+        let timeout = if mode == Misbehave::Stall {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(20)
+        };
         let d = downloader(src.manifest().clone(), &dest, 3, timeout);
-        let r = tokio::time::timeout(Duration::from_secs(30), d.run(&source))
+        let r = tokio::time::timeout(Duration::from_secs(120), d.run(&source))
             .await
             .expect("the download must end by itself");
         match r {
@@ -455,8 +461,12 @@ async fn a_failing_or_stalled_endpoint_fails_the_upload_after_bounded_attempts()
             S3Credentials::new(ACCESS_KEY, SECRET_KEY),
         )
         .unwrap()
-        .with_request_timeout(Duration::from_millis(200));
-        let e = tokio::time::timeout(Duration::from_secs(30), upload(&store, &src))
+        .with_request_timeout(if mode == Misbehave::Stall {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(20)
+        });
+        let e = tokio::time::timeout(Duration::from_secs(120), upload(&store, &src))
             .await
             .expect("the upload must end by itself")
             .unwrap_err();
