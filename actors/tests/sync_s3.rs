@@ -12,7 +12,7 @@ use hermes_actors::sync::{
     S3Settings, S3Store, SealedSource, SourceError, UploadSummary,
 };
 use hermes_proto::sync::layout::MIN_CHUNK_SIZE;
-use hermes_proto::sync::{ContentKey, Layout, Location, Manifest, PartPlan};
+use hermes_proto::sync::{ContentKey, Location, Manifest, PartPlan};
 use hermes_proto::Id128;
 use s3_support::{BadServer, Misbehave, S3Server, ACCESS_KEY, BUCKET, REGION, SECRET_KEY};
 use std::os::unix::fs::FileExt;
@@ -626,12 +626,35 @@ fn settings_are_checked() {
         Err(S3Error::Config(_))
     ));
     s.bucket = "b".into();
-    let store = S3Store::new(s, creds()).unwrap();
+    let store = S3Store::new(s.clone(), creds()).unwrap();
     assert_eq!(
         store.payload_key(TID),
         "hermes/05050505050505050505050505050505.sealed"
     );
-    let _ = Layout::new(0, MIN_CHUNK_SIZE).unwrap();
+    let (_, path_style) = urls(store.presign(TID, 2_000_000_060, 2_000_000_000).unwrap());
+    assert!(
+        path_style.starts_with("https://s3.example.com/b/hermes/0505"),
+        "{path_style}"
+    );
+    // Virtual-hosted style (AWS), and temporary credentials: the token travels in the URL.
+    s.path_style = false;
+    let mut temp = creds();
+    temp.session_token = Some("TOKEN".into());
+    let store = S3Store::new(s, temp).unwrap();
+    let (murl, purl) = urls(store.presign(TID, 2_000_000_060, 2_000_000_000).unwrap());
+    assert!(
+        purl.starts_with("https://b.s3.example.com/hermes/0505") && purl.contains(".sealed?"),
+        "{purl}"
+    );
+    assert!(murl.contains(".manifest?"), "{murl}");
+    for needle in [
+        "X-Amz-Expires=60",
+        "X-Amz-Date=20330518T033320Z",
+        "X-Amz-Security-Token=TOKEN",
+        "X-Amz-Signature=",
+    ] {
+        assert!(purl.contains(needle), "{needle}: {purl}");
+    }
 }
 
 /// Conformance subset against a second, independent S3 implementation (moto's server, started
