@@ -12,7 +12,7 @@ use hermes_actors::sync::{
     S3Settings, S3Store, SealedSource, SourceError, UploadSummary,
 };
 use hermes_proto::sync::layout::MIN_CHUNK_SIZE;
-use hermes_proto::sync::{ContentKey, Layout, Location, Manifest, PartPlan};
+use hermes_proto::sync::{ContentKey, Location, Manifest, PartPlan};
 use hermes_proto::Id128;
 use s3_support::{BadServer, Misbehave, S3Server, ACCESS_KEY, BUCKET, REGION, SECRET_KEY};
 use std::os::unix::fs::FileExt;
@@ -393,9 +393,15 @@ async fn a_failing_server_is_unavailable_and_bounded() {
         let server = BadServer::start(mode, len).await;
         let source = PresignedSource::new(&server.url("m"), &server.url("p"), layout).unwrap();
         let dest = dir.path().join(format!("out-{mode:?}"));
-        let timeout = Duration::from_millis(300);
+        // Short only where the server stalls: elsewhere a loaded machine must not turn a real
+        // answer into a timeout.
+        let timeout = if mode == Misbehave::Stall {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(20)
+        };
         let d = downloader(src.manifest().clone(), &dest, 3, timeout);
-        let r = tokio::time::timeout(Duration::from_secs(30), d.run(&source))
+        let r = tokio::time::timeout(Duration::from_secs(120), d.run(&source))
             .await
             .expect("the download must end by itself");
         match r {
@@ -455,8 +461,12 @@ async fn a_failing_or_stalled_endpoint_fails_the_upload_after_bounded_attempts()
             S3Credentials::new(ACCESS_KEY, SECRET_KEY),
         )
         .unwrap()
-        .with_request_timeout(Duration::from_millis(200));
-        let e = tokio::time::timeout(Duration::from_secs(30), upload(&store, &src))
+        .with_request_timeout(if mode == Misbehave::Stall {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(20)
+        });
+        let e = tokio::time::timeout(Duration::from_secs(120), upload(&store, &src))
             .await
             .expect("the upload must end by itself")
             .unwrap_err();
@@ -616,12 +626,35 @@ fn settings_are_checked() {
         Err(S3Error::Config(_))
     ));
     s.bucket = "b".into();
-    let store = S3Store::new(s, creds()).unwrap();
+    let store = S3Store::new(s.clone(), creds()).unwrap();
     assert_eq!(
         store.payload_key(TID),
         "hermes/05050505050505050505050505050505.sealed"
     );
-    let _ = Layout::new(0, MIN_CHUNK_SIZE).unwrap();
+    let (_, path_style) = urls(store.presign(TID, 2_000_000_060, 2_000_000_000).unwrap());
+    assert!(
+        path_style.starts_with("https://s3.example.com/b/hermes/0505"),
+        "{path_style}"
+    );
+    // Virtual-hosted style (AWS), and temporary credentials: the token travels in the URL.
+    s.path_style = false;
+    let mut temp = creds();
+    temp.session_token = Some("TOKEN".into());
+    let store = S3Store::new(s, temp).unwrap();
+    let (murl, purl) = urls(store.presign(TID, 2_000_000_060, 2_000_000_000).unwrap());
+    assert!(
+        purl.starts_with("https://b.s3.example.com/hermes/0505") && purl.contains(".sealed?"),
+        "{purl}"
+    );
+    assert!(murl.contains(".manifest?"), "{murl}");
+    for needle in [
+        "X-Amz-Expires=60",
+        "X-Amz-Date=20330518T033320Z",
+        "X-Amz-Security-Token=TOKEN",
+        "X-Amz-Signature=",
+    ] {
+        assert!(purl.contains(needle), "{needle}: {purl}");
+    }
 }
 
 /// Conformance subset against a second, independent S3 implementation (moto's server, started
