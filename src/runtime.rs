@@ -198,6 +198,17 @@ async fn start_actors(
     network: bool,
     binding_override: Option<Vec<u8>>,
 ) -> Result<(Parts, Store), Error> {
+    // The S3 store is checked before anything starts: a node whose default store cannot be
+    // used (missing credentials) refuses to start with the reason.
+    let s3 = config.sync.s3.as_ref().map(s3_store);
+    if let Some(Err(why)) = &s3 {
+        if config.sync.backend == crate::config::SyncBackend::S3 {
+            return Err(Error::Startup(format!(
+                "sync.backend is s3, but the store cannot be used: {why}"
+            )));
+        }
+        tracing::warn!("sync.s3 cannot be used; offers through S3 will be refused: {why}");
+    }
     let sync_backend = match config.sync.backend {
         crate::config::SyncBackend::Embedded => hermes_actors::sync::Backend::Embedded,
         crate::config::SyncBackend::S3 => hermes_actors::sync::Backend::S3,
@@ -453,6 +464,7 @@ async fn start_actors(
                 fetch_timeout: s.fetch_timeout.0,
                 ..sync_engine::FetchOptions::default()
             },
+            s3,
         };
         let actor = SyncActor::new(sync_cfg, &store, identity.clone(), sync_peer_net, offers)
             .map_err(|e| Error::Startup(format!("cannot open the transfer records: {e}")))?;
@@ -491,6 +503,25 @@ async fn start_actors(
         },
         store,
     ))
+}
+
+/// The S3 store of `sync.s3`, or why it cannot be used (credentials are read here, from the
+/// environment or the credentials file, never from the config).
+fn s3_store(c: &crate::config::S3Config) -> Result<sync_engine::S3Store, String> {
+    let creds =
+        sync_engine::S3Credentials::load(c.credentials_file.as_deref(), c.profile.as_deref())
+            .map_err(|e| e.to_string())?;
+    sync_engine::S3Store::new(
+        sync_engine::S3Settings {
+            endpoint: c.endpoint.clone(),
+            bucket: c.bucket.clone(),
+            region: c.region.clone(),
+            prefix: c.prefix.clone(),
+            path_style: c.path_style,
+        },
+        creds,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn run_system(

@@ -17,6 +17,7 @@
 use super::fetch::{FetchOptions, Progress};
 use super::peer::PeerNet;
 use super::records::{hotkey_from_hex, Backend, Records, State};
+use super::s3::S3Store;
 use super::serve::OfferTable;
 use super::source::SourceError;
 use crate::identity::IdentityActor;
@@ -66,6 +67,9 @@ pub enum SyncError {
     /// The runtime is stopping.
     #[error("the runtime is stopping")]
     Stopped,
+    /// The S3 store failed or is unusable (the text says why).
+    #[error("{0}")]
+    Store(String),
     /// The actor crashed handling the request (it is restarted).
     #[error(transparent)]
     Crashed(#[from] Crashed),
@@ -155,8 +159,11 @@ pub struct SyncConfig {
     pub chunk_size: u32,
     /// Default ticket lifetime.
     pub ticket_ttl: Duration,
-    /// Download options.
+    /// Download options (their parallelism is also the S3 upload's).
     pub fetch: FetchOptions,
+    /// The S3 store when `sync.s3` is set: the store, or why it cannot be used (e.g. missing
+    /// credentials), reported to each offer that asks for it.
+    pub s3: Option<Result<S3Store, String>>,
 }
 
 /// An offer to make.
@@ -412,6 +419,15 @@ impl Engine {
             }
             self.records.save_offer(&id, &r, None).await?;
             tracing::info!(transfer = %id, "offer revoked");
+            // Its objects leave the bucket: the presigned URLs answer 404 from now on.
+            if r.backend == Backend::S3 {
+                if let Some(Ok(store)) = &self.cfg.s3 {
+                    store
+                        .delete(id)
+                        .await
+                        .map_err(|e| SyncError::Store(format!("revoked, but {e}")))?;
+                }
+            }
         } else if self.records.download(&id).is_some() {
             let running = self.lock_live().get(&id).cloned();
             if let Some(h) = running {

@@ -4,6 +4,7 @@ use super::actor::{key_from_hex, manifest_len, Engine, SyncError, TransferHandle
 use super::fetch::{ChunkSource, ChunkSourceError, Downloader, FetchError, Progress};
 use super::peer::PeerSource;
 use super::records::{DownloadRecord, State};
+use super::s3::PresignedSource;
 use crate::identity::OpenTicket;
 use hermes_proto::sync::{ContentKey, Location, Manifest, Ticket};
 use libp2p::Multiaddr;
@@ -21,6 +22,12 @@ trait Located: ChunkSource {
 }
 
 impl Located for PeerSource {
+    async fn manifest(&self, max_len: usize) -> Result<Vec<u8>, ChunkSourceError> {
+        self.fetch_manifest(max_len).await
+    }
+}
+
+impl Located for PresignedSource {
     async fn manifest(&self, max_len: usize) -> Result<Vec<u8>, ChunkSourceError> {
         self.fetch_manifest(max_len).await
     }
@@ -153,9 +160,16 @@ impl Engine {
                     self.attempt(ticket, &key, dest, &source, &progress, &cancel)
                         .await
                 }
-                Location::Presigned { .. } => Err(FetchError::BadOptions(
-                    "presigned locations are not supported by this build".into(),
-                )),
+                Location::Presigned {
+                    manifest_url,
+                    payload_url,
+                } => match PresignedSource::new(manifest_url, payload_url, b.layout) {
+                    Ok(source) => {
+                        self.attempt(ticket, &key, dest, &source, &progress, &cancel)
+                            .await
+                    }
+                    Err(e) => Err(FetchError::Manifest(e)),
+                },
             };
             match r {
                 Ok(()) => return Ok(()),

@@ -25,8 +25,8 @@ pub mod fetch;
 mod offers;
 pub mod peer;
 pub mod records;
-pub mod serve;
 pub mod s3;
+pub mod serve;
 pub mod source;
 
 pub use actor::{
@@ -38,6 +38,6 @@ pub use fetch::{
 };
 pub use peer::{PeerNet, PeerSource};
 pub use records::{Backend, State};
-pub use serve::{OfferTable, Server};
 pub use s3::{PresignedSource, S3Credentials, S3Error, S3Settings, S3Store, UploadSummary};
+pub use serve::{OfferTable, Server};
 pub use source::{LocalChunkSource, SealedSource, SourceError, SourceStamp};

@@ -3,6 +3,7 @@
 
 use super::actor::{from_mtime_ns, key_from_hex, mtime_ns, random_key, Engine, Offer, SyncError};
 use super::records::{hotkey_from_hex, hotkey_hex, Backend, OfferRecord, State};
+use super::s3::S3Store;
 use super::serve::ServedOffer;
 use super::source::{SealedSource, SourceError, SourceStamp};
 use crate::identity::IssueTicket;
@@ -26,11 +27,10 @@ impl Engine {
                 "the receiver is this node's own hotkey".into(),
             ));
         }
-        if o.backend == Backend::S3 {
-            return Err(SyncError::Invalid(
-                "the S3 backend is not configured on this node (sync.s3)".into(),
-            ));
-        }
+        let s3 = match o.backend {
+            Backend::S3 => Some(self.s3_store()?),
+            Backend::Embedded => None,
+        };
         let ttl = o.ttl.unwrap_or(cfg.ticket_ttl);
         let ttl_secs = ttl.as_secs();
         if ttl_secs == 0 || ttl_secs > hermes_proto::sync::ticket::MAX_TICKET_LIFETIME_SECS {
@@ -76,32 +76,85 @@ impl Engine {
                 .prekey
             }
         };
-        let (transfer_id, key) = random_key();
-        let chunk_size = o.chunk_size.unwrap_or(cfg.chunk_size);
-        let sealing_key = ContentKey::from_bytes(*key.expose());
-        let p = path.clone();
-        let source = tokio::task::spawn_blocking(move || {
-            SealedSource::offer(&p, transfer_id, sealing_key, chunk_size, |_, _| {})
-        })
-        .await
-        .map_err(|_| SyncError::Stopped)??;
+        // An S3 upload of the same file to the same receiver that was interrupted (the node
+        // killed mid-upload) resumes under its transfer id and key: the parts already in the
+        // bucket are not sent again, and nothing is re-hashed.
+        let resumed = s3
+            .as_ref()
+            .and_then(|_| self.interrupted_upload(&path, &o.to, o.netuid));
+        let (transfer_id, key, source) = match resumed {
+            Some(r) => r,
+            None => {
+                let (transfer_id, key) = random_key();
+                let chunk_size = o.chunk_size.unwrap_or(cfg.chunk_size);
+                let sealing_key = ContentKey::from_bytes(*key.expose());
+                let p = path.clone();
+                let source = tokio::task::spawn_blocking(move || {
+                    SealedSource::offer(&p, transfer_id, sealing_key, chunk_size, |_, _| {})
+                })
+                .await
+                .map_err(|_| SyncError::Stopped)??;
+                (transfer_id, key, source)
+            }
+        };
+        let source = Arc::new(source);
         let manifest = source.manifest().clone();
         let layout = *manifest.layout();
-        let addrs = self.listen_addrs().await;
+        let stamp = source.stamp();
+        let now = crate::unix_now();
+        let mut record = OfferRecord {
+            transfer_id: transfer_id.to_hex(),
+            path,
+            receiver: hotkey_hex(&o.to),
+            netuid: o.netuid,
+            created_at: now,
+            expires_at: now.saturating_add(ttl_secs),
+            size: layout.size(),
+            chunk_size: layout.chunk_size(),
+            key: hex::encode(key.expose()),
+            stamp_size: stamp.size,
+            stamp_mtime_ns: mtime_ns(stamp.modified),
+            backend: o.backend,
+            state: State::Preparing,
+            ticket: String::new(),
+        };
+        let mut locations = Vec::new();
+        if let Some(store) = &s3 {
+            // Recorded before the upload, so that the same share after a crash resumes it.
+            self.records
+                .save_offer(&transfer_id, &record, Some(&manifest))
+                .await?;
+            let (_keep, cancel) = tokio::sync::watch::channel(false);
+            let summary = store
+                .upload(source.clone(), cfg.fetch.parallelism, |_, _| {}, cancel)
+                .await
+                .map_err(|e| SyncError::Store(e.to_string()))?;
+            tracing::info!(transfer = %transfer_id, parts = summary.parts_total, resumed = summary.parts_resumed, "uploaded to S3");
+            // Presigned URLs live at most 7 days; the ticket does not outlive them.
+            record.expires_at = S3Store::presigned_until(record.expires_at, now);
+            locations.push(
+                store
+                    .presign(transfer_id, record.expires_at, now)
+                    .map_err(|e| SyncError::Store(e.to_string()))?,
+            );
+        }
+        // This node serves the same sealed bytes as long as it runs: the only location of an
+        // embedded offer, the fallback of an S3 one.
+        locations.push(Location::Peer {
+            peer_id: cfg.peer_id.to_bytes(),
+            addrs: self.listen_addrs().await,
+        });
         let request = TicketRequest {
             transfer_id,
             receiver: o.to,
             receiver_prekey: prekey,
             netuid: o.netuid,
-            expires_at: crate::unix_now().saturating_add(ttl_secs),
+            expires_at: record.expires_at,
             layout,
             cipher: Cipher::Aes256Gcm,
             root: manifest.root(),
             file_name,
-            locations: vec![Location::Peer {
-                peer_id: cfg.peer_id.to_bytes(),
-                addrs,
-            }],
+            locations,
         };
         let ticket = self
             .identity
@@ -111,33 +164,63 @@ impl Engine {
             })
             .await
             .map_err(|_| SyncError::Stopped)??;
-        let stamp = source.stamp();
-        let record = OfferRecord {
-            transfer_id: transfer_id.to_hex(),
-            path,
-            receiver: hotkey_hex(&o.to),
-            netuid: o.netuid,
-            created_at: crate::unix_now(),
-            expires_at: ticket.body.expires_at,
-            size: layout.size(),
-            chunk_size: layout.chunk_size(),
-            key: hex::encode(key.expose()),
-            stamp_size: stamp.size,
-            stamp_mtime_ns: mtime_ns(stamp.modified),
-            backend: o.backend,
-            state: State::Serving,
-            ticket: ticket.to_string(),
-        };
+        record.expires_at = ticket.body.expires_at;
+        record.state = State::Serving;
+        record.ticket = ticket.to_string();
         self.records
             .save_offer(&transfer_id, &record, Some(&manifest))
             .await?;
         self.offers.insert(Arc::new(ServedOffer::new(
-            Arc::new(source),
+            source,
             o.to,
             ticket.body.expires_at,
         )));
         tracing::info!(transfer = %transfer_id, size = layout.size(), to = %o.to.to_ss58(cfg.ss58_prefix), "offer ready");
         Ok(ticket)
+    }
+
+    /// The S3 store, or why there is none.
+    fn s3_store(&self) -> Result<S3Store, SyncError> {
+        match &self.cfg.s3 {
+            Some(Ok(store)) => Ok(store.clone()),
+            Some(Err(why)) => Err(SyncError::Store(why.clone())),
+            None => Err(SyncError::Invalid(
+                "the S3 backend is not configured on this node: set sync.s3 (endpoint, bucket) in \
+                 the config"
+                    .into(),
+            )),
+        }
+    }
+
+    /// An S3 offer of `path` to `to` that was recorded but never finished its upload, reopened
+    /// (its source unchanged) with its transfer id and key.
+    fn interrupted_upload(
+        &self,
+        path: &std::path::Path,
+        to: &Hotkey,
+        netuid: u16,
+    ) -> Option<(Id128, ContentKey, SealedSource)> {
+        let to = hotkey_hex(to);
+        self.records.offers().into_iter().find_map(|(id, r)| {
+            if r.state != State::Preparing
+                || r.backend != Backend::S3
+                || r.path != path
+                || r.receiver != to
+                || r.netuid != netuid
+            {
+                return None;
+            }
+            let key = key_from_hex(&r.key)?;
+            let manifest = self.records.manifest(b'o', &id)?;
+            let stamp = SourceStamp {
+                size: r.stamp_size,
+                modified: from_mtime_ns(r.stamp_mtime_ns),
+            };
+            let sealing_key = ContentKey::from_bytes(*key.expose());
+            let source = SealedSource::reopen(path, id, sealing_key, manifest, stamp).ok()?;
+            tracing::info!(transfer = %id, "resuming an interrupted S3 upload");
+            Some((id, key, source))
+        })
     }
 
     /// The prekey of `to`'s current binding when it is connected, or published in the DHT
