@@ -1,18 +1,27 @@
 //! [`DevChain`]: the embedded development chain in a sled directory, opened per operation.
 
-use super::{Chain, ChainError, NodeJson};
+use super::dev_state::State;
+use super::{Chain, ChainError, ChainHead, EpochView, NodeStanding};
 use futures::future::BoxFuture;
 use hermes_proto::chain::{NodeEntry, Registry};
+use hermes_proto::consensus::{Accepted, Refusal, SignedAttestation, SignedProposal};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::dev_state::DevParams;
+
 /// The embedded development chain.
+///
+/// Blocks advance on a timer (`block_time`) or only when stepped ([`DevChain::step`]); at each
+/// epoch boundary every subnet's round is closed with [`hermes_proto::consensus`]'s rules
+/// (classes, penalties or reputation, removals) and the next one opened with its election.
+/// Nothing runs in the background: each operation first advances the chain to the block the
+/// clock implies, so any process touching the directory keeps it current.
 #[derive(Debug, Clone)]
 pub struct DevChain {
     path: PathBuf,
 }
 
-const DEV_TREE: &str = "devchain/nodes";
 /// How long an operation waits for another process to release the dev chain.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -29,10 +38,11 @@ impl DevChain {
         }
     }
 
-    /// Opens the database, retrying while another process holds it.
-    fn with_db<R>(
+    /// Opens the database, retrying while another process holds it, loads the state, brings it
+    /// to the current block, runs `f` and writes what changed.
+    fn with_state<R>(
         &self,
-        f: impl Fn(&sled::Tree) -> Result<R, ChainError>,
+        f: impl Fn(&mut State) -> Result<R, ChainError>,
     ) -> Result<R, ChainError> {
         let start = std::time::Instant::now();
         let mut backoff = Duration::from_millis(2);
@@ -44,10 +54,14 @@ impl DevChain {
                 .open()
             {
                 Ok(db) => {
-                    let tree = db.open_tree(DEV_TREE).map_err(|e| self.err(e))?;
-                    let out = f(&tree)?;
+                    let mut state = State::load(&db, &self.path)?;
+                    state.catch_up().map_err(|e| self.err(e))?;
+                    // Committed whatever `f` answers: a refused record may still leave evidence
+                    // (an equivocation), and blocks may have advanced.
+                    let out = f(&mut state);
+                    state.commit().map_err(|e| self.err(e))?;
                     db.flush().map_err(|e| self.err(e))?;
-                    return Ok(out);
+                    return out;
                 }
                 Err(sled::Error::Io(e)) if start.elapsed() < LOCK_WAIT => {
                     tracing::trace!(error = %e, "dev chain busy; retrying");
@@ -67,49 +81,145 @@ impl DevChain {
         if !self.path.exists() {
             return Ok(Registry::default());
         }
-        self.with_db(|tree| {
-            let mut entries = Vec::new();
-            for item in tree.iter() {
-                let (_, v) = item.map_err(|e| self.err(e))?;
-                let node: NodeJson =
-                    serde_json::from_slice(&v).map_err(|e| ChainError::Format {
-                        path: self.path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                entries.push(node.to_entry().map_err(|reason| ChainError::Format {
-                    path: self.path.clone(),
-                    reason,
-                })?);
-            }
-            Ok(Registry::new(entries))
-        })
+        self.with_state(|s| Ok(Registry::new(s.nodes.values().map(|n| n.entry.clone()))))
     }
 
     /// Registers synchronously (for the CLI). A peer id may be used by one hotkey per subnet; the
-    /// same hotkey re-registering updates its entry.
+    /// same hotkey re-registering updates its entry (and starts a fresh standing when it names
+    /// another class).
     ///
     /// # Errors
     /// [`ChainError::BadPeerId`] or [`ChainError::Refused`] when the chain's rules refuse it.
     pub fn register_sync(&self, entry: NodeEntry) -> Result<(), ChainError> {
         entry.validate()?;
-        self.with_db(|tree| {
-            let mut key = Vec::with_capacity(34);
-            key.extend_from_slice(&entry.netuid.to_be_bytes());
-            key.extend_from_slice(&entry.hotkey.0);
-            for item in tree.scan_prefix(entry.netuid.to_be_bytes()) {
-                let (k, v) = item.map_err(|e| self.err(e))?;
-                let other: NodeJson = serde_json::from_slice(&v).map_err(|e| self.err(e))?;
-                if other.peer_id == entry.peer_id && k.as_ref() != key.as_slice() {
-                    return Err(ChainError::Refused(format!(
-                        "peer id {} is already registered in subnet {} by {}",
-                        entry.peer_id, entry.netuid, other.hotkey
-                    )));
-                }
+        self.with_state(|s| {
+            if let Some(other) = s.nodes.values().find(|o| {
+                o.entry.netuid == entry.netuid
+                    && o.entry.peer_id == entry.peer_id
+                    && o.entry.hotkey != entry.hotkey
+            }) {
+                return Err(ChainError::Refused(format!(
+                    "peer id {} is already registered in subnet {} by {}",
+                    entry.peer_id,
+                    entry.netuid,
+                    other.entry.hotkey.to_ss58(42)
+                )));
             }
-            let json =
-                serde_json::to_vec(&NodeJson::from_entry(&entry, 42)).map_err(|e| self.err(e))?;
-            tree.insert(key, json).map_err(|e| self.err(e))?;
+            s.register(entry.clone());
             Ok(())
+        })
+    }
+
+    /// Sets the chain's parameters (creating it if needed), keeping its blocks, nodes and
+    /// epochs. Changing the epoch length renumbers epochs: do it before nodes run.
+    ///
+    /// # Errors
+    /// [`ChainError::Refused`] for 0 blocks per epoch; storage errors.
+    pub fn init(&self, params: DevParams) -> Result<ChainHead, ChainError> {
+        self.with_state(|s| {
+            s.set_params(params).map_err(ChainError::Refused)?;
+            Ok(s.head())
+        })
+    }
+
+    /// The parameters.
+    ///
+    /// # Errors
+    /// Storage or format errors.
+    pub fn params(&self) -> Result<DevParams, ChainError> {
+        self.with_state(|s| Ok(s.params))
+    }
+
+    /// The latest block, synchronously.
+    ///
+    /// # Errors
+    /// Storage or format errors.
+    pub fn head_sync(&self) -> Result<ChainHead, ChainError> {
+        self.with_state(|s| Ok(s.head()))
+    }
+
+    /// Advances `blocks` blocks now, closing and opening epochs on the way.
+    ///
+    /// # Errors
+    /// Storage or format errors.
+    pub fn step(&self, blocks: u64) -> Result<ChainHead, ChainError> {
+        self.with_state(|s| {
+            s.step(blocks).map_err(|e| self.err(e))?;
+            Ok(s.head())
+        })
+    }
+
+    /// Epoch `epoch` (default: the current one) of subnet `netuid`, synchronously.
+    ///
+    /// # Errors
+    /// Storage or format errors.
+    pub fn epoch_sync(
+        &self,
+        netuid: u16,
+        epoch: Option<u64>,
+    ) -> Result<Option<EpochView>, ChainError> {
+        self.with_state(|s| {
+            let e = epoch.unwrap_or(s.head().epoch);
+            Ok(s.epoch_mut(netuid, e).map_err(|e| self.err(e))?.cloned())
+        })
+    }
+
+    /// Submits a proposal for the current epoch, synchronously.
+    ///
+    /// # Errors
+    /// [`ChainError::NoRound`] when the subnet has no round now; [`ChainError::Rejected`] with
+    /// the round's [`hermes_proto::consensus::Refusal`].
+    pub fn submit_sync(&self, proposal: &SignedProposal) -> Result<Accepted, ChainError> {
+        let netuid = proposal.proposal.netuid;
+        self.with_state(|s| {
+            let epoch = s.head().epoch;
+            let view = s
+                .epoch_mut(netuid, epoch)
+                .map_err(|e| self.err(e))?
+                .ok_or(ChainError::NoRound { netuid, epoch })?;
+            let res = view.round.submit(proposal);
+            // An equivocation is evidence worth keeping: the round now holds both copies.
+            if matches!(res, Ok(Accepted::New) | Err(Refusal::Equivocation)) {
+                s.touch_epoch(netuid, epoch);
+            }
+            Ok(res?)
+        })
+    }
+
+    /// Submits an attestation of the current epoch's proposal, synchronously.
+    ///
+    /// # Errors
+    /// As [`DevChain::submit_sync`].
+    pub fn attest_sync(&self, attestation: &SignedAttestation) -> Result<Accepted, ChainError> {
+        let netuid = attestation.attestation.netuid;
+        self.with_state(|s| {
+            let epoch = s.head().epoch;
+            let view = s
+                .epoch_mut(netuid, epoch)
+                .map_err(|e| self.err(e))?
+                .ok_or(ChainError::NoRound { netuid, epoch })?;
+            let res = view.round.attest(attestation);
+            if res == Ok(Accepted::New) {
+                s.touch_epoch(netuid, epoch);
+            }
+            Ok(res?)
+        })
+    }
+
+    /// Every node of subnet `netuid` with its standing, synchronously.
+    ///
+    /// # Errors
+    /// Storage or format errors.
+    pub fn standings_sync(&self, netuid: u16) -> Result<Vec<NodeStanding>, ChainError> {
+        if !self.path.exists() {
+            return Ok(vec![]);
+        }
+        self.with_state(|s| {
+            Ok(s.nodes
+                .values()
+                .filter(|n| n.entry.netuid == netuid)
+                .cloned()
+                .collect())
         })
     }
 }
@@ -121,6 +231,36 @@ impl Chain for DevChain {
 
     fn register(&self, entry: NodeEntry) -> BoxFuture<'_, Result<(), ChainError>> {
         Box::pin(async move { self.register_sync(entry) })
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<ChainHead, ChainError>> {
+        Box::pin(async move { self.head_sync() })
+    }
+
+    fn epoch(
+        &self,
+        netuid: u16,
+        epoch: Option<u64>,
+    ) -> BoxFuture<'_, Result<Option<EpochView>, ChainError>> {
+        Box::pin(async move { self.epoch_sync(netuid, epoch) })
+    }
+
+    fn submit_proposal(
+        &self,
+        proposal: SignedProposal,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        Box::pin(async move { self.submit_sync(&proposal) })
+    }
+
+    fn attest(
+        &self,
+        attestation: SignedAttestation,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        Box::pin(async move { self.attest_sync(&attestation) })
+    }
+
+    fn standings(&self, netuid: u16) -> BoxFuture<'_, Result<Vec<NodeStanding>, ChainError>> {
+        Box::pin(async move { self.standings_sync(netuid) })
     }
 }
 

@@ -9,6 +9,10 @@
 //! - [`StaticChain`]: a read-only JSON snapshot (`{"nodes": [...]}`), the format that
 //!   `hermes devchain list` prints.
 //!
+//! Beyond the registry, a chain has blocks and epochs: the [`Chain`] trait offers the head, each
+//! epoch's consensus round, proposal and attestation submission and node standings, with default
+//! implementations that answer [`ChainError::Unsupported`] (the static snapshot keeps them).
+//!
 //! ChainActor accepts:
 //! - [`GetRegistry`] → the latest [`Registry`] snapshot
 //! - [`Refresh`] → reloads now and publishes if it changed
@@ -21,6 +25,9 @@
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use hermes_proto::chain::{NodeClass, NodeEntry, Registry};
+use hermes_proto::consensus::{
+    Accepted, Change, Refusal, Round, SignedAttestation, SignedProposal, Standing, Tally, Verdict,
+};
 use hermes_proto::{Hotkey, PeerIdRuleError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -28,9 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod dev;
+mod dev_state;
 mod static_chain;
 
-pub use dev::DevChain;
+pub use dev::{DevChain, DevParams};
 pub use static_chain::StaticChain;
 use thiserror::Error;
 
@@ -63,6 +71,69 @@ pub enum ChainError {
     /// The backend cannot register nodes.
     #[error("this chain backend is read-only")]
     ReadOnly,
+    /// The chain refused a consensus record; [`Refusal::as_str`] names its counter.
+    #[error("consensus record refused: {0}")]
+    Rejected(#[from] Refusal),
+    /// No consensus round is open for the subnet in the epoch the record names (the subnet had no
+    /// nodes when the epoch started, or the epoch is not the current one).
+    #[error("no consensus round for subnet {netuid} in epoch {epoch}")]
+    NoRound {
+        /// Subnet.
+        netuid: u16,
+        /// The chain's current epoch.
+        epoch: u64,
+    },
+    /// The backend does not offer this (a snapshot has no blocks or epochs).
+    #[error("this chain backend does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// Where the chain is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The latest block.
+    pub block: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Blocks per epoch.
+    pub blocks_per_epoch: u64,
+    /// The latest block's hash.
+    pub block_hash: [u8; 32],
+    /// Time per block, `None` when blocks only advance when stepped.
+    pub block_time: Option<Duration>,
+}
+
+/// How a past epoch ended on the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finalized {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The final counts.
+    pub tally: Tally,
+    /// What it did to nodes (promotions, punishments, removals).
+    pub changes: Vec<Change>,
+}
+
+/// One epoch of one subnet as the chain holds it.
+#[derive(Debug, Clone)]
+pub struct EpochView {
+    /// The round: validator set, elected validator, proposal, attestations, tally.
+    pub round: Round,
+    /// How it ended, once the epoch is over.
+    pub finalized: Option<Finalized>,
+}
+
+/// A registered node with its consensus standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStanding {
+    /// The registration.
+    pub entry: NodeEntry,
+    /// Class, penalties, reputation.
+    pub standing: Standing,
+}
+
+fn unsupported<T: Send + 'static>(what: &'static str) -> BoxFuture<'static, Result<T, ChainError>> {
+    Box::pin(async move { Err(ChainError::Unsupported(what)) })
 }
 
 /// The node's view of a chain.
@@ -74,6 +145,46 @@ pub trait Chain: Send + Sync + std::fmt::Debug + 'static {
     fn register(&self, entry: NodeEntry) -> BoxFuture<'_, Result<(), ChainError>> {
         let _ = entry;
         Box::pin(async { Err(ChainError::ReadOnly) })
+    }
+
+    /// The latest block and epoch.
+    fn head(&self) -> BoxFuture<'_, Result<ChainHead, ChainError>> {
+        unsupported("blocks and epochs")
+    }
+
+    /// Epoch `epoch` (the current one for `None`) of subnet `netuid`; `None` when the subnet had
+    /// no round then.
+    fn epoch(
+        &self,
+        netuid: u16,
+        epoch: Option<u64>,
+    ) -> BoxFuture<'_, Result<Option<EpochView>, ChainError>> {
+        let _ = (netuid, epoch);
+        unsupported("epochs")
+    }
+
+    /// Submits the elected validator's proposal for the current epoch.
+    fn submit_proposal(
+        &self,
+        proposal: SignedProposal,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        let _ = proposal;
+        unsupported("consensus submissions")
+    }
+
+    /// Submits a validator's attestation of the current epoch's proposal.
+    fn attest(
+        &self,
+        attestation: SignedAttestation,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        let _ = attestation;
+        unsupported("attestations")
+    }
+
+    /// Every node of subnet `netuid` with its class, penalties and reputation.
+    fn standings(&self, netuid: u16) -> BoxFuture<'_, Result<Vec<NodeStanding>, ChainError>> {
+        let _ = netuid;
+        unsupported("node standings")
     }
 }
 
