@@ -356,6 +356,96 @@ fn devchain_register_and_list() {
     assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
 }
 
+/// `hermes devchain init`, `step` and `epoch`: blocks stepped by hand, an epoch's round and its
+/// outcome, and a validator that never submits punished, then removed at the maximum.
+#[test]
+fn devchain_steps_blocks_and_shows_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain");
+    let chain_s = chain.to_str().unwrap();
+    let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+    let peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+    let o = run(&mut hermes(&[
+        "devchain",
+        "init",
+        "--chain",
+        chain_s,
+        "--block-time",
+        "manual",
+        "--epoch-blocks",
+        "4",
+        "--max-penalties",
+        "2",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&mut hermes(&[
+        "devchain",
+        "init",
+        "--chain",
+        chain_s,
+        "--epoch-blocks",
+        "0",
+    ]));
+    assert_clean_failure(&o, "--epoch-blocks");
+    let o = run(&mut hermes(&[
+        "devchain",
+        "register",
+        "--chain",
+        chain_s,
+        "--netuid",
+        "3",
+        "--hotkey-ss58",
+        alice,
+        "--peer-id",
+        peer,
+        "--stake",
+        "10",
+        "--class",
+        "validator",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let epoch = |e: Option<&str>| {
+        let mut c = hermes(&[
+            "devchain", "epoch", "--chain", chain_s, "--netuid", "3", "--json",
+        ]);
+        c.args(e);
+        let o = run(&mut c);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    // Epoch 0 started before the subnet had nodes.
+    assert!(epoch(None)["round"].is_null());
+    let o = run(&mut hermes(&["devchain", "step", "--chain", chain_s, "4"]));
+    assert!(
+        stdout(&o).starts_with("block 4 (epoch 1)"),
+        "{}",
+        stdout(&o)
+    );
+    let v = epoch(None);
+    assert_eq!(v["round"]["elected"], alice);
+    assert!(v["round"]["finalized"].is_null());
+    // Nobody submits in epochs 1 and 2: punished twice, removed at 2.
+    let o = run(&mut hermes(&["devchain", "step", "--chain", chain_s, "8"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = epoch(Some("1"));
+    assert_eq!(v["round"]["finalized"]["verdict"], "no_submission");
+    assert_eq!(v["round"]["finalized"]["changes"][0]["kind"], "punished");
+    let v = epoch(Some("2"));
+    assert_eq!(v["round"]["finalized"]["changes"][1]["kind"], "removed");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 0);
+    let o = run(&mut hermes(&[
+        "devchain", "epoch", "--chain", chain_s, "--netuid", "3", "1",
+    ]));
+    assert!(stdout(&o).contains("no_submission"), "{}", stdout(&o));
+    let o = run(&mut hermes(&[
+        "devchain",
+        "step",
+        "--chain",
+        "/nonexistent/chain",
+    ]));
+    assert_clean_failure(&o, "no dev chain");
+}
+
 /// `hermes init` for a loopback node on a free port, on the dev chain `chain`, bootstrapped to
 /// `bootstrap`; returns the config path.
 fn init_on(dir: &Path, chain: &Path, bootstrap: Option<&str>) -> String {

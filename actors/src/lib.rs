@@ -6,6 +6,8 @@
 //! - [`identity`]: the IdentityActor (hotkey, transport key, prekey, binding record) and the key
 //!   file formats it reads and writes.
 //! - [`chain`]: the ChainActor and the `Chain` backends (dev chain, static snapshot).
+//! - [`consensus`]: the ConsensusActor (follows epochs, proposes when elected, attests what the
+//!   application's hook agrees with; duties persisted so nothing is signed twice).
 //! - [`firewall`]: the FirewallActor, which publishes the admission policy snapshot.
 //! - [`network`]: the network task owning the libp2p Swarm: transport filter, admission gate,
 //!   binding exchange, sled-backed Kademlia store, gossipsub.
@@ -23,6 +25,7 @@
 )]
 
 pub mod chain;
+pub mod consensus;
 pub mod firewall;
 pub mod identity;
 pub mod network;

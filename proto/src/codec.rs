@@ -105,6 +105,14 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    /// Reads a little-endian `u128`.
+    ///
+    /// # Errors
+    /// [`DecodeError::Incomplete`] at end of input.
+    pub fn u128(&mut self) -> Result<u128, DecodeError> {
+        Ok(u128::from_le_bytes(self.array()?))
+    }
+
     /// Reads a `u16`-length-prefixed byte string of at most `max` bytes.
     ///
     /// # Errors
@@ -170,6 +178,11 @@ impl Writer {
 
     /// Appends a little-endian `u64`.
     pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.put(&v.to_le_bytes())
+    }
+
+    /// Appends a little-endian `u128`.
+    pub fn u128(&mut self, v: u128) -> &mut Self {
         self.put(&v.to_le_bytes())
     }
 

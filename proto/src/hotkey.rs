@@ -187,6 +187,9 @@ mod tests {
             APP_DOMAIN,
             crate::binding::DOMAIN,
             crate::envelope::SESSION_DOMAIN,
+            crate::sync::ticket::TICKET_DOMAIN,
+            crate::consensus::record::PROPOSAL_DOMAIN,
+            crate::consensus::record::ATTESTATION_DOMAIN,
         ];
         for (i, a) in tags.iter().enumerate() {
             for (j, b) in tags.iter().enumerate() {

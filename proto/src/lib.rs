@@ -7,6 +7,8 @@
 //! - [`hotkey`]: SS58 addresses and sr25519 signatures in the standard substrate signing context.
 //! - [`binding`]: the signed record that binds a libp2p peer id to a wallet hotkey.
 //! - [`chain`]: registry snapshots (subnet, hotkey, peer id, stake, class) as the firewall reads them.
+//! - [`consensus`]: epochs, election, signed proposals and attestations, finalization, node
+//!   classes with penalties or reputation: one state machine for the dev chain and the nodes.
 //! - [`firewall`]: the admission policy and the address limiters, as pure decisions.
 //! - [`envelope`]: end-to-end sessions: signed HPKE session headers and the message ratchet.
 //! - [`chunk`]: stream chunks sealed with the STREAM construction.
@@ -32,6 +34,7 @@ pub mod binding;
 pub mod chain;
 pub mod chunk;
 pub mod codec;
+pub mod consensus;
 pub mod envelope;
 pub mod filename;
 pub mod firewall;

@@ -9,6 +9,10 @@
 //! - [`StaticChain`]: a read-only JSON snapshot (`{"nodes": [...]}`), the format that
 //!   `hermes devchain list` prints.
 //!
+//! Beyond the registry, a chain has blocks and epochs: the [`Chain`] trait offers the head, each
+//! epoch's consensus round, proposal and attestation submission and node standings, with default
+//! implementations that answer [`ChainError::Unsupported`] (the static snapshot keeps them).
+//!
 //! ChainActor accepts:
 //! - [`GetRegistry`] → the latest [`Registry`] snapshot
 //! - [`Refresh`] → reloads now and publishes if it changed
@@ -21,11 +25,21 @@
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use hermes_proto::chain::{NodeClass, NodeEntry, Registry};
+use hermes_proto::consensus::{
+    Accepted, Change, Refusal, Round, SignedAttestation, SignedProposal, Standing, Tally, Verdict,
+};
 use hermes_proto::{Hotkey, PeerIdRuleError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod dev;
+mod dev_state;
+mod static_chain;
+
+pub use dev::{DevChain, DevParams};
+pub use static_chain::StaticChain;
 use thiserror::Error;
 
 /// Errors from chain backends.
@@ -57,6 +71,69 @@ pub enum ChainError {
     /// The backend cannot register nodes.
     #[error("this chain backend is read-only")]
     ReadOnly,
+    /// The chain refused a consensus record; [`Refusal::as_str`] names its counter.
+    #[error("consensus record refused: {0}")]
+    Rejected(#[from] Refusal),
+    /// No consensus round is open for the subnet in the epoch the record names (the subnet had no
+    /// nodes when the epoch started, or the epoch is not the current one).
+    #[error("no consensus round for subnet {netuid} in epoch {epoch}")]
+    NoRound {
+        /// Subnet.
+        netuid: u16,
+        /// The chain's current epoch.
+        epoch: u64,
+    },
+    /// The backend does not offer this (a snapshot has no blocks or epochs).
+    #[error("this chain backend does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// Where the chain is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The latest block.
+    pub block: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Blocks per epoch.
+    pub blocks_per_epoch: u64,
+    /// The latest block's hash.
+    pub block_hash: [u8; 32],
+    /// Time per block, `None` when blocks only advance when stepped.
+    pub block_time: Option<Duration>,
+}
+
+/// How a past epoch ended on the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finalized {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The final counts.
+    pub tally: Tally,
+    /// What it did to nodes (promotions, punishments, removals).
+    pub changes: Vec<Change>,
+}
+
+/// One epoch of one subnet as the chain holds it.
+#[derive(Debug, Clone)]
+pub struct EpochView {
+    /// The round: validator set, elected validator, proposal, attestations, tally.
+    pub round: Round,
+    /// How it ended, once the epoch is over.
+    pub finalized: Option<Finalized>,
+}
+
+/// A registered node with its consensus standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStanding {
+    /// The registration.
+    pub entry: NodeEntry,
+    /// Class, penalties, reputation.
+    pub standing: Standing,
+}
+
+fn unsupported<T: Send + 'static>(what: &'static str) -> BoxFuture<'static, Result<T, ChainError>> {
+    Box::pin(async move { Err(ChainError::Unsupported(what)) })
 }
 
 /// The node's view of a chain.
@@ -68,6 +145,46 @@ pub trait Chain: Send + Sync + std::fmt::Debug + 'static {
     fn register(&self, entry: NodeEntry) -> BoxFuture<'_, Result<(), ChainError>> {
         let _ = entry;
         Box::pin(async { Err(ChainError::ReadOnly) })
+    }
+
+    /// The latest block and epoch.
+    fn head(&self) -> BoxFuture<'_, Result<ChainHead, ChainError>> {
+        unsupported("blocks and epochs")
+    }
+
+    /// Epoch `epoch` (the current one for `None`) of subnet `netuid`; `None` when the subnet had
+    /// no round then.
+    fn epoch(
+        &self,
+        netuid: u16,
+        epoch: Option<u64>,
+    ) -> BoxFuture<'_, Result<Option<EpochView>, ChainError>> {
+        let _ = (netuid, epoch);
+        unsupported("epochs")
+    }
+
+    /// Submits the elected validator's proposal for the current epoch.
+    fn submit_proposal(
+        &self,
+        proposal: SignedProposal,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        let _ = proposal;
+        unsupported("consensus submissions")
+    }
+
+    /// Submits a validator's attestation of the current epoch's proposal.
+    fn attest(
+        &self,
+        attestation: SignedAttestation,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        let _ = attestation;
+        unsupported("attestations")
+    }
+
+    /// Every node of subnet `netuid` with its class, penalties and reputation.
+    fn standings(&self, netuid: u16) -> BoxFuture<'_, Result<Vec<NodeStanding>, ChainError>> {
+        let _ = netuid;
+        unsupported("node standings")
     }
 }
 
@@ -159,150 +276,6 @@ pub fn parse_snapshot(text: &str, path: &Path) -> Result<Registry, ChainError> {
         })?);
     }
     Ok(Registry::new(entries))
-}
-
-/// A read-only registry loaded from a JSON snapshot file (re-read on every refresh, so editing
-/// the file updates a running node).
-#[derive(Debug, Clone)]
-pub struct StaticChain {
-    path: PathBuf,
-}
-
-impl StaticChain {
-    /// A backend reading `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        StaticChain { path: path.into() }
-    }
-}
-
-impl Chain for StaticChain {
-    fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
-        Box::pin(async move {
-            let text = std::fs::read_to_string(&self.path).map_err(|e| ChainError::Storage {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?;
-            parse_snapshot(&text, &self.path)
-        })
-    }
-}
-
-/// The embedded development chain.
-#[derive(Debug, Clone)]
-pub struct DevChain {
-    path: PathBuf,
-}
-
-const DEV_TREE: &str = "devchain/nodes";
-/// How long an operation waits for another process to release the dev chain.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-
-impl DevChain {
-    /// A dev chain stored in directory `path` (created on first write).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        DevChain { path: path.into() }
-    }
-
-    fn err(&self, reason: impl std::fmt::Display) -> ChainError {
-        ChainError::Storage {
-            path: self.path.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// Opens the database, retrying while another process holds it.
-    fn with_db<R>(
-        &self,
-        f: impl Fn(&sled::Tree) -> Result<R, ChainError>,
-    ) -> Result<R, ChainError> {
-        let start = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(2);
-        loop {
-            match sled::Config::new()
-                .path(&self.path)
-                .cache_capacity(4 << 20)
-                .flush_every_ms(None)
-                .open()
-            {
-                Ok(db) => {
-                    let tree = db.open_tree(DEV_TREE).map_err(|e| self.err(e))?;
-                    let out = f(&tree)?;
-                    db.flush().map_err(|e| self.err(e))?;
-                    return Ok(out);
-                }
-                Err(sled::Error::Io(e)) if start.elapsed() < LOCK_WAIT => {
-                    tracing::trace!(error = %e, "dev chain busy; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                }
-                Err(e) => return Err(self.err(format!("cannot open: {e}"))),
-            }
-        }
-    }
-
-    /// Every entry, synchronously (for the CLI).
-    ///
-    /// # Errors
-    /// [`ChainError`] on storage or format failure.
-    pub fn load(&self) -> Result<Registry, ChainError> {
-        if !self.path.exists() {
-            return Ok(Registry::default());
-        }
-        self.with_db(|tree| {
-            let mut entries = Vec::new();
-            for item in tree.iter() {
-                let (_, v) = item.map_err(|e| self.err(e))?;
-                let node: NodeJson =
-                    serde_json::from_slice(&v).map_err(|e| ChainError::Format {
-                        path: self.path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                entries.push(node.to_entry().map_err(|reason| ChainError::Format {
-                    path: self.path.clone(),
-                    reason,
-                })?);
-            }
-            Ok(Registry::new(entries))
-        })
-    }
-
-    /// Registers synchronously (for the CLI). A peer id may be used by one hotkey per subnet; the
-    /// same hotkey re-registering updates its entry.
-    ///
-    /// # Errors
-    /// [`ChainError::BadPeerId`] or [`ChainError::Refused`] when the chain's rules refuse it.
-    pub fn register_sync(&self, entry: NodeEntry) -> Result<(), ChainError> {
-        entry.validate()?;
-        self.with_db(|tree| {
-            let mut key = Vec::with_capacity(34);
-            key.extend_from_slice(&entry.netuid.to_be_bytes());
-            key.extend_from_slice(&entry.hotkey.0);
-            for item in tree.scan_prefix(entry.netuid.to_be_bytes()) {
-                let (k, v) = item.map_err(|e| self.err(e))?;
-                let other: NodeJson = serde_json::from_slice(&v).map_err(|e| self.err(e))?;
-                if other.peer_id == entry.peer_id && k.as_ref() != key.as_slice() {
-                    return Err(ChainError::Refused(format!(
-                        "peer id {} is already registered in subnet {} by {}",
-                        entry.peer_id, entry.netuid, other.hotkey
-                    )));
-                }
-            }
-            let json =
-                serde_json::to_vec(&NodeJson::from_entry(&entry, 42)).map_err(|e| self.err(e))?;
-            tree.insert(key, json).map_err(|e| self.err(e))?;
-            Ok(())
-        })
-    }
-}
-
-impl Chain for DevChain {
-    fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
-        Box::pin(async move { self.load() })
-    }
-
-    fn register(&self, entry: NodeEntry) -> BoxFuture<'_, Result<(), ChainError>> {
-        Box::pin(async move { self.register_sync(entry) })
-    }
 }
 
 /// Published when the registry or its staleness changes.
@@ -478,31 +451,6 @@ mod tests {
             stake: 1000,
             class: NodeClass::Registered,
         }
-    }
-
-    #[test]
-    fn dev_chain_registers_persists_and_enforces_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let chain = DevChain::new(dir.path().join("chain"));
-        assert!(chain.load().unwrap().is_empty());
-        chain.register_sync(entry(1, 1, P1)).unwrap();
-        // Another hotkey claiming the same peer id in the same subnet is refused...
-        assert!(matches!(
-            chain.register_sync(entry(1, 2, P1)),
-            Err(ChainError::Refused(_))
-        ));
-        // ...but the same hotkey may update, and another subnet is fine.
-        let mut e = entry(1, 1, P1);
-        e.stake = 5;
-        chain.register_sync(e).unwrap();
-        chain.register_sync(entry(2, 2, P1)).unwrap();
-        assert!(matches!(
-            chain.register_sync(entry(1, 3, "not-a-peer-id")),
-            Err(ChainError::BadPeerId(_))
-        ));
-        let reg = DevChain::new(dir.path().join("chain")).load().unwrap();
-        assert_eq!(reg.len(), 2);
-        assert_eq!(reg.by_peer(P1).find(|e| e.netuid == 1).unwrap().stake, 5);
     }
 
     /// Receives registry updates; can be held busy so its mailbox fills up.
