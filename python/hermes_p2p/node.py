@@ -118,6 +118,11 @@ class StreamWriter:
         the write returns. Cancelling a write aborts the stream."""
         await self._inner.write(data)
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes the stream has accepted so far, a write under way included."""
+        return self._inner.bytes_written
+
     async def close(self, timeout: Optional[float] = None) -> _native.StreamReport:
         """Finishes the stream and waits for the recipient's confirmation (default 60 s)."""
         return await self._inner.close(timeout)

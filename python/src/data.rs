@@ -12,6 +12,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use tokio::sync::{broadcast, Mutex};
 
@@ -327,13 +328,20 @@ pub(crate) struct Writer {
     #[pyo3(get)]
     id: String,
     w: Arc<Mutex<Option<hermes::StreamWriter>>>,
+    /// Bytes the stream has accepted from `write` calls (progress of a write under way too).
+    accepted: Arc<AtomicU64>,
 }
+
+/// A write is handed to the stream in parts of this size, so that `bytes_written` shows the
+/// progress of a large write.
+const WRITE_PART: usize = 1 << 20;
 
 impl Writer {
     pub(crate) fn new(w: hermes::StreamWriter) -> Self {
         Writer {
             id: w.id().to_hex(),
             w: Arc::new(Mutex::new(Some(w))),
+            accepted: Arc::default(),
         }
     }
 }
@@ -353,6 +361,7 @@ impl Writer {
     fn write<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let chunk = Chunk::new(data)?;
         let w = self.w.clone();
+        let accepted = self.accepted.clone();
         spawn(py, async move {
             let mut slot = w.lock().await;
             let mut guard = AbortUnlessDone {
@@ -360,12 +369,25 @@ impl Writer {
                 done: false,
             };
             let sw = guard.slot.as_mut().ok_or_else(closed)?;
-            let r = sw.write_all(chunk.as_slice()).await;
+            let mut r = Ok(());
+            for part in chunk.as_slice().chunks(WRITE_PART) {
+                r = sw.write_all(part).await;
+                if r.is_err() {
+                    break;
+                }
+                accepted.fetch_add(part.len() as u64, Ordering::Relaxed);
+            }
             guard.done = true;
             drop(guard);
             drop(chunk);
             r.map_err(io_failure)
         })
+    }
+
+    /// Bytes the stream has accepted so far, a write under way included.
+    #[getter]
+    fn bytes_written(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Closes the stream and waits for the recipient's confirmation (at most `timeout`
@@ -432,7 +454,7 @@ impl GossipMessage {
 #[pyclass(frozen, module = "hermes_p2p._native")]
 pub(crate) struct Gossip {
     rx: Arc<Mutex<broadcast::Receiver<hermes_actors::network::GossipMessage>>>,
-    skipped: Arc<std::sync::atomic::AtomicU64>,
+    skipped: Arc<AtomicU64>,
 }
 
 impl Gossip {
@@ -463,7 +485,7 @@ impl Gossip {
                         }))
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        skipped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        skipped.fetch_add(n, Ordering::Relaxed);
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(None),
                 }
@@ -474,7 +496,7 @@ impl Gossip {
     /// Messages skipped because this consumer fell behind.
     #[getter]
     fn skipped(&self) -> u64 {
-        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+        self.skipped.load(Ordering::Relaxed)
     }
 }
 

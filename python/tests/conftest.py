@@ -124,6 +124,19 @@ class Pair:
                               cwd=tmp).strip()
         self.inbox = tmp / "inbox"
         self.rust: RustNode | None = None
+        self.py_port = py_port
+        self.rust_port = rust_port
+
+    def add_python_node(self, name: str) -> tuple[pathlib.Path, str]:
+        """One more registered node, bootstrapping off the Python one; (config, ss58)."""
+        hermes("init", "--dir", name, "--port", str(free_port()), "--netuid", str(NETUID),
+               "--chain", "chain", "--bootstrap", f"/ip4/127.0.0.1/tcp/{self.py_port}",
+               cwd=self.tmp)
+        hermes("devchain", "register", "--config", f"{name}/hermes.json", "--stake", "1000",
+               cwd=self.tmp)
+        ss58 = hermes("id", "--config", f"{name}/hermes.json", "--field", "ss58",
+                      cwd=self.tmp).strip()
+        return self.tmp / name / "hermes.json", ss58
 
     def start_rust(self) -> RustNode:
         self.rust = RustNode(self.rust_config, self.inbox)
