@@ -322,7 +322,7 @@ impl Drop for AbortUnlessDone<'_> {
 }
 
 /// The writing end of a stream.
-#[pyclass(frozen, module = "hermes_p2p._native")]
+#[pyclass(frozen, name = "StreamWriter", module = "hermes_p2p._native")]
 pub(crate) struct Writer {
     /// Stream id (hex).
     #[pyo3(get)]

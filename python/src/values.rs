@@ -112,7 +112,7 @@ impl Binding {
 }
 
 /// Message and stream counters.
-#[pyclass(frozen, get_all, module = "hermes_p2p._native")]
+#[pyclass(frozen, get_all, name = "MessageStats", module = "hermes_p2p._native")]
 #[derive(Debug, Clone)]
 pub(crate) struct Stats {
     /// Messages accepted by `send`.
