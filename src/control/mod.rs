@@ -32,6 +32,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line: room for the longest ticket string.
@@ -373,8 +374,11 @@ pub fn parse_id(s: &str) -> Result<MessageId, Error> {
 /// # Errors
 /// [`Error::Network`] with the node's reason.
 pub async fn cancel(path: &Path, id: MessageId) -> Result<serde_json::Value, Error> {
-    let req = serde_json::json!({ "cmd": "cancel", "id": id.to_hex() });
-    request(path, &req.to_string()).await
+    ask(
+        path,
+        &serde_json::json!({ "cmd": "cancel", "id": id.to_hex() }),
+    )
+    .await
 }
 
 /// Copies `r` into a stream writer until end of input.
@@ -434,12 +438,26 @@ pub async fn is_running(path: &Path) -> bool {
 /// # Errors
 /// [`Error::Network`] if no node is listening on `path` or the answer is not JSON.
 pub async fn request(path: &Path, command: &str) -> Result<serde_json::Value, Error> {
-    let s = connect(path).await?;
-    let (r, mut w) = s.into_split();
+    let (mut r, _w) = open(path, command).await?;
+    read_answer(&mut r).await
+}
+
+/// [`request`] with a JSON command.
+pub(crate) async fn ask(path: &Path, req: &serde_json::Value) -> Result<serde_json::Value, Error> {
+    request(path, &req.to_string()).await
+}
+
+/// Connects to the node on `path` and sends `command` as one line; returns the answer side
+/// (buffered) and the request side, for commands followed by data or answered more than once.
+pub(crate) async fn open(
+    path: &Path,
+    command: &str,
+) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), Error> {
+    let (r, mut w) = connect(path).await?.into_split();
     w.write_all(format!("{command}\n").as_bytes())
         .await
         .map_err(bad)?;
-    read_answer(&mut BufReader::new(r)).await
+    Ok((BufReader::new(r), w))
 }
 
 /// Has a running node send a message; answers with its id and status.
@@ -454,17 +472,13 @@ pub async fn send(
     ttl: Option<Duration>,
     wait: Duration,
 ) -> Result<serde_json::Value, Error> {
-    let s = connect(path).await?;
-    let (r, mut w) = s.into_split();
     let req = serde_json::json!({
         "cmd": "send", "to": to, "netuid": netuid, "len": payload.len(),
         "ttl_secs": ttl.map(|t| t.as_secs()), "wait_ms": wait.as_millis() as u64,
     });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
+    let (mut r, mut w) = open(path, &req.to_string()).await?;
     w.write_all(payload).await.map_err(bad)?;
-    read_answer(&mut BufReader::new(r)).await
+    read_answer(&mut r).await
 }
 
 /// Has a running node stream everything `data` yields to `to`, named `name` if given;
@@ -481,13 +495,8 @@ pub async fn stream<R: AsyncRead + Unpin>(
     data: &mut R,
     mut progress: impl FnMut(u64),
 ) -> Result<serde_json::Value, Error> {
-    let s = connect(path).await?;
-    let (r, mut w) = s.into_split();
-    let mut r = BufReader::new(r);
     let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid, "name": name });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
+    let (mut r, mut w) = open(path, &req.to_string()).await?;
     read_answer(&mut r).await?;
     let mut buf = vec![0u8; 256 << 10];
     let mut n = 0u64;
