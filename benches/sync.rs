@@ -726,13 +726,14 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
             (first_new.at - c.spawned).as_millis()
         );
         println!(
-            "  resumed from {} journaled chunks; chunks fetched again: {} written but not journaled, {} served twice in all (sender's count: {} chunks served for {}); rest took {:.1} s",
+            "  resumed from {} journaled chunks; chunks fetched again: {} written but not journaled, {} served twice in all (sender's count: {} chunks served for {}); rest took {:.1} s, resumed receiver's VmHWM {:.1} MiB",
             journal.done_chunks(),
             written.div_ceil(chunk).saturating_sub(journal.done_chunks()),
             served_chunks.saturating_sub(layout.chunk_count()),
             served_chunks,
             layout.chunk_count(),
-            (done.at - f.at).as_secs_f64()
+            (done.at - f.at).as_secs_f64(),
+            word(&done, 2) as f64 / 1024.0
         );
         let _ = std::fs::remove_file(&dest);
         let _ = std::fs::remove_file(&src);

@@ -4,7 +4,7 @@
 //! is one. Otherwise `share` starts the node and serves the offer until Ctrl-C, `fetch` starts
 //! it for the download, and `transfers` for the listing.
 
-use crate::data::one_off;
+use crate::data::{on_node, one_off};
 use crate::{block_on, outln};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
