@@ -8,25 +8,85 @@
 //! 3. A validator, not the proposer, a proposal on the chain: asks the hook
 //!    ([`ConsensusHook::check`]); if it agrees, records the duty, signs and attests
 //!    ([`Chain::attest`]).
-//! 4. Once an epoch is over, its outcome (verdict, counts) is stored and kept as the last one.
+//! 4. Once an epoch is over, its outcome (verdict, counts, what it did to nodes) is stored, kept
+//!    as the last one and sent as an [`EpochOutcome`] to the subscribers of [`ConsensusActor::with_events`].
+//!    Epochs that ended between two polls are read too (at most [`MAX_CATCH_UP`] at a time), so
+//!    no outcome is skipped when the chain moves faster than the poll.
 //!
 //! Duties ([`Duties`]) are written to the node's sled tree before a signed record leaves, so a
 //! restart in the middle of an epoch re-sends the same statement (the chain answers `Duplicate`)
 //! or nothing: never a second proposal or attestation for one epoch.
 //!
-//! Accepts [`GetConsensusStatus`] → [`ConsensusStatus`] and [`Tick`] (poll now).
+//! Accepts [`GetConsensusStatus`] → [`ConsensusStatus`] and [`Tick`] (poll now); emits
+//! [`EpochOutcome`] on its broadcast channel.
 //!
 //! Not yet here: gossip and DHT distribution of the records (the chain is the only channel),
-//! equivocation evidence from gossip, an event stream of outcomes.
+//! equivocation evidence from gossip.
 
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainError, EpochView};
 use actix::prelude::*;
-use hermes_proto::consensus::{Attestation, Decision, Duties, Proposal, Score, Verdict};
+use hermes_proto::consensus::{
+    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, Verdict,
+};
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Most past epochs one poll reads to catch up (a node that was down longer reports only the
+/// latest ones).
+pub const MAX_CATCH_UP: u64 = 16;
+
+/// How one epoch of one subnet ended, as the chain recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EpochOutcome {
+    /// Subnet.
+    pub netuid: u16,
+    /// Epoch.
+    pub epoch: u64,
+    /// The elected validator (`None`: the subnet had no validator).
+    pub elected: Option<Hotkey>,
+    /// The hash of the accepted proposal, if one was accepted.
+    pub proposal: Option<ProposalHash>,
+    /// Attestations counted (the proposer's own included).
+    pub attestations: u64,
+    /// Validator-set size.
+    pub validators: u64,
+    /// How it ended: `InConsensus` when attestations / validators ≥ 0.66.
+    pub verdict: Verdict,
+    /// What it did to nodes: promotions, penalties or reputation losses, removals.
+    pub changes: Vec<Change>,
+    /// Whether this node's proposal was the accepted one.
+    pub proposed: bool,
+    /// Whether the chain holds this node's attestation.
+    pub attested: bool,
+}
+
+impl EpochOutcome {
+    /// The outcome of a finished epoch as `me` sees it; `None` while the epoch is open.
+    pub fn of(view: &EpochView, me: &Hotkey) -> Option<Self> {
+        let f = view.finalized.as_ref()?;
+        let round = &view.round;
+        let p = round.params();
+        Some(EpochOutcome {
+            netuid: p.netuid,
+            epoch: p.epoch,
+            elected: round.elected(),
+            proposal: round.proposal().map(|(_, h)| h),
+            attestations: f.tally.attestations,
+            validators: f.tally.validators,
+            verdict: f.verdict,
+            changes: f.changes.clone(),
+            proposed: round
+                .proposal()
+                .is_some_and(|(sp, _)| sp.proposal.proposer == *me),
+            attested: round.attestations().any(|a| a.attestation.attester == *me),
+        })
+    }
+}
 
 /// What the embedding application decides in consensus.
 pub trait ConsensusHook: Send + Sync + std::fmt::Debug + 'static {
@@ -72,6 +132,10 @@ impl ConsensusHook for EqualScores {
 /// What the actor knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, MessageResponse)]
 pub struct ConsensusStatus {
+    /// Subnet.
+    pub netuid: u16,
+    /// The chain's latest block, once read.
+    pub block: Option<u64>,
     /// The chain's current epoch, once read.
     pub epoch: Option<u64>,
     /// The current epoch's elected validator.
@@ -82,6 +146,10 @@ pub struct ConsensusStatus {
     pub validator: bool,
     /// The last finished epoch and its verdict.
     pub last: Option<(u64, Verdict)>,
+    /// The last finished epoch's outcome in full.
+    pub last_outcome: Option<EpochOutcome>,
+    /// The latest past epoch whose outcome has been read (none, or reported).
+    pub followed: Option<u64>,
     /// What this node signed last (persisted).
     pub duties: Duties,
     /// Chain errors and refusals seen (the last one's text).
@@ -111,6 +179,10 @@ pub struct ConsensusActor {
     tree: sled::Tree,
     poll: Duration,
     status: ConsensusStatus,
+    /// Where finished epochs are announced; `None`: nobody listens.
+    events: Option<broadcast::Sender<EpochOutcome>>,
+    /// A timer poll is queued or running.
+    poll_queued: bool,
 }
 
 impl std::fmt::Debug for ConsensusActor {
@@ -153,10 +225,20 @@ impl ConsensusActor {
             tree,
             poll,
             status: ConsensusStatus {
+                netuid,
                 duties,
                 ..ConsensusStatus::default()
             },
+            events: None,
+            poll_queued: false,
         })
+    }
+
+    /// Announces every finished epoch on `events` (a full channel drops the oldest for slow
+    /// readers, who are told how many they missed).
+    pub fn with_events(mut self, events: broadcast::Sender<EpochOutcome>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     fn duties_key(netuid: u16) -> Vec<u8> {
@@ -185,7 +267,7 @@ impl ConsensusActor {
         netuid: u16,
         mut status: ConsensusStatus,
         persist: impl Fn(&Duties) -> Result<(), String>,
-        record: impl Fn(u64, Verdict),
+        record: impl Fn(&EpochOutcome),
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -194,16 +276,33 @@ impl ConsensusActor {
                 return status;
             }
         };
-        if head.epoch > 0 {
-            if let Ok(Some(prev)) = chain.epoch(netuid, Some(head.epoch - 1)).await {
-                if let Some(f) = prev.finalized {
-                    if status.last.map(|(e, _)| e) != Some(head.epoch - 1) {
-                        record(head.epoch - 1, f.verdict);
-                    }
-                    status.last = Some((head.epoch - 1, f.verdict));
+        // Report every epoch that ended since the last poll (at first, only the latest one).
+        let from = match status.followed {
+            Some(e) => e.saturating_add(1),
+            None => head.epoch.saturating_sub(1),
+        }
+        .max(head.epoch.saturating_sub(MAX_CATCH_UP));
+        for e in from..head.epoch {
+            match chain.epoch(netuid, Some(e)).await {
+                Ok(Some(view)) => {
+                    // A past epoch is always closed; an open one means the chain moved back.
+                    let Some(outcome) = EpochOutcome::of(&view, &me) else {
+                        break;
+                    };
+                    record(&outcome);
+                    status.last = Some((e, outcome.verdict));
+                    status.last_outcome = Some(outcome);
+                }
+                // The subnet had no round then: nothing to report.
+                Ok(None) => {}
+                Err(err) => {
+                    status.last_error = Some(err.to_string());
+                    break;
                 }
             }
+            status.followed = Some(e);
         }
+        status.block = Some(head.block);
         status.epoch = Some(head.epoch);
         let view = match chain.epoch(netuid, Some(head.epoch)).await {
             Ok(Some(v)) => v,
@@ -218,6 +317,7 @@ impl ConsensusActor {
             }
         };
         let round = &view.round;
+        let mut sent = false;
         let eligible = round.params().eligible.clone();
         status.elected = round.elected();
         status.validator = round.is_validator(&me);
@@ -256,6 +356,8 @@ impl ConsensusActor {
                     }
                     match proposal.sign(&pair) {
                         Ok(sp) => {
+                            sent = true;
+                            tracing::debug!(netuid, epoch = head.epoch, decision = ?d, "proposing");
                             if let Err(e) = chain.submit_proposal(sp).await {
                                 err(&mut status, e);
                             }
@@ -287,6 +389,8 @@ impl ConsensusActor {
                     };
                     match att.sign(&pair) {
                         Ok(sa) => {
+                            sent = true;
+                            tracing::debug!(netuid, epoch = head.epoch, ?decision, "attesting");
                             if let Err(e) = chain.attest(sa).await {
                                 err(&mut status, e);
                             }
@@ -296,12 +400,22 @@ impl ConsensusActor {
                 }
             }
         }
-        // Counts after acting.
-        if let Ok(Some(v)) = chain.epoch(netuid, Some(head.epoch)).await {
-            let t = v.round.tally();
-            status.attestations = (t.attestations, t.validators);
+        // Counts after acting: read again only when this poll sent something (each read of the
+        // dev chain opens its database).
+        let t = round.tally();
+        status.attestations = (t.attestations, t.validators);
+        if sent {
+            if let Ok(Some(v)) = chain.epoch(netuid, Some(head.epoch)).await {
+                let t = v.round.tally();
+                status.attestations = (t.attestations, t.validators);
+            }
         }
         status
+    }
+
+    /// [`ConsensusActor::tick`], started when the returned future is first polled.
+    fn deferred_tick(&mut self) -> ResponseActFuture<Self, ConsensusStatus> {
+        Box::pin(actix::fut::ready(()).then(|(), act: &mut Self, _| act.tick()))
     }
 
     fn tick(&mut self) -> ResponseActFuture<Self, ConsensusStatus> {
@@ -317,12 +431,25 @@ impl ConsensusActor {
                 Ok(())
             }
         };
-        let record = move |epoch: u64, verdict: Verdict| {
+        let events = self.events.clone();
+        let record = move |o: &EpochOutcome| {
             let mut k = b"epoch/".to_vec();
             k.extend_from_slice(&netuid.to_be_bytes());
-            k.extend_from_slice(&epoch.to_be_bytes());
-            if let Err(e) = tree.insert(k, verdict.as_str().as_bytes()) {
+            k.extend_from_slice(&o.epoch.to_be_bytes());
+            if let Err(e) = tree.insert(k, o.verdict.as_str().as_bytes()) {
                 tracing::warn!(error = %e, "could not record an epoch outcome");
+            }
+            tracing::info!(
+                netuid,
+                epoch = o.epoch,
+                verdict = o.verdict.as_str(),
+                attestations = o.attestations,
+                validators = o.validators,
+                "epoch finished"
+            );
+            if let Some(tx) = &events {
+                // No receiver is not an error: nobody is listening right now.
+                let _ = tx.send(o.clone());
             }
         };
         let fut = Self::poll_once(
@@ -352,9 +479,29 @@ impl Actor for ConsensusActor {
             tracing::error!(error = %e, "cannot persist consensus duties");
         }
         ctx.run_interval(self.poll, |act, ctx| {
-            // One poll at a time: wait blocks this actor's mailbox until the poll is done.
-            ctx.wait(act.tick().map(|_, _, _| ()));
+            // A poll that took longer than the interval makes the timer fire several times in
+            // a row: one queued poll is enough.
+            if act.poll_queued {
+                return;
+            }
+            act.poll_queued = true;
+            // One poll at a time: wait blocks this actor's mailbox until the poll is done. The
+            // poll takes its copy of the status only when it runs (`deferred_tick`), never
+            // when queued: a poll queued behind another would otherwise start from the status
+            // before it and, on finishing, overwrite the duties the other one recorded.
+            ctx.wait(act.deferred_tick().map(|_, act: &mut Self, _| {
+                act.poll_queued = false;
+            }));
         });
+    }
+}
+
+impl Supervised for ConsensusActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // The duties in memory are the ones persisted; polling resumes from `started` (a poll
+        // cut short by the restart is queued no more).
+        self.poll_queued = false;
+        tracing::warn!(netuid = self.netuid, "ConsensusActor restarted");
     }
 }
 
@@ -369,6 +516,6 @@ impl Handler<Tick> for ConsensusActor {
     // Atomic: the mailbox waits for the poll, so two polls never decide at once.
     type Result = AtomicResponse<Self, ConsensusStatus>;
     fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.tick())
+        AtomicResponse::new(self.deferred_tick())
     }
 }
