@@ -12,12 +12,14 @@
 //! host is a tokio application, a plain `main` using a tiny executor, or Python.
 //!
 //! Files: this one holds the builder, the shared types and the runtime thread; `start` starts the
-//! actors; `handle` holds [`RuntimeHandle`]'s methods.
+//! actors; `handle` holds [`RuntimeHandle`]'s methods; `consensus` starts the ConsensusActors and
+//! holds the consensus methods of the handle.
 
 use crate::config::Config;
 use crate::Error;
 use actix::{Addr, Arbiter};
 use hermes_actors::chain::ChainActor;
+use hermes_actors::consensus::{ConsensusHook, EqualScores};
 use hermes_actors::firewall::FirewallActor;
 use hermes_actors::identity::IdentityActor;
 use hermes_actors::network::NetHandle;
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod consensus;
 mod handle;
 mod start;
 
@@ -40,6 +43,14 @@ pub struct RuntimeBuilder {
     install_logging: bool,
     network: bool,
     binding_override: Option<Vec<u8>>,
+    consensus_hook: Option<Arc<dyn ConsensusHook>>,
+}
+
+/// What the runtime thread starts with beside the config.
+struct StartOptions {
+    network: bool,
+    binding_override: Option<Vec<u8>>,
+    consensus_hook: Arc<dyn ConsensusHook>,
 }
 
 /// Namespace for [`Runtime::builder`].
@@ -54,6 +65,7 @@ impl Runtime {
             install_logging: true,
             network: true,
             binding_override: None,
+            consensus_hook: None,
         }
     }
 }
@@ -71,6 +83,15 @@ impl RuntimeBuilder {
     /// listening on the configured ports.
     pub fn with_network(mut self, on: bool) -> Self {
         self.network = on;
+        self
+    }
+
+    /// What the application decides in consensus: the data it submits when this node is the
+    /// epoch's elected validator, and whether it agrees with another's (default
+    /// [`EqualScores`]: every eligible node scores 1, a proposal is accepted when it scores
+    /// exactly the eligible nodes). Used when `consensus.enabled` and the chain has epochs.
+    pub fn with_consensus_hook(mut self, hook: Arc<dyn ConsensusHook>) -> Self {
+        self.consensus_hook = Some(hook);
         self
     }
 
@@ -94,22 +115,16 @@ impl RuntimeBuilder {
             crate::logging::init(&config.log);
         }
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Parts, Error>>();
-        let binding_override = self.binding_override;
-        let network = self.network;
+        let opts = StartOptions {
+            network: self.network,
+            binding_override: self.binding_override,
+            consensus_hook: self.consensus_hook.unwrap_or_else(|| Arc::new(EqualScores)),
+        };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("hermes-runtime".into())
-            .spawn(move || {
-                run_system(
-                    config,
-                    network,
-                    binding_override,
-                    ready_tx,
-                    stop_rx,
-                    done_tx,
-                )
-            })
+            .spawn(move || run_system(config, opts, ready_tx, stop_rx, done_tx))
             .map_err(|e| Error::Startup(format!("cannot spawn the runtime thread: {e}")))?;
         let parts = match ready_rx.await {
             Ok(Ok(parts)) => parts,
@@ -151,6 +166,8 @@ pub(crate) struct Parts {
     pub(crate) sync: Option<Addr<SyncActor>>,
     sync_backend: hermes_actors::sync::Backend,
     ss58_prefix: u16,
+    /// One ConsensusActor per subnet, and their outcomes.
+    consensus: consensus::ConsensusParts,
     arbiters: Vec<Arbiter>,
 }
 
@@ -169,15 +186,14 @@ struct StreamParts {
 
 fn run_system(
     config: Config,
-    network: bool,
-    binding_override: Option<Vec<u8>>,
+    opts: StartOptions,
     ready_tx: oneshot::Sender<Result<Parts, Error>>,
     stop_rx: oneshot::Receiver<()>,
     done_tx: oneshot::Sender<()>,
 ) {
     let system = actix::System::new();
     let started = system.block_on(async move {
-        let started = start_actors(config, network, binding_override).await;
+        let started = start_actors(config, opts).await;
         actix::spawn(async move {
             // Either an explicit shutdown or every handle dropped stops the System.
             let _ = stop_rx.await;

@@ -1,6 +1,7 @@
 //! Start-up: opens the store, loads the identity and starts every actor in dependency order.
 
-use super::{Parts, StreamParts};
+use super::consensus::{start_consensus, ConsensusParts};
+use super::{Parts, StartOptions, StreamParts};
 
 use crate::config::Config;
 use crate::config::{ChainKind, SubnetMode};
@@ -33,9 +34,13 @@ fn scope_of(config: &Config) -> Scope {
 
 pub(super) async fn start_actors(
     config: Config,
-    network: bool,
-    binding_override: Option<Vec<u8>>,
+    opts: StartOptions,
 ) -> Result<(Parts, Store), Error> {
+    let StartOptions {
+        network,
+        binding_override,
+        consensus_hook,
+    } = opts;
     // The S3 store is checked before anything starts: a node whose default store cannot be
     // used (missing credentials) refuses to start with the reason.
     let s3 = config.sync.s3.as_ref().map(s3_store);
@@ -75,6 +80,7 @@ pub(super) async fn start_actors(
     };
     let actor = IdentityActor::load(id_cfg, store.clone())?;
     let keypair = actor.transport_keypair();
+    let hotkey_pair = actor.hotkey_pair();
     let shared_binding = actor.shared_binding();
     let identity = Supervisor::start(move |_| actor);
     let me = identity
@@ -124,6 +130,7 @@ pub(super) async fn start_actors(
     let max_staleness = config.chain.max_staleness.0;
     let subscriber = firewall.clone().recipient();
     let read_at_start = initial.is_some();
+    let consensus_chain = backend.clone();
     let chain = Supervisor::start_in_arbiter(&chain_arbiter.handle(), move |_| {
         ChainActor::new(backend, initial, poll, max_staleness, subscriber)
     });
@@ -139,6 +146,8 @@ pub(super) async fn start_actors(
                 sync: None,
                 sync_backend,
                 ss58_prefix: config.identity.ss58_prefix,
+                // Offline runtimes (`hermes id`) sign nothing.
+                consensus: ConsensusParts::off(&config, "networking is off for this runtime"),
                 arbiters: vec![chain_arbiter],
             },
             store,
@@ -312,6 +321,16 @@ pub(super) async fn start_actors(
     } else {
         None
     };
+    // Last: a ConsensusActor may sign as soon as it starts, once everything else runs.
+    let mut consensus = start_consensus(
+        &config,
+        consensus_chain,
+        hotkey_pair,
+        consensus_hook,
+        &store,
+    )
+    .await?;
+    arbiters.extend(consensus.arbiter.take());
     Ok((
         Parts {
             identity,
@@ -337,6 +356,7 @@ pub(super) async fn start_actors(
             sync,
             sync_backend,
             ss58_prefix: config.identity.ss58_prefix,
+            consensus,
             arbiters,
         },
         store,

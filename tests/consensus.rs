@@ -1,0 +1,332 @@
+//! The epoch loop in the runtime: four real nodes over loopback, each a registered validator of
+//! subnet 3 on one dev chain in a temp dir, whose epochs the test steps by hand. The nodes' own
+//! ConsensusActors (started by the runtime) propose, check through the application hook, attest
+//! and report every finished epoch on `consensus_events`.
+
+mod common;
+
+use common::{addr, eventually, DevChainDir, NodeDir};
+use hermes::config::HumanDuration;
+use hermes::proto::chain::{NodeClass, NodeEntry};
+use hermes::proto::consensus::{Change, ClassRules, Proposal, Score, Verdict};
+use hermes::proto::Hotkey;
+use hermes::{ConsensusHook, EpochOutcome, EqualScores, RuntimeHandle};
+use hermes_actors::chain::{DevChain, DevParams, EpochView};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+const NET: u16 = 3;
+const BLOCKS_PER_EPOCH: u64 = 2;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The default hook, with a switch: while off, it disagrees with every proposal.
+#[derive(Debug)]
+struct Switch(AtomicBool);
+
+impl ConsensusHook for Switch {
+    fn produce(&self, n: u16, e: u64, eligible: &BTreeSet<Hotkey>) -> (Vec<Score>, Vec<u8>) {
+        EqualScores.produce(n, e, eligible)
+    }
+    fn check(&self, p: &Proposal, eligible: &BTreeSet<Hotkey>) -> bool {
+        self.0.load(Ordering::SeqCst) && EqualScores.check(p, eligible)
+    }
+}
+
+struct Cluster {
+    chain: DevChainDir,
+    dirs: Vec<NodeDir>,
+    nodes: Vec<RuntimeHandle>,
+    hooks: Vec<Arc<Switch>>,
+    events: Vec<broadcast::Receiver<EpochOutcome>>,
+}
+
+fn hotkey(n: &NodeDir) -> Hotkey {
+    Hotkey::from_ss58(&n.ss58).unwrap().0
+}
+
+fn config(n: &NodeDir, chain: &DevChainDir) -> hermes::Config {
+    let mut c = n.cluster_config(chain, vec![NET]);
+    // Nobody registers while the test runs: the registry need not be re-read often.
+    c.chain.poll_interval = HumanDuration(Duration::from_secs(1));
+    c.consensus.poll_interval = HumanDuration(Duration::from_millis(100));
+    c
+}
+
+async fn start(n: &NodeDir, chain: &DevChainDir, hook: Arc<Switch>) -> RuntimeHandle {
+    hermes::Runtime::builder(config(n, chain))
+        .with_consensus_hook(hook)
+        .start()
+        .await
+        .unwrap()
+}
+
+impl Cluster {
+    /// Four validators of subnet 3, on a chain stepped by hand, still in epoch 0 (no round yet).
+    async fn new() -> Self {
+        let chain = DevChainDir::new();
+        let dev = DevChain::new(chain.path());
+        dev.init(DevParams {
+            blocks_per_epoch: BLOCKS_PER_EPOCH,
+            block_time: None,
+            rules: ClassRules::default(),
+            ..DevParams::default()
+        })
+        .unwrap();
+        let dirs: Vec<NodeDir> = (0..4).map(|_| NodeDir::new()).collect();
+        for d in &dirs {
+            dev.register_sync(NodeEntry {
+                netuid: NET,
+                hotkey: hotkey(d),
+                peer_id: d.peer_id().to_base58(),
+                stake: 1_000,
+                class: NodeClass::Validator,
+            })
+            .unwrap();
+        }
+        let hooks: Vec<Arc<Switch>> = (0..4)
+            .map(|_| Arc::new(Switch(AtomicBool::new(true))))
+            .collect();
+        let mut nodes: Vec<RuntimeHandle> = Vec::new();
+        for (i, d) in dirs.iter().enumerate() {
+            let rt = if i == 0 {
+                start(d, &chain, hooks[0].clone()).await
+            } else {
+                let boot = addr(&nodes[0]).await;
+                hermes::Runtime::builder(config(d, &chain).with_bootstrap(vec![boot]))
+                    .with_consensus_hook(hooks[i].clone())
+                    .start()
+                    .await
+                    .unwrap()
+            };
+            nodes.push(rt);
+        }
+        let events = nodes.iter().map(|n| n.consensus_events()).collect();
+        Cluster {
+            chain,
+            dirs,
+            nodes,
+            hooks,
+            events,
+        }
+    }
+
+    fn dev(&self) -> DevChain {
+        DevChain::new(self.chain.path())
+    }
+
+    /// Steps into the next epoch and returns its number.
+    fn next_epoch(&self) -> u64 {
+        self.dev().step(BLOCKS_PER_EPOCH).unwrap().epoch
+    }
+
+    fn current(&self) -> EpochView {
+        self.dev().epoch_sync(NET, None).unwrap().unwrap()
+    }
+
+    /// The index of the node elected in the current epoch.
+    fn elected(&self) -> usize {
+        let elected = self.current().round.elected().expect("someone is elected");
+        self.dirs
+            .iter()
+            .position(|d| hotkey(d) == elected)
+            .expect("the elected validator is one of the nodes")
+    }
+
+    /// Waits until the chain counts `n` attestations (the proposer's own included) in the
+    /// current epoch.
+    async fn attested(&self, n: u64) -> bool {
+        eventually(WAIT, || async {
+            self.current().round.tally().attestations >= n
+        })
+        .await
+    }
+
+    /// Every node's next outcome, which must be of `epoch`.
+    async fn outcomes(&mut self, epoch: u64) -> Vec<EpochOutcome> {
+        let mut out = Vec::new();
+        for (i, rx) in self.events.iter_mut().enumerate() {
+            let o = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("node {i} reported no outcome of epoch {epoch}"))
+                .unwrap();
+            assert_eq!(o.epoch, epoch, "node {i}: {o:?}");
+            assert_eq!(o.netuid, NET);
+            out.push(o);
+        }
+        out
+    }
+
+    async fn shutdown(self) {
+        for n in self.nodes {
+            n.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Attesting validators per the chain's records: each at most once.
+fn attesters(view: &EpochView) -> Vec<Hotkey> {
+    view.round
+        .attestations()
+        .map(|a| a.attestation.attester)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_finalize_every_epoch_and_every_node_sees_it() {
+    let mut c = Cluster::new().await;
+    let mut epoch = c.next_epoch();
+    for _ in 0..2 {
+        let e = c.elected();
+        assert!(
+            c.attested(4).await,
+            "epoch {epoch}: not every validator attested: {:?}",
+            c.current().round.tally()
+        );
+        let view = c.current();
+        let (_, hash) = view.round.proposal().unwrap();
+        assert_eq!(
+            view.round.proposal().unwrap().0.proposal.proposer,
+            hotkey(&c.dirs[e])
+        );
+        // Each validator once; the proposer's own submission counts as its attestation.
+        let mut who = attesters(&view);
+        who.sort();
+        who.dedup();
+        assert_eq!(who.len(), 3, "{who:?}");
+        assert!(!who.contains(&hotkey(&c.dirs[e])));
+
+        // The status of each node says what it did in this epoch.
+        for (i, n) in c.nodes.iter().enumerate() {
+            let s = n.consensus_status(NET).await.unwrap();
+            assert_eq!(s.epoch, Some(epoch));
+            assert!(s.validator);
+            assert_eq!(s.elected, Some(hotkey(&c.dirs[e])));
+            if i == e {
+                assert_eq!(s.duties.proposed, Some((epoch, hash)), "node {i}");
+            } else {
+                assert_eq!(s.duties.attested, Some((epoch, hash)), "node {i}: {s:?}");
+            }
+        }
+
+        let next = c.next_epoch();
+        assert_eq!(next, epoch + 1);
+        for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+            assert_eq!(o.verdict, Verdict::InConsensus, "node {i}: {o:?}");
+            assert_eq!((o.attestations, o.validators), (4, 4));
+            assert_eq!(o.elected, Some(hotkey(&c.dirs[e])));
+            assert_eq!(o.proposal, Some(hash));
+            assert_eq!(o.proposed, i == e);
+            assert_eq!(o.attested, i != e);
+        }
+        epoch = next;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_four_disagreeing_the_epoch_fails_and_the_proposer_is_penalized() {
+    let mut c = Cluster::new().await;
+    // Everyone disagrees until the election is known, so nobody attests too early.
+    for h in &c.hooks {
+        h.0.store(false, Ordering::SeqCst);
+    }
+    let epoch = c.next_epoch();
+    let e = c.elected();
+    let agree = (0..4).find(|i| *i != e).unwrap();
+    let disagree: Vec<usize> = (0..4).filter(|i| *i != e && *i != agree).collect();
+    c.hooks[agree].0.store(true, Ordering::SeqCst);
+    assert!(c.attested(2).await, "the agreeing validator never attested");
+    // The disagreeing nodes look at the proposal (a poll now) and do not attest.
+    for &i in &disagree {
+        let s = c.nodes[i].poll_consensus(NET).await.unwrap();
+        assert!(s.validator);
+        assert_eq!(s.duties.attested, None, "node {i} signed an attestation");
+        assert_eq!(s.attestations, (2, 4));
+    }
+    let view = c.current();
+    assert_eq!(attesters(&view), vec![hotkey(&c.dirs[agree])]);
+    assert!(!view.round.tally().in_consensus);
+
+    c.next_epoch();
+    let elected = hotkey(&c.dirs[e]);
+    for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+        assert_eq!(o.verdict, Verdict::NotAttested, "node {i}: {o:?}");
+        assert_eq!((o.attestations, o.validators), (2, 4));
+        assert_eq!(o.attested, i == agree);
+        // Penalty model: the elected validator gets +1, nobody else changes.
+        assert_eq!(
+            o.changes,
+            vec![Change::Punished {
+                hotkey: elected,
+                penalties: 1,
+                reputation_ppm: hermes::proto::consensus::rules::FULL_REPUTATION,
+            }],
+            "node {i}"
+        );
+    }
+    for n in c.dev().standings_sync(NET).unwrap() {
+        let expected = u32::from(n.entry.hotkey == elected);
+        assert_eq!(n.standing.penalties, expected, "{:?}", n.entry.hotkey);
+        assert_eq!(n.standing.class, NodeClass::Validator);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_after_attesting_does_not_attest_again() {
+    let mut c = Cluster::new().await;
+    let epoch = c.next_epoch();
+    let e = c.elected();
+    assert!(c.attested(4).await, "not every validator attested");
+    let (_, hash) = c
+        .current()
+        .round
+        .proposal()
+        .map(|(p, h)| (p.clone(), h))
+        .unwrap();
+
+    // Restart an attester in the middle of the epoch.
+    let r = (0..4).find(|i| *i != e).unwrap();
+    let old = c.nodes.remove(r);
+    old.shutdown().await.unwrap();
+    let restarted = start(&c.dirs[r], &c.chain, c.hooks[r].clone()).await;
+    // It remembers what it signed...
+    let s = restarted.consensus_status(NET).await.unwrap();
+    assert_eq!(s.duties.attested, Some((epoch, hash)));
+    // ...and a poll of the same epoch signs nothing new.
+    let s = restarted.poll_consensus(NET).await.unwrap();
+    assert_eq!(s.epoch, Some(epoch));
+    assert_eq!(s.duties.attested, Some((epoch, hash)));
+    assert_eq!(s.last_error, None);
+    let view = c.current();
+    let who = attesters(&view);
+    let unique: BTreeSet<Hotkey> = who.iter().copied().collect();
+    assert_eq!(who.len(), 3);
+    assert_eq!(unique.len(), 3);
+    assert_eq!(view.round.tally().attestations, 4);
+    c.nodes.insert(r, restarted);
+    c.events[r] = c.nodes[r].consensus_events();
+
+    // The epoch finalizes with one attestation per validator, and the restarted node takes part
+    // in the next one.
+    let next = c.next_epoch();
+    for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+        assert_eq!(o.verdict, Verdict::InConsensus, "node {i}: {o:?}");
+        assert_eq!((o.attestations, o.validators), (4, 4));
+        assert!(i == e || o.attested, "node {i}");
+    }
+    assert!(
+        c.attested(4).await,
+        "epoch {next} did not gather every attestation"
+    );
+    let s = c.nodes[r].consensus_status(NET).await.unwrap();
+    assert!(
+        s.duties.attested.is_some_and(|(ep, _)| ep == next)
+            || s.duties.proposed.is_some_and(|(ep, _)| ep == next),
+        "{s:?}"
+    );
+    c.shutdown().await;
+}
