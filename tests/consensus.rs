@@ -159,8 +159,8 @@ impl Cluster {
         out
     }
 
-    async fn shutdown(self) {
-        for n in self.nodes {
+    async fn shutdown(&mut self) {
+        for n in self.nodes.drain(..) {
             n.shutdown().await.unwrap();
         }
     }
@@ -223,7 +223,47 @@ async fn four_validators_finalize_every_epoch_and_every_node_sees_it() {
         }
         epoch = next;
     }
+
+    // `hermes consensus status`, through node 0's control socket, then from the chain alone.
+    let cfg = c.dirs[0].path().join("hermes.json");
+    std::fs::write(&cfg, config(&c.dirs[0], &c.chain).to_pretty_json()).unwrap();
+    let sock = hermes::control::socket_path(&c.dirs[0].data_dir());
+    let server = tokio::spawn(hermes::control::serve(c.nodes[0].clone(), sock.clone()));
+    assert!(eventually(WAIT, || hermes::control::is_running(&sock)).await);
+    let status = |cfg: std::path::PathBuf| async move {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hermes"))
+                .args(["consensus", "status", "--json", "-c"])
+                .arg(&cfg)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = status(cfg.clone()).await;
+    assert_eq!(v["source"], "node", "{v}");
+    let s = &v["consensus"][0];
+    assert_eq!(s["netuid"], NET);
+    assert_eq!(s["epoch"], epoch, "{v}");
+    assert_eq!(s["class"], "validator", "{v}");
+    assert_eq!(s["last_outcome"]["epoch"], epoch - 1, "{v}");
+    assert_eq!(s["last_outcome"]["verdict"], "in_consensus", "{v}");
+    server.abort();
     c.shutdown().await;
+    let _ = std::fs::remove_file(&sock);
+    let v = status(cfg).await;
+    assert_eq!(v["source"], "chain", "{v}");
+    let s = &v["consensus"][0];
+    assert_eq!(s["epoch"], epoch, "{v}");
+    assert_eq!(s["validators"], 4, "{v}");
+    assert_eq!(s["last_outcome"]["verdict"], "in_consensus", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
