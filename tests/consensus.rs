@@ -56,16 +56,30 @@ fn config(n: &NodeDir, chain: &DevChainDir) -> hermes::Config {
 }
 
 async fn start(n: &NodeDir, chain: &DevChainDir, hook: Arc<Switch>) -> RuntimeHandle {
-    hermes::Runtime::builder(config(n, chain))
-        .with_consensus_hook(hook)
-        .start()
-        .await
-        .unwrap()
+    start_with(config(n, chain), hook, false).await
+}
+
+/// Starts a node; with `withhold`, when elected it only gossips its proposal (test hook).
+async fn start_with(cfg: hermes::Config, hook: Arc<Switch>, withhold: bool) -> RuntimeHandle {
+    let b = hermes::Runtime::builder(cfg).with_consensus_hook(hook);
+    #[cfg(feature = "fault-injection")]
+    let b = if withhold {
+        b.with_consensus_withholding()
+    } else {
+        b
+    };
+    assert!(cfg!(feature = "fault-injection") || !withhold);
+    b.start().await.unwrap()
 }
 
 impl Cluster {
     /// Four validators of subnet 3, on a chain stepped by hand, still in epoch 0 (no round yet).
     async fn new() -> Self {
+        Self::build(false).await
+    }
+
+    /// [`Cluster::new`]; with `withhold`, an elected node only gossips its proposal.
+    async fn build(withhold: bool) -> Self {
         let chain = DevChainDir::new();
         let dev = DevChain::new(chain.path());
         dev.init(DevParams {
@@ -91,16 +105,12 @@ impl Cluster {
             .collect();
         let mut nodes: Vec<RuntimeHandle> = Vec::new();
         for (i, d) in dirs.iter().enumerate() {
-            let rt = if i == 0 {
-                start(d, &chain, hooks[0].clone()).await
+            let cfg = if i == 0 {
+                config(d, &chain)
             } else {
-                let boot = addr(&nodes[0]).await;
-                hermes::Runtime::builder(config(d, &chain).with_bootstrap(vec![boot]))
-                    .with_consensus_hook(hooks[i].clone())
-                    .start()
-                    .await
-                    .unwrap()
+                config(d, &chain).with_bootstrap(vec![addr(&nodes[0]).await])
             };
+            let rt = start_with(cfg, hooks[i].clone(), withhold).await;
             nodes.push(rt);
         }
         let events = nodes.iter().map(|n| n.consensus_events()).collect();
@@ -368,5 +378,65 @@ async fn a_node_restarted_after_attesting_does_not_attest_again() {
             || s.duties.proposed.is_some_and(|(ep, _)| ep == next),
         "{s:?}"
     );
+    c.shutdown().await;
+}
+
+/// The elected validator only gossips its proposal (and stores it in the DHT); the other
+/// validators check it against their copy of the round, relay it to the chain and attest it.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_only_gossiped_is_relayed_checked_and_attested() {
+    let mut c = Cluster::build(true).await;
+    // Gossip travels once the nodes know each other (node 0 is everyone's bootstrap).
+    let n0 = c.nodes[0].clone();
+    assert!(eventually(WAIT, || async { n0.peers().await.unwrap().len() == 3 }).await);
+    // A proposal for the coming epoch signed by a key that is no validator: nobody may take it
+    // (nor let it displace the real one).
+    let (outsider, _) = hermes::HotkeyPair::generate();
+    let forged = Proposal {
+        epoch: 1,
+        netuid: NET,
+        proposer: outsider.public(),
+        scores: vec![],
+        args: b"forged".to_vec(),
+    }
+    .sign(outsider.pair())
+    .unwrap();
+    let payload = hermes_actors::consensus::gossip::proposal_payload(&forged);
+    assert!(
+        eventually(WAIT, || async {
+            n0.publish(NET, payload.clone()).await.is_ok()
+        })
+        .await
+    );
+    let epoch = c.next_epoch();
+    assert_eq!(epoch, 1);
+    let e = c.elected();
+    assert!(
+        c.attested(4).await,
+        "the gossiped proposal was not relayed and attested: {:?}",
+        c.current().round.tally()
+    );
+    let view = c.current();
+    let (sp, hash) = view.round.proposal().unwrap();
+    assert_eq!(sp.proposal.proposer, hotkey(&c.dirs[e]));
+    assert!(sp.proposal.args.is_empty());
+    let s = c.nodes[e].consensus_status(NET).await.unwrap();
+    assert_eq!(s.duties.proposed, Some((epoch, hash)));
+    // The proposal is in the DHT too, byte for byte the one the chain holds.
+    let key = hermes_actors::consensus::gossip::dht_key(NET, epoch);
+    let other = (e + 1) % 4;
+    let stored = c.nodes[other].dht_get(&key).await.unwrap();
+    assert_eq!(
+        hermes::proto::consensus::SignedProposal::decode(&stored)
+            .unwrap()
+            .hash(),
+        hash
+    );
+    c.next_epoch();
+    for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+        assert_eq!(o.verdict, Verdict::InConsensus, "node {i}: {o:?}");
+        assert_eq!((o.attestations, o.validators), (4, 4));
+    }
     c.shutdown().await;
 }

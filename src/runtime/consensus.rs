@@ -8,7 +8,11 @@
 //! 2. The actors share one thread of their own: each poll reads the chain (the dev chain opens its
 //!    database, which may wait on another process), and that must not hold up the registry
 //!    refresh on the chain thread, which admission depends on.
-//! 3. Each actor persists what it signed in the node's `consensus` tree before sending it, and
+//! 3. Proposals and attestations are also published on the subnet's gossip topic, proposals
+//!    stored in the DHT; a validator whose chain lacks the elected validator's proposal takes it
+//!    from there, checks it like the chain would and relays it
+//!    (`hermes_actors::consensus::gossip`).
+//! 4. Each actor persists what it signed in the node's `consensus` tree before sending it, and
 //!    announces each finished epoch on one broadcast channel, read through
 //!    [`RuntimeHandle::consensus_events`].
 
@@ -20,6 +24,7 @@ use hermes_actors::chain::{Chain, ChainError};
 use hermes_actors::consensus::{
     ConsensusActor, ConsensusHook, ConsensusStatus, EpochOutcome, GetConsensusStatus, Tick,
 };
+use hermes_actors::network::{Command, GossipMessage};
 use hermes_actors::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +55,15 @@ impl ConsensusParts {
     }
 }
 
+/// What the ConsensusActors need of the network: records travel beyond the chain.
+pub(super) struct ConsensusNet {
+    pub(super) commands: tokio::sync::mpsc::Sender<Command>,
+    pub(super) gossip: broadcast::Sender<GossipMessage>,
+    /// Test hook: an elected node only gossips its proposal.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    pub(super) withhold: bool,
+}
+
 /// Starts one ConsensusActor per subnet of `consensus.netuids` (default: `subnets.netuids`), when
 /// consensus is enabled and `chain` has epochs.
 ///
@@ -62,6 +76,7 @@ pub(super) async fn start_consensus(
     pair: sp_core::sr25519::Pair,
     hook: Arc<dyn ConsensusHook>,
     store: &Store,
+    net: ConsensusNet,
 ) -> Result<ConsensusParts, Error> {
     let c = &config.consensus;
     if !c.enabled {
@@ -101,7 +116,18 @@ pub(super) async fn start_consensus(
             tree.clone(),
             c.poll_interval.0,
         ) {
-            Ok(a) => a.with_events(events.clone()),
+            Ok(a) => {
+                let a = a
+                    .with_events(events.clone())
+                    .with_network(net.commands.clone(), net.gossip.clone());
+                #[cfg(feature = "fault-injection")]
+                let a = if net.withhold {
+                    a.withhold_from_chain()
+                } else {
+                    a
+                };
+                a
+            }
             Err(e) => {
                 arbiter.stop();
                 return Err(Error::Startup(format!(

@@ -44,6 +44,7 @@ pub struct RuntimeBuilder {
     network: bool,
     binding_override: Option<Vec<u8>>,
     consensus_hook: Option<Arc<dyn ConsensusHook>>,
+    consensus_withhold: bool,
 }
 
 /// What the runtime thread starts with beside the config.
@@ -51,6 +52,8 @@ struct StartOptions {
     network: bool,
     binding_override: Option<Vec<u8>>,
     consensus_hook: Arc<dyn ConsensusHook>,
+    /// Test hook: an elected node only gossips its proposal.
+    consensus_withhold: bool,
 }
 
 /// Namespace for [`Runtime::builder`].
@@ -66,6 +69,7 @@ impl Runtime {
             network: true,
             binding_override: None,
             consensus_hook: None,
+            consensus_withhold: false,
         }
     }
 }
@@ -95,6 +99,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Test hook: when elected, this node only gossips its proposal and stores it in the DHT,
+    /// never submits it to the chain; the epoch counts only if other validators relay it.
+    #[cfg(feature = "fault-injection")]
+    pub fn with_consensus_withholding(mut self) -> Self {
+        self.consensus_withhold = true;
+        self
+    }
+
     /// Test hook: present `bytes` to peers instead of this node's real binding record.
     #[cfg(feature = "fault-injection")]
     pub fn with_binding_override(mut self, bytes: Vec<u8>) -> Self {
@@ -119,6 +131,7 @@ impl RuntimeBuilder {
             network: self.network,
             binding_override: self.binding_override,
             consensus_hook: self.consensus_hook.unwrap_or_else(|| Arc::new(EqualScores)),
+            consensus_withhold: self.consensus_withhold,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();

@@ -1,6 +1,6 @@
 //! Start-up: opens the store, loads the identity and starts every actor in dependency order.
 
-use super::consensus::{start_consensus, ConsensusParts};
+use super::consensus::{start_consensus, ConsensusNet, ConsensusParts};
 use super::{Parts, StartOptions, StreamParts};
 
 use crate::config::Config;
@@ -40,6 +40,7 @@ pub(super) async fn start_actors(
         network,
         binding_override,
         consensus_hook,
+        consensus_withhold,
     } = opts;
     // The S3 store is checked before anything starts: a node whose default store cannot be
     // used (missing credentials) refuses to start with the reason.
@@ -328,6 +329,11 @@ pub(super) async fn start_actors(
         hotkey_pair,
         consensus_hook,
         &store,
+        ConsensusNet {
+            commands: net.commands.clone(),
+            gossip: net.gossip.clone(),
+            withhold: consensus_withhold,
+        },
     )
     .await?;
     arbiters.extend(consensus.arbiter.take());

@@ -20,20 +20,47 @@
 //! Accepts [`GetConsensusStatus`] → [`ConsensusStatus`] and [`Tick`] (poll now); emits
 //! [`EpochOutcome`] on its broadcast channel.
 //!
-//! Not yet here: gossip and DHT distribution of the records (the chain is the only channel),
-//! equivocation evidence from gossip.
+//! With [`ConsensusActor::with_network`], records also travel beyond the chain ([`gossip`]): the
+//! elected validator publishes its signed proposal on the subnet's gossip topic and stores it in
+//! the DHT, attesters publish their attestations, and a validator whose chain does not hold the
+//! proposal yet takes it from gossip or the DHT, checks it like the chain would (a copy of the
+//! round), relays it to the chain and attests it. Not yet here: equivocation evidence from gossip.
 
 use crate::chain::{Chain, ChainError, EpochView};
+use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
 use hermes_proto::consensus::{
-    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, Verdict,
+    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, SignedProposal, Verdict,
 };
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub mod gossip;
+
+/// How long a publication or DHT request may take before the poll goes on without it.
+const NET_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a poll looks for a proposal in the DHT.
+const DHT_LOOKUP: Duration = Duration::from_millis(300);
+
+/// Sends one request to the network task and waits (bounded) for its answer. `try_send`: a
+/// full network queue drops a publication rather than stalling the poll.
+async fn net_request<T>(
+    net: &mpsc::Sender<Command>,
+    wait: Duration,
+    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    net.try_send(make(tx)).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("the network task stopped".into()),
+        Err(_) => Err("no answer in time".into()),
+    }
+}
 
 /// Most past epochs one poll reads to catch up (a node that was down longer reports only the
 /// latest ones).
@@ -183,6 +210,12 @@ pub struct ConsensusActor {
     events: Option<broadcast::Sender<EpochOutcome>>,
     /// A timer poll is queued or running.
     poll_queued: bool,
+    /// The network task's requests, and the gossip feed, when records travel beyond the chain.
+    net: Option<(mpsc::Sender<Command>, broadcast::Sender<GossipMessage>)>,
+    /// The latest proposal heard in gossip for this subnet (unchecked until a poll checks it).
+    heard: Option<SignedProposal>,
+    /// Test hook: the elected validator only gossips its proposal, never submits it itself.
+    withhold: bool,
 }
 
 impl std::fmt::Debug for ConsensusActor {
@@ -231,7 +264,29 @@ impl ConsensusActor {
             },
             events: None,
             poll_queued: false,
+            net: None,
+            heard: None,
+            withhold: false,
         })
+    }
+
+    /// Publishes proposals and attestations on the subnet's gossip topic (proposals in the DHT
+    /// too) and takes proposals the chain does not hold yet from there ([`gossip`]).
+    pub fn with_network(
+        mut self,
+        commands: mpsc::Sender<Command>,
+        gossip: broadcast::Sender<GossipMessage>,
+    ) -> Self {
+        self.net = Some((commands, gossip));
+        self
+    }
+
+    /// Test hook: when elected, only gossip the proposal (and store it in the DHT); never submit
+    /// it to the chain. The other validators must relay it for the epoch to count.
+    #[cfg(feature = "fault-injection")]
+    pub fn withhold_from_chain(mut self) -> Self {
+        self.withhold = true;
+        self
     }
 
     /// Announces every finished epoch on `events` (a full channel drops the oldest for slow
@@ -268,6 +323,9 @@ impl ConsensusActor {
         mut status: ConsensusStatus,
         persist: impl Fn(&Duties) -> Result<(), String>,
         record: impl Fn(&EpochOutcome),
+        net: Option<mpsc::Sender<Command>>,
+        heard: Option<SignedProposal>,
+        withhold: bool,
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -304,7 +362,7 @@ impl ConsensusActor {
         }
         status.block = Some(head.block);
         status.epoch = Some(head.epoch);
-        let view = match chain.epoch(netuid, Some(head.epoch)).await {
+        let mut view = match chain.epoch(netuid, Some(head.epoch)).await {
             Ok(Some(v)) => v,
             Ok(None) => {
                 status.elected = None;
@@ -316,6 +374,43 @@ impl ConsensusActor {
                 return status;
             }
         };
+        // A proposal the chain does not hold yet, heard in gossip or found in the DHT: checked
+        // on a copy of the round exactly as the chain would, then relayed to the chain.
+        if view.round.proposal().is_none() && view.round.elected() != Some(me) {
+            let mut candidate = heard.filter(|sp| sp.proposal.epoch == head.epoch);
+            if candidate.is_none() {
+                if let Some(net) = &net {
+                    let key = gossip::dht_key(netuid, head.epoch);
+                    if let Ok(bytes) =
+                        net_request(net, DHT_LOOKUP, |tx| Command::GetRecord(key, tx)).await
+                    {
+                        candidate = SignedProposal::decode(&bytes).ok();
+                    }
+                }
+            }
+            if let Some(sp) = candidate {
+                let mut copy = view.round.clone();
+                match copy.submit(&sp) {
+                    Ok(_) => {
+                        tracing::debug!(
+                            netuid,
+                            epoch = head.epoch,
+                            "relaying a proposal the chain lacks"
+                        );
+                        if let Err(e) = chain.submit_proposal(sp).await {
+                            tracing::debug!(error = %e, "the chain refused the relayed proposal");
+                        }
+                        view.round = copy;
+                    }
+                    Err(r) => {
+                        tracing::debug!(
+                            refusal = r.as_str(),
+                            "a proposal from gossip or the DHT was refused"
+                        );
+                    }
+                }
+            }
+        }
         let round = &view.round;
         let mut sent = false;
         let eligible = round.params().eligible.clone();
@@ -358,8 +453,31 @@ impl ConsensusActor {
                         Ok(sp) => {
                             sent = true;
                             tracing::debug!(netuid, epoch = head.epoch, decision = ?d, "proposing");
-                            if let Err(e) = chain.submit_proposal(sp).await {
-                                err(&mut status, e);
+                            if let Some(net) = &net {
+                                // Best effort: the chain (or the DHT) still has it for whoever
+                                // missed the publication.
+                                let bytes = gossip::proposal_payload(&sp);
+                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                    Command::Publish(netuid, bytes, tx)
+                                })
+                                .await
+                                {
+                                    tracing::debug!(error = %e, "proposal not gossiped");
+                                }
+                                let key = gossip::dht_key(netuid, head.epoch);
+                                let bytes = sp.encode();
+                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                    Command::PutRecord(key, bytes, tx)
+                                })
+                                .await
+                                {
+                                    tracing::debug!(error = %e, "proposal not stored in the DHT");
+                                }
+                            }
+                            if !withhold {
+                                if let Err(e) = chain.submit_proposal(sp).await {
+                                    err(&mut status, e);
+                                }
                             }
                         }
                         Err(e) => status.last_error = Some(e.to_string()),
@@ -393,6 +511,16 @@ impl ConsensusActor {
                             tracing::debug!(netuid, epoch = head.epoch, ?decision, "attesting");
                             if let Err(e) = chain.attest(sa).await {
                                 err(&mut status, e);
+                            }
+                            if let Some(net) = &net {
+                                let bytes = gossip::attestation_payload(&sa);
+                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                    Command::Publish(netuid, bytes, tx)
+                                })
+                                .await
+                                {
+                                    tracing::debug!(error = %e, "attestation not gossiped");
+                                }
                             }
                         }
                         Err(e) => status.last_error = Some(e.to_string()),
@@ -461,6 +589,9 @@ impl ConsensusActor {
             self.status.clone(),
             persist,
             record,
+            self.net.as_ref().map(|(c, _)| c.clone()),
+            self.heard.clone(),
+            self.withhold,
         );
         Box::pin(fut.into_actor(self).map(|status, act, _| {
             act.status = status.clone();
@@ -478,6 +609,20 @@ impl Actor for ConsensusActor {
         if let Err(e) = self.persist(&self.status.duties) {
             tracing::error!(error = %e, "cannot persist consensus duties");
         }
+        if let Some((_, feed)) = &self.net {
+            // Gossip of this node's subnets; a reader that lags skips what it missed (the chain
+            // and the DHT still hold it).
+            let rx = feed.subscribe();
+            ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(m) => return Some((m, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }));
+        }
         ctx.run_interval(self.poll, |act, ctx| {
             // A poll that took longer than the interval makes the timer fire several times in
             // a row: one queued poll is enough.
@@ -493,6 +638,31 @@ impl Actor for ConsensusActor {
                 act.poll_queued = false;
             }));
         });
+    }
+}
+
+impl StreamHandler<GossipMessage> for ConsensusActor {
+    fn handle(&mut self, m: GossipMessage, _: &mut Self::Context) {
+        if m.netuid != self.netuid {
+            return;
+        }
+        // Kept only when signed by the current epoch's elected validator, so a stray or forged
+        // copy can never displace the real one; the full check against the round (scores,
+        // equivocation) comes at the next poll.
+        if let Some(gossip::GossipRecord::Proposal(sp)) = gossip::decode(&m.data) {
+            let p = &sp.proposal;
+            if p.netuid == self.netuid
+                && Some(p.epoch) == self.status.epoch
+                && Some(p.proposer) == self.status.elected
+                && sp.verify_signature()
+            {
+                self.heard = Some(sp);
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The gossip feed closes only when the network stops; the chain keeps the actor going.
     }
 }
 
