@@ -213,7 +213,9 @@ impl RuntimeHandle {
             .map_err(Error::Network)
     }
 
-    /// Gossip accepted from verified peers on this node's subnets.
+    /// Gossip accepted from verified peers on this node's subnets. Consensus records share the
+    /// subnet topics: payloads starting with `hermes/consensus/v1` are the ConsensusActors'
+    /// (see `hermes_actors::consensus::gossip`), everything else is the applications'.
     ///
     /// # Errors
     /// [`Error::Network`] when networking is off.

@@ -376,7 +376,10 @@ impl ConsensusActor {
         };
         // A proposal the chain does not hold yet, heard in gossip or found in the DHT: checked
         // on a copy of the round exactly as the chain would, then relayed to the chain.
-        if view.round.proposal().is_none() && view.round.elected() != Some(me) {
+        if view.round.proposal().is_none()
+            && view.round.is_validator(&me)
+            && view.round.elected().is_some_and(|e| e != me)
+        {
             let mut candidate = heard.filter(|sp| sp.proposal.epoch == head.epoch);
             if candidate.is_none() {
                 if let Some(net) = &net {
