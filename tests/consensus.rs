@@ -440,3 +440,46 @@ async fn a_proposal_only_gossiped_is_relayed_checked_and_attested() {
     }
     c.shutdown().await;
 }
+
+/// A static snapshot has no epochs: the node runs without consensus and says why; so does a node
+/// with consensus disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_consensus_on_a_chain_without_epochs_or_when_disabled() {
+    let n = NodeDir::new();
+    let snap = n.path().join("snapshot.json");
+    let node = serde_json::json!({"nodes": [{
+        "netuid": NET, "hotkey": n.ss58, "peer_id": n.peer_id().to_base58(), "stake": 1000,
+        "class": "validator",
+    }]});
+    std::fs::write(&snap, node.to_string()).unwrap();
+    let cfg = n
+        .config()
+        .with_chain(hermes::config::ChainKind::Static, &snap)
+        .with_subnets(hermes::config::SubnetMode::Whitelist, vec![NET]);
+    let rt = hermes::Runtime::builder(cfg).start().await.unwrap();
+    let why = rt.consensus_off().unwrap().to_string();
+    assert!(
+        why.contains("static chain") && why.contains("epochs"),
+        "{why}"
+    );
+    let e = rt.consensus_status(NET).await.unwrap_err();
+    assert!(matches!(e, hermes::Error::NotFound(_)), "{e}");
+    assert!(rt.consensus_statuses().await.unwrap().is_empty());
+    rt.shutdown().await.unwrap();
+
+    let chain = DevChainDir::new();
+    let mut cfg = config(&n, &chain);
+    cfg.consensus.enabled = false;
+    let rt = hermes::Runtime::builder(cfg).start().await.unwrap();
+    assert_eq!(rt.consensus_off(), Some("consensus.enabled is false"));
+    rt.shutdown().await.unwrap();
+    // Following a dev chain that nobody created leaves no directory behind.
+    let rt = hermes::Runtime::builder(config(&n, &chain))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(rt.consensus_off(), None);
+    rt.poll_consensus(NET).await.unwrap();
+    assert!(!chain.path().exists());
+    rt.shutdown().await.unwrap();
+}

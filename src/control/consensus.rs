@@ -2,7 +2,7 @@
 //! `hermes consensus status --json` prints it.
 
 use crate::{ConsensusStatus, EpochOutcome, RuntimeHandle};
-use hermes_proto::consensus::Change;
+use hermes_proto::consensus::{Change, Removal};
 use serde_json::{json, Value};
 
 /// One epoch outcome as JSON (hotkeys as SS58 with `prefix`).
@@ -24,7 +24,11 @@ pub fn outcome_json(o: &EpochOutcome, prefix: u16) -> Value {
                 "penalties": penalties, "reputation": f64::from(*reputation_ppm) / 1e6,
             }),
             Change::Removed { hotkey, reason } => json!({
-                "kind": "removed", "hotkey": hotkey.to_ss58(prefix), "reason": format!("{reason:?}"),
+                "kind": "removed", "hotkey": hotkey.to_ss58(prefix),
+                "reason": match reason {
+                    Removal::MaxPenalties => "max_penalties",
+                    Removal::ReputationFloor => "reputation_floor",
+                },
             }),
         })
         .collect();

@@ -90,9 +90,12 @@ pub(super) async fn start_consensus(
     }
     match chain.head().await {
         Err(ChainError::Unsupported(what)) => {
+            let kind = match config.chain.kind {
+                crate::config::ChainKind::Dev => "dev",
+                crate::config::ChainKind::Static => "static",
+            };
             let why = format!(
-                "the chain backend ({:?} chain at {}) has no {what}",
-                config.chain.kind,
+                "the chain backend ({kind} chain at {}) has no {what}",
                 config.chain.path.display()
             );
             tracing::info!("consensus is off: {why}");
