@@ -17,6 +17,8 @@
 //!   side down; the node answers with the confirmed byte count once the recipient has confirmed
 //!   (see [`crate::StreamWriter::finish`] for what a confirmation means).
 //!
+//! - `consensus`: every subnet's consensus status (epoch, elected validator, attestations, what
+//!   this node signed, the last outcome) and why consensus is off, if it is.
 //! - `transfers`: every Sync Engine transfer (one line of JSON).
 //! - `{"cmd":"share","path":…,"to":…,"netuid":…,"via":…,"ttl_secs":…}`: the node offers the
 //!   file and answers with the ticket.
@@ -38,6 +40,7 @@ use tokio::net::{UnixListener, UnixStream};
 /// Longest request line: room for the longest ticket string.
 const MAX_LINE: u64 = 64 << 10;
 
+pub mod consensus;
 mod sync;
 pub use sync::{fetch, parse_backend_arg, revoke, share, transfer_json};
 
@@ -241,6 +244,7 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             }
             Err(e) => error(e),
         },
+        "consensus" => consensus::answer(rt).await,
         "transfers" => match rt.transfers().await {
             Ok(list) => serde_json::json!({
                 "transfers": list.iter().map(|t| transfer_json(t, rt.ss58_prefix())).collect::<Vec<_>>()
@@ -256,7 +260,7 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             (Err(e), _) | (_, Err(e)) => error(e),
         },
         other => error(format!(
-            "unknown command `{other}`; expected peers, stats, msgstats, outbox, id, or a send/stream request"
+            "unknown command `{other}`; expected peers, stats, msgstats, outbox, id, consensus, transfers, or a send/stream request"
         )),
     }
 }
