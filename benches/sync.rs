@@ -462,7 +462,9 @@ fn child() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let cfg = hermes::Config::load(&cfg).expect("config");
+        let mut cfg = hermes::Config::load(&cfg).expect("config");
+        // Discarding: no reservation (there is not the room), holes punched as it goes.
+        cfg.sync.preallocate = !discard;
         let node = Runtime::builder(cfg).start().await.expect("start");
         println!("started {}", t0.elapsed().as_millis());
         let ticket = match std::fs::read_to_string(&ticket_file) {

@@ -1,11 +1,11 @@
 //! The Sync Engine's control-socket commands: `share`, `fetch`, `transfers`, `revoke`.
 
-use super::{ask, bad, error, open, read_answer, write_line};
+use super::{ask, error, open, read_answer, write_line};
 use crate::sync::{Backend, Direction, OfferOptions, TransferId, TransferInfo};
 use crate::{Error, RuntimeHandle};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
 /// How often a running fetch reports its progress on the control socket.

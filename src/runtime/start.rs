@@ -310,6 +310,7 @@ pub(super) async fn start_actors(
                 parallelism: s.parallelism,
                 max_attempts: s.max_attempts,
                 fetch_timeout: s.fetch_timeout.0,
+                preallocate: s.preallocate,
                 ..sync_engine::FetchOptions::default()
             },
             s3,

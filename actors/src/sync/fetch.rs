@@ -193,6 +193,11 @@ pub struct FetchOptions {
     /// Wait before re-asking after a transient source error, doubled per attempt (capped at
     /// [`MAX_RETRY_DELAY`]). A chunk that failed its hash check is asked for again at once.
     pub retry_delay: Duration,
+    /// Reserve the payload's blocks before the first fetch (`fallocate`), so a destination
+    /// without room fails at once. Off: the partial file is sparse and a full disk surfaces at
+    /// the write that hits it (copy-on-write or thin-provisioned file systems, where a
+    /// reservation means little).
+    pub preallocate: bool,
 }
 
 impl Default for FetchOptions {
@@ -202,6 +207,7 @@ impl Default for FetchOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             retry_delay: DEFAULT_RETRY_DELAY,
+            preallocate: true,
         }
     }
 }
@@ -318,6 +324,7 @@ impl Partial {
         transfer_id: Id128,
         root: Hash,
         layout: Layout,
+        reserve: bool,
     ) -> Result<Self, FetchError> {
         let path = partial_path(dest);
         let journal_path = journal_path(dest);
@@ -367,7 +374,13 @@ impl Partial {
             _ => {}
         }
         p.file.set_len(0).map_err(io_err("truncating", &p.path))?;
-        preallocate(&p.file, layout.size(), &p.path)?;
+        if reserve {
+            preallocate(&p.file, layout.size(), &p.path)?;
+        } else {
+            p.file
+                .set_len(layout.size())
+                .map_err(io_err("sizing", &p.path))?;
+        }
         p.create_journal()?;
         Ok(p)
     }
@@ -643,7 +656,14 @@ impl Downloader {
             )));
         }
         let layout = *self.manifest.layout();
-        let mut part = Partial::open(&self.dest, self.transfer_id, self.root, layout).await?;
+        let mut part = Partial::open(
+            &self.dest,
+            self.transfer_id,
+            self.root,
+            layout,
+            self.options.preallocate,
+        )
+        .await?;
         let mut summary = DownloadSummary {
             resumed_chunks: part.journal.done_chunks(),
             ..Default::default()
