@@ -80,12 +80,18 @@ pub struct Registry {
 
 impl Registry {
     /// Builds a snapshot. Entries whose peer id fails the chain's rule are dropped: the chain
-    /// itself would never hold them.
+    /// itself would never hold them. An empty peer id is kept: a chain that knows hotkeys only
+    /// (Subtensor) lists such entries, found by [`Registry::by_hotkey`] and never by peer id.
     pub fn new(entries: impl IntoIterator<Item = NodeEntry>) -> Self {
         let mut r = Registry::default();
-        for e in entries.into_iter().filter(|e| e.validate().is_ok()) {
+        for e in entries
+            .into_iter()
+            .filter(|e| e.peer_id.is_empty() || e.validate().is_ok())
+        {
             let i = r.entries.len();
-            r.by_peer.entry(e.peer_id.clone()).or_default().push(i);
+            if !e.peer_id.is_empty() {
+                r.by_peer.entry(e.peer_id.clone()).or_default().push(i);
+            }
             r.by_hotkey.entry(e.hotkey).or_default().push(i);
             r.entries.push(e);
         }
