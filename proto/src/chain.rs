@@ -158,4 +158,19 @@ mod tests {
         );
         assert_eq!(NodeClass::parse("boss"), None);
     }
+
+    #[test]
+    fn hotkey_only_entries_are_kept_but_never_found_by_peer_id() {
+        let e = NodeEntry {
+            netuid: 1,
+            hotkey: Hotkey([3; 32]),
+            peer_id: String::new(),
+            stake: 1,
+            class: NodeClass::Registered,
+        };
+        let r = Registry::new([e]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.by_hotkey(&Hotkey([3; 32])).count(), 1);
+        assert_eq!(r.by_peer("").count(), 0);
+    }
 }
