@@ -16,6 +16,7 @@ use hermes::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod chain;
 mod data;
 mod demo;
 mod devchain;
@@ -172,6 +173,11 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The configured chain as this node sees it.
+    Chain {
+        #[command(subcommand)]
+        cmd: chain::ChainCmd,
     },
     /// The embedded development chain.
     Devchain {
@@ -342,6 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Fetch(args) => transfer::fetch(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Transfers(args) => transfer::transfers(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config, json } => node::stats(&config.path, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Chain { cmd } => chain::chain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
             cmd: ConfigCmd::Check { file, config },
