@@ -10,6 +10,7 @@ use chain_rpc_support::{Mode, Node};
 use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
 use hermes_actors::chain::{ChainActor, ChainError, Refresh, RegistryUpdated};
 use hermes_proto::chain::NodeClass;
+use hermes_proto::firewall::{Acl, DenyReason, Policy, Scope};
 use hermes_proto::Hotkey;
 use parity_scale_codec::Encode;
 use sp_crypto_hashing::{blake2_128, twox_128};
@@ -148,6 +149,7 @@ fn a_256_neuron_subnet_is_read_in_three_round_trips() {
             assert_eq!(e[0].stake, 1000 + u128::from(uid));
             assert_eq!(e[0].peer_id, "", "subtensor knows no peer ids");
         }
+        assert!(!reg.chain_binds_peers());
         // An unchanged head costs one round trip and gives the same registry.
         let again = chain.snapshot().await.unwrap();
         assert_eq!(node.requests(), 4);
@@ -209,6 +211,28 @@ fn hypertensor_peer_ids_classes_and_a_new_block_changing_stake() {
         let idle: Vec<_> = first.by_peer(PEERS[1]).collect();
         assert_eq!((idle[0].class, idle[0].stake), (NodeClass::Idle, 700));
         assert_eq!(first.by_peer(PEERS[2]).count(), 0, "subnet 3 is not ours");
+        // The firewall admits a registered peer id whatever sr25519 hotkey signed its binding
+        // (the chain binds peer id to its 20-byte account itself), with the stake rule intact.
+        let policy = |registry, min_stake| Policy {
+            enabled: true,
+            acl: Acl::default(),
+            scope: Scope::Single(2),
+            require_stake: true,
+            min_stake,
+            registry: Arc::new(registry),
+            chain_stale: false,
+        };
+        let signer = Hotkey([9; 32]);
+        let p = policy(first.clone(), 600);
+        assert_eq!(p.admit_signed(PEERS[1], &signer).unwrap().netuids, vec![2]);
+        assert_eq!(
+            p.admit_signed(PEERS[0], &signer),
+            Err(DenyReason::InsufficientStake)
+        );
+        assert_eq!(
+            p.admit_signed(PEERS[2], &signer),
+            Err(DenyReason::Unregistered)
+        );
 
         let (actor, mut rx) = actor(chain, Some(first), Duration::from_secs(3600));
         node.new_block(|s| {

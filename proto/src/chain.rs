@@ -76,6 +76,9 @@ pub struct Registry {
     entries: Vec<NodeEntry>,
     by_peer: HashMap<String, Vec<usize>>,
     by_hotkey: HashMap<Hotkey, Vec<usize>>,
+    /// The chain itself binds each peer id to the hotkey that registered it (Hypertensor), with
+    /// accounts our binding records cannot sign for: see [`Registry::with_chain_bound_peers`].
+    chain_binds_peers: bool,
 }
 
 impl Registry {
@@ -96,6 +99,20 @@ impl Registry {
             r.entries.push(e);
         }
         r
+    }
+
+    /// Marks the registry as read from a chain that binds each peer id to its hotkey itself
+    /// (Hypertensor, whose 20-byte ECDSA accounts cannot sign our sr25519 binding records). The
+    /// firewall then admits a registered peer id whatever hotkey signed its binding: the transport
+    /// handshake proves the peer id, the chain's registration proves who runs it.
+    pub fn with_chain_bound_peers(mut self) -> Self {
+        self.chain_binds_peers = true;
+        self
+    }
+
+    /// Whether [`Registry::with_chain_bound_peers`] applies.
+    pub fn chain_binds_peers(&self) -> bool {
+        self.chain_binds_peers
     }
 
     /// Every entry.

@@ -196,7 +196,9 @@ impl Policy {
     ///
     /// Only the registrations of `peer_id` made by `signer` count: anyone can register any peer
     /// id under their own hotkey (in another subnet, or while denied), and such a registration
-    /// must neither refuse the node that owns the peer id nor lend it stake or subnets.
+    /// must neither refuse the node that owns the peer id nor lend it stake or subnets. A
+    /// registry whose chain binds peer ids itself ([`Registry::chain_binds_peers`]) counts every
+    /// registration of `peer_id`: there the hotkey that signed the binding is not a chain account.
     ///
     /// # Errors
     /// The [`DenyReason`] of the first rule that refuses it.
@@ -217,9 +219,11 @@ impl Policy {
 
     fn decide(&self, peer_id: &str, signer: &Hotkey, new: bool) -> Result<Admission, DenyReason> {
         let own = || {
+            // On a chain that binds peer ids to hotkeys itself, its record is the binding.
+            let chain_bound = self.registry.chain_binds_peers();
             self.registry
                 .by_peer(peer_id)
-                .filter(|e| e.hotkey == *signer)
+                .filter(move |e| chain_bound || e.hotkey == *signer)
         };
         if !self.enabled {
             return Ok(Admission {
@@ -546,6 +550,18 @@ mod tests {
     const K1: Hotkey = Hotkey([1; 32]);
     const K2: Hotkey = Hotkey([2; 32]);
     const K3: Hotkey = Hotkey([3; 32]);
+
+    #[test]
+    fn a_chain_bound_registry_admits_the_peer_id_whatever_signed() {
+        let mut p = policy(Scope::Open);
+        assert_eq!(p.admit_signed(P1, &K3), Err(DenyReason::Unregistered));
+        p.registry = std::sync::Arc::new((*p.registry).clone().with_chain_bound_peers());
+        let a = p.admit_signed(P1, &K3).unwrap();
+        assert_eq!((a.hotkey, a.netuids), (K3, vec![1]));
+        // Stake still counts: P2's registration is short.
+        assert_eq!(p.admit_signed(P2, &K3), Err(DenyReason::InsufficientStake));
+        assert_eq!(p.admit_signed(P3, &K3), Err(DenyReason::Unregistered));
+    }
 
     #[test]
     fn a_stale_registry_refuses_newcomers_only() {

@@ -11,8 +11,8 @@
 //! - `AccountSubnetStake: StorageDoubleMap<Blake2_128Concat, AccountId, Identity, u32, u128>`:
 //!   the hotkey's stake in the subnet.
 //!
-//! The chain binds peer id to hotkey itself, so its registry entries carry both and the firewall
-//! admits by peer id as with the dev chain. Our [`Hotkey`] is 32 bytes: a 20-byte account is
+//! The chain binds peer id to hotkey itself, so its registry entries carry both, the registry is
+//! marked `with_chain_bound_peers` and the firewall admits by peer id. Our [`Hotkey`] is 32 bytes: a 20-byte account is
 //! stored in its first 20 bytes, zero-padded (informational: a peer's binding record is signed
 //! with an sr25519 hotkey, which an ECDSA account cannot produce, so on Hypertensor admission
 //! rests on the chain's own peer id ↔ hotkey record and the binding only proves the transport key).

@@ -143,6 +143,19 @@ impl RpcChain {
         Ok(Self::with_client(RpcClient::new(url)?, kind, netuids))
     }
 
+    /// [`RpcChain::new`] for a configured kind, which must be an RPC one.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] for a bad URL, [`ChainError::Unsupported`] for `None`.
+    pub fn for_config(
+        url: &str,
+        kind: Option<RpcKind>,
+        netuids: Vec<u16>,
+    ) -> Result<Self, ChainError> {
+        let kind = kind.ok_or(ChainError::Unsupported("RPC access to a local chain"))?;
+        Self::new(url, kind, netuids)
+    }
+
     /// The same over a prepared client (tests lower its answer limit).
     pub fn with_client(client: RpcClient, kind: RpcKind, netuids: Vec<u16>) -> Self {
         RpcChain {
@@ -279,10 +292,14 @@ impl RpcChain {
                 class: l.class,
             });
         }
+        let mut registry = Registry::new(entries);
+        if self.kind == RpcKind::Hypertensor {
+            registry = registry.with_chain_bound_peers();
+        }
         let snap = Snapshot {
             block,
             block_hash: head,
-            registry: Registry::new(entries),
+            registry,
         };
         state.last = Some(snap.clone());
         Ok(snap)
