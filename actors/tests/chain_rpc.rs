@@ -150,6 +150,32 @@ fn a_256_neuron_subnet_is_read_in_three_round_trips() {
             assert_eq!(e[0].peer_id, "", "subtensor knows no peer ids");
         }
         assert!(!reg.chain_binds_peers());
+        // Admission by the hotkey that signed a peer's verified binding: any peer id may present
+        // one, a registered hotkey with enough stake is admitted, others are not.
+        let p = Policy {
+            enabled: true,
+            acl: Acl::default(),
+            scope: Scope::Single(5),
+            require_stake: true,
+            min_stake: 1010,
+            registry: Arc::new(reg.clone()),
+            chain_stale: false,
+        };
+        assert_eq!(p.admit_connection(PEERS[0]), Ok(()));
+        assert_eq!(
+            p.admit_signed(PEERS[0], &Hotkey(st_hotkey(17)))
+                .unwrap()
+                .netuids,
+            vec![5]
+        );
+        assert_eq!(
+            p.admit_signed(PEERS[0], &Hotkey(st_hotkey(3))),
+            Err(DenyReason::InsufficientStake)
+        );
+        assert_eq!(
+            p.admit_signed(PEERS[0], &Hotkey([1; 32])),
+            Err(DenyReason::Unregistered)
+        );
         // An unchanged head costs one round trip and gives the same registry.
         let again = chain.snapshot().await.unwrap();
         assert_eq!(node.requests(), 4);

@@ -110,6 +110,12 @@ impl Registry {
         self
     }
 
+    /// Whether some entry has no peer id: its chain lists hotkeys only (Subtensor), so a peer is
+    /// linked to such an entry by its verified binding record alone.
+    pub fn lists_hotkeys_only(&self) -> bool {
+        self.entries.iter().any(|e| e.peer_id.is_empty())
+    }
+
     /// Whether [`Registry::with_chain_bound_peers`] applies.
     pub fn chain_binds_peers(&self) -> bool {
         self.chain_binds_peers

@@ -149,16 +149,6 @@ impl Config {
             return None;
         }
         let path = self.chain.path.display();
-        if self.chain.kind == ChainKind::Subtensor {
-            return Some(format!(
-                "chain.kind subtensor lists hotkeys, not peer ids, and admission by a peer's \
-                 verified binding to a registered hotkey is not implemented yet: every peer is \
-                 refused as unregistered except peer ids listed in acl.allow ({} registration(s) \
-                 read from {})",
-                registry.len(),
-                self.chain.url
-            ));
-        }
         if registry.is_empty() {
             let (what, fix) = match self.chain.kind {
                 ChainKind::Dev if !self.chain.path.exists() => (

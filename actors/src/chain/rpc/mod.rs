@@ -17,10 +17,11 @@
 //! peers are refused; HTTP connections are re-established on the next poll (the poll interval
 //! is the backoff).
 //!
+//! Subtensor entries carry no peer id: the firewall admits a peer once its verified binding is
+//! signed by a registered hotkey. Hypertensor registries are marked `with_chain_bound_peers`.
+//!
 //! Not done: following heads by a WebSocket subscription (heads are polled, one cheap round
-//! trip per `poll_interval`); on Subtensor, admission by hotkey (entries carry no peer id, so
-//! the firewall, which looks peers up by peer id, refuses them as unregistered until it admits
-//! a peer whose verified binding names a registered hotkey).
+//! trip per `poll_interval`); the consensus operations of the `Chain` trait.
 
 use super::{Chain, ChainError};
 use futures::future::BoxFuture;

@@ -8,7 +8,7 @@
 //!   absent means 0).
 //!
 //! The chain knows hotkeys, not libp2p peer ids: entries carry an empty peer id and are found
-//! by hotkey only (see the module header of [`super`]).
+//! by hotkey only; the firewall links a peer to them through its verified binding record.
 
 use super::decode::{Reader, ValueError};
 use super::keys::{map_key, Hasher};
