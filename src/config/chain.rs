@@ -204,3 +204,38 @@ impl Config {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(chain: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let key = dir.path().join("hotkey");
+        std::fs::write(&key, b"{}").map_err(|e| e.to_string())?;
+        let text = format!(
+            r#"{{"identity": {{"hotkey_file": {:?}}}, "chain": {chain}}}"#,
+            key.display().to_string()
+        );
+        let c = Config::parse(&text, Path::new("x.json")).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn rpc_kinds_need_a_ws_or_http_url() {
+        let c =
+            parse(r#"{"kind": "subtensor", "url": "wss://entrypoint-finney.opentensor.ai:443"}"#)
+                .unwrap();
+        assert_eq!(c.chain.kind, super::ChainKind::Subtensor);
+        let c = parse(r#"{"kind": "hypertensor", "url": "http://127.0.0.1:9944"}"#).unwrap();
+        assert_eq!(c.chain.kind.rpc(), Some(super::RpcKind::Hypertensor));
+        let e = parse(r#"{"kind": "subtensor"}"#).unwrap_err();
+        assert!(e.contains("chain.url") && e.contains("required"), "{e}");
+        let e = parse(r#"{"kind": "hypertensor", "url": "ftp://x"}"#).unwrap_err();
+        assert!(e.contains("chain.url") && e.contains("scheme"), "{e}");
+        let e = parse(r#"{"kind": "ethereum", "url": "ws://x"}"#).unwrap_err();
+        assert!(e.contains("subtensor") && e.contains("hypertensor"), "{e}");
+    }
+}
