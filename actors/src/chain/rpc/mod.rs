@@ -393,3 +393,51 @@ impl Chain for RpcChain {
         Box::pin(async move { Ok(self.snapshot().await?.registry) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // The fuzz target's entry points on random input: errors, never panics.
+        #[test]
+        fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(l) = decode_listed(RpcKind::Subtensor, &data) {
+                prop_assert_eq!(l.account.len(), 32);
+            }
+            if let Ok(l) = decode_listed(RpcKind::Hypertensor, &data) {
+                prop_assert_eq!(l.account.len(), 20);
+            }
+            let _ = decode_stake(RpcKind::Subtensor, &data);
+            let _ = decode_stake(RpcKind::Hypertensor, &data);
+            let _ = parse_changes(&data);
+            let _ = metadata::check(&data, subtensor::EXPECTED);
+            let _ = metadata::check(&data, hypertensor::EXPECTED);
+        }
+    }
+
+    #[test]
+    fn storage_answers_are_checked() {
+        let ok = br#"[{"block":"0x00","changes":[["0x01","0x0203"],["0x02",null]]}]"#;
+        assert_eq!(parse_changes(ok).unwrap(), 2);
+        for bad in [
+            &br#"{"changes":[]}"#[..],
+            br#"[{"changes":[["0x01"]]}]"#,
+            br#"[{"changes":[["0x01","0xzz"]]}]"#,
+            br#"[{"changes":[["0x01","0102"]]}]"#,
+            br#"[{"changes":[[1,"0x01"]]}]"#,
+        ] {
+            assert!(
+                parse_changes(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let big = format!(
+            r#"[{{"changes":[["0x01","0x{}"]]}}]"#,
+            "00".repeat(MAX_VALUE + 1)
+        );
+        assert!(parse_changes(big.as_bytes()).is_err());
+    }
+}
