@@ -371,6 +371,14 @@ fn metadata_drift_is_an_error_naming_the_item() {
             // Nothing past the metadata was read.
             assert_eq!(node.requests(), 1);
         }
+        // A runtime upgrade that changes a layout is caught at the next read.
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        chain.snapshot().await.unwrap();
+        node.upgrade(meta::subtensor(Drift::StakeValue));
+        node.new_block(|_| {});
+        let err = chain.snapshot().await.unwrap_err().to_string();
+        assert!(err.contains("SubtensorModule.TotalHotkeyAlpha"), "{err}");
         // The wrong chain's metadata: Subtensor's pallet is missing.
         let node = Node::start(meta::hypertensor(Drift::None), hypertensor_storage()).await;
         let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![2]).unwrap();

@@ -40,6 +40,7 @@ pub struct Block {
 #[derive(Debug)]
 struct State {
     metadata: Vec<u8>,
+    spec_version: u64,
     blocks: Vec<Block>,
     mode: Mode,
 }
@@ -76,6 +77,7 @@ impl Node {
             addr,
             state: Arc::new(Mutex::new(State {
                 metadata,
+                spec_version: 100,
                 blocks: vec![Block { number: 1, storage }],
                 mode: Mode::Up,
             })),
@@ -119,6 +121,13 @@ impl Node {
     /// Sets how it answers.
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = mode;
+    }
+
+    /// A runtime upgrade: new metadata under the next spec version.
+    pub fn upgrade(&self, metadata: Vec<u8>) {
+        let mut s = self.state.lock().unwrap();
+        s.metadata = metadata;
+        s.spec_version += 1;
     }
 
     /// Finalizes a new block whose storage is the last one changed by `f`.
@@ -173,6 +182,7 @@ impl Node {
         };
         let result = match call["method"].as_str().unwrap_or("") {
             "state_getMetadata" => json!(hex(&s.metadata)),
+            "state_getRuntimeVersion" => json!({"specName": "test", "specVersion": s.spec_version}),
             "chain_getFinalizedHead" => json!(hex(&block_hash(head.number))),
             "chain_getHeader" => {
                 let b = at(&p[0]);

@@ -3,8 +3,10 @@
 //! A registry read, for every configured subnet at once:
 //! 1. one batch: `state_getMetadata` (only on the first read and after any failure, i.e. once
 //!    per connection: the metadata is checked against what we decode, drift fails closed with
-//!    an error naming the item), `chain_getFinalizedHead`, and `state_getKeysPaged` over each
-//!    subnet's node list (more pages only past 1,000 nodes);
+//!    an error naming the item), `state_getRuntimeVersion` (a new `specVersion` fetches and
+//!    checks the metadata again, one extra round trip per runtime upgrade),
+//!    `chain_getFinalizedHead`, and `state_getKeysPaged` over each subnet's node list (more
+//!    pages only past 1,000 nodes);
 //! 2. if the finalized head is the one last read, the previous registry is returned: a poll
 //!    of an unchanged chain costs this one round trip;
 //! 3. one batch: `chain_getHeader` of that head and `state_queryStorageAt` of every listed key
@@ -121,6 +123,8 @@ pub struct Snapshot {
 struct State {
     /// The metadata was checked since the last failure.
     metadata_ok: bool,
+    /// The runtime's `specVersion` when it was checked: an upgrade re-checks it.
+    spec_version: Option<u64>,
     /// The last successful read.
     last: Option<Snapshot>,
 }
@@ -186,6 +190,7 @@ impl RpcChain {
         if !state.metadata_ok {
             calls.push(("state_getMetadata", json!([])));
         }
+        calls.push(("state_getRuntimeVersion", json!([])));
         calls.push(("chain_getFinalizedHead", json!([])));
         for n in &self.netuids {
             let prefix = transport::to_hex(&self.kind.list_prefix(*n));
@@ -193,10 +198,28 @@ impl RpcChain {
         }
         let mut answers = self.client.batch(&calls).await?.into_iter();
         let mut next = || answers.next().ok_or_else(|| garbage("missing answer"));
-        if !state.metadata_ok {
-            let meta = transport::hex_bytes(&next()?, MAX_METADATA)?;
+        let meta = if state.metadata_ok {
+            None
+        } else {
+            Some(transport::hex_bytes(&next()?, MAX_METADATA)?)
+        };
+        let spec = next()?
+            .get("specVersion")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| garbage("runtime version without specVersion"))?;
+        // A runtime upgrade since the check: check the new runtime's metadata (one more round
+        // trip, once per upgrade).
+        let meta = match meta {
+            None if state.spec_version != Some(spec) => Some(transport::hex_bytes(
+                &self.client.call("state_getMetadata", json!([])).await?,
+                MAX_METADATA,
+            )?),
+            m => m,
+        };
+        if let Some(meta) = meta {
             metadata::check(&meta, self.kind.expected())?;
             state.metadata_ok = true;
+            state.spec_version = Some(spec);
         }
         let head: [u8; 32] = transport::hex_bytes(&next()?, 32)?
             .try_into()
