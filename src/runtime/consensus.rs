@@ -90,14 +90,15 @@ pub(super) async fn start_consensus(
     }
     match chain.head().await {
         Err(ChainError::Unsupported(what)) => {
-            let kind = match config.chain.kind {
-                crate::config::ChainKind::Dev => "dev",
-                crate::config::ChainKind::Static => "static",
+            use crate::config::ChainKind;
+            let c = &config.chain;
+            let source = match c.kind {
+                ChainKind::Dev => format!("dev chain at {}", c.path.display()),
+                ChainKind::Static => format!("static snapshot {}", c.path.display()),
+                ChainKind::Subtensor => format!("subtensor chain at {}", c.url),
+                ChainKind::Hypertensor => format!("hypertensor chain at {}", c.url),
             };
-            let why = format!(
-                "the chain backend ({kind} chain at {}) has no {what}",
-                config.chain.path.display()
-            );
+            let why = format!("the chain backend ({source}) has no {what}");
             tracing::info!("consensus is off: {why}");
             return Ok(ConsensusParts::off(config, &why));
         }

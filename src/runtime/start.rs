@@ -93,6 +93,15 @@ pub(super) async fn start_actors(
     let backend: Arc<dyn Chain> = match config.chain.kind {
         ChainKind::Dev => Arc::new(DevChain::new(&config.chain.path)),
         ChainKind::Static => Arc::new(StaticChain::new(&config.chain.path)),
+        // The subnets read are the ones this node serves.
+        ChainKind::Subtensor | ChainKind::Hypertensor => Arc::new(
+            chain::rpc::RpcChain::for_config(
+                &config.chain.url,
+                config.chain.kind.rpc(),
+                config.subnets.netuids.clone(),
+            )
+            .map_err(|e| Error::Startup(e.to_string()))?,
+        ),
     };
     // A chain that cannot be read at all fails closed: the node starts (the chain may come
     // back in a moment) but refuses every new peer as `chain_stale` until it reads.

@@ -16,6 +16,7 @@ use hermes::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod chain;
 mod consensus;
 mod data;
 mod demo;
@@ -179,6 +180,11 @@ enum Cmd {
     Consensus {
         #[command(subcommand)]
         cmd: ConsensusCmd,
+    },
+    /// The configured chain as this node sees it.
+    Chain {
+        #[command(subcommand)]
+        cmd: chain::ChainCmd,
     },
     /// The embedded development chain.
     Devchain {
@@ -350,6 +356,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Transfers(args) => transfer::transfers(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config, json } => node::stats(&config.path, json).map(|_| ExitCode::SUCCESS),
         Cmd::Consensus { cmd } => consensus::consensus(cmd).map(|_| ExitCode::SUCCESS),
+        Cmd::Chain { cmd } => chain::chain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
             cmd: ConfigCmd::Check { file, config },
