@@ -679,7 +679,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         let ticket = offer_to(rt, &a, &src, ss58);
         let layout = ticket.body.layout;
         let chunk = u64::from(layout.chunk_size());
-        c.expect("fetching");
+        let first = c.expect("fetching");
         let mut proc = c.proc;
         let mut written = 0;
         while written < size / 2 {
@@ -688,8 +688,15 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
                 written = word(&l, 2);
             }
         }
+        let first_half = first.at.elapsed();
         proc.kill().expect("kill -9");
         proc.wait().expect("wait");
+        println!(
+            "  first part: {:.1} GiB in {:.1} s ({:.1} MiB/s), then kill -9",
+            written as f64 / (1u64 << 30) as f64,
+            first_half.as_secs_f64(),
+            mib_s(written, first_half)
+        );
         let journal_path = PathBuf::from(format!("{}.partial.journal", dest.display()));
         let journal =
             hermes::proto::sync::Journal::decode(&std::fs::read(&journal_path).expect("journal"))
