@@ -11,7 +11,11 @@
 //! - `SYNC_BENCH_MEM_MIB`: comma-separated payload sizes of the memory runs (default
 //!   `1024,8192`; their source is a sparse file, so only the destination costs disk);
 //! - `SYNC_BENCH_RESUME_MIB`: payload of the resume run (default 1024);
-//! - `BENCH_ONLY`: comma-separated subset of `copy,dd,stream,tcp,quic,memory,resume`.
+//! - `BENCH_ONLY`: comma-separated subset of `copy,dd,stream,tcp,quic,memory,resume`;
+//! - `SYNC_BENCH_DISCARD=1`: the receiver children keep no bytes: behind the download, holes are
+//!   punched into the partial file (every chunk is still hash-checked, decrypted and written;
+//!   only the disk space is given back), and the resume run's source is sparse too. For runs
+//!   larger than the free disk (100 GiB).
 //!
 //! The receiver child is this binary again, selected by `SYNC_BENCH_CHILD` (see [`child`]).
 
@@ -444,6 +448,7 @@ fn word(l: &Line, i: usize) -> u64 {
 /// `SYNC_BENCH_DEST`, and print `started`, `fetching <done>`, `progress <done>` per change and
 /// `done <ms> <VmHWM KiB>` lines on stdout.
 fn child() {
+    let discard = std::env::var_os("SYNC_BENCH_DISCARD").is_some();
     let var = |k: &str| PathBuf::from(std::env::var_os(k).expect(k));
     let (cfg, ticket_file, dest) = (
         var("SYNC_BENCH_CONFIG"),
@@ -457,7 +462,9 @@ fn child() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let cfg = hermes::Config::load(&cfg).expect("config");
+        let mut cfg = hermes::Config::load(&cfg).expect("config");
+        // Discarding: no reservation (there is not the room), holes punched as it goes.
+        cfg.sync.preallocate = !discard;
         let node = Runtime::builder(cfg).start().await.expect("start");
         println!("started {}", t0.elapsed().as_millis());
         let ticket = match std::fs::read_to_string(&ticket_file) {
@@ -500,6 +507,9 @@ fn child() {
                     }
                     let done = progress.borrow_and_update().done_bytes;
                     println!("progress {} {done}", t0.elapsed().as_millis());
+                    if discard {
+                        punch_behind(&dest, done);
+                    }
                 }
             }
         };
@@ -509,6 +519,25 @@ fn child() {
         }
         node.shutdown().await.expect("shutdown");
     });
+}
+
+/// Gives back the disk space of the partial file of `dest` below `done` bytes minus a margin of
+/// 1 GiB (chunks are written roughly in order, a few retried ones later; a hole punched where a
+/// chunk is yet to be written is simply filled again).
+fn punch_behind(dest: &Path, done: u64) {
+    let upto = done.saturating_sub(1 << 30) & !(MIB - 1);
+    if upto == 0 {
+        return;
+    }
+    let partial = PathBuf::from(format!("{}.partial", dest.display()));
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(partial) {
+        let _ = rustix::fs::fallocate(
+            &f,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            0,
+            upto,
+        );
+    }
 }
 
 /// A registered receiver node under `dir/name` bootstrapped to `to`; returns its config file
@@ -635,7 +664,14 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         );
         let (cfg, ss58) = &resume;
         let src = dir.join("resume-src.bin");
-        make_source(&src, size);
+        if std::env::var_os("SYNC_BENCH_DISCARD").is_some() {
+            File::create(&src)
+                .expect("sparse")
+                .set_len(size)
+                .expect("set_len");
+        } else {
+            make_source(&src, size);
+        }
         let dest = dir.join("resume.out");
         let ticket_file = dir.join("resume.ticket");
         let c = Child::spawn(cfg, &ticket_file, &dest, None);
@@ -643,7 +679,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         let ticket = offer_to(rt, &a, &src, ss58);
         let layout = ticket.body.layout;
         let chunk = u64::from(layout.chunk_size());
-        c.expect("fetching");
+        let first = c.expect("fetching");
         let mut proc = c.proc;
         let mut written = 0;
         while written < size / 2 {
@@ -652,8 +688,15 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
                 written = word(&l, 2);
             }
         }
+        let first_half = first.at.elapsed();
         proc.kill().expect("kill -9");
         proc.wait().expect("wait");
+        println!(
+            "  first part: {:.1} GiB in {:.1} s ({:.1} MiB/s), then kill -9",
+            written as f64 / (1u64 << 30) as f64,
+            first_half.as_secs_f64(),
+            mib_s(written, first_half)
+        );
         let journal_path = PathBuf::from(format!("{}.partial.journal", dest.display()));
         let journal =
             hermes::proto::sync::Journal::decode(&std::fs::read(&journal_path).expect("journal"))
@@ -692,13 +735,14 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
             (first_new.at - c.spawned).as_millis()
         );
         println!(
-            "  resumed from {} journaled chunks; chunks fetched again: {} written but not journaled, {} served twice in all (sender's count: {} chunks served for {}); rest took {:.1} s",
+            "  resumed from {} journaled chunks; chunks fetched again: {} written but not journaled, {} served twice in all (sender's count: {} chunks served for {}); rest took {:.1} s, resumed receiver's VmHWM {:.1} MiB",
             journal.done_chunks(),
             written.div_ceil(chunk).saturating_sub(journal.done_chunks()),
             served_chunks.saturating_sub(layout.chunk_count()),
             served_chunks,
             layout.chunk_count(),
-            (done.at - f.at).as_secs_f64()
+            (done.at - f.at).as_secs_f64(),
+            word(&done, 2) as f64 / 1024.0
         );
         let _ = std::fs::remove_file(&dest);
         let _ = std::fs::remove_file(&src);

@@ -5,7 +5,8 @@
 //! - [`storage`]: the node's single sled database, its directory lock and named trees.
 //! - [`identity`]: the IdentityActor (hotkey, transport key, prekey, binding record) and the key
 //!   file formats it reads and writes.
-//! - [`chain`]: the ChainActor and the `Chain` backends (dev chain, static snapshot).
+//! - [`chain`]: the ChainActor and the `Chain` backends (dev chain, static snapshot, and the
+//!   Subtensor and Hypertensor JSON-RPC backends in `chain::rpc`).
 //! - [`consensus`]: the ConsensusActor (follows epochs, proposes when elected, attests what the
 //!   application's hook agrees with; duties persisted so nothing is signed twice).
 //! - [`firewall`]: the FirewallActor, which publishes the admission policy snapshot.

@@ -482,6 +482,28 @@ async fn a_disk_without_room_is_refused_up_front_and_a_started_download_keeps_it
     assert!(probe.fetched().is_empty());
     assert!(!dest.exists());
 
+    // Without the reservation (`preallocate: false`) the same download starts, fills the room
+    // there is and stops at the write that finds none, with the same error; the partial file
+    // stays for a resume (dropped here, so the runs below start afresh).
+    let probe = Probe::new(LocalChunkSource(src.clone()));
+    let err = downloader(&src, &dest, 2)
+        .with_options(FetchOptions {
+            parallelism: 2,
+            retry_delay: Duration::from_millis(10),
+            preallocate: false,
+            ..Default::default()
+        })
+        .run(&probe)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::DiskFull { .. }), "{err}");
+    assert!(!probe.fetched().is_empty());
+    assert!(!dest.exists());
+    let partial = PathBuf::from(format!("{}.partial", dest.display()));
+    assert!(partial.exists());
+    std::fs::remove_file(&partial).unwrap();
+    let _ = std::fs::remove_file(format!("{}.journal", partial.display()));
+
     // More room (a tmpfs keeps its files when resized): the download resumes and completes.
     let o = std::process::Command::new("mount")
         .args(["-o", "remount,size=32m"])

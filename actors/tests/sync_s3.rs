@@ -118,6 +118,7 @@ fn downloader(manifest: Manifest, dest: &Path, attempts: u32, timeout: Duration)
             max_attempts: attempts,
             fetch_timeout: timeout,
             retry_delay: Duration::from_millis(10),
+            ..Default::default()
         })
 }
 

@@ -76,20 +76,49 @@ pub struct Registry {
     entries: Vec<NodeEntry>,
     by_peer: HashMap<String, Vec<usize>>,
     by_hotkey: HashMap<Hotkey, Vec<usize>>,
+    /// The chain itself binds each peer id to the hotkey that registered it (Hypertensor), with
+    /// accounts our binding records cannot sign for: see [`Registry::with_chain_bound_peers`].
+    chain_binds_peers: bool,
 }
 
 impl Registry {
     /// Builds a snapshot. Entries whose peer id fails the chain's rule are dropped: the chain
-    /// itself would never hold them.
+    /// itself would never hold them. An empty peer id is kept: a chain that knows hotkeys only
+    /// (Subtensor) lists such entries, found by [`Registry::by_hotkey`] and never by peer id.
     pub fn new(entries: impl IntoIterator<Item = NodeEntry>) -> Self {
         let mut r = Registry::default();
-        for e in entries.into_iter().filter(|e| e.validate().is_ok()) {
+        for e in entries
+            .into_iter()
+            .filter(|e| e.peer_id.is_empty() || e.validate().is_ok())
+        {
             let i = r.entries.len();
-            r.by_peer.entry(e.peer_id.clone()).or_default().push(i);
+            if !e.peer_id.is_empty() {
+                r.by_peer.entry(e.peer_id.clone()).or_default().push(i);
+            }
             r.by_hotkey.entry(e.hotkey).or_default().push(i);
             r.entries.push(e);
         }
         r
+    }
+
+    /// Marks the registry as read from a chain that binds each peer id to its hotkey itself
+    /// (Hypertensor, whose 20-byte ECDSA accounts cannot sign our sr25519 binding records). The
+    /// firewall then admits a registered peer id whatever hotkey signed its binding: the transport
+    /// handshake proves the peer id, the chain's registration proves who runs it.
+    pub fn with_chain_bound_peers(mut self) -> Self {
+        self.chain_binds_peers = true;
+        self
+    }
+
+    /// Whether some entry has no peer id: its chain lists hotkeys only (Subtensor), so a peer is
+    /// linked to such an entry by its verified binding record alone.
+    pub fn lists_hotkeys_only(&self) -> bool {
+        self.entries.iter().any(|e| e.peer_id.is_empty())
+    }
+
+    /// Whether [`Registry::with_chain_bound_peers`] applies.
+    pub fn chain_binds_peers(&self) -> bool {
+        self.chain_binds_peers
     }
 
     /// Every entry.
@@ -151,5 +180,20 @@ mod tests {
             Some(NodeClass::Idle)
         );
         assert_eq!(NodeClass::parse("boss"), None);
+    }
+
+    #[test]
+    fn hotkey_only_entries_are_kept_but_never_found_by_peer_id() {
+        let e = NodeEntry {
+            netuid: 1,
+            hotkey: Hotkey([3; 32]),
+            peer_id: String::new(),
+            stake: 1,
+            class: NodeClass::Registered,
+        };
+        let r = Registry::new([e]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.by_hotkey(&Hotkey([3; 32])).count(), 1);
+        assert_eq!(r.by_peer("").count(), 0);
     }
 }

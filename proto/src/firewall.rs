@@ -196,7 +196,11 @@ impl Policy {
     ///
     /// Only the registrations of `peer_id` made by `signer` count: anyone can register any peer
     /// id under their own hotkey (in another subnet, or while denied), and such a registration
-    /// must neither refuse the node that owns the peer id nor lend it stake or subnets.
+    /// must neither refuse the node that owns the peer id nor lend it stake or subnets. A
+    /// registration without a peer id (a chain that lists hotkeys only) counts when it is
+    /// `signer`'s: the verified binding links `signer` to `peer_id`. A
+    /// registry whose chain binds peer ids itself ([`Registry::chain_binds_peers`]) counts every
+    /// registration of `peer_id`: there the hotkey that signed the binding is not a chain account.
     ///
     /// # Errors
     /// The [`DenyReason`] of the first rule that refuses it.
@@ -217,9 +221,19 @@ impl Policy {
 
     fn decide(&self, peer_id: &str, signer: &Hotkey, new: bool) -> Result<Admission, DenyReason> {
         let own = || {
-            self.registry
+            // On a chain that binds peer ids to hotkeys itself, its record is the binding.
+            let chain_bound = self.registry.chain_binds_peers();
+            let by_peer = self
+                .registry
                 .by_peer(peer_id)
-                .filter(|e| e.hotkey == *signer)
+                .filter(move |e| chain_bound || e.hotkey == *signer);
+            // On a chain that lists hotkeys only, the verified binding (signed by `signer` for
+            // this peer id) is the link: the signer's registrations count.
+            let by_hotkey = self
+                .registry
+                .by_hotkey(signer)
+                .filter(|e| e.peer_id.is_empty());
+            by_peer.chain(by_hotkey)
         };
         if !self.enabled {
             return Ok(Admission {
@@ -291,6 +305,17 @@ impl Policy {
         // An out-of-date registry cannot say that a newcomer is unregistered either.
         if self.chain_stale {
             return Err(DenyReason::ChainStale);
+        }
+        // A chain that lists hotkeys only cannot tell from a peer id: the connection may present
+        // its binding (within the binding timeout, and nothing else until it verifies), and
+        // `admit_signed` decides for the hotkey that signed it.
+        if self
+            .registry
+            .entries()
+            .iter()
+            .any(|e| e.peer_id.is_empty() && self.scope.contains(e.netuid))
+        {
+            return Ok(());
         }
         let mut closest = DenyReason::Unregistered;
         let mut tried = HashSet::new();
@@ -546,6 +571,47 @@ mod tests {
     const K1: Hotkey = Hotkey([1; 32]);
     const K2: Hotkey = Hotkey([2; 32]);
     const K3: Hotkey = Hotkey([3; 32]);
+
+    #[test]
+    fn a_chain_bound_registry_admits_the_peer_id_whatever_signed() {
+        let mut p = policy(Scope::Open);
+        assert_eq!(p.admit_signed(P1, &K3), Err(DenyReason::Unregistered));
+        p.registry = std::sync::Arc::new((*p.registry).clone().with_chain_bound_peers());
+        let a = p.admit_signed(P1, &K3).unwrap();
+        assert_eq!((a.hotkey, a.netuids), (K3, vec![1]));
+        // Stake still counts: P2's registration is short.
+        assert_eq!(p.admit_signed(P2, &K3), Err(DenyReason::InsufficientStake));
+        assert_eq!(p.admit_signed(P3, &K3), Err(DenyReason::Unregistered));
+    }
+
+    #[test]
+    fn hotkey_only_registrations_admit_by_the_signer_of_the_binding() {
+        let mut p = policy(Scope::Single(3));
+        let e = |hk: u8, stake| NodeEntry {
+            netuid: 3,
+            hotkey: Hotkey([hk; 32]),
+            peer_id: String::new(),
+            stake,
+            class: NodeClass::Registered,
+        };
+        assert_eq!(p.admit_connection(P3), Err(DenyReason::Unregistered));
+        p.registry = std::sync::Arc::new(Registry::new([e(1, 500), e(2, 5)]));
+        // Any peer id may present its binding; the signer decides.
+        assert_eq!(p.admit_connection(P3), Ok(()));
+        assert_eq!(p.admit_signed(P3, &K1).unwrap().netuids, vec![3]);
+        assert_eq!(p.admit_signed(P1, &K1).unwrap().netuids, vec![3]);
+        assert_eq!(p.admit_signed(P3, &K2), Err(DenyReason::InsufficientStake));
+        assert_eq!(p.admit_signed(P3, &K3), Err(DenyReason::Unregistered));
+        // Out of scope: nothing to present a binding for.
+        p.scope = Scope::Single(4);
+        assert_eq!(p.admit_connection(P3), Err(DenyReason::Unregistered));
+        assert_eq!(p.admit_signed(P3, &K1), Err(DenyReason::OutOfScope));
+        // Stale: newcomers refused before anything else.
+        p.scope = Scope::Single(3);
+        p.chain_stale = true;
+        assert_eq!(p.admit_connection(P3), Err(DenyReason::ChainStale));
+        assert!(p.readmit_signed(P3, &K1).is_ok());
+    }
 
     #[test]
     fn a_stale_registry_refuses_newcomers_only() {

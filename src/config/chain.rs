@@ -3,6 +3,8 @@
 
 use super::values::one_of;
 use super::{check_readable_file, Check, Config, ConfigError, HumanDuration, SubnetMode};
+use hermes_actors::chain::rpc::transport::http_url;
+use hermes_actors::chain::rpc::RpcKind;
 use hermes_proto::chain::Registry;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::PathBuf;
@@ -16,11 +18,34 @@ pub enum ChainKind {
     Dev,
     /// A read-only JSON snapshot in `chain.path` (a file).
     Static,
+    /// A Bittensor subtensor node's JSON-RPC at `chain.url`.
+    Subtensor,
+    /// A Hypertensor node's JSON-RPC at `chain.url`.
+    Hypertensor,
+}
+
+impl ChainKind {
+    /// The RPC backend of this kind, `None` for the local ones.
+    pub fn rpc(self) -> Option<RpcKind> {
+        match self {
+            ChainKind::Subtensor => Some(RpcKind::Subtensor),
+            ChainKind::Hypertensor => Some(RpcKind::Hypertensor),
+            ChainKind::Dev | ChainKind::Static => None,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for ChainKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        one_of(d, &[("dev", ChainKind::Dev), ("static", ChainKind::Static)])
+        one_of(
+            d,
+            &[
+                ("dev", ChainKind::Dev),
+                ("static", ChainKind::Static),
+                ("subtensor", ChainKind::Subtensor),
+                ("hypertensor", ChainKind::Hypertensor),
+            ],
+        )
     }
 }
 
@@ -29,13 +54,17 @@ impl<'de> Deserialize<'de> for ChainKind {
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a JSON object with the fields kind, path, poll_interval, max_staleness"
+    expecting = "a JSON object with the fields kind, path, url, poll_interval, max_staleness"
 )]
 pub struct ChainConfig {
-    /// `dev` or `static`.
+    /// `dev`, `static`, `subtensor` or `hypertensor`.
     pub kind: ChainKind,
-    /// Dev chain directory or snapshot file.
+    /// Dev chain directory or snapshot file (`dev`, `static`).
     pub path: PathBuf,
+    /// The chain node's JSON-RPC endpoint (`subtensor`, `hypertensor`): `ws://`, `wss://`,
+    /// `http://` or `https://` (a Substrate node serves HTTP on its WebSocket port).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
     /// How often the registry is re-read. Range 50ms..=10m.
     pub poll_interval: HumanDuration,
     /// How long the chain may fail to read before the last registry counts as stale and new
@@ -51,6 +80,8 @@ impl Default for ChainConfig {
             // Next to the config file (relative paths resolve against its directory), so a node
             // set up by `hermes init` finds its chain wherever it is started from.
             path: PathBuf::from("./devchain"),
+            // Only the RPC kinds use it, and there is no endpoint that could be right for all.
+            url: String::new(),
             // 2s: registrations show up quickly on a dev chain; a real chain's block time is
             // longer anyway.
             poll_interval: HumanDuration::secs(2),
@@ -80,7 +111,16 @@ impl ChainConfig {
             week,
             "at least chain.poll_interval, at most 7d",
         )?;
-        if self.kind == ChainKind::Static {
+        if self.kind.rpc().is_some() {
+            if self.url.is_empty() {
+                return Err(check.err(
+                    "chain.url",
+                    "required with chain.kind subtensor or hypertensor: the chain node's RPC \
+                     endpoint, e.g. ws://127.0.0.1:9944",
+                ));
+            }
+            http_url(&self.url).map_err(|e| check.err("chain.url", e.to_string()))?;
+        } else if self.kind == ChainKind::Static {
             check_readable_file(&self.path).map_err(|r| check.err("chain.path", r))?;
         } else if self.path.exists() && !self.path.is_dir() {
             return Err(check.err(
@@ -127,6 +167,16 @@ impl Config {
                     format!("the chain snapshot {path} (chain.path) lists no nodes"),
                     "add the subnet's nodes to it".to_string(),
                 ),
+                ChainKind::Subtensor | ChainKind::Hypertensor => (
+                    format!(
+                        "the chain at {} (chain.url) lists no nodes in subnet(s) {:?} \
+                         (subnets.netuids), or has not been read yet",
+                        self.chain.url, self.subnets.netuids
+                    ),
+                    "check the subnet ids and that the endpoint serves the right chain \
+                     (`hermes chain check`)"
+                        .to_string(),
+                ),
             };
             return Some(format!(
                 "{what}: the registry is empty, so every peer is refused as unregistered (except \
@@ -152,5 +202,40 @@ impl Config {
             registry.len(),
             list.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(chain: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let key = dir.path().join("hotkey");
+        std::fs::write(&key, b"{}").map_err(|e| e.to_string())?;
+        let text = format!(
+            r#"{{"identity": {{"hotkey_file": {:?}}}, "chain": {chain}}}"#,
+            key.display().to_string()
+        );
+        let c = Config::parse(&text, Path::new("x.json")).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn rpc_kinds_need_a_ws_or_http_url() {
+        let c =
+            parse(r#"{"kind": "subtensor", "url": "wss://entrypoint-finney.opentensor.ai:443"}"#)
+                .unwrap();
+        assert_eq!(c.chain.kind, super::ChainKind::Subtensor);
+        let c = parse(r#"{"kind": "hypertensor", "url": "http://127.0.0.1:9944"}"#).unwrap();
+        assert_eq!(c.chain.kind.rpc(), Some(super::RpcKind::Hypertensor));
+        let e = parse(r#"{"kind": "subtensor"}"#).unwrap_err();
+        assert!(e.contains("chain.url") && e.contains("required"), "{e}");
+        let e = parse(r#"{"kind": "hypertensor", "url": "ftp://x"}"#).unwrap_err();
+        assert!(e.contains("chain.url") && e.contains("scheme"), "{e}");
+        let e = parse(r#"{"kind": "ethereum", "url": "ws://x"}"#).unwrap_err();
+        assert!(e.contains("subtensor") && e.contains("hypertensor"), "{e}");
     }
 }

@@ -16,6 +16,7 @@
 
 mod acl;
 mod chain;
+mod consensus;
 mod encryption;
 mod firewall;
 mod identity;
@@ -30,6 +31,7 @@ mod values;
 
 pub use acl::{AclConfig, AclEntry};
 pub use chain::{ChainConfig, ChainKind};
+pub use consensus::{ConsensusConfig, MAX_CONSENSUS_EVENTS};
 pub use encryption::EncryptionConfig;
 pub use firewall::FirewallConfig;
 pub use identity::IdentityConfig;
@@ -106,8 +108,8 @@ impl ConfigError {
     default,
     deny_unknown_fields,
     expecting = "the Hermes config: a JSON object with the fields data_dir, identity, listen, \
-                 bootstrap, subnets, chain, acl, firewall, storage, encryption, messages, \
-                 streams, sync, log (all optional except identity.hotkey_file)"
+                 bootstrap, subnets, chain, consensus, acl, firewall, storage, encryption, \
+                 messages, streams, sync, log (all optional except identity.hotkey_file)"
 )]
 pub struct Config {
     /// Directory for the database, the transport key and other node state.
@@ -125,6 +127,9 @@ pub struct Config {
     /// Where the registry of subnet nodes comes from.
     #[serde(deserialize_with = "values::object_only")]
     pub chain: ChainConfig,
+    /// Taking part in the subnets' epochs.
+    #[serde(deserialize_with = "values::object_only")]
+    pub consensus: ConsensusConfig,
     /// Global allow and deny lists.
     #[serde(deserialize_with = "values::object_only")]
     pub acl: AclConfig,
@@ -170,6 +175,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             subnets: SubnetsConfig::default(),
             chain: ChainConfig::default(),
+            consensus: ConsensusConfig::default(),
             acl: AclConfig::default(),
             firewall: FirewallConfig::default(),
             storage: StorageConfig::default(),
@@ -352,6 +358,7 @@ impl Config {
         self.identity.validate(&check)?;
         self.subnets.validate(&check)?;
         self.chain.validate(&check)?;
+        self.consensus.validate(&check, &self.subnets)?;
         self.firewall.validate(&check)?;
         self.storage.validate(&check)?;
         self.encryption.validate(&check)?;

@@ -76,7 +76,7 @@ impl Default for S3Config {
     default,
     deny_unknown_fields,
     expecting = "a JSON object with the fields enabled, backend, chunk_size, parallelism, \
-                 ticket_ttl, fetch_timeout, max_attempts, s3"
+                 ticket_ttl, fetch_timeout, max_attempts, preallocate, s3"
 )]
 pub struct SyncConfig {
     /// Serve offers and accept downloads. Off: `/hermes/sync/1` is not offered at all.
@@ -93,6 +93,10 @@ pub struct SyncConfig {
     pub fetch_timeout: HumanDuration,
     /// Attempts per chunk before a download stops (a corrupt or missing chunk). Range 1..=100.
     pub max_attempts: u32,
+    /// Reserve a download's disk space before its first chunk, so a destination without room
+    /// fails at once. Off: the partial file is sparse (copy-on-write or thin-provisioned file
+    /// systems), and a full disk is reported at the write that hits it.
+    pub preallocate: bool,
     /// The S3-compatible store (needed when `backend` is `s3` or an offer asks for it).
     pub s3: Option<S3Config>,
 }
@@ -113,6 +117,8 @@ impl Default for SyncConfig {
             fetch_timeout: HumanDuration::secs(90),
             // 4: rides out a transient error or a corrupt read or two, then reports.
             max_attempts: 4,
+            // On: "disk full" after a minute beats "disk full" after 90 GB.
+            preallocate: true,
             s3: None,
         }
     }

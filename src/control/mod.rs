@@ -17,6 +17,8 @@
 //!   side down; the node answers with the confirmed byte count once the recipient has confirmed
 //!   (see [`crate::StreamWriter::finish`] for what a confirmation means).
 //!
+//! - `consensus`: every subnet's consensus status (epoch, elected validator, attestations, what
+//!   this node signed, the last outcome) and why consensus is off, if it is.
 //! - `transfers`: every Sync Engine transfer (one line of JSON).
 //! - `{"cmd":"share","path":…,"to":…,"netuid":…,"via":…,"ttl_secs":…}`: the node offers the
 //!   file and answers with the ticket.
@@ -32,11 +34,13 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line: room for the longest ticket string.
 const MAX_LINE: u64 = 64 << 10;
 
+pub mod consensus;
 mod sync;
 pub use sync::{fetch, parse_backend_arg, revoke, share, transfer_json};
 
@@ -240,6 +244,7 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             }
             Err(e) => error(e),
         },
+        "consensus" => consensus::answer(rt).await,
         "transfers" => match rt.transfers().await {
             Ok(list) => serde_json::json!({
                 "transfers": list.iter().map(|t| transfer_json(t, rt.ss58_prefix())).collect::<Vec<_>>()
@@ -255,7 +260,7 @@ async fn simple(rt: &RuntimeHandle, cmd: &str) -> serde_json::Value {
             (Err(e), _) | (_, Err(e)) => error(e),
         },
         other => error(format!(
-            "unknown command `{other}`; expected peers, stats, msgstats, outbox, id, or a send/stream request"
+            "unknown command `{other}`; expected peers, stats, msgstats, outbox, id, consensus, transfers, or a send/stream request"
         )),
     }
 }
@@ -373,8 +378,11 @@ pub fn parse_id(s: &str) -> Result<MessageId, Error> {
 /// # Errors
 /// [`Error::Network`] with the node's reason.
 pub async fn cancel(path: &Path, id: MessageId) -> Result<serde_json::Value, Error> {
-    let req = serde_json::json!({ "cmd": "cancel", "id": id.to_hex() });
-    request(path, &req.to_string()).await
+    ask(
+        path,
+        &serde_json::json!({ "cmd": "cancel", "id": id.to_hex() }),
+    )
+    .await
 }
 
 /// Copies `r` into a stream writer until end of input.
@@ -434,12 +442,26 @@ pub async fn is_running(path: &Path) -> bool {
 /// # Errors
 /// [`Error::Network`] if no node is listening on `path` or the answer is not JSON.
 pub async fn request(path: &Path, command: &str) -> Result<serde_json::Value, Error> {
-    let s = connect(path).await?;
-    let (r, mut w) = s.into_split();
+    let (mut r, _w) = open(path, command).await?;
+    read_answer(&mut r).await
+}
+
+/// [`request`] with a JSON command.
+pub(crate) async fn ask(path: &Path, req: &serde_json::Value) -> Result<serde_json::Value, Error> {
+    request(path, &req.to_string()).await
+}
+
+/// Connects to the node on `path` and sends `command` as one line; returns the answer side
+/// (buffered) and the request side, for commands followed by data or answered more than once.
+pub(crate) async fn open(
+    path: &Path,
+    command: &str,
+) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), Error> {
+    let (r, mut w) = connect(path).await?.into_split();
     w.write_all(format!("{command}\n").as_bytes())
         .await
         .map_err(bad)?;
-    read_answer(&mut BufReader::new(r)).await
+    Ok((BufReader::new(r), w))
 }
 
 /// Has a running node send a message; answers with its id and status.
@@ -454,17 +476,13 @@ pub async fn send(
     ttl: Option<Duration>,
     wait: Duration,
 ) -> Result<serde_json::Value, Error> {
-    let s = connect(path).await?;
-    let (r, mut w) = s.into_split();
     let req = serde_json::json!({
         "cmd": "send", "to": to, "netuid": netuid, "len": payload.len(),
         "ttl_secs": ttl.map(|t| t.as_secs()), "wait_ms": wait.as_millis() as u64,
     });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
+    let (mut r, mut w) = open(path, &req.to_string()).await?;
     w.write_all(payload).await.map_err(bad)?;
-    read_answer(&mut BufReader::new(r)).await
+    read_answer(&mut r).await
 }
 
 /// Has a running node stream everything `data` yields to `to`, named `name` if given;
@@ -481,13 +499,8 @@ pub async fn stream<R: AsyncRead + Unpin>(
     data: &mut R,
     mut progress: impl FnMut(u64),
 ) -> Result<serde_json::Value, Error> {
-    let s = connect(path).await?;
-    let (r, mut w) = s.into_split();
-    let mut r = BufReader::new(r);
     let req = serde_json::json!({ "cmd": "stream", "to": to, "netuid": netuid, "name": name });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
+    let (mut r, mut w) = open(path, &req.to_string()).await?;
     read_answer(&mut r).await?;
     let mut buf = vec![0u8; 256 << 10];
     let mut n = 0u64;

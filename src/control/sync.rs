@@ -1,11 +1,11 @@
 //! The Sync Engine's control-socket commands: `share`, `fetch`, `transfers`, `revoke`.
 
-use super::{bad, connect, error, read_answer, write_line};
+use super::{ask, error, open, read_answer, write_line};
 use crate::sync::{Backend, Direction, OfferOptions, TransferId, TransferInfo};
 use crate::{Error, RuntimeHandle};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
 /// How often a running fetch reports its progress on the control socket.
@@ -136,16 +136,11 @@ pub async fn share(
     via: Option<&str>,
     ttl: Option<Duration>,
 ) -> Result<serde_json::Value, Error> {
-    let s = connect(sock).await?;
-    let (r, mut w) = s.into_split();
     let req = serde_json::json!({
         "cmd": "share", "path": path, "to": to, "netuid": netuid, "via": via,
         "ttl_secs": ttl.map(|t| t.as_secs()),
     });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
-    read_answer(&mut BufReader::new(r)).await
+    ask(sock, &req).await
 }
 
 /// Has a running node download what `ticket` names into `out`; `progress(done, size, rate)`
@@ -159,13 +154,8 @@ pub async fn fetch(
     out: &Path,
     mut progress: impl FnMut(u64, u64, f64),
 ) -> Result<serde_json::Value, Error> {
-    let s = connect(sock).await?;
-    let (r, mut w) = s.into_split();
     let req = serde_json::json!({ "cmd": "fetch", "ticket": ticket.trim(), "out": out });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
-    let mut r = BufReader::new(r);
+    let (mut r, _w) = open(sock, &req.to_string()).await?;
     loop {
         let v = read_answer(&mut r).await?;
         match v.get("progress") {
@@ -184,11 +174,9 @@ pub async fn fetch(
 /// # Errors
 /// [`Error::Network`] with the node's reason.
 pub async fn revoke(sock: &Path, id: TransferId) -> Result<serde_json::Value, Error> {
-    let s = connect(sock).await?;
-    let (r, mut w) = s.into_split();
-    let req = serde_json::json!({ "cmd": "revoke", "id": id.to_hex() });
-    w.write_all(format!("{req}\n").as_bytes())
-        .await
-        .map_err(bad)?;
-    read_answer(&mut BufReader::new(r)).await
+    ask(
+        sock,
+        &serde_json::json!({ "cmd": "revoke", "id": id.to_hex() }),
+    )
+    .await
 }

@@ -135,6 +135,18 @@ impl DevChain {
     /// # Errors
     /// Storage or format errors.
     pub fn head_sync(&self) -> Result<ChainHead, ChainError> {
+        // Reading never creates the chain (as `load`): a node following a dev chain that nobody
+        // has set up yet must not make an empty one where the operator will look for a mistake.
+        if !self.path.exists() {
+            let params = DevParams::default();
+            return Ok(ChainHead {
+                block: 0,
+                epoch: 0,
+                blocks_per_epoch: params.blocks_per_epoch,
+                block_hash: [0; 32],
+                block_time: params.block_time,
+            });
+        }
         self.with_state(|s| Ok(s.head()))
     }
 
@@ -158,6 +170,9 @@ impl DevChain {
         netuid: u16,
         epoch: Option<u64>,
     ) -> Result<Option<EpochView>, ChainError> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
         self.with_state(|s| {
             let e = epoch.unwrap_or(s.head().epoch);
             Ok(s.epoch_mut(netuid, e).map_err(|e| self.err(e))?.cloned())

@@ -8,6 +8,7 @@
 //!   it locked.
 //! - [`StaticChain`]: a read-only JSON snapshot (`{"nodes": [...]}`), the format that
 //!   `hermes devchain list` prints.
+//! - [`rpc::RpcChain`]: a Subtensor or Hypertensor node's JSON-RPC interface (see [`rpc`]).
 //!
 //! Beyond the registry, a chain has blocks and epochs: the [`Chain`] trait offers the head, each
 //! epoch's consensus round, proposal and attestation submission and node standings, with default
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 mod dev;
 mod dev_state;
+pub mod rpc;
 mod static_chain;
 
 pub use dev::{DevChain, DevParams};
@@ -83,6 +85,13 @@ pub enum ChainError {
         /// The chain's current epoch.
         epoch: u64,
     },
+    /// A JSON-RPC round trip failed (unreachable, timeout, error answer, garbage, too large).
+    #[error("chain RPC: {0}")]
+    Rpc(#[from] rpc::RpcError),
+    /// The chain's runtime metadata does not describe the storage we decode: reading on would
+    /// misinterpret it, so the registry stays as it was (stale after `max_staleness`).
+    #[error("chain RPC: {0}")]
+    Metadata(#[from] rpc::MetadataError),
     /// The backend does not offer this (a snapshot has no blocks or epochs).
     #[error("this chain backend does not support {0}")]
     Unsupported(&'static str),

@@ -8,25 +8,112 @@
 //! 3. A validator, not the proposer, a proposal on the chain: asks the hook
 //!    ([`ConsensusHook::check`]); if it agrees, records the duty, signs and attests
 //!    ([`Chain::attest`]).
-//! 4. Once an epoch is over, its outcome (verdict, counts) is stored and kept as the last one.
+//! 4. Once an epoch is over, its outcome (verdict, counts, what it did to nodes) is stored, kept
+//!    as the last one and sent as an [`EpochOutcome`] to the subscribers of [`ConsensusActor::with_events`].
+//!    Epochs that ended between two polls are read too (at most [`MAX_CATCH_UP`] at a time), so
+//!    no outcome is skipped when the chain moves faster than the poll.
 //!
 //! Duties ([`Duties`]) are written to the node's sled tree before a signed record leaves, so a
 //! restart in the middle of an epoch re-sends the same statement (the chain answers `Duplicate`)
 //! or nothing: never a second proposal or attestation for one epoch.
 //!
-//! Accepts [`GetConsensusStatus`] → [`ConsensusStatus`] and [`Tick`] (poll now).
+//! Accepts [`GetConsensusStatus`] → [`ConsensusStatus`] and [`Tick`] (poll now); emits
+//! [`EpochOutcome`] on its broadcast channel.
 //!
-//! Not yet here: gossip and DHT distribution of the records (the chain is the only channel),
-//! equivocation evidence from gossip, an event stream of outcomes.
+//! With [`ConsensusActor::with_network`], records also travel beyond the chain ([`gossip`]): the
+//! elected validator publishes its signed proposal on the subnet's gossip topic and stores it in
+//! the DHT, attesters publish their attestations, and a validator whose chain does not hold the
+//! proposal yet takes it from gossip or the DHT, checks it like the chain would (a copy of the
+//! round), relays it to the chain and attests it. Not yet here: equivocation evidence from gossip.
 
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainError, EpochView};
+use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
-use hermes_proto::consensus::{Attestation, Decision, Duties, Proposal, Score, Verdict};
+use hermes_proto::consensus::{
+    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, SignedProposal, Verdict,
+};
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub mod gossip;
+
+/// How long a publication or DHT request may take before the poll goes on without it.
+const NET_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a poll looks for a proposal in the DHT.
+const DHT_LOOKUP: Duration = Duration::from_millis(300);
+
+/// Sends one request to the network task and waits (bounded) for its answer. `try_send`: a
+/// full network queue drops a publication rather than stalling the poll.
+async fn net_request<T>(
+    net: &mpsc::Sender<Command>,
+    wait: Duration,
+    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    net.try_send(make(tx)).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("the network task stopped".into()),
+        Err(_) => Err("no answer in time".into()),
+    }
+}
+
+/// Most past epochs one poll reads to catch up (a node that was down longer reports only the
+/// latest ones).
+pub const MAX_CATCH_UP: u64 = 16;
+
+/// How one epoch of one subnet ended, as the chain recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EpochOutcome {
+    /// Subnet.
+    pub netuid: u16,
+    /// Epoch.
+    pub epoch: u64,
+    /// The elected validator (`None`: the subnet had no validator).
+    pub elected: Option<Hotkey>,
+    /// The hash of the accepted proposal, if one was accepted.
+    pub proposal: Option<ProposalHash>,
+    /// Attestations counted (the proposer's own included).
+    pub attestations: u64,
+    /// Validator-set size.
+    pub validators: u64,
+    /// How it ended: `InConsensus` when attestations / validators ≥ 0.66.
+    pub verdict: Verdict,
+    /// What it did to nodes: promotions, penalties or reputation losses, removals.
+    pub changes: Vec<Change>,
+    /// Whether this node's proposal was the accepted one.
+    pub proposed: bool,
+    /// Whether the chain holds this node's attestation.
+    pub attested: bool,
+}
+
+impl EpochOutcome {
+    /// The outcome of a finished epoch as `me` sees it; `None` while the epoch is open.
+    pub fn of(view: &EpochView, me: &Hotkey) -> Option<Self> {
+        let f = view.finalized.as_ref()?;
+        let round = &view.round;
+        let p = round.params();
+        Some(EpochOutcome {
+            netuid: p.netuid,
+            epoch: p.epoch,
+            elected: round.elected(),
+            proposal: round.proposal().map(|(_, h)| h),
+            attestations: f.tally.attestations,
+            validators: f.tally.validators,
+            verdict: f.verdict,
+            changes: f.changes.clone(),
+            proposed: round
+                .proposal()
+                .is_some_and(|(sp, _)| sp.proposal.proposer == *me),
+            attested: round.attestations().any(|a| a.attestation.attester == *me),
+        })
+    }
+}
 
 /// What the embedding application decides in consensus.
 pub trait ConsensusHook: Send + Sync + std::fmt::Debug + 'static {
@@ -72,6 +159,10 @@ impl ConsensusHook for EqualScores {
 /// What the actor knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, MessageResponse)]
 pub struct ConsensusStatus {
+    /// Subnet.
+    pub netuid: u16,
+    /// The chain's latest block, once read.
+    pub block: Option<u64>,
     /// The chain's current epoch, once read.
     pub epoch: Option<u64>,
     /// The current epoch's elected validator.
@@ -82,6 +173,10 @@ pub struct ConsensusStatus {
     pub validator: bool,
     /// The last finished epoch and its verdict.
     pub last: Option<(u64, Verdict)>,
+    /// The last finished epoch's outcome in full.
+    pub last_outcome: Option<EpochOutcome>,
+    /// The latest past epoch whose outcome has been read (none, or reported).
+    pub followed: Option<u64>,
     /// What this node signed last (persisted).
     pub duties: Duties,
     /// Chain errors and refusals seen (the last one's text).
@@ -111,6 +206,16 @@ pub struct ConsensusActor {
     tree: sled::Tree,
     poll: Duration,
     status: ConsensusStatus,
+    /// Where finished epochs are announced; `None`: nobody listens.
+    events: Option<broadcast::Sender<EpochOutcome>>,
+    /// A timer poll is queued or running.
+    poll_queued: bool,
+    /// The network task's requests, and the gossip feed, when records travel beyond the chain.
+    net: Option<(mpsc::Sender<Command>, broadcast::Sender<GossipMessage>)>,
+    /// The latest proposal heard in gossip for this subnet (unchecked until a poll checks it).
+    heard: Option<SignedProposal>,
+    /// Test hook: the elected validator only gossips its proposal, never submits it itself.
+    withhold: bool,
 }
 
 impl std::fmt::Debug for ConsensusActor {
@@ -153,10 +258,42 @@ impl ConsensusActor {
             tree,
             poll,
             status: ConsensusStatus {
+                netuid,
                 duties,
                 ..ConsensusStatus::default()
             },
+            events: None,
+            poll_queued: false,
+            net: None,
+            heard: None,
+            withhold: false,
         })
+    }
+
+    /// Publishes proposals and attestations on the subnet's gossip topic (proposals in the DHT
+    /// too) and takes proposals the chain does not hold yet from there ([`gossip`]).
+    pub fn with_network(
+        mut self,
+        commands: mpsc::Sender<Command>,
+        gossip: broadcast::Sender<GossipMessage>,
+    ) -> Self {
+        self.net = Some((commands, gossip));
+        self
+    }
+
+    /// Test hook: when elected, only gossip the proposal (and store it in the DHT); never submit
+    /// it to the chain. The other validators must relay it for the epoch to count.
+    #[cfg(feature = "fault-injection")]
+    pub fn withhold_from_chain(mut self) -> Self {
+        self.withhold = true;
+        self
+    }
+
+    /// Announces every finished epoch on `events` (a full channel drops the oldest for slow
+    /// readers, who are told how many they missed).
+    pub fn with_events(mut self, events: broadcast::Sender<EpochOutcome>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     fn duties_key(netuid: u16) -> Vec<u8> {
@@ -185,7 +322,10 @@ impl ConsensusActor {
         netuid: u16,
         mut status: ConsensusStatus,
         persist: impl Fn(&Duties) -> Result<(), String>,
-        record: impl Fn(u64, Verdict),
+        record: impl Fn(&EpochOutcome),
+        net: Option<mpsc::Sender<Command>>,
+        heard: Option<SignedProposal>,
+        withhold: bool,
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -194,18 +334,35 @@ impl ConsensusActor {
                 return status;
             }
         };
-        if head.epoch > 0 {
-            if let Ok(Some(prev)) = chain.epoch(netuid, Some(head.epoch - 1)).await {
-                if let Some(f) = prev.finalized {
-                    if status.last.map(|(e, _)| e) != Some(head.epoch - 1) {
-                        record(head.epoch - 1, f.verdict);
-                    }
-                    status.last = Some((head.epoch - 1, f.verdict));
+        // Report every epoch that ended since the last poll (at first, only the latest one).
+        let from = match status.followed {
+            Some(e) => e.saturating_add(1),
+            None => head.epoch.saturating_sub(1),
+        }
+        .max(head.epoch.saturating_sub(MAX_CATCH_UP));
+        for e in from..head.epoch {
+            match chain.epoch(netuid, Some(e)).await {
+                Ok(Some(view)) => {
+                    // A past epoch is always closed; an open one means the chain moved back.
+                    let Some(outcome) = EpochOutcome::of(&view, &me) else {
+                        break;
+                    };
+                    record(&outcome);
+                    status.last = Some((e, outcome.verdict));
+                    status.last_outcome = Some(outcome);
+                }
+                // The subnet had no round then: nothing to report.
+                Ok(None) => {}
+                Err(err) => {
+                    status.last_error = Some(err.to_string());
+                    break;
                 }
             }
+            status.followed = Some(e);
         }
+        status.block = Some(head.block);
         status.epoch = Some(head.epoch);
-        let view = match chain.epoch(netuid, Some(head.epoch)).await {
+        let mut view = match chain.epoch(netuid, Some(head.epoch)).await {
             Ok(Some(v)) => v,
             Ok(None) => {
                 status.elected = None;
@@ -217,7 +374,48 @@ impl ConsensusActor {
                 return status;
             }
         };
+        // A proposal the chain does not hold yet, heard in gossip or found in the DHT: checked
+        // on a copy of the round exactly as the chain would, then relayed to the chain.
+        if view.round.proposal().is_none()
+            && view.round.is_validator(&me)
+            && view.round.elected().is_some_and(|e| e != me)
+        {
+            let mut candidate = heard.filter(|sp| sp.proposal.epoch == head.epoch);
+            if candidate.is_none() {
+                if let Some(net) = &net {
+                    let key = gossip::dht_key(netuid, head.epoch);
+                    if let Ok(bytes) =
+                        net_request(net, DHT_LOOKUP, |tx| Command::GetRecord(key, tx)).await
+                    {
+                        candidate = SignedProposal::decode(&bytes).ok();
+                    }
+                }
+            }
+            if let Some(sp) = candidate {
+                let mut copy = view.round.clone();
+                match copy.submit(&sp) {
+                    Ok(_) => {
+                        tracing::debug!(
+                            netuid,
+                            epoch = head.epoch,
+                            "relaying a proposal the chain lacks"
+                        );
+                        if let Err(e) = chain.submit_proposal(sp).await {
+                            tracing::debug!(error = %e, "the chain refused the relayed proposal");
+                        }
+                        view.round = copy;
+                    }
+                    Err(r) => {
+                        tracing::debug!(
+                            refusal = r.as_str(),
+                            "a proposal from gossip or the DHT was refused"
+                        );
+                    }
+                }
+            }
+        }
         let round = &view.round;
+        let mut sent = false;
         let eligible = round.params().eligible.clone();
         status.elected = round.elected();
         status.validator = round.is_validator(&me);
@@ -256,8 +454,33 @@ impl ConsensusActor {
                     }
                     match proposal.sign(&pair) {
                         Ok(sp) => {
-                            if let Err(e) = chain.submit_proposal(sp).await {
-                                err(&mut status, e);
+                            sent = true;
+                            tracing::debug!(netuid, epoch = head.epoch, decision = ?d, "proposing");
+                            if let Some(net) = &net {
+                                // Best effort: the chain (or the DHT) still has it for whoever
+                                // missed the publication.
+                                let bytes = gossip::proposal_payload(&sp);
+                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                    Command::Publish(netuid, bytes, tx)
+                                })
+                                .await
+                                {
+                                    tracing::debug!(error = %e, "proposal not gossiped");
+                                }
+                                let key = gossip::dht_key(netuid, head.epoch);
+                                let bytes = sp.encode();
+                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                    Command::PutRecord(key, bytes, tx)
+                                })
+                                .await
+                                {
+                                    tracing::debug!(error = %e, "proposal not stored in the DHT");
+                                }
+                            }
+                            if !withhold {
+                                if let Err(e) = chain.submit_proposal(sp).await {
+                                    err(&mut status, e);
+                                }
                             }
                         }
                         Err(e) => status.last_error = Some(e.to_string()),
@@ -287,8 +510,20 @@ impl ConsensusActor {
                     };
                     match att.sign(&pair) {
                         Ok(sa) => {
+                            sent = true;
+                            tracing::debug!(netuid, epoch = head.epoch, ?decision, "attesting");
                             if let Err(e) = chain.attest(sa).await {
                                 err(&mut status, e);
+                            }
+                            if let Some(net) = &net {
+                                let bytes = gossip::attestation_payload(&sa);
+                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                    Command::Publish(netuid, bytes, tx)
+                                })
+                                .await
+                                {
+                                    tracing::debug!(error = %e, "attestation not gossiped");
+                                }
                             }
                         }
                         Err(e) => status.last_error = Some(e.to_string()),
@@ -296,12 +531,22 @@ impl ConsensusActor {
                 }
             }
         }
-        // Counts after acting.
-        if let Ok(Some(v)) = chain.epoch(netuid, Some(head.epoch)).await {
-            let t = v.round.tally();
-            status.attestations = (t.attestations, t.validators);
+        // Counts after acting: read again only when this poll sent something (each read of the
+        // dev chain opens its database).
+        let t = round.tally();
+        status.attestations = (t.attestations, t.validators);
+        if sent {
+            if let Ok(Some(v)) = chain.epoch(netuid, Some(head.epoch)).await {
+                let t = v.round.tally();
+                status.attestations = (t.attestations, t.validators);
+            }
         }
         status
+    }
+
+    /// [`ConsensusActor::tick`], started when the returned future is first polled.
+    fn deferred_tick(&mut self) -> ResponseActFuture<Self, ConsensusStatus> {
+        Box::pin(actix::fut::ready(()).then(|(), act: &mut Self, _| act.tick()))
     }
 
     fn tick(&mut self) -> ResponseActFuture<Self, ConsensusStatus> {
@@ -317,12 +562,25 @@ impl ConsensusActor {
                 Ok(())
             }
         };
-        let record = move |epoch: u64, verdict: Verdict| {
+        let events = self.events.clone();
+        let record = move |o: &EpochOutcome| {
             let mut k = b"epoch/".to_vec();
             k.extend_from_slice(&netuid.to_be_bytes());
-            k.extend_from_slice(&epoch.to_be_bytes());
-            if let Err(e) = tree.insert(k, verdict.as_str().as_bytes()) {
+            k.extend_from_slice(&o.epoch.to_be_bytes());
+            if let Err(e) = tree.insert(k, o.verdict.as_str().as_bytes()) {
                 tracing::warn!(error = %e, "could not record an epoch outcome");
+            }
+            tracing::info!(
+                netuid,
+                epoch = o.epoch,
+                verdict = o.verdict.as_str(),
+                attestations = o.attestations,
+                validators = o.validators,
+                "epoch finished"
+            );
+            if let Some(tx) = &events {
+                // No receiver is not an error: nobody is listening right now.
+                let _ = tx.send(o.clone());
             }
         };
         let fut = Self::poll_once(
@@ -334,6 +592,9 @@ impl ConsensusActor {
             self.status.clone(),
             persist,
             record,
+            self.net.as_ref().map(|(c, _)| c.clone()),
+            self.heard.clone(),
+            self.withhold,
         );
         Box::pin(fut.into_actor(self).map(|status, act, _| {
             act.status = status.clone();
@@ -351,10 +612,69 @@ impl Actor for ConsensusActor {
         if let Err(e) = self.persist(&self.status.duties) {
             tracing::error!(error = %e, "cannot persist consensus duties");
         }
+        if let Some((_, feed)) = &self.net {
+            // Gossip of this node's subnets; a reader that lags skips what it missed (the chain
+            // and the DHT still hold it).
+            let rx = feed.subscribe();
+            ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(m) => return Some((m, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }));
+        }
         ctx.run_interval(self.poll, |act, ctx| {
-            // One poll at a time: wait blocks this actor's mailbox until the poll is done.
-            ctx.wait(act.tick().map(|_, _, _| ()));
+            // A poll that took longer than the interval makes the timer fire several times in
+            // a row: one queued poll is enough.
+            if act.poll_queued {
+                return;
+            }
+            act.poll_queued = true;
+            // One poll at a time: wait blocks this actor's mailbox until the poll is done. The
+            // poll takes its copy of the status only when it runs (`deferred_tick`), never
+            // when queued: a poll queued behind another would otherwise start from the status
+            // before it and, on finishing, overwrite the duties the other one recorded.
+            ctx.wait(act.deferred_tick().map(|_, act: &mut Self, _| {
+                act.poll_queued = false;
+            }));
         });
+    }
+}
+
+impl StreamHandler<GossipMessage> for ConsensusActor {
+    fn handle(&mut self, m: GossipMessage, _: &mut Self::Context) {
+        if m.netuid != self.netuid {
+            return;
+        }
+        // Kept only when signed by the current epoch's elected validator, so a stray or forged
+        // copy can never displace the real one; the full check against the round (scores,
+        // equivocation) comes at the next poll.
+        if let Some(gossip::GossipRecord::Proposal(sp)) = gossip::decode(&m.data) {
+            let p = &sp.proposal;
+            if p.netuid == self.netuid
+                && Some(p.epoch) == self.status.epoch
+                && Some(p.proposer) == self.status.elected
+                && sp.verify_signature()
+            {
+                self.heard = Some(sp);
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The gossip feed closes only when the network stops; the chain keeps the actor going.
+    }
+}
+
+impl Supervised for ConsensusActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // The duties in memory are the ones persisted; polling resumes from `started` (a poll
+        // cut short by the restart is queued no more).
+        self.poll_queued = false;
+        tracing::warn!(netuid = self.netuid, "ConsensusActor restarted");
     }
 }
 
@@ -369,6 +689,6 @@ impl Handler<Tick> for ConsensusActor {
     // Atomic: the mailbox waits for the poll, so two polls never decide at once.
     type Result = AtomicResponse<Self, ConsensusStatus>;
     fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.tick())
+        AtomicResponse::new(self.deferred_tick())
     }
 }

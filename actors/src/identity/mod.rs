@@ -182,6 +182,13 @@ impl IdentityActor {
         self.keys.transport.clone()
     }
 
+    /// The hotkey's signing pair, for the ConsensusActor, which signs proposals and attestations
+    /// under their own domains ([`hermes_proto::consensus`]). It stays inside the node: no
+    /// handle or message gives it out.
+    pub fn hotkey_pair(&self) -> sp_core::sr25519::Pair {
+        self.keys.hotkey.pair().clone()
+    }
+
     /// The published binding (updated on every re-issue).
     pub fn shared_binding(&self) -> SharedBinding {
         self.shared.clone()

@@ -380,10 +380,10 @@ impl Engine {
         }
         let live = self.lock_live().clone();
         for (id, r) in self.records.downloads() {
-            let sender = Ticket::parse(&r.ticket)
-                .map(|t| t.body.sender)
-                .unwrap_or(Hotkey([0; 32]));
-            let expires_at = Ticket::parse(&r.ticket).map_or(0, |t| t.body.expires_at);
+            // A record's ticket was parsed before it was stored; should it not parse now, the
+            // download is still listed, with a blank sender and no expiry.
+            let (sender, expires_at) = Ticket::parse(&r.ticket)
+                .map_or((Hotkey([0; 32]), 0), |t| (t.body.sender, t.body.expires_at));
             let (done, rate) = match live.get(&id) {
                 Some(h) => {
                     let p = *h.progress.borrow();

@@ -50,6 +50,7 @@ use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -192,6 +193,11 @@ pub struct FetchOptions {
     /// Wait before re-asking after a transient source error, doubled per attempt (capped at
     /// [`MAX_RETRY_DELAY`]). A chunk that failed its hash check is asked for again at once.
     pub retry_delay: Duration,
+    /// Reserve the payload's blocks before the first fetch (`fallocate`), so a destination
+    /// without room fails at once. Off: the partial file is sparse and a full disk surfaces at
+    /// the write that hits it (copy-on-write or thin-provisioned file systems, where a
+    /// reservation means little).
+    pub preallocate: bool,
 }
 
 impl Default for FetchOptions {
@@ -201,6 +207,7 @@ impl Default for FetchOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             retry_delay: DEFAULT_RETRY_DELAY,
+            preallocate: true,
         }
     }
 }
@@ -317,6 +324,7 @@ impl Partial {
         transfer_id: Id128,
         root: Hash,
         layout: Layout,
+        reserve: bool,
     ) -> Result<Self, FetchError> {
         let path = partial_path(dest);
         let journal_path = journal_path(dest);
@@ -366,7 +374,13 @@ impl Partial {
             _ => {}
         }
         p.file.set_len(0).map_err(io_err("truncating", &p.path))?;
-        preallocate(&p.file, layout.size(), &p.path)?;
+        if reserve {
+            preallocate(&p.file, layout.size(), &p.path)?;
+        } else {
+            p.file
+                .set_len(layout.size())
+                .map_err(io_err("sizing", &p.path))?;
+        }
         p.create_journal()?;
         Ok(p)
     }
@@ -521,6 +535,59 @@ fn sync_dir(path: &Path) -> Result<(), FetchError> {
         .map_err(io_err("syncing directory", dir))
 }
 
+/// The outcome of placing one fetched chunk.
+enum Placed {
+    /// Verified, decrypted and written: `n` plaintext bytes.
+    Written(usize),
+    /// The bytes do not match the manifest: nothing was decrypted or written.
+    Corrupt,
+    /// The bytes match the manifest but do not open: the key is not this transfer's.
+    WrongKey,
+    /// Writing into the partial file failed.
+    WriteFailed(std::io::Error),
+}
+
+/// The per-chunk work of a download, run on the blocking pool.
+struct ChunkWork {
+    transfer_id: Id128,
+    layout: Layout,
+    manifest: Manifest,
+    key: ContentKey,
+    file: File,
+}
+
+impl ChunkWork {
+    /// Checks a fetched sealed chunk against its manifest hash, opens it in place and writes it
+    /// at its plaintext offset (then hands it to the kernel's writeback).
+    fn place(&self, index: u64, sealed: &mut [u8]) -> Placed {
+        if !self.manifest.check_chunk(index, sealed) {
+            return Placed::Corrupt;
+        }
+        // A cipher per chunk: deriving the epoch key is one HMAC, negligible next to a chunk,
+        // and it keeps chunks free of shared mutable state so they can open in parallel.
+        let Ok(n) =
+            ChunkCipher::new(self.transfer_id, self.layout, &self.key).open_in_place(index, sealed)
+        else {
+            return Placed::WrongKey;
+        };
+        let offset = self.layout.plain_offset(index);
+        if let Err(e) = self.file.write_all_at(&sealed[..n], offset) {
+            return Placed::WriteFailed(e);
+        }
+        // Start writing the chunk back now (Linux initiates writeback of dirty pages on
+        // DONTNEED), so the batch's fdatasync mostly waits for I/O already under way, and a
+        // 100 GB download does not evict the node's page cache. Advisory: a file system that
+        // ignores it only loses the head start.
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(n as u64),
+            rustix::fs::Advice::DontNeed,
+        );
+        Placed::Written(n)
+    }
+}
+
 impl Downloader {
     /// A download of the transfer `transfer_id` whose manifest root is `root` (from the signed
     /// ticket) into `dest`.
@@ -589,7 +656,14 @@ impl Downloader {
             )));
         }
         let layout = *self.manifest.layout();
-        let mut part = Partial::open(&self.dest, self.transfer_id, self.root, layout).await?;
+        let mut part = Partial::open(
+            &self.dest,
+            self.transfer_id,
+            self.root,
+            layout,
+            self.options.preallocate,
+        )
+        .await?;
         let mut summary = DownloadSummary {
             resumed_chunks: part.journal.done_chunks(),
             ..Default::default()
@@ -617,7 +691,20 @@ impl Downloader {
         // Two batches can be unjournaled at once (one syncing, one filling), plus the fetches in
         // flight: with half-size batches a crash costs at most about 2 × parallelism chunks.
         let batch = parallelism.div_ceil(2);
-        let mut cipher = ChunkCipher::new(self.transfer_id, layout, &self.key);
+        // What the per-chunk work needs, shared with the blocking pool where it runs: a chunk's
+        // hash check, decryption and write go to any free core instead of this task's thread
+        // (which would otherwise cap the download at one core's worth of hashing, AES and
+        // page-cache copying).
+        let work = Arc::new(ChunkWork {
+            transfer_id: self.transfer_id,
+            layout,
+            manifest: self.manifest.clone(),
+            key: ContentKey::from_bytes(*self.key.expose()),
+            file: part
+                .file
+                .try_clone()
+                .map_err(io_err("opening", &part.path))?,
+        });
         let mut pool: Vec<Vec<u8>> = (0..parallelism)
             .map(|_| vec![0u8; layout.max_sealed_len()])
             .collect();
@@ -655,6 +742,7 @@ impl Downloader {
                 let len = layout.sealed_len(index) as usize;
                 summary.fetches += 1;
                 let timeout = self.options.fetch_timeout;
+                let work = work.clone();
                 in_flight.push(async move {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
@@ -666,7 +754,27 @@ impl Downloader {
                                 "no answer within {timeout:?}"
                             )))
                         });
-                    (index, buf, r)
+                    match r {
+                        Ok(()) => {
+                            let max = work.layout.max_sealed_len();
+                            let joined = tokio::task::spawn_blocking(move || {
+                                let done = work.place(index, &mut buf[..len]);
+                                (buf, done)
+                            })
+                            .await;
+                            match joined {
+                                Ok((buf, done)) => (index, buf, Ok(done)),
+                                // The blocking task panicked: its buffer is gone; a fresh one
+                                // keeps the pool whole and the chunk is asked for again.
+                                Err(_) => (
+                                    index,
+                                    vec![0u8; max],
+                                    Err(ChunkSourceError::unavailable("chunk processing failed")),
+                                ),
+                            }
+                        }
+                        Err(e) => (index, buf, Err(e)),
+                    }
                 });
             }
             // `Some(true)`: cancelled; `Some(false)`: the cancel handle was dropped, so nobody
@@ -687,37 +795,22 @@ impl Downloader {
                 }
                 None => {}
             }
-            let Some((index, mut buf, fetched)) = completed else {
+            let Some((index, buf, fetched)) = completed else {
                 return Ok(());
             };
-            let len = layout.sealed_len(index) as usize;
             let outcome = match fetched {
-                Ok(()) if self.manifest.check_chunk(index, &buf[..len]) => {
-                    let n = cipher
-                        .open_in_place(index, &mut buf[..len])
-                        .map_err(|_| FetchError::WrongKey { index })?;
-                    part.file
-                        .write_all_at(&buf[..n], layout.plain_offset(index))
-                        .map_err(io_err("writing", &part.path))?;
-                    // Start writing the chunk back now (Linux initiates writeback of dirty pages
-                    // on DONTNEED), so the batch's fdatasync mostly waits for I/O already under
-                    // way, and a 100 GB download does not evict the node's page cache. Advisory:
-                    // a file system that ignores it only loses the head start.
-                    let _ = rustix::fs::fadvise(
-                        &part.file,
-                        layout.plain_offset(index),
-                        std::num::NonZeroU64::new(n as u64),
-                        rustix::fs::Advice::DontNeed,
-                    );
+                Ok(Placed::Written(n)) => {
                     part.batch.push(index);
                     attempts.remove(&index);
                     done_bytes += n as u64;
                     None
                 }
-                Ok(()) => {
+                Ok(Placed::Corrupt) => {
                     summary.corrupt += 1;
                     Some(Err(()))
                 }
+                Ok(Placed::WrongKey) => return Err(FetchError::WrongKey { index }),
+                Ok(Placed::WriteFailed(e)) => return Err(io_err("writing", &part.path)(e)),
                 Err(e) if e.retryable => Some(Ok(e)),
                 Err(error) => return Err(FetchError::Source { index, error }),
             };

@@ -82,11 +82,6 @@ impl OfferTable {
         self.write().insert(offer.transfer_id, offer);
     }
 
-    /// Stops serving `id`; returns the offer if it was served.
-    pub fn remove(&self, id: &Id128) -> Option<Arc<ServedOffer>> {
-        self.write().remove(id)
-    }
-
     /// Removes and returns the ids of offers that expired at `now`.
     pub fn expired(&self, now: u64) -> Vec<Id128> {
         let mut t = self.write();

@@ -70,6 +70,28 @@ pub(crate) async fn one_off(mut cfg: Config) -> Result<hermes::RuntimeHandle> {
     Ok(Runtime::builder(cfg).start().await?)
 }
 
+/// Answers one command: from the node already running on `cfg`'s data dir when there is one
+/// (`running` talks to its control socket), or else from a node started for this command alone
+/// (`local` runs on it, then the node shuts down).
+pub(crate) async fn on_node<R, L>(
+    cfg: Config,
+    running: impl FnOnce(PathBuf) -> R,
+    local: impl FnOnce(hermes::RuntimeHandle) -> L,
+) -> Result<serde_json::Value>
+where
+    R: std::future::Future<Output = Result<serde_json::Value, hermes::Error>>,
+    L: std::future::Future<Output = Result<serde_json::Value, hermes::Error>>,
+{
+    let sock = control::socket_path(&cfg.data_dir);
+    if control::is_running(&sock).await {
+        return Ok(running(sock).await?);
+    }
+    let rt = one_off(cfg).await?;
+    let answer = local(rt.clone()).await;
+    rt.shutdown().await?;
+    Ok(answer?)
+}
+
 fn rate(bytes: u64, d: Duration) -> String {
     format!(
         "{:.1} MiB/s",

@@ -8,7 +8,7 @@
 //!
 //! One file per group of subcommands: `identity` (init, id, sign, verify), `node` (run, peers,
 //! stats), `data` (send, listen, stream), `transfer` (share, fetch, transfers), `outbox`,
-//! `devchain`, `demo`.
+//! `consensus`, `devchain`, `demo`.
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -16,6 +16,8 @@ use hermes::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod chain;
+mod consensus;
 mod data;
 mod demo;
 mod devchain;
@@ -24,6 +26,7 @@ mod node;
 mod outbox;
 mod transfer;
 
+use consensus::ConsensusCmd;
 use data::MessageBody;
 use devchain::DevchainCmd;
 use identity::Payload;
@@ -172,6 +175,16 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// This node's part in its subnets' epochs: election, proposal, attestation, outcome.
+    Consensus {
+        #[command(subcommand)]
+        cmd: ConsensusCmd,
+    },
+    /// The configured chain as this node sees it.
+    Chain {
+        #[command(subcommand)]
+        cmd: chain::ChainCmd,
     },
     /// The embedded development chain.
     Devchain {
@@ -342,6 +355,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Fetch(args) => transfer::fetch(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Transfers(args) => transfer::transfers(args).map(|_| ExitCode::SUCCESS),
         Cmd::Stats { config, json } => node::stats(&config.path, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Consensus { cmd } => consensus::consensus(cmd).map(|_| ExitCode::SUCCESS),
+        Cmd::Chain { cmd } => chain::chain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Devchain { cmd } => devchain::devchain(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Config {
             cmd: ConfigCmd::Check { file, config },

@@ -6,7 +6,7 @@
 //! lives in the running node's memory only: a node started just for the listing has made no
 //! attempt yet, so it lists no reason.
 
-use crate::data::one_off;
+use crate::data::on_node;
 use crate::{block_on, outln};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -41,33 +41,27 @@ pub(crate) fn outbox(args: OutboxArgs) -> Result<()> {
         anyhow::bail!("--config FILE is required (the node whose outbox to read)");
     };
     let cfg = Config::load(&config)?;
-    let sock = control::socket_path(&cfg.data_dir);
     match args.cmd {
         None => {
-            let v = block_on(async {
-                if control::is_running(&sock).await {
-                    return Ok::<_, anyhow::Error>(control::request(&sock, "outbox").await?);
-                }
-                let rt = one_off(cfg).await?;
-                let list = rt.outbox().await;
-                rt.shutdown().await?;
-                Ok(serde_json::json!({
-                    "outbox": list?.iter().map(control::outbox_entry_json).collect::<Vec<_>>()
-                }))
-            })?;
+            let v = block_on(on_node(
+                cfg,
+                |sock| async move { control::request(&sock, "outbox").await },
+                |rt| async move {
+                    let list = rt.outbox().await?;
+                    Ok(serde_json::json!({
+                        "outbox": list.iter().map(control::outbox_entry_json).collect::<Vec<_>>()
+                    }))
+                },
+            ))?;
             print_list(&v, args.json)
         }
         Some(OutboxCmd::Cancel { id }) => {
             let id = control::parse_id(&id)?;
-            let v = block_on(async {
-                if control::is_running(&sock).await {
-                    return Ok::<_, anyhow::Error>(control::cancel(&sock, id).await?);
-                }
-                let rt = one_off(cfg).await?;
-                let r = rt.cancel(id).await;
-                rt.shutdown().await?;
-                Ok(control::outbox_entry_json(&r?))
-            })?;
+            let v = block_on(on_node(
+                cfg,
+                |sock| async move { control::cancel(&sock, id).await },
+                |rt| async move { Ok(control::outbox_entry_json(&rt.cancel(id).await?)) },
+            ))?;
             if args.json {
                 outln!("{v}");
             } else {

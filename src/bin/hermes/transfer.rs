@@ -4,7 +4,7 @@
 //! is one. Otherwise `share` starts the node and serves the offer until Ctrl-C, `fetch` starts
 //! it for the download, and `transfers` for the listing.
 
-use crate::data::one_off;
+use crate::data::{on_node, one_off};
 use crate::{block_on, outln};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -273,36 +273,32 @@ pub(crate) fn transfers(args: TransfersArgs) -> Result<()> {
         bail!("--config FILE is required (the node whose transfers to list)");
     };
     let cfg = Config::load(&config)?;
-    let sock = control::socket_path(&cfg.data_dir);
     match args.cmd {
         None => {
-            let v = block_on(async {
-                if control::is_running(&sock).await {
-                    return Ok::<_, anyhow::Error>(control::request(&sock, "transfers").await?);
-                }
-                let rt = one_off(cfg).await?;
-                let list = rt.transfers().await;
-                let prefix = rt.ss58_prefix();
-                rt.shutdown().await?;
-                Ok(serde_json::json!({
-                    "transfers": list?.iter().map(|t| control::transfer_json(t, prefix)).collect::<Vec<_>>()
-                }))
-            })?;
+            let v = block_on(on_node(
+                cfg,
+                |sock| async move { control::request(&sock, "transfers").await },
+                |rt| async move {
+                    let prefix = rt.ss58_prefix();
+                    let list = rt.transfers().await?;
+                    Ok(serde_json::json!({
+                        "transfers": list.iter().map(|t| control::transfer_json(t, prefix)).collect::<Vec<_>>()
+                    }))
+                },
+            ))?;
             print_list(&v, args.json);
             Ok(())
         }
         Some(TransfersCmd::Revoke { id }) => {
             let id = TransferId::from_hex(&id).map_err(|e| anyhow!("{e}"))?;
-            let v = block_on(async {
-                if control::is_running(&sock).await {
-                    return Ok::<_, anyhow::Error>(control::revoke(&sock, id).await?);
-                }
-                let rt = one_off(cfg).await?;
-                let r = rt.revoke(id).await;
-                let prefix = rt.ss58_prefix();
-                rt.shutdown().await?;
-                Ok(control::transfer_json(&r?, prefix))
-            })?;
+            let v = block_on(on_node(
+                cfg,
+                |sock| async move { control::revoke(&sock, id).await },
+                |rt| async move {
+                    let prefix = rt.ss58_prefix();
+                    Ok(control::transfer_json(&rt.revoke(id).await?, prefix))
+                },
+            ))?;
             if args.json {
                 outln!("{v}");
             } else {

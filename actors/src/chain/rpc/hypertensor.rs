@@ -1,0 +1,143 @@
+//! Hypertensor storage as read by the RPC backend.
+//!
+//! From `hayotensor/hypertensor-evm` (commit 604a9feb), `pallets/network/src/lib.rs`
+//! (pallet `Network`; accounts are 20-byte Ethereum-style `AccountId20`):
+//! - `SubnetNodesData: StorageDoubleMap<Identity, u32, Identity, u32, SubnetNode<AccountId>>`,
+//!   subnet id → node id → `SubnetNode { id: u32, hotkey, peer_id, bootnode_peer_id,
+//!   client_peer_id: OpaquePeerId (Vec<u8>, the peer id's base58 text), bootnode:
+//!   Option<BoundedVec<u8>>, classification: { node_class: Registered|Idle|Included|Validator,
+//!   start_epoch: u32 }, delegate_reward_rate: u128, last_delegate_reward_rate_update: u32,
+//!   unique, non_unique: Option<BoundedVec<u8>> }`.
+//! - `AccountSubnetStake: StorageDoubleMap<Blake2_128Concat, AccountId, Identity, u32, u128>`:
+//!   the hotkey's stake in the subnet.
+//!
+//! The chain binds peer id to hotkey itself, so its registry entries carry both, the registry is
+//! marked `with_chain_bound_peers` and the firewall admits by peer id. Our [`Hotkey`] is 32 bytes: a 20-byte account is
+//! stored in its first 20 bytes, zero-padded (informational: a peer's binding record is signed
+//! with an sr25519 hotkey, which an ECDSA account cannot produce, so on Hypertensor admission
+//! rests on the chain's own peer id ↔ hotkey record and the binding only proves the transport key).
+
+use super::decode::{Reader, ValueError};
+use super::keys::{map_key, Hasher};
+use super::metadata::{Expected, Shape};
+use super::Listed;
+use hermes_proto::chain::NodeClass;
+use hermes_proto::Hotkey;
+
+/// The pallet.
+pub const PALLET: &str = "Network";
+
+/// Longest peer id the chain accepts (`validate_peer_id`: 32..=128 bytes).
+const MAX_PEER_ID: usize = 128;
+/// Longest optional byte field we read (`DefaultMaxVectorLength` is far below this).
+const MAX_FIELD: usize = 4096;
+
+const NODE_CLASS: Shape = Shape::Enum(&["Registered", "Idle", "Included", "Validator"]);
+
+/// What we read, as the metadata must describe it.
+pub const EXPECTED: &[Expected] = &[
+    Expected {
+        pallet: PALLET,
+        item: "SubnetNodesData",
+        hashers: &[Hasher::Identity, Hasher::Identity],
+        keys: &[Shape::U32, Shape::U32],
+        value: Shape::Struct(&[
+            ("id", Shape::U32),
+            ("hotkey", Shape::Account20),
+            ("peer_id", Shape::Bytes),
+            ("bootnode_peer_id", Shape::Bytes),
+            ("client_peer_id", Shape::Bytes),
+            ("bootnode", Shape::OptionBytes),
+            (
+                "classification",
+                Shape::Struct(&[("node_class", NODE_CLASS), ("start_epoch", Shape::U32)]),
+            ),
+            ("delegate_reward_rate", Shape::U128),
+            ("last_delegate_reward_rate_update", Shape::U32),
+            ("unique", Shape::OptionBytes),
+            ("non_unique", Shape::OptionBytes),
+        ]),
+    },
+    Expected {
+        pallet: PALLET,
+        item: "AccountSubnetStake",
+        hashers: &[Hasher::Blake2_128Concat, Hasher::Identity],
+        keys: &[Shape::Account20, Shape::U32],
+        value: Shape::U128,
+    },
+];
+
+/// Prefix of every `SubnetNodesData` entry of subnet `netuid`.
+pub fn list_prefix(netuid: u16) -> Vec<u8> {
+    map_key(
+        PALLET,
+        "SubnetNodesData",
+        &[(Hasher::Identity, &u32::from(netuid).to_le_bytes())],
+    )
+}
+
+/// The 32-byte [`Hotkey`] standing for a 20-byte account.
+pub fn hotkey_of(account: [u8; 20]) -> Hotkey {
+    let mut k = [0u8; 32];
+    k[..20].copy_from_slice(&account);
+    Hotkey(k)
+}
+
+/// Decodes a `SubnetNode`.
+///
+/// # Errors
+/// Any field out of bounds, an unknown class, or trailing bytes.
+pub fn decode_listed(value: &[u8]) -> Result<Listed, ValueError> {
+    let mut r = Reader::new(value);
+    let _id = r.u32("SubnetNode.id")?;
+    let hotkey: [u8; 20] = r.array("SubnetNode.hotkey")?;
+    let peer = r.bytes(MAX_PEER_ID, "SubnetNode.peer_id")?;
+    let _ = r.bytes(MAX_PEER_ID, "SubnetNode.bootnode_peer_id")?;
+    let _ = r.bytes(MAX_PEER_ID, "SubnetNode.client_peer_id")?;
+    let _ = r.option_bytes(MAX_FIELD, "SubnetNode.bootnode")?;
+    let class = match r.u8("SubnetNode.classification.node_class")? {
+        0 => NodeClass::Registered,
+        1 => NodeClass::Idle,
+        2 => NodeClass::Included,
+        3 => NodeClass::Validator,
+        c => return Err(ValueError(format!("SubnetNode.classification: class {c}"))),
+    };
+    let _start_epoch = r.u32("SubnetNode.classification.start_epoch")?;
+    let _rate = r.u128("SubnetNode.delegate_reward_rate")?;
+    let _update = r.u32("SubnetNode.last_delegate_reward_rate_update")?;
+    let _ = r.option_bytes(MAX_FIELD, "SubnetNode.unique")?;
+    let _ = r.option_bytes(MAX_FIELD, "SubnetNode.non_unique")?;
+    r.finish("SubnetNode")?;
+    // A peer id that is not text cannot be a base58 peer id; the registry drops it like any
+    // other invalid one.
+    let peer_id = String::from_utf8(peer.to_vec()).unwrap_or_default();
+    Ok(Listed {
+        account: hotkey.to_vec(),
+        hotkey: hotkey_of(hotkey),
+        peer_id,
+        class,
+    })
+}
+
+/// Key of `AccountSubnetStake(account, netuid)`.
+pub fn stake_key(account: &[u8], netuid: u16) -> Vec<u8> {
+    map_key(
+        PALLET,
+        "AccountSubnetStake",
+        &[
+            (Hasher::Blake2_128Concat, account),
+            (Hasher::Identity, &u32::from(netuid).to_le_bytes()),
+        ],
+    )
+}
+
+/// Decodes an `AccountSubnetStake` value.
+///
+/// # Errors
+/// Not exactly a `u128`.
+pub fn decode_stake(value: &[u8]) -> Result<u128, ValueError> {
+    let mut r = Reader::new(value);
+    let v = r.u128("AccountSubnetStake")?;
+    r.finish("AccountSubnetStake")?;
+    Ok(v)
+}

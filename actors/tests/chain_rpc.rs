@@ -1,0 +1,445 @@
+//! The Subtensor and Hypertensor RPC backends against an in-process JSON-RPC node
+//! (chain_rpc_support): whole-subnet reads in three round trips, block changes, the node down
+//! at start and at runtime (fail closed, recovery), metadata drift, garbage and oversized answers.
+
+mod chain_rpc_support;
+
+use actix::prelude::*;
+use chain_rpc_support::metadata::{self as meta, Drift};
+use chain_rpc_support::{Mode, Node};
+use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
+use hermes_actors::chain::{ChainActor, ChainError, Refresh, RegistryUpdated};
+use hermes_proto::chain::NodeClass;
+use hermes_proto::firewall::{Acl, DenyReason, Policy, Scope};
+use hermes_proto::Hotkey;
+use parity_scale_codec::Encode;
+use sp_crypto_hashing::{blake2_128, twox_128};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+type Storage = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn prefix(pallet: &str, item: &str) -> Vec<u8> {
+    [twox_128(pallet.as_bytes()), twox_128(item.as_bytes())].concat()
+}
+
+fn blake2_128_concat(k: &[u8]) -> Vec<u8> {
+    [blake2_128(k).as_slice(), k].concat()
+}
+
+fn st_hotkey(uid: u16) -> [u8; 32] {
+    let mut k = [7u8; 32];
+    k[..2].copy_from_slice(&uid.to_le_bytes());
+    k
+}
+
+/// Subtensor storage: `n` neurons in `netuid`, neuron `uid` staked `1000 + uid`.
+fn subtensor_storage(netuid: u16, n: u16) -> Storage {
+    let mut s = Storage::new();
+    for uid in 0..n {
+        let hk = st_hotkey(uid);
+        let key = [
+            prefix("SubtensorModule", "Keys"),
+            meta::NetUid(netuid).encode(),
+            uid.encode(),
+        ]
+        .concat();
+        s.insert(key, meta::AccountId32(hk).encode());
+        s.insert(
+            st_stake_key(hk, netuid),
+            meta::AlphaCurrency(1000 + u64::from(uid)).encode(),
+        );
+    }
+    s
+}
+
+fn st_stake_key(hk: [u8; 32], netuid: u16) -> Vec<u8> {
+    [
+        prefix("SubtensorModule", "TotalHotkeyAlpha"),
+        blake2_128_concat(&meta::AccountId32(hk).encode()),
+        meta::NetUid(netuid).encode(),
+    ]
+    .concat()
+}
+
+const PEERS: [&str; 3] = [
+    "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+    "12D3KooWHvzV8ABbBnmPRWmUDDXbxgpSVTb5eTa9ZGEJWuCP7D5a",
+    "12D3KooWRBaDjKHbLNNj8tRQRnd3Cm6EqU7A5v9iv8XiU8Sm7m4f",
+];
+
+fn ht_node(i: u8, class: meta::SubnetNodeClass) -> meta::SubnetNode {
+    meta::SubnetNode {
+        id: u32::from(i),
+        hotkey: meta::AccountId20([i; 20]),
+        peer_id: meta::OpaquePeerId(PEERS[usize::from(i)].as_bytes().to_vec()),
+        bootnode_peer_id: meta::OpaquePeerId(vec![]),
+        client_peer_id: meta::OpaquePeerId(vec![]),
+        bootnode: Some(meta::BoundedVec(b"/ip4/127.0.0.1/tcp/1".to_vec())),
+        classification: meta::SubnetNodeClassification {
+            node_class: class,
+            start_epoch: 3,
+        },
+        delegate_reward_rate: 5,
+        last_delegate_reward_rate_update: 1,
+        unique: None,
+        non_unique: Some(meta::BoundedVec(b"x".to_vec())),
+    }
+}
+
+fn ht_stake_key(i: u8, subnet: u32) -> Vec<u8> {
+    [
+        prefix("Network", "AccountSubnetStake"),
+        blake2_128_concat(&meta::AccountId20([i; 20]).encode()),
+        subnet.encode(),
+    ]
+    .concat()
+}
+
+fn ht_node_key(subnet: u32, i: u8) -> Vec<u8> {
+    [
+        prefix("Network", "SubnetNodesData"),
+        subnet.encode(),
+        u32::from(i).encode(),
+    ]
+    .concat()
+}
+
+/// Hypertensor storage: nodes 0 (Validator) and 1 (Idle) in subnet 2, staked 500 and 700.
+fn hypertensor_storage() -> Storage {
+    let mut s = Storage::new();
+    for (i, class, stake) in [
+        (0u8, meta::SubnetNodeClass::Validator, 500u128),
+        (1, meta::SubnetNodeClass::Idle, 700),
+    ] {
+        s.insert(ht_node_key(2, i), ht_node(i, class).encode());
+        s.insert(ht_stake_key(i, 2), stake.encode());
+    }
+    // Another subnet's node, which a node serving subnet 2 does not read.
+    s.insert(
+        ht_node_key(3, 2),
+        ht_node(2, meta::SubnetNodeClass::Included).encode(),
+    );
+    s
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    actix::System::new().block_on(f);
+}
+
+#[test]
+fn a_256_neuron_subnet_is_read_in_three_round_trips() {
+    run(async {
+        let mut storage = subtensor_storage(5, 256);
+        // Neurons of another subnet are not read.
+        storage.extend(subtensor_storage(6, 3));
+        let node = Node::start(meta::subtensor(Drift::None), storage).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        let snap = chain.snapshot().await.unwrap();
+        assert_eq!(node.requests(), 3, "round trips for a cold read");
+        assert_eq!(snap.block, 1);
+        let reg = &snap.registry;
+        assert_eq!(reg.len(), 256);
+        for uid in [0u16, 17, 255] {
+            let e: Vec<_> = reg.by_hotkey(&Hotkey(st_hotkey(uid))).collect();
+            assert_eq!(e.len(), 1);
+            assert_eq!(e[0].netuid, 5);
+            assert_eq!(e[0].stake, 1000 + u128::from(uid));
+            assert_eq!(e[0].peer_id, "", "subtensor knows no peer ids");
+        }
+        assert!(!reg.chain_binds_peers());
+        // Admission by the hotkey that signed a peer's verified binding: any peer id may present
+        // one, a registered hotkey with enough stake is admitted, others are not.
+        let p = Policy {
+            enabled: true,
+            acl: Acl::default(),
+            scope: Scope::Single(5),
+            require_stake: true,
+            min_stake: 1010,
+            registry: Arc::new(reg.clone()),
+            chain_stale: false,
+        };
+        assert_eq!(p.admit_connection(PEERS[0]), Ok(()));
+        assert_eq!(
+            p.admit_signed(PEERS[0], &Hotkey(st_hotkey(17)))
+                .unwrap()
+                .netuids,
+            vec![5]
+        );
+        assert_eq!(
+            p.admit_signed(PEERS[0], &Hotkey(st_hotkey(3))),
+            Err(DenyReason::InsufficientStake)
+        );
+        assert_eq!(
+            p.admit_signed(PEERS[0], &Hotkey([1; 32])),
+            Err(DenyReason::Unregistered)
+        );
+        // An unchanged head costs one round trip and gives the same registry.
+        let again = chain.snapshot().await.unwrap();
+        assert_eq!(node.requests(), 4);
+        assert_eq!(again.registry.entries(), reg.entries());
+    });
+}
+
+/// Forwards registry updates to the test.
+struct Sink(mpsc::UnboundedSender<RegistryUpdated>);
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+impl Handler<RegistryUpdated> for Sink {
+    type Result = ();
+    fn handle(&mut self, m: RegistryUpdated, _: &mut Context<Self>) {
+        let _ = self.0.send(m);
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<RegistryUpdated>) -> RegistryUpdated {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("no registry update")
+        .expect("sink gone")
+}
+
+fn actor(
+    chain: RpcChain,
+    initial: Option<hermes_proto::chain::Registry>,
+    max_staleness: Duration,
+) -> (Addr<ChainActor>, mpsc::UnboundedReceiver<RegistryUpdated>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = Sink(tx).start();
+    // An hour between polls: only the test's Refresh messages read the chain.
+    let a = ChainActor::new(
+        Arc::new(chain),
+        initial,
+        Duration::from_secs(3600),
+        max_staleness,
+        sink.recipient(),
+    )
+    .start();
+    (a, rx)
+}
+
+#[test]
+fn hypertensor_peer_ids_classes_and_a_new_block_changing_stake() {
+    run(async {
+        let node = Node::start(meta::hypertensor(Drift::None), hypertensor_storage()).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Hypertensor, vec![2]).unwrap();
+        let first = chain.snapshot().await.unwrap().registry;
+        assert_eq!(first.len(), 2);
+        let v: Vec<_> = first.by_peer(PEERS[0]).collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].class, NodeClass::Validator);
+        assert_eq!(v[0].stake, 500);
+        assert_eq!(v[0].netuid, 2);
+        assert_eq!(&v[0].hotkey.0[..20], &[0u8; 20]);
+        let idle: Vec<_> = first.by_peer(PEERS[1]).collect();
+        assert_eq!((idle[0].class, idle[0].stake), (NodeClass::Idle, 700));
+        assert_eq!(first.by_peer(PEERS[2]).count(), 0, "subnet 3 is not ours");
+        // The firewall admits a registered peer id whatever sr25519 hotkey signed its binding
+        // (the chain binds peer id to its 20-byte account itself), with the stake rule intact.
+        let policy = |registry, min_stake| Policy {
+            enabled: true,
+            acl: Acl::default(),
+            scope: Scope::Single(2),
+            require_stake: true,
+            min_stake,
+            registry: Arc::new(registry),
+            chain_stale: false,
+        };
+        let signer = Hotkey([9; 32]);
+        let p = policy(first.clone(), 600);
+        assert_eq!(p.admit_signed(PEERS[1], &signer).unwrap().netuids, vec![2]);
+        assert_eq!(
+            p.admit_signed(PEERS[0], &signer),
+            Err(DenyReason::InsufficientStake)
+        );
+        assert_eq!(
+            p.admit_signed(PEERS[2], &signer),
+            Err(DenyReason::Unregistered)
+        );
+
+        let (actor, mut rx) = actor(chain, Some(first), Duration::from_secs(3600));
+        node.new_block(|s| {
+            s.insert(ht_stake_key(1, 2), 3u128.encode());
+        });
+        actor.send(Refresh).await.unwrap().unwrap();
+        let up = next(&mut rx).await;
+        assert!(!up.stale);
+        let idle: Vec<_> = up.registry.by_peer(PEERS[1]).collect();
+        assert_eq!(idle[0].stake, 3, "the new block's stake");
+        // A block that removes the node removes its entry.
+        node.new_block(|s| {
+            s.remove(&ht_node_key(2, 1));
+        });
+        actor.send(Refresh).await.unwrap().unwrap();
+        let up = next(&mut rx).await;
+        assert_eq!(up.registry.by_peer(PEERS[1]).count(), 0);
+        assert_eq!(up.registry.len(), 1);
+    });
+}
+
+#[test]
+fn rpc_down_at_start_fails_closed_until_it_answers() {
+    run(async {
+        // A port nothing listens on.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let chain = RpcChain::new(&format!("ws://{addr}"), RpcKind::Subtensor, vec![5]).unwrap();
+        let err = chain.snapshot().await.unwrap_err();
+        assert!(
+            matches!(err, ChainError::Rpc(RpcError::Unreachable(_))),
+            "{err}"
+        );
+
+        // Down at start through the ChainActor: stale from the start, fresh once it reads.
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        node.set_mode(Mode::Down);
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        let (actor, mut rx) = actor(chain, None, Duration::from_secs(3600));
+        assert!(actor.send(Refresh).await.unwrap().is_err());
+        node.set_mode(Mode::Up);
+        actor.send(Refresh).await.unwrap().unwrap();
+        let up = next(&mut rx).await;
+        assert!(!up.stale);
+        assert_eq!(up.registry.len(), 4);
+    });
+}
+
+#[test]
+fn rpc_down_at_runtime_goes_stale_after_the_limit_and_recovers() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        // A limit far away: one failure keeps the registry fresh.
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        let initial = chain.snapshot().await.unwrap().registry;
+        let (patient, mut patient_rx) =
+            actor(chain, Some(initial.clone()), Duration::from_secs(3600));
+        // No limit: the first failure makes it stale.
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        let (strict, mut rx) = actor(chain, Some(initial), Duration::ZERO);
+
+        node.set_mode(Mode::Down);
+        assert!(strict.send(Refresh).await.unwrap().is_err());
+        assert!(patient.send(Refresh).await.unwrap().is_err());
+        let up = next(&mut rx).await;
+        assert!(up.stale, "stale once the limit has passed");
+        assert_eq!(up.registry.len(), 4, "the last registry is kept");
+        assert!(patient_rx.try_recv().is_err(), "stale before the limit");
+
+        node.set_mode(Mode::Up);
+        node.new_block(|_| {});
+        strict.send(Refresh).await.unwrap().unwrap();
+        let up = next(&mut rx).await;
+        assert!(!up.stale, "fresh again after reconnecting");
+    });
+}
+
+#[test]
+fn metadata_drift_is_an_error_naming_the_item() {
+    run(async {
+        for (kind, drift, item) in [
+            (
+                RpcKind::Subtensor,
+                Drift::StakeHasher,
+                "SubtensorModule.TotalHotkeyAlpha",
+            ),
+            (
+                RpcKind::Subtensor,
+                Drift::StakeValue,
+                "SubtensorModule.TotalHotkeyAlpha",
+            ),
+            (RpcKind::Subtensor, Drift::NoKeys, "SubtensorModule.Keys"),
+            (
+                RpcKind::Hypertensor,
+                Drift::OldSubnetNode,
+                "Network.SubnetNodesData",
+            ),
+        ] {
+            let (metadata, storage) = match kind {
+                RpcKind::Subtensor => (meta::subtensor(drift), subtensor_storage(5, 4)),
+                _ => (meta::hypertensor(drift), hypertensor_storage()),
+            };
+            let node = Node::start(metadata, storage).await;
+            let chain = RpcChain::new(&node.url(), kind, vec![5, 2]).unwrap();
+            let err = chain.snapshot().await.unwrap_err();
+            assert!(matches!(err, ChainError::Metadata(_)), "{drift:?}: {err}");
+            assert!(err.to_string().contains(item), "{drift:?}: {err}");
+            // Nothing past the metadata was read.
+            assert_eq!(node.requests(), 1);
+        }
+        // A runtime upgrade that changes a layout is caught at the next read.
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        chain.snapshot().await.unwrap();
+        node.upgrade(meta::subtensor(Drift::StakeValue));
+        node.new_block(|_| {});
+        let err = chain.snapshot().await.unwrap_err().to_string();
+        assert!(err.contains("SubtensorModule.TotalHotkeyAlpha"), "{err}");
+        // The wrong chain's metadata: Subtensor's pallet is missing.
+        let node = Node::start(meta::hypertensor(Drift::None), hypertensor_storage()).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![2]).unwrap();
+        let err = chain.snapshot().await.unwrap_err().to_string();
+        assert!(
+            err.contains("SubtensorModule.Keys") && err.contains("no such pallet"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn garbage_and_oversized_answers_are_errors() {
+    run(async {
+        let node = Node::start(meta::hypertensor(Drift::None), hypertensor_storage()).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Hypertensor, vec![2]).unwrap();
+        for body in [
+            b"not json".to_vec(),
+            b"{}".to_vec(),
+            b"[]".to_vec(),
+            br#"[{"jsonrpc":"2.0","id":999999,"result":"0x00"}]"#.to_vec(),
+            br#"[{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"no"}}]"#.to_vec(),
+            vec![b'['; 100_000],
+        ] {
+            node.set_mode(Mode::Raw(body.clone()));
+            let err = chain.snapshot().await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ChainError::Rpc(RpcError::Garbage(_) | RpcError::Server { .. })
+                ),
+                "{}: {err}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
+        }
+        // A stored value that is not a SubnetNode (trailing bytes) fails the read.
+        node.set_mode(Mode::Up);
+        node.new_block(|s| {
+            let mut v = ht_node(0, meta::SubnetNodeClass::Idle).encode();
+            v.push(0);
+            s.insert(ht_node_key(2, 0), v);
+        });
+        let err = chain.snapshot().await.unwrap_err().to_string();
+        assert!(err.contains("trailing"), "{err}");
+        // A peer id longer than the chain allows.
+        node.new_block(|s| {
+            let mut n = ht_node(0, meta::SubnetNodeClass::Idle);
+            n.peer_id = meta::OpaquePeerId(vec![b'1'; 10_000]);
+            s.insert(ht_node_key(2, 0), n.encode());
+        });
+        let err = chain.snapshot().await.unwrap_err().to_string();
+        assert!(err.contains("peer_id"), "{err}");
+
+        // Oversized: a 256-neuron subnet through a client that reads at most 4 KiB.
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 256)).await;
+        let client = RpcClient::new(&node.url()).unwrap().with_max_answer(4096);
+        let chain = RpcChain::with_client(client, RpcKind::Subtensor, vec![5]);
+        let err = chain.snapshot().await.unwrap_err();
+        assert!(
+            matches!(err, ChainError::Rpc(RpcError::TooLarge(4096))),
+            "{err}"
+        );
+    });
+}
