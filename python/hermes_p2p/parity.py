@@ -34,4 +34,9 @@ EXCLUDED: dict[str, str] = {
     "transfers": "not bound yet: Sync Engine from Python is future work",
     "transfer": "not bound yet: Sync Engine from Python is future work",
     "revoke": "not bound yet: Sync Engine from Python is future work",
+    "consensus_status": "not bound yet: consensus from Python is future work",
+    "consensus_statuses": "not bound yet: consensus from Python is future work",
+    "poll_consensus": "not bound yet: consensus from Python is future work",
+    "consensus_events": "not bound yet: consensus from Python is future work",
+    "consensus_off": "not bound yet: consensus from Python is future work",
 }
