@@ -459,7 +459,7 @@ async fn no_consensus_on_a_chain_without_epochs_or_when_disabled() {
     let rt = hermes::Runtime::builder(cfg).start().await.unwrap();
     let why = rt.consensus_off().unwrap().to_string();
     assert!(
-        why.contains("static chain") && why.contains("epochs"),
+        why.contains("static snapshot") && why.contains("epochs"),
         "{why}"
     );
     let e = rt.consensus_status(NET).await.unwrap_err();
