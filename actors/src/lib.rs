@@ -28,6 +28,7 @@
 pub mod chain;
 pub mod consensus;
 pub mod firewall;
+mod https;
 pub mod identity;
 pub mod network;
 pub mod storage;

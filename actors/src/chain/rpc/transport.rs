@@ -7,9 +7,6 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,7 +62,7 @@ pub enum RpcError {
     },
 }
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = crate::https::PooledClient<Full<Bytes>>;
 
 /// A JSON-RPC client for one endpoint.
 #[derive(Clone)]
@@ -115,32 +112,18 @@ impl RpcClient {
     /// [`RpcError::Url`].
     pub fn new(url: &str) -> Result<Self, RpcError> {
         let url = http_url(url)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RpcError::Url {
-                url: url.to_string(),
-                reason: format!("TLS setup: {e}"),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1)
-            .build(https);
+        let http = crate::https::pooled_client(crate::https::PoolOptions {
+            roots: Arc::new(roots),
+            connect_timeout: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+            max_idle_per_host: 1,
+        })
+        .map_err(|reason| RpcError::Url {
+            url: url.to_string(),
+            reason,
+        })?;
         Ok(RpcClient {
             url,
             http,

@@ -12,9 +12,6 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,7 +20,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request bodies: a small buffer, or a part streamed chunk by chunk.
 pub(crate) type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 /// The pooled HTTP/1.1 client over plain TCP or rustls.
-pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ReqBody>;
+pub(crate) type HttpClient = crate::https::PooledClient<ReqBody>;
 
 /// How long to wait for a TCP connection to the endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,27 +32,13 @@ pub(crate) const MAX_XML_LEN: usize = 4 << 20;
 /// A client with a keep-alive pool, TLS through rustls (aws-lc-rs, the tree's provider) with
 /// Mozilla's roots plus the system's, HTTP/1.1 (S3 speaks nothing else everywhere).
 pub(crate) fn http_client(max_idle_per_host: usize) -> Result<HttpClient, S3Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| S3Error::Config(format!("TLS setup: {e}")))?
-        .with_root_certificates(Arc::clone(roots()))
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(max_idle_per_host)
-        .build(https))
+    crate::https::pooled_client(crate::https::PoolOptions {
+        roots: Arc::clone(roots()),
+        connect_timeout: CONNECT_TIMEOUT,
+        idle: POOL_IDLE,
+        max_idle_per_host,
+    })
+    .map_err(S3Error::Config)
 }
 
 /// Mozilla's roots plus the system's, read once per process (the system store is a few hundred
