@@ -14,9 +14,14 @@ venv="$target/python-ci/venv"
 wheels="$target/python-ci/wheels"
 start=$(date +%s)
 
-# The Rust node of the tests: the CLI of this workspace.
-cargo build --bin hermes --manifest-path "$root/Cargo.toml"
-export HERMES_BIN="$target/debug/hermes"
+# The Rust node of the tests: the CLI of this workspace. .ci/test passes the one its workspace
+# test run has just built (building it here with other features would compile much of the
+# dependency tree a second time).
+if [ -z "${HERMES_BIN:-}" ]; then
+    cargo build --bin hermes --manifest-path "$root/Cargo.toml"
+    HERMES_BIN="$target/debug/hermes"
+fi
+export HERMES_BIN
 
 rm -rf "$venv" "$wheels"
 python3 -m venv "$venv"
