@@ -1204,5 +1204,14 @@ fn demo_runs_to_the_end() {
         "{out}"
     );
     assert!(out.contains("counted by the refusing side"), "{out}");
+    // Subnet 3's epoch: both validators report it finalized with both attestations.
+    for who in ["alpha", "beta "] {
+        assert!(
+            out.contains(&format!(
+                "{who} sees epoch 1 finalized: InConsensus, 2/2 attestations"
+            )),
+            "{out}"
+        );
+    }
     assert!(out.contains("all nodes shut down cleanly"), "{out}");
 }

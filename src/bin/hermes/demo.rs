@@ -55,6 +55,12 @@ fn demo_nodes(tmp: &Path) -> Result<Vec<DemoNode>> {
     use hermes::proto::chain::{NodeClass, NodeEntry};
     let chain_dir = tmp.join("devchain");
     let chain = hermes_actors::chain::DevChain::new(&chain_dir);
+    // Blocks advance only when the demo steps them, so its epoch runs when the demo is ready.
+    chain.init(hermes_actors::chain::DevParams {
+        blocks_per_epoch: DEMO_EPOCH_BLOCKS,
+        block_time: None,
+        ..Default::default()
+    })?;
     let mut nodes = Vec::new();
     for (name, netuids) in [("alpha", vec![3]), ("beta", vec![3, 7]), ("gamma", vec![7])] {
         let dir = tmp.join(name);
@@ -70,7 +76,13 @@ fn demo_nodes(tmp: &Path) -> Result<Vec<DemoNode>> {
                 hotkey: key.public(),
                 peer_id: peer.to_base58(),
                 stake: 1_000,
-                class: NodeClass::Registered,
+                // alpha and beta validate subnet 3 (they run its epoch below); the rest are
+                // newly registered.
+                class: if *n == 3 {
+                    NodeClass::Validator
+                } else {
+                    NodeClass::Registered
+                },
             })?;
         }
         let mode = if netuids.len() == 1 {
@@ -86,6 +98,9 @@ fn demo_nodes(tmp: &Path) -> Result<Vec<DemoNode>> {
             .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
             .with_log_level("warn");
         cfg.chain.poll_interval = hermes::config::HumanDuration(std::time::Duration::from_secs(5));
+        // The demo steps the chain by hand: follow it closely.
+        cfg.consensus.poll_interval =
+            hermes::config::HumanDuration(std::time::Duration::from_millis(200));
         cfg.validate()?;
         nodes.push(DemoNode {
             name,
@@ -302,6 +317,8 @@ fn demo_in(tmp: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&src);
         let _ = std::fs::remove_file(&dest);
 
+        epoch_in(&tmp.join("devchain"), &rts, &nodes).await?;
+
         outln!("\nCounters:");
         let sa = alpha.message_stats().await?;
         let sb = beta.message_stats().await?;
@@ -347,6 +364,109 @@ fn demo_in(tmp: &Path) -> Result<()> {
         outln!("\nall nodes shut down cleanly");
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// Blocks per epoch of the demo's dev chain.
+const DEMO_EPOCH_BLOCKS: u64 = 10;
+
+/// One epoch of subnet 3, whose validators are alpha and beta: the chain elects one of them, it
+/// proposes the epoch's scores through its application hook (here the default one), the other
+/// checks and attests, and the next block past the epoch finalizes it.
+async fn epoch_in(
+    chain_dir: &Path,
+    rts: &[hermes::RuntimeHandle],
+    nodes: &[DemoNode],
+) -> Result<()> {
+    use hermes::proto::consensus::Change;
+    const NET: u16 = 3;
+    let dev = hermes_actors::chain::DevChain::new(chain_dir);
+    let name = |k: &hermes::proto::Hotkey| {
+        let ss58 = k.to_ss58(42);
+        nodes
+            .iter()
+            .find(|n| n.ss58 == ss58)
+            .map_or(ss58, |n| n.name.to_string())
+    };
+    outln!("\nEpoch consensus on subnet 3 (dev chain stepped by hand; alpha and beta are its validators):");
+    let mut events: Vec<_> = rts[..2].iter().map(|rt| rt.consensus_events()).collect();
+    let t = std::time::Instant::now();
+    let epoch = dev.step(DEMO_EPOCH_BLOCKS)?.epoch;
+    let view = within(30, || async {
+        let v = dev.epoch_sync(NET, Some(epoch)).ok()??;
+        (v.round.tally().attestations >= 2).then_some(v)
+    })
+    .await
+    .ok_or_else(|| {
+        anyhow!("epoch {epoch}: the chain did not record both validators' work within 30 s")
+    })?;
+    let (p, _) = view
+        .round
+        .proposal()
+        .ok_or_else(|| anyhow!("epoch {epoch}: no proposal"))?;
+    let proposer = name(&p.proposal.proposer);
+    let scored: Vec<String> = p.proposal.scores.iter().map(|s| name(&s.hotkey)).collect();
+    let attesters: Vec<String> = view
+        .round
+        .attestations()
+        .map(|a| name(&a.attestation.attester))
+        .filter(|n| *n != proposer)
+        .collect();
+    outln!(
+        "  epoch {epoch}: {proposer} elected; it proposed scores for {} (signed with its hotkey, gossiped, put in the DHT)",
+        scored.join(" and ")
+    );
+    outln!(
+        "  {} checked the data against its own view and attested: {}/{} on chain {:.0} ms after the epoch opened",
+        attesters.join(", "),
+        view.round.tally().attestations,
+        view.round.tally().validators,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    dev.step(DEMO_EPOCH_BLOCKS)?;
+    for (i, rx) in events.iter_mut().enumerate() {
+        let o = loop {
+            let o = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+                .await
+                .map_err(|_| anyhow!("{} reported no outcome of epoch {epoch}", nodes[i].name))?
+                .map_err(|e| anyhow!("{}'s consensus events: {e}", nodes[i].name))?;
+            if o.netuid == NET && o.epoch == epoch {
+                break o;
+            }
+        };
+        let changes: Vec<String> = o
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::Promoted { hotkey, from, to } => {
+                    format!("{} {from:?} -> {to:?}", name(hotkey))
+                }
+                Change::Punished {
+                    hotkey, penalties, ..
+                } => format!("{} penalized ({penalties})", name(hotkey)),
+                Change::Removed { hotkey, reason } => {
+                    format!("{} removed ({reason:?})", name(hotkey))
+                }
+            })
+            .collect();
+        outln!(
+            "  {:<5} sees epoch {epoch} finalized: {:?}, {}/{} attestations{}{}",
+            nodes[i].name,
+            o.verdict,
+            o.attestations,
+            o.validators,
+            if o.proposed {
+                ", its proposal"
+            } else {
+                ", it attested"
+            },
+            if changes.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", changes.join(", "))
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Writes `len` bytes of a fixed pattern to `path`.
