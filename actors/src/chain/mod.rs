@@ -19,7 +19,8 @@
 //! - [`Refresh`] → reloads now and publishes if it changed
 //!
 //! and emits [`RegistryUpdated`] to its subscriber (the FirewallActor) whenever the snapshot
-//! changes, polling the backend every `poll_interval`. When the backend keeps failing for
+//! changes, polling the backend every `poll_interval` (one read at a time; after failures the wait
+//! grows exponentially up to [`MAX_BACKOFF`], see [`ChainActor::next_delay`]). When the backend keeps failing for
 //! `max_staleness` (or could not be read at start), the last registry is published as stale: the
 //! firewall then refuses new peers (`chain_stale`) until a read succeeds again.
 
@@ -323,7 +324,15 @@ pub struct ChainActor {
     stale: bool,
     /// An update the subscriber's full mailbox refused, to send again at the next poll.
     unsent: bool,
+    /// Reads failed in a row: the next read waits longer (exponential backoff).
+    failures: u32,
 }
+
+/// The longest wait between two reads of a failing backend: at most this many poll intervals…
+pub const MAX_BACKOFF_POLLS: u32 = 8;
+/// …and at most this long (or one poll interval, if longer), so that a recovered endpoint is
+/// read again soon.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl ChainActor {
     /// An actor polling `chain` every `poll` and publishing changes to `subscriber`. `initial` is
@@ -347,7 +356,55 @@ impl ChainActor {
             max_staleness,
             last_ok,
             unsent: false,
+            failures: 0,
         }
+    }
+
+    /// How long to wait before the next read: `poll` while the backend answers; after `k`
+    /// failures in a row `poll * 2^k` (jittered down by up to a fifth, so nodes that lost the same
+    /// endpoint do not come back in step), at most [`MAX_BACKOFF_POLLS`] polls and
+    /// [`MAX_BACKOFF`] (or `poll` if longer). While the
+    /// registry is not yet stale, never past the moment it would become so: `chain_stale` is
+    /// declared on time however long the backoff has grown.
+    pub fn next_delay(&self) -> Duration {
+        if self.failures == 0 {
+            return self.poll;
+        }
+        let cap = self
+            .poll
+            .saturating_mul(MAX_BACKOFF_POLLS)
+            .min(MAX_BACKOFF)
+            .max(self.poll);
+        let grown = self
+            .poll
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(cap);
+        let mut delay = grown.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..=1.0));
+        if !self.stale {
+            if let Some(t) = self.last_ok {
+                let left = self.max_staleness.saturating_sub(t.elapsed());
+                delay = delay.min(left.max(Duration::from_millis(10)));
+            }
+        }
+        delay
+    }
+
+    /// Reads the backend, then schedules the next read: one read at a time, so a backend that
+    /// hangs until the RPC timeout never has reads piling up against it.
+    fn poll_now(&mut self, ctx: &mut Context<Self>) {
+        let chain = self.chain.clone();
+        ctx.spawn(
+            async move { chain.registry().await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    let _ = act.apply(res);
+                    act.poll_later(ctx);
+                }),
+        );
+    }
+
+    fn poll_later(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.next_delay(), |act, ctx| act.poll_now(ctx));
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
@@ -377,6 +434,7 @@ impl ChainActor {
         match res {
             Ok(reg) => {
                 self.last_ok = Some(Instant::now());
+                self.failures = 0;
                 let mut changed = self.unsent;
                 if reg.entries() != self.current.entries() {
                     tracing::debug!(nodes = reg.len(), "chain registry changed");
@@ -394,6 +452,7 @@ impl ChainActor {
                 Ok(self.current.clone())
             }
             Err(e) => {
+                self.failures = self.failures.saturating_add(1);
                 let age = self.last_ok.map(|t| t.elapsed());
                 if !self.stale && age.is_none_or(|a| a >= self.max_staleness) {
                     tracing::error!(error = %e, "the chain registry has not been readable for max_staleness; refusing new peers (chain_stale) until it reads again");
@@ -416,7 +475,7 @@ impl Actor for ChainActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
-        ctx.run_interval(self.poll, |act, ctx| act.reload(ctx));
+        self.poll_later(ctx);
     }
 }
 
@@ -535,6 +594,106 @@ mod tests {
             actor.send(Refresh).await.unwrap().unwrap();
             let n = tokio::time::timeout(Duration::from_secs(10), got.recv()).await;
             assert_eq!(n.ok().flatten(), Some(2), "the update was lost");
+        });
+    }
+
+    /// A backend whose reads fail, after `hang` each, counting reads and how many overlap.
+    #[derive(Debug, Default)]
+    struct Failing {
+        hang: Duration,
+        calls: std::sync::atomic::AtomicU32,
+        in_flight: std::sync::atomic::AtomicU32,
+        max_in_flight: std::sync::atomic::AtomicU32,
+    }
+    impl Chain for Failing {
+        fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                self.calls.fetch_add(1, SeqCst);
+                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+                self.max_in_flight.fetch_max(now, SeqCst);
+                tokio::time::sleep(self.hang).await;
+                self.in_flight.fetch_sub(1, SeqCst);
+                Err(ChainError::Refused("test endpoint down".into()))
+            })
+        }
+    }
+
+    fn actor_on(chain: Arc<dyn Chain>, poll: Duration, max_staleness: Duration) -> ChainActor {
+        let sink = Sink {
+            got: tokio::sync::mpsc::unbounded_channel().0,
+        }
+        .start();
+        ChainActor::new(
+            chain,
+            Some(Registry::default()),
+            poll,
+            max_staleness,
+            sink.recipient(),
+        )
+    }
+
+    /// After k failures in a row the next read waits poll·2^k (less up to a fifth), capped;
+    /// one success brings it back to `poll`; before the registry is stale the wait never passes
+    /// the moment it would become stale.
+    #[test]
+    fn failed_reads_back_off_exponentially_and_a_success_resets() {
+        actix::System::new().block_on(async {
+            let poll = Duration::from_millis(100);
+            let mut a = actor_on(
+                Arc::new(Failing::default()),
+                poll,
+                Duration::from_secs(3600),
+            );
+            assert_eq!(a.next_delay(), poll);
+            for k in 1..=12u32 {
+                let _ = a.apply(Err(ChainError::Refused("down".into())));
+                let full = (poll * 2u32.pow(k)).min(poll * MAX_BACKOFF_POLLS);
+                let d = a.next_delay();
+                assert!(
+                    d <= full && d >= full.mul_f64(0.8),
+                    "after {k} failures: {d:?}"
+                );
+            }
+            let _ = a.apply(Ok(Registry::default()));
+            assert_eq!(a.next_delay(), poll);
+
+            // 250 ms to staleness: however many failures, the next read comes before then.
+            let mut a = actor_on(
+                Arc::new(Failing::default()),
+                poll,
+                Duration::from_millis(250),
+            );
+            for _ in 0..6 {
+                let _ = a.apply(Err(ChainError::Refused("down".into())));
+            }
+            assert!(!a.stale);
+            assert!(a.next_delay() <= Duration::from_millis(250));
+        });
+    }
+
+    /// A backend that hangs on every read (up to the RPC timeout) has one read at a time against
+    /// it, never a pile of them, and is read ever less often.
+    #[test]
+    fn reads_never_overlap_and_slow_down_against_a_hanging_backend() {
+        use std::sync::atomic::Ordering::SeqCst;
+        actix::System::new().block_on(async {
+            let chain = Arc::new(Failing {
+                hang: Duration::from_millis(100),
+                ..Failing::default()
+            });
+            let _actor = actor_on(
+                chain.clone(),
+                Duration::from_millis(5),
+                Duration::from_millis(50),
+            )
+            .start();
+            // Reads at 5 ms and then every ~100 ms + backoff: 10, 20, 40, 40, 40 ms …
+            // About ten in 1.5 s; a read every 5 ms regardless would be 300.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let calls = chain.calls.load(SeqCst);
+            assert!((2..=15).contains(&calls), "{calls} reads in 1.5 s");
+            assert_eq!(chain.max_in_flight.load(SeqCst), 1);
         });
     }
 

@@ -16,8 +16,8 @@
 //! So a subnet of any size up to 1,000 nodes is read in three round trips, never one per peer.
 //! Failures of any kind (unreachable, timeout, garbage, oversized answers, drift) are errors:
 //! the ChainActor keeps the last registry and marks it stale after `max_staleness`, so new
-//! peers are refused; HTTP connections are re-established on the next poll (the poll interval
-//! is the backoff).
+//! peers are refused; HTTP connections are re-established on the next read, which the
+//! ChainActor backs off exponentially while reads fail (`ChainActor::next_delay`).
 //!
 //! Subtensor entries carry no peer id: the firewall admits a peer once its verified binding is
 //! signed by a registered hotkey. Hypertensor registries are marked `with_chain_bound_peers`.
