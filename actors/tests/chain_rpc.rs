@@ -390,6 +390,47 @@ fn metadata_drift_is_an_error_naming_the_item() {
     });
 }
 
+/// Metadata recorded from real Subtensor runtimes (actors/tests/fixtures/metadata/README.md):
+/// the current layout passes the check and a whole subnet reads through it; the 2024 layout,
+/// from before stake was kept per subnet, fails closed naming the item.
+#[test]
+fn real_subtensor_metadata_current_passes_and_pre_dtao_fails_closed() {
+    use hermes_actors::chain::rpc::{metadata, subtensor};
+    let fixture = |name: &str| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/metadata")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let current = fixture("subtensor-devnet-2025-11.scale");
+    metadata::check(&current, subtensor::EXPECTED).unwrap();
+    let old = fixture("subtensor-finney-2024-07.scale");
+    let err = metadata::check(&old, subtensor::EXPECTED)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SubtensorModule.TotalHotkeyAlpha") && err.contains("no such storage item"),
+        "{err}"
+    );
+    // Each is also refused by the other chain's backend: its pallet is not there.
+    let err = metadata::check(&current, hermes_actors::chain::rpc::hypertensor::EXPECTED)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no such pallet"), "{err}");
+
+    run(async {
+        // The node serves the recorded metadata: the registry is read through it.
+        let node = Node::start(current.clone(), subtensor_storage(5, 4)).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        let reg = chain.snapshot().await.unwrap().registry;
+        assert_eq!(reg.len(), 4);
+        let node = Node::start(old.clone(), subtensor_storage(5, 4)).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
+        let err = chain.snapshot().await.unwrap_err();
+        assert!(matches!(err, ChainError::Metadata(_)), "{err}");
+    });
+}
+
 #[test]
 fn garbage_and_oversized_answers_are_errors() {
     run(async {

@@ -2,10 +2,12 @@
 //! them: the pallet and item exist, the hashers are the ones our keys use, and key and value types
 //! have the shape our decoders assume. Drift fails closed with [`MetadataError`] naming the item.
 //!
-//! Metadata V14 and V15 are read with the `frame-metadata` types (decode only): both share the
-//! storage and type-registry layout, and a hand-written decoder of the type registry would be
-//! more code to get wrong than the crate, whose build is small (scale-info and the codec are
-//! already in the tree through sp-core).
+//! Metadata V14, V15 and V16 are read with the `frame-metadata` types (decode only): all three
+//! share the storage-entry and type-registry layout, and a hand-written decoder of the type
+//! registry would be more code to get wrong than the crate, whose build is small (scale-info and
+//! the codec are already in the tree through sp-core). A node's `state_getMetadata` answers V14;
+//! tools that record metadata through the runtime API (`Metadata_metadata_at_version`) keep V15 or
+//! V16, which the tests' fixtures recorded from the real chains are.
 
 use super::keys::Hasher;
 use frame_metadata::v14::{StorageEntryType, StorageHasher};
@@ -87,31 +89,42 @@ pub fn check(bytes: &[u8], expected: &[Expected]) -> Result<(), MetadataError> {
     if prefixed.0 != 0x6174_656d {
         return Err(MetadataError::Unreadable("no metadata magic".into()));
     }
-    match &prefixed.1 {
-        RuntimeMetadata::V14(m) => {
-            let pallets: Vec<_> = m
-                .pallets
-                .iter()
-                .map(|p| (p.name.as_str(), p.storage.as_ref()))
-                .collect();
-            check_all(&m.types, &pallets, expected)
-        }
-        RuntimeMetadata::V15(m) => {
-            let pallets: Vec<_> = m
-                .pallets
-                .iter()
-                .map(|p| (p.name.as_str(), p.storage.as_ref()))
-                .collect();
-            check_all(&m.types, &pallets, expected)
-        }
-        other => Err(MetadataError::Unreadable(format!(
-            "metadata version {} is not read (V14 and V15 are)",
-            other.version()
-        ))),
+    // The versions differ around the storage entries, not in them: one view of each pallet.
+    macro_rules! view {
+        ($m:expr) => {
+            (
+                &$m.types,
+                $m.pallets
+                    .iter()
+                    .map(|p| {
+                        let items = p.storage.as_ref().map(|s| {
+                            s.entries
+                                .iter()
+                                .map(|e| (e.name.as_str(), &e.ty))
+                                .collect::<Vec<_>>()
+                        });
+                        (p.name.as_str(), items)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
     }
+    let (types, pallets) = match &prefixed.1 {
+        RuntimeMetadata::V14(m) => view!(m),
+        RuntimeMetadata::V15(m) => view!(m),
+        RuntimeMetadata::V16(m) => view!(m),
+        other => {
+            return Err(MetadataError::Unreadable(format!(
+                "metadata version {} is not read (V14 to V16 are)",
+                other.version()
+            )))
+        }
+    };
+    check_all(types, &pallets, expected)
 }
 
-type Storage<'a> = Option<&'a frame_metadata::v14::PalletStorageMetadata<PortableForm>>;
+/// A pallet's storage items (`None`: the pallet has no storage).
+type Storage<'a> = Option<Vec<(&'a str, &'a StorageEntryType<PortableForm>)>>;
 
 fn check_all(
     types: &PortableRegistry,
@@ -129,17 +142,17 @@ fn check_all(
             .find(|(n, _)| *n == e.pallet)
             .ok_or_else(|| drift("no such pallet".into()))?
             .1
+            .as_ref()
             .ok_or_else(|| drift("the pallet has no storage".into()))?;
-        let entry = storage
-            .entries
+        let (_, ty) = storage
             .iter()
-            .find(|s| s.name == e.item)
+            .find(|(name, _)| *name == e.item)
             .ok_or_else(|| drift("no such storage item".into()))?;
         let StorageEntryType::Map {
             hashers,
             key,
             value,
-        } = &entry.ty
+        } = ty
         else {
             return Err(drift("a plain value, not a map".into()));
         };
