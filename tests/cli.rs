@@ -1213,5 +1213,8 @@ fn demo_runs_to_the_end() {
             "{out}"
         );
     }
+    // Subnet 7's queue: both its nodes move up a class.
+    assert!(out.contains("gamma Registered -> Idle"), "{out}");
+    assert!(out.contains("beta Registered -> Idle"), "{out}");
     assert!(out.contains("all nodes shut down cleanly"), "{out}");
 }

@@ -389,6 +389,8 @@ async fn epoch_in(
     };
     outln!("\nEpoch consensus on subnet 3 (dev chain stepped by hand; alpha and beta are its validators):");
     let mut events: Vec<_> = rts[..2].iter().map(|rt| rt.consensus_events()).collect();
+    // Subnet 7's epoch, as beta sees it: no validator there, but its queue moves on.
+    let mut beta7 = rts[1].consensus_events();
     let t = std::time::Instant::now();
     let epoch = dev.step(DEMO_EPOCH_BLOCKS)?.epoch;
     let view = within(30, || async {
@@ -423,18 +425,8 @@ async fn epoch_in(
         t.elapsed().as_secs_f64() * 1e3
     );
     dev.step(DEMO_EPOCH_BLOCKS)?;
-    for (i, rx) in events.iter_mut().enumerate() {
-        let o = loop {
-            let o = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
-                .await
-                .map_err(|_| anyhow!("{} reported no outcome of epoch {epoch}", nodes[i].name))?
-                .map_err(|e| anyhow!("{}'s consensus events: {e}", nodes[i].name))?;
-            if o.netuid == NET && o.epoch == epoch {
-                break o;
-            }
-        };
-        let changes: Vec<String> = o
-            .changes
+    let changes = |o: &hermes::EpochOutcome| -> Vec<String> {
+        o.changes
             .iter()
             .map(|c| match c {
                 Change::Promoted { hotkey, from, to } => {
@@ -447,7 +439,11 @@ async fn epoch_in(
                     format!("{} removed ({reason:?})", name(hotkey))
                 }
             })
-            .collect();
+            .collect()
+    };
+    for (i, rx) in events.iter_mut().enumerate() {
+        let o = outcome(rx, NET, epoch, nodes[i].name).await?;
+        let changes = changes(&o);
         outln!(
             "  {:<5} sees epoch {epoch} finalized: {:?}, {}/{} attestations{}{}",
             nodes[i].name,
@@ -466,7 +462,31 @@ async fn epoch_in(
             }
         );
     }
+    let o = outcome(&mut beta7, 7, epoch, "beta").await?;
+    outln!(
+        "  subnet 7 has no validator yet ({:?}), but its newly registered nodes served their queue: {}",
+        o.verdict,
+        changes(&o).join(", ")
+    );
     Ok(())
+}
+
+/// The next outcome of `netuid`'s `epoch` on `rx`, skipping others (30 s at most).
+async fn outcome(
+    rx: &mut tokio::sync::broadcast::Receiver<hermes::EpochOutcome>,
+    netuid: u16,
+    epoch: u64,
+    who: &str,
+) -> Result<hermes::EpochOutcome> {
+    loop {
+        let o = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+            .await
+            .map_err(|_| anyhow!("{who} reported no outcome of subnet {netuid}'s epoch {epoch}"))?
+            .map_err(|e| anyhow!("{who}'s consensus events: {e}"))?;
+        if o.netuid == netuid && o.epoch == epoch {
+            return Ok(o);
+        }
+    }
 }
 
 /// Writes `len` bytes of a fixed pattern to `path`.
