@@ -56,6 +56,8 @@ struct Figures {
     bytes_in: f64,
     gossip_bytes_out: f64,
     wall: Duration,
+    proposal_len: usize,
+    attestation_len: usize,
 }
 
 fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
@@ -221,7 +223,12 @@ fn run(n: usize, link: Duration, args_len: usize, pairs: &[sr25519::Pair]) -> Fi
             Wire::Proposal(b) | Wire::Attestation(b) => b.len() as u64,
         })
         .sum();
+    let len_of = |m: &Wire| match m {
+        Wire::Proposal(b) | Wire::Attestation(b) => b.len(),
+    };
     Figures {
+        proposal_len: len_of(&messages[0]),
+        attestation_len: messages.get(1).map_or(0, len_of),
         p50: percentile(&times, 0.5),
         p99: percentile(&times, 0.99),
         max: *times.last().unwrap_or(&Duration::ZERO),
@@ -280,10 +287,13 @@ fn main() {
                 f.gossip_bytes_out / 1e3,
                 ms(f.wall),
                 if f.all_finalized {
-                    ""
+                    String::new()
                 } else {
-                    "  NOT ALL FINALIZED"
-                }
+                    "  NOT ALL FINALIZED".to_string()
+                } + &format!(
+                    "  (proposal {} B, attestation {} B)",
+                    f.proposal_len, f.attestation_len
+                )
             );
         }
     }
