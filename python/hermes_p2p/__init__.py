@@ -28,6 +28,7 @@ from ._native import (
 )
 from .node import IncomingStreams, Messages, Node, StreamReader, StreamWriter
 from .parity import ALIASES, EXCLUDED
+from .sync import Progress, Ticket, Transfer, TransferInfo
 
 __all__ = [
     "Node",
@@ -35,6 +36,10 @@ __all__ = [
     "IncomingStreams",
     "StreamReader",
     "StreamWriter",
+    "Ticket",
+    "Transfer",
+    "Progress",
+    "TransferInfo",
     "HermesError",
     "ConfigError",
     "InvalidArgument",

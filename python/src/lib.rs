@@ -5,6 +5,7 @@
 //!   cancellation, interpreter exit).
 //! - [`node`]: `NativeNode`, the `RuntimeHandle` as a class.
 //! - [`data`]: the inbox, streams, gossip and delivery events.
+//! - [`sync`]: the Sync Engine (tickets, downloads and their progress, transfers).
 //! - [`values`]: plain result types.
 //! - [`errors`]: the exception hierarchy.
 //!
@@ -19,6 +20,7 @@ mod bridge;
 mod data;
 mod errors;
 mod node;
+mod sync;
 mod values;
 
 use pyo3::prelude::*;
@@ -36,6 +38,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<data::Gossip>()?;
     m.add_class::<data::GossipMessage>()?;
     m.add_class::<data::Events>()?;
+    m.add_class::<sync::Ticket>()?;
+    m.add_class::<sync::Transfer>()?;
+    m.add_class::<sync::Progress>()?;
+    m.add_class::<sync::ProgressIter>()?;
+    m.add_class::<sync::TransferInfo>()?;
     m.add_class::<values::Identity>()?;
     m.add_class::<values::Peer>()?;
     m.add_class::<values::Binding>()?;
