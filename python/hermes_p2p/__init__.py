@@ -15,6 +15,8 @@ handed to the awaiting event loop. See ``python/README.md``.
 
 from ._native import (
     ConfigError,
+    ConsensusStatus,
+    EpochOutcome,
     HermesError,
     IdentityError,
     InvalidArgument,
@@ -40,6 +42,8 @@ __all__ = [
     "Transfer",
     "Progress",
     "TransferInfo",
+    "ConsensusStatus",
+    "EpochOutcome",
     "HermesError",
     "ConfigError",
     "InvalidArgument",

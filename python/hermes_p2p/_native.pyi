@@ -178,6 +178,36 @@ class TransferInfo:
     expires_at: int
     rate: float
 
+class EpochOutcome:
+    netuid: int
+    epoch: int
+    elected: Optional[str]
+    proposal: Optional[str]
+    attestations: int
+    validators: int
+    verdict: str
+    changes: list[tuple[str, str, str]]
+    proposed: bool
+    attested: bool
+
+class ConsensusStatus:
+    netuid: int
+    block: Optional[int]
+    epoch: Optional[int]
+    elected: Optional[str]
+    attestations: tuple[int, int]
+    validator: bool
+    last: Optional[tuple[int, str]]
+    last_outcome: Optional[EpochOutcome]
+    followed: Optional[int]
+    proposed: Optional[tuple[int, str]]
+    attested: Optional[tuple[int, str]]
+    last_error: Optional[str]
+
+class ConsensusEvents:
+    skipped: int
+    def recv(self) -> Awaitable[Optional[EpochOutcome]]: ...
+
 class NativeNode:
     @staticmethod
     def start(config: Union[str, PathLike], *, network: bool = True, logging: bool = False) -> Awaitable["NativeNode"]: ...
@@ -209,6 +239,10 @@ class NativeNode:
     def transfers(self) -> Awaitable[list[TransferInfo]]: ...
     def transfer(self, id: str) -> Awaitable[Optional[Transfer]]: ...
     def revoke(self, id: str) -> Awaitable[TransferInfo]: ...
+    def consensus_status(self, netuid: int) -> Awaitable[ConsensusStatus]: ...
+    def consensus_statuses(self) -> Awaitable[list[ConsensusStatus]]: ...
+    def consensus_events(self) -> ConsensusEvents: ...
+    def consensus_off(self) -> Optional[str]: ...
     def rotate_prekey(self, erase_previous: bool = False) -> Awaitable[Identity]: ...
     def refresh_chain(self) -> Awaitable[int]: ...
     def shutdown(self) -> Awaitable[None]: ...

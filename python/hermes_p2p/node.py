@@ -398,6 +398,31 @@ class Node:
         Raises SyncError when there is no such transfer."""
         return await self._native.revoke(transfer_id)
 
+    # --- consensus (read-only) ------------------------------------------------------------
+
+    async def consensus_status(self, netuid: int) -> _native.ConsensusStatus:
+        """What this node knows of subnet ``netuid``'s current epoch: block, epoch, elected
+        validator, attestations so far, whether it is a validator, what it signed, the last
+        outcome. Raises NotFoundError when the node takes no part in that subnet's consensus
+        (the text says why)."""
+        return await self._native.consensus_status(netuid)
+
+    async def consensus_statuses(self) -> list[_native.ConsensusStatus]:
+        """:meth:`consensus_status` of every subnet this node takes part in."""
+        return await self._native.consensus_statuses()
+
+    def consensus_events(self) -> AsyncIterator[_native.EpochOutcome]:
+        """``async for o in node.consensus_events()``: every epoch of this node's subnets that
+        finishes from now on, as the chain recorded it. Bounded (``consensus.events_capacity``):
+        a consumer that falls behind skips the oldest outcomes."""
+        return _Queue(self._native.consensus_events())
+
+    @property
+    def consensus_off(self) -> Optional[str]:
+        """Why this node takes part in no consensus (disabled, no subnet, a chain without
+        epochs); None while it does."""
+        return self._native.consensus_off()
+
     def __repr__(self) -> str:
         return f"<hermes_p2p.Node {self._native!r}>"
 

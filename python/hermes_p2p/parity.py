@@ -30,9 +30,6 @@ EXCLUDED: dict[str, str] = {
     "firewall_stats": "not bound yet (FirewallStats/DenyReason types have no Python form yet)",
     "update_acl": "not bound yet (needs a Python form of the ACL; edit acl in the config)",
     "set_subnet_scope": "not bound yet (needs a Python form of Scope; edit subnets in the config)",
-    "consensus_status": "not bound yet: consensus from Python is future work",
-    "consensus_statuses": "not bound yet: consensus from Python is future work",
-    "poll_consensus": "not bound yet: consensus from Python is future work",
-    "consensus_events": "not bound yet: consensus from Python is future work",
-    "consensus_off": "not bound yet: consensus from Python is future work",
+    "poll_consensus": "not bound: it acts on the epoch (signs and submits) at once; consensus "
+    "from Python is read-only, the node acts on its own schedule (consensus.poll_interval)",
 }

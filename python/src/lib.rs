@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`bridge`]: Rust futures as asyncio futures (own executor, `call_soon_threadsafe`,
 //!   cancellation, interpreter exit).
+//! - [`consensus`]: epoch status and finished epochs, read-only.
 //! - [`node`]: `NativeNode`, the `RuntimeHandle` as a class.
 //! - [`data`]: the inbox, streams, gossip and delivery events.
 //! - [`sync`]: the Sync Engine (tickets, downloads and their progress, transfers).
@@ -17,6 +18,7 @@
 )]
 
 mod bridge;
+mod consensus;
 mod data;
 mod errors;
 mod node;
@@ -38,6 +40,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<data::Gossip>()?;
     m.add_class::<data::GossipMessage>()?;
     m.add_class::<data::Events>()?;
+    m.add_class::<consensus::ConsensusStatus>()?;
+    m.add_class::<consensus::EpochOutcome>()?;
+    m.add_class::<consensus::ConsensusEvents>()?;
     m.add_class::<sync::Ticket>()?;
     m.add_class::<sync::Transfer>()?;
     m.add_class::<sync::Progress>()?;

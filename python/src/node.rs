@@ -2,6 +2,7 @@
 //! made by [`crate::bridge::spawn`]; the idiomatic wrapper is `hermes_p2p.Node`.
 
 use crate::bridge::{block_on, spawn};
+use crate::consensus::{ConsensusEvents, ConsensusStatus};
 use crate::data::{self, Events, Gossip, Inbox, Incoming, Writer};
 use crate::errors::Failure;
 use crate::sync::{parse_ticket, parse_transfer_id, Ticket, Transfer, TransferInfo};
@@ -436,6 +437,34 @@ impl NativeNode {
             let prefix = h.ss58_prefix();
             Ok(TransferInfo::new(h.revoke(id).await?, prefix))
         })
+    }
+
+    fn consensus_status<'py>(&self, py: Python<'py>, netuid: u16) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let s = h.consensus_status(netuid).await?;
+            Ok(ConsensusStatus::new(&s, h.ss58_prefix()))
+        })
+    }
+
+    fn consensus_statuses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let prefix = h.ss58_prefix();
+            Ok(h.consensus_statuses()
+                .await?
+                .iter()
+                .map(|s| ConsensusStatus::new(s, prefix))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    fn consensus_events(&self) -> ConsensusEvents {
+        ConsensusEvents::new(self.handle.consensus_events(), self.handle.ss58_prefix())
+    }
+
+    fn consensus_off(&self) -> Option<String> {
+        self.handle.consensus_off().map(str::to_string)
     }
 
     #[pyo3(signature = (erase_previous = false))]
