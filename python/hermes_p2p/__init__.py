@@ -15,6 +15,8 @@ handed to the awaiting event loop. See ``python/README.md``.
 
 from ._native import (
     ConfigError,
+    ConsensusStatus,
+    EpochOutcome,
     HermesError,
     IdentityError,
     InvalidArgument,
@@ -28,6 +30,7 @@ from ._native import (
 )
 from .node import IncomingStreams, Messages, Node, StreamReader, StreamWriter
 from .parity import ALIASES, EXCLUDED
+from .sync import Progress, Ticket, Transfer, TransferInfo
 
 __all__ = [
     "Node",
@@ -35,6 +38,12 @@ __all__ = [
     "IncomingStreams",
     "StreamReader",
     "StreamWriter",
+    "Ticket",
+    "Transfer",
+    "Progress",
+    "TransferInfo",
+    "ConsensusStatus",
+    "EpochOutcome",
     "HermesError",
     "ConfigError",
     "InvalidArgument",

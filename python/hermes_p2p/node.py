@@ -13,6 +13,7 @@ import threading
 from typing import AsyncIterator, Optional, Union
 
 from . import _native
+from .sync import Ticket, Transfer, TransferInfo, wrap
 
 Buffer = Union[bytes, bytearray, memoryview, "object"]
 """Anything with the buffer protocol (bytes, bytearray, memoryview, numpy arrays...)."""
@@ -336,6 +337,91 @@ class Node:
             if self._incoming is None:
                 self._incoming = self._native.incoming_streams()
             return IncomingStreams(self._incoming)
+
+    # --- Sync Engine -----------------------------------------------------------------------
+
+    async def offer(
+        self,
+        path: Union[str, os.PathLike],
+        to: str,
+        netuid: int,
+        *,
+        ttl: Optional[float] = None,
+        chunk_size: Optional[int] = None,
+        file_name: Optional[str] = None,
+        via: Optional[str] = None,
+        deliver: bool = True,
+    ) -> Ticket:
+        """Offers the file at ``path`` to wallet ``to`` on ``netuid``: seals and hashes it in
+        one pass, serves it from where it is (nothing is copied) to that node only, and returns
+        the signed ticket. Unless ``deliver=False``, the ticket is also sent to the receiver as
+        an end-to-end message (its string form).
+
+        ``ttl``: ticket validity in seconds (default ``sync.ticket_ttl``); ``chunk_size`` in
+        bytes (1 MiB..64 MiB, a multiple of 64 KiB; default ``sync.chunk_size``);
+        ``file_name``: the name the receiver is told (default the file's own); ``via``:
+        ``"embedded"`` or ``"s3"`` (default ``sync.backend``).
+
+        Raises InvalidArgument for a bad address or option, SyncError when the file cannot be
+        read or the receiver's key cannot be learnt.
+        """
+        return await self._native.offer(
+            os.fspath(path), to, netuid, ttl=ttl, chunk_size=chunk_size,
+            file_name=file_name, via=via, deliver=deliver,
+        )
+
+    async def fetch(
+        self, ticket: Union[Ticket, str], dest: Union[str, os.PathLike]
+    ) -> Transfer:
+        """Starts downloading what ``ticket`` (a :class:`Ticket` or its string form) names into
+        ``dest``: verified chunk by chunk, in parallel, resumable. Returns at once with the
+        running :class:`Transfer`; the file appears at ``dest`` only once complete.
+
+        Raises InvalidArgument for a ticket string that does not parse (the text says what is
+        wrong with it), SyncError for a ticket not valid for this node (expired, for another
+        receiver, tampered) or a destination that exists.
+        """
+        return Transfer(await self._native.fetch(ticket, os.fspath(dest)))
+
+    async def transfers(self) -> list[TransferInfo]:
+        """Every transfer this node offered or downloaded (kept in its database)."""
+        return await self._native.transfers()
+
+    async def transfer(self, transfer_id: str) -> Optional[Transfer]:
+        """The running download ``transfer_id`` (hex), to follow or cancel; None if there is
+        none running."""
+        return wrap(await self._native.transfer(transfer_id))
+
+    async def revoke(self, transfer_id: str) -> TransferInfo:
+        """Revokes offer ``transfer_id`` (its chunks are refused from now on, also to a
+        receiver halfway through), or cancels that download (its partial file is kept).
+        Raises SyncError when there is no such transfer."""
+        return await self._native.revoke(transfer_id)
+
+    # --- consensus (read-only) ------------------------------------------------------------
+
+    async def consensus_status(self, netuid: int) -> _native.ConsensusStatus:
+        """What this node knows of subnet ``netuid``'s current epoch: block, epoch, elected
+        validator, attestations so far, whether it is a validator, what it signed, the last
+        outcome. Raises NotFoundError when the node takes no part in that subnet's consensus
+        (the text says why)."""
+        return await self._native.consensus_status(netuid)
+
+    async def consensus_statuses(self) -> list[_native.ConsensusStatus]:
+        """:meth:`consensus_status` of every subnet this node takes part in."""
+        return await self._native.consensus_statuses()
+
+    def consensus_events(self) -> AsyncIterator[_native.EpochOutcome]:
+        """``async for o in node.consensus_events()``: every epoch of this node's subnets that
+        finishes from now on, as the chain recorded it. Bounded (``consensus.events_capacity``):
+        a consumer that falls behind skips the oldest outcomes."""
+        return _Queue(self._native.consensus_events())
+
+    @property
+    def consensus_off(self) -> Optional[str]:
+        """Why this node takes part in no consensus (disabled, no subnet, a chain without
+        epochs); None while it does."""
+        return self._native.consensus_off()
 
     def __repr__(self) -> str:
         return f"<hermes_p2p.Node {self._native!r}>"

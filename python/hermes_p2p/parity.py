@@ -13,6 +13,8 @@ ALIASES: dict[str, str] = {
     # Queues are async iterators.
     "subscribe": "messages",
     "subscribe_gossip": "gossip",
+    # `fetch` takes a Ticket or its string form.
+    "fetch_ticket": "fetch",
 }
 
 EXCLUDED: dict[str, str] = {
@@ -28,15 +30,6 @@ EXCLUDED: dict[str, str] = {
     "firewall_stats": "not bound yet (FirewallStats/DenyReason types have no Python form yet)",
     "update_acl": "not bound yet (needs a Python form of the ACL; edit acl in the config)",
     "set_subnet_scope": "not bound yet (needs a Python form of Scope; edit subnets in the config)",
-    "offer": "not bound yet: Sync Engine (share) from Python is future work",
-    "fetch": "not bound yet: Sync Engine from Python is future work",
-    "fetch_ticket": "not bound yet: Sync Engine from Python is future work",
-    "transfers": "not bound yet: Sync Engine from Python is future work",
-    "transfer": "not bound yet: Sync Engine from Python is future work",
-    "revoke": "not bound yet: Sync Engine from Python is future work",
-    "consensus_status": "not bound yet: consensus from Python is future work",
-    "consensus_statuses": "not bound yet: consensus from Python is future work",
-    "poll_consensus": "not bound yet: consensus from Python is future work",
-    "consensus_events": "not bound yet: consensus from Python is future work",
-    "consensus_off": "not bound yet: consensus from Python is future work",
+    "poll_consensus": "not bound: it acts on the epoch (signs and submits) at once; consensus "
+    "from Python is read-only, the node acts on its own schedule (consensus.poll_interval)",
 }

@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`bridge`]: Rust futures as asyncio futures (own executor, `call_soon_threadsafe`,
 //!   cancellation, interpreter exit).
+//! - [`consensus`]: epoch status and finished epochs, read-only.
 //! - [`node`]: `NativeNode`, the `RuntimeHandle` as a class.
 //! - [`data`]: the inbox, streams, gossip and delivery events.
+//! - [`sync`]: the Sync Engine (tickets, downloads and their progress, transfers).
 //! - [`values`]: plain result types.
 //! - [`errors`]: the exception hierarchy.
 //!
@@ -16,9 +18,11 @@
 )]
 
 mod bridge;
+mod consensus;
 mod data;
 mod errors;
 mod node;
+mod sync;
 mod values;
 
 use pyo3::prelude::*;
@@ -36,6 +40,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<data::Gossip>()?;
     m.add_class::<data::GossipMessage>()?;
     m.add_class::<data::Events>()?;
+    m.add_class::<consensus::ConsensusStatus>()?;
+    m.add_class::<consensus::EpochOutcome>()?;
+    m.add_class::<consensus::ConsensusEvents>()?;
+    m.add_class::<sync::Ticket>()?;
+    m.add_class::<sync::Transfer>()?;
+    m.add_class::<sync::Progress>()?;
+    m.add_class::<sync::ProgressIter>()?;
+    m.add_class::<sync::TransferInfo>()?;
     m.add_class::<values::Identity>()?;
     m.add_class::<values::Peer>()?;
     m.add_class::<values::Binding>()?;

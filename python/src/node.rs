@@ -2,10 +2,13 @@
 //! made by [`crate::bridge::spawn`]; the idiomatic wrapper is `hermes_p2p.Node`.
 
 use crate::bridge::{block_on, spawn};
+use crate::consensus::{ConsensusEvents, ConsensusStatus};
 use crate::data::{self, Events, Gossip, Inbox, Incoming, Writer};
 use crate::errors::Failure;
+use crate::sync::{parse_ticket, parse_transfer_id, Ticket, Transfer, TransferInfo};
 use crate::values::{parse_id, Binding, Identity, OutboxEntry, Peer, Stats};
 use hermes::proto::Hotkey;
+use hermes::sync::{Backend, OfferOptions};
 use hermes::{RuntimeHandle, StreamOptions};
 use pyo3::prelude::*;
 use std::path::PathBuf;
@@ -45,6 +48,21 @@ fn hotkey(ss58: &str) -> Result<Hotkey, Failure> {
     Hotkey::from_ss58(ss58)
         .map(|(h, _)| h)
         .map_err(|e| Failure::invalid(format!("invalid argument: {e}")))
+}
+
+/// Seconds from Python as a duration.
+///
+/// # Errors
+/// `InvalidArgument` for a negative, infinite or NaN number.
+fn seconds(s: Option<f64>, what: &str) -> Result<Option<Duration>, Failure> {
+    s.map(|s| {
+        Duration::try_from_secs_f64(s).map_err(|_| {
+            Failure::invalid(format!(
+                "invalid argument: {what} {s} is not a duration in seconds"
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// A running node (see `hermes_p2p.Node`).
@@ -251,15 +269,7 @@ impl NativeNode {
         ttl: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let data = data::bytes_of(data)?;
-        let ttl = match ttl {
-            None => None,
-            Some(s) => Some(Duration::try_from_secs_f64(s).map_err(|_| {
-                Failure::invalid(format!(
-                    "invalid argument: ttl {s} is not a duration in seconds"
-                ))
-                .into_pyerr(py)
-            })?),
-        };
+        let ttl = seconds(ttl, "ttl").map_err(|f| f.into_pyerr(py))?;
         let h = self.handle.clone();
         spawn(py, async move {
             let opts = hermes::SendOptions { ttl };
@@ -335,6 +345,126 @@ impl NativeNode {
             .incoming_streams()
             .map_err(|e| Failure::from(e).into_pyerr(py))?;
         Ok(Incoming::new(incoming))
+    }
+
+    /// Offers the file at `path` to `to` on `netuid`; resolves to its `Ticket`.
+    #[pyo3(signature = (path, to, netuid, *, ttl = None, chunk_size = None, file_name = None, via = None, deliver = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn offer<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        to: String,
+        netuid: u16,
+        ttl: Option<f64>,
+        chunk_size: Option<u32>,
+        file_name: Option<String>,
+        via: Option<String>,
+        deliver: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ttl = seconds(ttl, "ttl").map_err(|f| f.into_pyerr(py))?;
+        let via = match via.as_deref() {
+            None => None,
+            Some("embedded") => Some(Backend::Embedded),
+            Some("s3") => Some(Backend::S3),
+            Some(other) => {
+                return Err(Failure::invalid(format!(
+                    "invalid argument: via {other:?}: expected \"embedded\" or \"s3\""
+                ))
+                .into_pyerr(py))
+            }
+        };
+        let opts = OfferOptions {
+            via,
+            ttl,
+            chunk_size,
+            file_name,
+            no_delivery: !deliver,
+        };
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let t = h.offer(&path, &to, netuid, opts).await?;
+            Ok(Ticket::new(t, h.ss58_prefix()))
+        })
+    }
+
+    /// Starts downloading what `ticket` (a `Ticket` or its string form) names into `dest`;
+    /// resolves to the running `Transfer`.
+    fn fetch<'py>(
+        &self,
+        py: Python<'py>,
+        ticket: &Bound<'py, PyAny>,
+        dest: PathBuf,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ticket = match ticket.cast::<Ticket>() {
+            Ok(t) => t.get().inner.clone(),
+            Err(_) => {
+                let text: String = ticket.extract()?;
+                parse_ticket(&text).map_err(|f| f.into_pyerr(py))?
+            }
+        };
+        let h = self.handle.clone();
+        spawn(py, async move {
+            Ok(Transfer::new(h.fetch_ticket(ticket, &dest).await?))
+        })
+    }
+
+    fn transfers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let prefix = h.ss58_prefix();
+            Ok(h.transfers()
+                .await?
+                .into_iter()
+                .map(|t| TransferInfo::new(t, prefix))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    fn transfer<'py>(&self, py: Python<'py>, id: String) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_transfer_id(&id).map_err(|f| f.into_pyerr(py))?;
+        let h = self.handle.clone();
+        spawn(
+            py,
+            async move { Ok(h.transfer(id).await?.map(Transfer::new)) },
+        )
+    }
+
+    fn revoke<'py>(&self, py: Python<'py>, id: String) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_transfer_id(&id).map_err(|f| f.into_pyerr(py))?;
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let prefix = h.ss58_prefix();
+            Ok(TransferInfo::new(h.revoke(id).await?, prefix))
+        })
+    }
+
+    fn consensus_status<'py>(&self, py: Python<'py>, netuid: u16) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let s = h.consensus_status(netuid).await?;
+            Ok(ConsensusStatus::new(&s, h.ss58_prefix()))
+        })
+    }
+
+    fn consensus_statuses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let prefix = h.ss58_prefix();
+            Ok(h.consensus_statuses()
+                .await?
+                .iter()
+                .map(|s| ConsensusStatus::new(s, prefix))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    fn consensus_events(&self) -> ConsensusEvents {
+        ConsensusEvents::new(self.handle.consensus_events(), self.handle.ss58_prefix())
+    }
+
+    fn consensus_off(&self) -> Option<String> {
+        self.handle.consensus_off().map(str::to_string)
     }
 
     #[pyo3(signature = (erase_previous = false))]

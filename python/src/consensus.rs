@@ -1,0 +1,217 @@
+//! Consensus, read-only: each subnet's epoch status and the stream of finished epochs.
+//!
+//! Nothing here signs or submits: the ConsensusActors do that on their own schedule. Polling
+//! the chain on demand (`poll_consensus`) acts on the epoch and is not bound.
+
+use crate::bridge::spawn;
+use hermes::proto::consensus::{Change, Removal};
+use hermes::proto::Hotkey;
+use pyo3::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, Mutex};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ss58(h: &Option<Hotkey>, prefix: u16) -> Option<String> {
+    h.as_ref().map(|h| h.to_ss58(prefix))
+}
+
+/// One change an epoch made to a node: `(kind, ss58, detail)`.
+fn change(c: &Change, prefix: u16) -> (String, String, String) {
+    match c {
+        Change::Promoted { hotkey, from, to } => (
+            "promoted".into(),
+            hotkey.to_ss58(prefix),
+            format!("{} -> {}", from.as_str(), to.as_str()),
+        ),
+        Change::Punished {
+            hotkey,
+            penalties,
+            reputation_ppm,
+        } => (
+            "punished".into(),
+            hotkey.to_ss58(prefix),
+            format!("penalties {penalties}, reputation {reputation_ppm} ppm"),
+        ),
+        Change::Removed { hotkey, reason } => (
+            "removed".into(),
+            hotkey.to_ss58(prefix),
+            match reason {
+                Removal::MaxPenalties => "maximum penalties".into(),
+                Removal::ReputationFloor => "reputation below the floor".into(),
+            },
+        ),
+    }
+}
+
+/// A finished epoch of a subnet, as the chain recorded it.
+#[pyclass(frozen, get_all, module = "hermes_p2p._native")]
+#[derive(Debug, Clone)]
+pub(crate) struct EpochOutcome {
+    /// Subnet.
+    netuid: u16,
+    /// Epoch.
+    epoch: u64,
+    /// The elected validator's SS58 address (None: the subnet had no validator).
+    elected: Option<String>,
+    /// The accepted proposal's hash (hex), if one was accepted.
+    proposal: Option<String>,
+    /// Attestations counted (the proposer's own included).
+    attestations: u64,
+    /// Validator-set size.
+    validators: u64,
+    /// `"no_validators"`, `"no_submission"`, `"equivocated"`, `"not_attested"` or
+    /// `"in_consensus"`.
+    verdict: String,
+    /// What it did to nodes: `(kind, ss58, detail)` with kind `"promoted"`, `"punished"` or
+    /// `"removed"`.
+    changes: Vec<(String, String, String)>,
+    /// Whether this node's proposal was the accepted one.
+    proposed: bool,
+    /// Whether the chain holds this node's attestation.
+    attested: bool,
+}
+
+impl EpochOutcome {
+    pub(crate) fn new(o: &hermes::EpochOutcome, prefix: u16) -> Self {
+        EpochOutcome {
+            netuid: o.netuid,
+            epoch: o.epoch,
+            elected: ss58(&o.elected, prefix),
+            proposal: o.proposal.as_ref().map(|h| hex(h)),
+            attestations: o.attestations,
+            validators: o.validators,
+            verdict: o.verdict.as_str().into(),
+            changes: o.changes.iter().map(|c| change(c, prefix)).collect(),
+            proposed: o.proposed,
+            attested: o.attested,
+        }
+    }
+}
+
+#[pymethods]
+impl EpochOutcome {
+    fn __repr__(&self) -> String {
+        format!(
+            "EpochOutcome(netuid={}, epoch={}, verdict={:?}, {}/{} attested)",
+            self.netuid, self.epoch, self.verdict, self.attestations, self.validators
+        )
+    }
+}
+
+/// What a node knows of a subnet's current epoch.
+#[pyclass(frozen, get_all, module = "hermes_p2p._native")]
+#[derive(Debug, Clone)]
+pub(crate) struct ConsensusStatus {
+    /// Subnet.
+    netuid: u16,
+    /// The chain's latest block, once read.
+    block: Option<u64>,
+    /// The chain's current epoch, once read.
+    epoch: Option<u64>,
+    /// The current epoch's elected validator (SS58).
+    elected: Option<String>,
+    /// Attestations so far and the validator-set size of the current epoch.
+    attestations: (u64, u64),
+    /// Whether this node is a validator in the current epoch.
+    validator: bool,
+    /// The last finished epoch and its verdict.
+    last: Option<(u64, String)>,
+    /// The last finished epoch's outcome in full.
+    last_outcome: Option<EpochOutcome>,
+    /// The latest past epoch whose outcome has been read.
+    followed: Option<u64>,
+    /// This node's last proposal: epoch and statement hash (hex).
+    proposed: Option<(u64, String)>,
+    /// This node's last attestation: epoch and the proposal hash it named (hex).
+    attested: Option<(u64, String)>,
+    /// The last chain error or refusal seen.
+    last_error: Option<String>,
+}
+
+impl ConsensusStatus {
+    pub(crate) fn new(s: &hermes::ConsensusStatus, prefix: u16) -> Self {
+        ConsensusStatus {
+            netuid: s.netuid,
+            block: s.block,
+            epoch: s.epoch,
+            elected: ss58(&s.elected, prefix),
+            attestations: s.attestations,
+            validator: s.validator,
+            last: s.last.map(|(e, v)| (e, v.as_str().to_string())),
+            last_outcome: s
+                .last_outcome
+                .as_ref()
+                .map(|o| EpochOutcome::new(o, prefix)),
+            followed: s.followed,
+            proposed: s.duties.proposed.map(|(e, h)| (e, hex(&h))),
+            attested: s.duties.attested.map(|(e, h)| (e, hex(&h))),
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl ConsensusStatus {
+    fn __repr__(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(|| "None".to_string(), |v| v.to_string());
+        format!(
+            "ConsensusStatus(netuid={}, block={}, epoch={}, validator={})",
+            self.netuid,
+            opt(self.block),
+            opt(self.epoch),
+            if self.validator { "True" } else { "False" }
+        )
+    }
+}
+
+/// Finished epochs of the node's subnets. The channel is bounded
+/// (`consensus.events_capacity`): a consumer that falls behind skips the oldest outcomes,
+/// counted in `skipped`.
+#[pyclass(frozen, module = "hermes_p2p._native")]
+pub(crate) struct ConsensusEvents {
+    rx: Arc<Mutex<broadcast::Receiver<hermes::EpochOutcome>>>,
+    skipped: Arc<AtomicU64>,
+    prefix: u16,
+}
+
+impl ConsensusEvents {
+    pub(crate) fn new(rx: broadcast::Receiver<hermes::EpochOutcome>, prefix: u16) -> Self {
+        ConsensusEvents {
+            rx: Arc::new(Mutex::new(rx)),
+            skipped: Arc::default(),
+            prefix,
+        }
+    }
+}
+
+#[pymethods]
+impl ConsensusEvents {
+    /// The next finished epoch; `None` once the node has shut down.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let rx = self.rx.clone();
+        let skipped = self.skipped.clone();
+        let prefix = self.prefix;
+        spawn(py, async move {
+            let mut rx = rx.lock().await;
+            loop {
+                match rx.recv().await {
+                    Ok(o) => return Ok(Some(EpochOutcome::new(&o, prefix))),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        skipped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                }
+            }
+        })
+    }
+
+    /// Outcomes skipped because this consumer fell behind.
+    #[getter]
+    fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,74 @@
+"""Consensus from Python, read-only: a node on the dev chain reports its subnet's epoch, and an
+epoch closed by stepping the chain arrives as an EpochOutcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import hermes_p2p
+from conftest import NETUID, WAIT, eventually, hermes
+
+async def test_status_and_finished_epochs(pair):
+    cfg = json.loads(pair.py_config.read_text())
+    cfg["consensus"]["poll_interval"] = "100ms"
+    pair.py_config.write_text(json.dumps(cfg))
+    async with hermes_p2p.Node.start(pair.py_config) as node:
+        assert node.consensus_off is None
+        events = node.consensus_events()
+
+        async def read():
+            s = await node.consensus_status(NETUID)
+            return s if s.epoch is not None else None
+
+        status = await eventually(read, "the consensus actor reading the chain")
+        assert status.netuid == NETUID and status.block is not None
+        assert [s.netuid for s in await node.consensus_statuses()] == [NETUID]
+        with pytest.raises(hermes_p2p.NotFoundError) as e:
+            await node.consensus_status(NETUID + 1)
+        assert f"no consensus for subnet {NETUID + 1}" in str(e.value)
+
+        # The dev chain advances only when stepped. The first epoch had no round (the nodes
+        # registered during it); the next one has, and closing it yields its outcome.
+        assert status.epoch == 0
+
+        async def step_to(epoch: int):
+            await asyncio.to_thread(hermes, "devchain", "step", "--chain", "chain", "20",
+                                    cwd=pair.tmp)
+
+            async def there():
+                return (await node.consensus_status(NETUID)).epoch == epoch
+
+            await eventually(there, f"the node seeing epoch {epoch}")
+
+        await step_to(1)
+        await step_to(2)
+        outcome = await asyncio.wait_for(anext(events), WAIT)
+        assert isinstance(outcome, hermes_p2p.EpochOutcome)
+        assert (outcome.netuid, outcome.epoch) == (NETUID, 1)
+        # Two idle nodes, no validator yet: nobody was elected.
+        assert outcome.verdict == "no_validators"
+        assert outcome.elected is None and outcome.validators == 0
+        assert not outcome.proposed and not outcome.attested
+
+        async def followed():
+            s = await node.consensus_status(NETUID)
+            return s if s.last is not None else None
+
+        after = await eventually(followed, "the status showing the finished epoch")
+        assert after.last == (1, "no_validators")
+        assert after.last_outcome.epoch == 1 and after.followed == 1
+
+
+async def test_consensus_off_says_why(pair):
+    cfg = json.loads(pair.py_config.read_text())
+    cfg["consensus"]["enabled"] = False
+    pair.py_config.write_text(json.dumps(cfg))
+    async with hermes_p2p.Node.start(pair.py_config) as node:
+        assert node.consensus_off == "consensus.enabled is false"
+        assert await node.consensus_statuses() == []
+        with pytest.raises(hermes_p2p.NotFoundError) as e:
+            await node.consensus_status(NETUID)
+        assert "consensus.enabled is false" in str(e.value)
