@@ -1,5 +1,8 @@
 //! Property test of one epoch across many nodes: random validator sets, an honest or an
-//! equivocating proposer, offline nodes, message loss, duplication and reordering.
+//! equivocating proposer, offline nodes, message loss, duplication and reordering, and crashes
+//! with restarts: a crashed node loses everything but its persisted [`Duties`] (encoded and
+//! decoded again, as the store does), including between recording a duty and sending the signed
+//! record (the write-ahead window), and fetches the proposal from the chain when it is back.
 //!
 //! Nodes relay every distinct proposal they see once (as gossip floods it); the chain (the last
 //! participant) gets the proposer's submissions and every attestation, and what it holds is
@@ -28,6 +31,8 @@ use std::sync::OnceLock;
 enum Msg {
     Proposal(SignedProposal),
     Attestation(SignedAttestation),
+    /// A restarted node asks the chain for the epoch's proposal (retried until it has one).
+    Fetch,
 }
 
 fn keys() -> &'static [sr25519::Pair] {
@@ -59,6 +64,7 @@ proptest! {
         online_mask in any::<u16>(),
         equivocate in any::<bool>(),
         lossy in any::<bool>(),
+        crashy in any::<bool>(),
         schedule in proptest::collection::vec((any::<usize>(), 0u8..10), 400),
     ) {
         let pairs = &keys()[..n];
@@ -108,6 +114,16 @@ proptest! {
             flight.push((chain, Msg::Proposal(b.clone())));
         }
         let mut attested_by: BTreeMap<Hotkey, BTreeSet<[u8; 32]>> = BTreeMap::new();
+        let mut crashed: BTreeSet<usize> = BTreeSet::new();
+        // At most this many crashes a run (each one replays the proposal's relay to all).
+        let mut crashes_left = 4u32;
+        // A crash: everything in memory is lost; the persisted duties come back from their
+        // encoding; once up, the node fetches the proposal from the chain.
+        let restart = |node: &mut Node, flight: &mut Vec<(usize, Msg)>, to: usize| {
+            let duties = Duties::decode(&node.duties.encode()).unwrap();
+            *node = Node { pair: node.pair.clone(), round: Round::open(params.clone()), duties, early: vec![], relayed: BTreeSet::new() };
+            flight.push((to, Msg::Fetch));
+        };
         let mut steps = schedule.into_iter();
         let mut budget = 5000;
         while !flight.is_empty() && budget > 0 {
@@ -121,6 +137,29 @@ proptest! {
                 1 => flight.push((to, msg.clone())), // duplicated
                 _ => {}
             }
+            // Crash on receipt (the message is lost with the node's memory); never the chain.
+            if crashy && fate == 2 && to != chain && crashes_left > 0 {
+                crashes_left -= 1;
+                crashed.insert(to);
+                restart(&mut nodes[to], &mut flight, to);
+                continue;
+            }
+            let msg = match msg {
+                // The chain answers with its proposal, or with both copies once it holds an
+                // equivocation; with neither yet, the node asks again later.
+                Msg::Fetch => match (nodes[chain].round.equivocation(), nodes[chain].round.proposal()) {
+                    (Some((x, y)), _) => {
+                        flight.push((to, Msg::Proposal(y.clone())));
+                        Msg::Proposal(x.clone())
+                    }
+                    (None, Some((p, _))) => Msg::Proposal(p.clone()),
+                    (None, None) => {
+                        flight.push((to, Msg::Fetch));
+                        continue;
+                    }
+                },
+                m => m,
+            };
             let node = &mut nodes[to];
             let mut accepted = None;
             match msg {
@@ -139,14 +178,24 @@ proptest! {
                         node.early.push(att);
                     }
                 }
+                Msg::Fetch => unreachable!("resolved above"),
             }
             if let Some(hash) = accepted {
                 for att in std::mem::take(&mut node.early) {
                     let _ = node.round.attest(&att);
                 }
-                // Attest once, through the duty guard, and broadcast.
-                if to != chain && node.duties.may_attest(9, &hash) == super::Decision::Sign {
+                // Attest once, through the duty guard (write-ahead: record, then sign and
+                // send), and broadcast. After a crash in between, the same statement is sent
+                // again (`Resend`), never another one.
+                let decision = node.duties.may_attest(9, &hash);
+                if to != chain && decision != super::Decision::Refuse {
                     node.duties.record_attestation(9, hash);
+                    if crashy && fate == 3 && crashes_left > 0 {
+                        crashes_left -= 1;
+                        crashed.insert(to);
+                        restart(&mut nodes[to], &mut flight, to);
+                        continue;
+                    }
                     let me = Hotkey::of(&node.pair);
                     attested_by.entry(me).or_default().insert(hash);
                     let att = Attestation { epoch: 9, netuid: 1, proposal: hash, attester: me }
@@ -179,12 +228,13 @@ proptest! {
             }
             prop_assert_eq!(on_chain.verdict, super::Verdict::Equivocated);
         }
-        // Liveness (the chain is not a validator: count validators only).
+        // Liveness (the chain is not a validator: count validators only). A node that crashed
+        // may have lost attestations it had counted; it learns the outcome from the chain.
         let up = online[..n].iter().filter(|o| **o).count() as u64;
         if !equivocate && !lossy && up * 100 >= n as u64 * 66 {
             for (i, x) in nodes.iter().enumerate() {
-                if online[i] {
-                    prop_assert!(x.round.tally().in_consensus, "node {i} did not finalize");
+                if online[i] && !crashed.contains(&i) {
+                    prop_assert!(x.round.tally().in_consensus, "node {i} did not finalize: {:?}, {} in flight, budget {budget}, crashed {crashed:?}", x.round.tally(), flight.len());
                 }
             }
             prop_assert_eq!(on_chain.verdict, super::Verdict::InConsensus);
