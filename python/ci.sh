@@ -26,7 +26,7 @@ export HERMES_BIN
 rm -rf "$venv" "$wheels"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "maturin>=1.5,<2" "pytest>=8" "pytest-asyncio>=1" numpy
+    "maturin>=1.5,<2" "pytest>=8" "pytest-asyncio>=1" numpy "bittensor-wallet>=4,<5"
 # Built against the system interpreter (the wheel is abi3, any 3.11+ does): a fresh venv's
 # interpreter would make pyo3's build script, and so pyo3 and this crate, rebuild every run.
 "$venv/bin/maturin" build --manifest-path "$here/Cargo.toml" --out "$wheels" \
