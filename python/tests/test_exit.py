@@ -1,5 +1,5 @@
 """Leaving the interpreter with a transfer in flight: no crash, no hang, the data dir released
-(the next run starts on it). HERMES_EXIT_LOOPS sets the number of runs (default 10)."""
+(the next run starts on it). HERMES_EXIT_LOOPS sets the number of runs (default 200, about a minute)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 from conftest import NETUID, WAIT
 
-LOOPS = int(os.environ.get("HERMES_EXIT_LOOPS", "10"))
+LOOPS = int(os.environ.get("HERMES_EXIT_LOOPS", "200"))
 CHILD = pathlib.Path(__file__).with_name("exit_child.py")
 
 
