@@ -4,6 +4,7 @@
 //! the chain on demand (`poll_consensus`) acts on the epoch and is not bound.
 
 use crate::bridge::spawn;
+use crate::data::next_counting;
 use hermes::proto::consensus::{Change, Removal};
 use hermes::proto::Hotkey;
 use pyo3::prelude::*;
@@ -197,15 +198,9 @@ impl ConsensusEvents {
         let prefix = self.prefix;
         spawn(py, async move {
             let mut rx = rx.lock().await;
-            loop {
-                match rx.recv().await {
-                    Ok(o) => return Ok(Some(EpochOutcome::new(&o, prefix))),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        skipped.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(None),
-                }
-            }
+            Ok(next_counting(&mut rx, &skipped)
+                .await
+                .map(|o| EpochOutcome::new(&o, prefix)))
         })
     }
 

@@ -21,6 +21,23 @@ pub(crate) const MAX_READ: usize = 16 << 20;
 /// Default `read()` size, and the chunk size of `async for chunk in reader`.
 pub(crate) const DEFAULT_READ: usize = 256 << 10;
 
+/// The next value of a broadcast channel, adding to `skipped` the values this consumer missed by
+/// falling behind; `None` once the channel is closed.
+pub(crate) async fn next_counting<T: Clone>(
+    rx: &mut broadcast::Receiver<T>,
+    skipped: &AtomicU64,
+) -> Option<T> {
+    loop {
+        match rx.recv().await {
+            Ok(v) => return Some(v),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                skipped.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
 /// A buffer-protocol view of `obj` as bytes. Typed buffers (e.g. a float64 numpy array) are
 /// viewed as their raw bytes through `memoryview.cast("B")`, without a copy.
 ///
@@ -474,22 +491,14 @@ impl Gossip {
         let skipped = self.skipped.clone();
         spawn(py, async move {
             let mut rx = rx.lock().await;
-            loop {
-                match rx.recv().await {
-                    Ok(m) => {
-                        return Ok(Some(GossipMessage {
-                            sender: m.from,
-                            peer_id: m.peer_id.to_string(),
-                            netuid: m.netuid,
-                            data: m.data,
-                        }))
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        skipped.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(None),
-                }
-            }
+            Ok(next_counting(&mut rx, &skipped)
+                .await
+                .map(|m| GossipMessage {
+                    sender: m.from,
+                    peer_id: m.peer_id.to_string(),
+                    netuid: m.netuid,
+                    data: m.data,
+                }))
         })
     }
 
