@@ -30,7 +30,8 @@ use crate::chain::{Chain, ChainError, EpochView};
 use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
 use hermes_proto::consensus::{
-    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, SignedProposal, Verdict,
+    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, SignedProposal, Standing,
+    Verdict,
 };
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
@@ -171,6 +172,10 @@ pub struct ConsensusStatus {
     pub attestations: (u64, u64),
     /// Whether this node is a validator in the current epoch.
     pub validator: bool,
+    /// This node's class, penalties and reputation in the subnet as the chain holds them, read
+    /// once per epoch (after the previous one closed); `None` while unread, when the node is not
+    /// (or no longer) registered, or when the chain backend keeps no standings.
+    pub standing: Option<Standing>,
     /// The last finished epoch and its verdict.
     pub last: Option<(u64, Verdict)>,
     /// The last finished epoch's outcome in full.
@@ -361,6 +366,22 @@ impl ConsensusActor {
             status.followed = Some(e);
         }
         status.block = Some(head.block);
+        // Classes and penalties change only when an epoch closes: read them once per epoch.
+        if status.epoch != Some(head.epoch) {
+            match chain.standings(netuid).await {
+                Ok(list) => {
+                    status.standing = list
+                        .into_iter()
+                        .find(|n| n.entry.hotkey == me)
+                        .map(|n| n.standing);
+                }
+                Err(ChainError::Unsupported(_)) => status.standing = None,
+                Err(e) => {
+                    status.last_error = Some(e.to_string());
+                    return status;
+                }
+            }
+        }
         status.epoch = Some(head.epoch);
         let mut view = match chain.epoch(netuid, Some(head.epoch)).await {
             Ok(Some(v)) => v,
