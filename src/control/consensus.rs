@@ -69,6 +69,11 @@ pub fn status_json(s: &ConsensusStatus, prefix: u16) -> Value {
         "last_attested_epoch": s.duties.attested.map(|(e, _)| e),
         "last_outcome": s.last_outcome.as_ref().map(|o| outcome_json(o, prefix)),
         "last_error": s.last_error,
+        "bad_records": s
+            .bad_records
+            .iter()
+            .map(|(r, n)| (r.as_str().to_string(), Value::from(n)))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 

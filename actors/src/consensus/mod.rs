@@ -30,8 +30,8 @@ use crate::chain::{Chain, ChainError, EpochView};
 use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
 use hermes_proto::consensus::{
-    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, SignedProposal, Standing,
-    Verdict,
+    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Round, Score, SignedProposal,
+    Standing, Verdict,
 };
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
@@ -186,6 +186,8 @@ pub struct ConsensusStatus {
     pub duties: Duties,
     /// Chain errors and refusals seen (the last one's text).
     pub last_error: Option<String>,
+    /// Bad consensus records heard in gossip since the node started, per reason.
+    pub bad_records: gossip::BadRecords,
 }
 
 /// Ask for the status.
@@ -217,8 +219,11 @@ pub struct ConsensusActor {
     poll_queued: bool,
     /// The network task's requests, and the gossip feed, when records travel beyond the chain.
     net: Option<(mpsc::Sender<Command>, broadcast::Sender<GossipMessage>)>,
-    /// The latest proposal heard in gossip for this subnet (unchecked until a poll checks it).
+    /// The latest valid proposal of the elected validator heard in gossip for this subnet
+    /// (checked again against the chain's round at the next poll).
     heard: Option<SignedProposal>,
+    /// Judges what gossip brings against a copy of the current round, and counts the bad.
+    judge: gossip::GossipJudge,
     /// Test hook: the elected validator only gossips its proposal, never submits it itself.
     withhold: bool,
 }
@@ -271,6 +276,7 @@ impl ConsensusActor {
             poll_queued: false,
             net: None,
             heard: None,
+            judge: gossip::GossipJudge::default(),
             withhold: false,
         })
     }
@@ -299,6 +305,13 @@ impl ConsensusActor {
     pub fn with_events(mut self, events: broadcast::Sender<EpochOutcome>) -> Self {
         self.events = Some(events);
         self
+    }
+
+    /// The status with the gossip counters as they are now (they move between polls).
+    fn current_status(&self) -> ConsensusStatus {
+        let mut s = self.status.clone();
+        s.bad_records = self.judge.bad();
+        s
     }
 
     fn duties_key(netuid: u16) -> Vec<u8> {
@@ -331,6 +344,7 @@ impl ConsensusActor {
         net: Option<mpsc::Sender<Command>>,
         heard: Option<SignedProposal>,
         withhold: bool,
+        round_out: &mut Option<Round>,
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -435,6 +449,7 @@ impl ConsensusActor {
                 }
             }
         }
+        *round_out = Some(view.round.clone());
         let round = &view.round;
         let mut sent = false;
         let eligible = round.params().eligible.clone();
@@ -604,22 +619,30 @@ impl ConsensusActor {
                 let _ = tx.send(o.clone());
             }
         };
-        let fut = Self::poll_once(
+        let (chain, hook, pair, me, status) = (
             self.chain.clone(),
             self.hook.clone(),
             self.pair.clone(),
             self.me,
-            self.netuid,
             self.status.clone(),
-            persist,
-            record,
-            self.net.as_ref().map(|(c, _)| c.clone()),
-            self.heard.clone(),
-            self.withhold,
         );
-        Box::pin(fut.into_actor(self).map(|status, act, _| {
-            act.status = status.clone();
-            status
+        let net = self.net.as_ref().map(|(c, _)| c.clone());
+        let (heard, withhold) = (self.heard.clone(), self.withhold);
+        let fut = async move {
+            let mut round = None;
+            let status = Self::poll_once(
+                chain, hook, pair, me, netuid, status, persist, record, net, heard, withhold,
+                &mut round,
+            )
+            .await;
+            (status, round)
+        };
+        Box::pin(fut.into_actor(self).map(|(status, round), act, _| {
+            act.status = status;
+            if let Some(round) = round {
+                act.judge.set_round(round);
+            }
+            act.current_status()
         }))
     }
 }
@@ -670,18 +693,27 @@ impl StreamHandler<GossipMessage> for ConsensusActor {
         if m.netuid != self.netuid {
             return;
         }
-        // Kept only when signed by the current epoch's elected validator, so a stray or forged
-        // copy can never displace the real one; the full check against the round (scores,
-        // equivocation) comes at the next poll.
-        if let Some(gossip::GossipRecord::Proposal(sp)) = gossip::decode(&m.data) {
-            let p = &sp.proposal;
-            if p.netuid == self.netuid
-                && Some(p.epoch) == self.status.epoch
-                && Some(p.proposer) == self.status.elected
-                && sp.verify_signature()
-            {
-                self.heard = Some(sp);
+        // Judged against the node's copy of the round (the round's own checks), so a stray or
+        // forged copy can never displace the real one; the poll checks a kept proposal again
+        // against the chain's round before relaying it.
+        match self.judge.take(&m.data) {
+            gossip::Taken::Proposal(sp) => self.heard = Some(*sp),
+            gossip::Taken::Bad(reason) => {
+                tracing::debug!(
+                    netuid = self.netuid,
+                    from = %m.from,
+                    reason = reason.as_str(),
+                    "bad consensus record in gossip"
+                );
             }
+            gossip::Taken::Equivocation(_) => {
+                tracing::warn!(
+                    netuid = self.netuid,
+                    from = %m.from,
+                    "the elected validator signed two different proposals"
+                );
+            }
+            gossip::Taken::Ignored | gossip::Taken::Attestation => {}
         }
     }
 
@@ -702,7 +734,7 @@ impl Supervised for ConsensusActor {
 impl Handler<GetConsensusStatus> for ConsensusActor {
     type Result = ConsensusStatus;
     fn handle(&mut self, _: GetConsensusStatus, _: &mut Self::Context) -> ConsensusStatus {
-        self.status.clone()
+        self.current_status()
     }
 }
 
