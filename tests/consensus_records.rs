@@ -209,3 +209,94 @@ async fn bad_records_from_a_peer_are_counted_by_reason() {
     let _ = std::fs::remove_file(&sock);
     c.shutdown().await;
 }
+
+/// A second proposal signed by the elected validator for the same epoch, published by a peer:
+/// every node that hears it stores the two as evidence (once), announces it, and still has it
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proposals_of_the_elected_validator_are_kept_as_evidence() {
+    let mut c = Cluster::new().await;
+    let n0 = c.nodes[0].clone();
+    assert!(eventually(WAIT, || async { n0.peers().await.unwrap().len() == 3 }).await);
+    let mut evidence: Vec<_> = c.nodes.iter().map(|n| n.consensus_evidence()).collect();
+    let epoch = c.next_epoch();
+    let e = c.elected();
+    assert!(c.attested(4).await, "not every validator attested");
+    let (real, hash) = {
+        let view = c.current();
+        let (sp, h) = view.round.proposal().unwrap();
+        (sp.clone(), h)
+    };
+    for n in &c.nodes {
+        n.poll_consensus(NET).await.unwrap();
+    }
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert_eq!(
+            n.consensus_status(NET).await.unwrap().evidence,
+            0,
+            "node {i}"
+        );
+    }
+    let key = c.dirs[e].hotkey();
+    let other = Proposal {
+        args: b"a second opinion".to_vec(),
+        ..real.proposal.clone()
+    }
+    .sign(key.pair())
+    .unwrap();
+    assert_ne!(other.hash(), hash);
+    assert!(c.nodes[0]
+        .publish(NET, proposal_payload(&other))
+        .await
+        .is_ok());
+    for (i, rx) in evidence.iter_mut().enumerate().skip(1) {
+        let ev = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("node {i} recorded no evidence"))
+            .unwrap();
+        assert_eq!(
+            (ev.netuid, ev.epoch, ev.proposer),
+            (NET, epoch, c.hotkey(e))
+        );
+        assert_eq!(ev.first.hash(), hash, "node {i}");
+        assert_eq!(ev.second.hash(), other.hash(), "node {i}");
+        assert_eq!(ev.from, c.dirs[0].ss58);
+        let s = c.nodes[i].consensus_status(NET).await.unwrap();
+        assert_eq!(s.evidence, 1, "node {i}");
+    }
+    // The same second statement again: counted as a bad record, no new evidence.
+    let again = Proposal {
+        args: b"a second opinion".to_vec(),
+        ..real.proposal.clone()
+    }
+    .sign(key.pair())
+    .unwrap();
+    assert!(c.nodes[0]
+        .publish(NET, proposal_payload(&again))
+        .await
+        .is_ok());
+    for (i, n) in c.nodes.iter().enumerate().skip(1) {
+        assert!(
+            eventually(WAIT, || async {
+                n.consensus_status(NET)
+                    .await
+                    .unwrap()
+                    .bad_records
+                    .get(BadRecord::Equivocation)
+                    == 1
+            })
+            .await,
+            "node {i}"
+        );
+        assert_eq!(n.consensus_status(NET).await.unwrap().evidence, 1);
+        assert!(evidence[i].try_recv().is_err(), "node {i}: evidence twice");
+    }
+    // Stored: a restarted node still counts it.
+    let r = 1;
+    let old = c.nodes.remove(r);
+    old.shutdown().await.unwrap();
+    let restarted = c.start(r).await;
+    assert_eq!(restarted.consensus_status(NET).await.unwrap().evidence, 1);
+    c.nodes.insert(r, restarted);
+    c.shutdown().await;
+}

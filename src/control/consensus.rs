@@ -69,6 +69,7 @@ pub fn status_json(s: &ConsensusStatus, prefix: u16) -> Value {
         "last_attested_epoch": s.duties.attested.map(|(e, _)| e),
         "last_outcome": s.last_outcome.as_ref().map(|o| outcome_json(o, prefix)),
         "last_error": s.last_error,
+        "evidence": s.evidence,
         "bad_records": s
             .bad_records
             .iter()

@@ -24,7 +24,10 @@
 //! elected validator publishes its signed proposal on the subnet's gossip topic and stores it in
 //! the DHT, attesters publish their attestations, and a validator whose chain does not hold the
 //! proposal yet takes it from gossip or the DHT, checks it like the chain would (a copy of the
-//! round), relays it to the chain and attests it. Not yet here: equivocation evidence from gossip.
+//! round), relays it to the chain and attests it. Every record heard is judged against the node's
+//! copy of the round ([`gossip::GossipJudge`]); bad ones are counted per reason in the status, and
+//! two different proposals of the elected validator for one epoch are stored as evidence
+//! ([`Equivocation`]) and announced on the channel of [`ConsensusActor::with_evidence`].
 
 use crate::chain::{Chain, ChainError, EpochView};
 use crate::network::{Command, GossipMessage};
@@ -116,6 +119,48 @@ impl EpochOutcome {
     }
 }
 
+/// Evidence that a subnet's elected validator signed two different proposals for one epoch, as
+/// heard in gossip. Stored in the node's `consensus` tree under `evidence/<netuid BE><epoch BE>`
+/// (first proposal's length as u32 LE ‖ first ‖ second, wire bytes), once per subnet and epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Equivocation {
+    /// Subnet.
+    pub netuid: u16,
+    /// Epoch.
+    pub epoch: u64,
+    /// The elected validator that signed both.
+    pub proposer: Hotkey,
+    /// The proposal this node knew first (from the chain or gossip).
+    pub first: SignedProposal,
+    /// The different one heard next.
+    pub second: SignedProposal,
+    /// SS58 of the gossip author that published the second.
+    pub from: String,
+}
+
+impl Equivocation {
+    /// The stored form: first's length (u32 LE) ‖ first ‖ second.
+    pub fn encode(&self) -> Vec<u8> {
+        let a = self.first.encode();
+        let b = self.second.encode();
+        let mut v = Vec::with_capacity(4 + a.len() + b.len());
+        v.extend_from_slice(&u32::try_from(a.len()).unwrap_or(u32::MAX).to_le_bytes());
+        v.extend_from_slice(&a);
+        v.extend_from_slice(&b);
+        v
+    }
+
+    fn key(netuid: u16, epoch: u64) -> Vec<u8> {
+        let mut k = EVIDENCE_PREFIX.to_vec();
+        k.extend_from_slice(&netuid.to_be_bytes());
+        k.extend_from_slice(&epoch.to_be_bytes());
+        k
+    }
+}
+
+const EVIDENCE_PREFIX: &[u8] = b"evidence/";
+
 /// What the embedding application decides in consensus.
 pub trait ConsensusHook: Send + Sync + std::fmt::Debug + 'static {
     /// The data this node submits when elected: scores of (some of) the `eligible` nodes, and
@@ -188,6 +233,8 @@ pub struct ConsensusStatus {
     pub last_error: Option<String>,
     /// Bad consensus records heard in gossip since the node started, per reason.
     pub bad_records: gossip::BadRecords,
+    /// Equivocations of this subnet's elected validators recorded as evidence (persisted).
+    pub evidence: u64,
 }
 
 /// Ask for the status.
@@ -224,6 +271,10 @@ pub struct ConsensusActor {
     heard: Option<SignedProposal>,
     /// Judges what gossip brings against a copy of the current round, and counts the bad.
     judge: gossip::GossipJudge,
+    /// Evidence records stored for this subnet.
+    evidence: u64,
+    /// Where new evidence is announced.
+    evidence_events: Option<broadcast::Sender<Equivocation>>,
     /// Test hook: the elected validator only gossips its proposal, never submits it itself.
     withhold: bool,
 }
@@ -259,6 +310,9 @@ impl ConsensusActor {
             Some(v) => Duties::decode(&v).map_err(|e| format!("consensus duties: {e}"))?,
             None => Duties::default(),
         };
+        let mut prefix = EVIDENCE_PREFIX.to_vec();
+        prefix.extend_from_slice(&netuid.to_be_bytes());
+        let evidence = u64::try_from(tree.scan_prefix(&prefix).count()).unwrap_or(u64::MAX);
         Ok(ConsensusActor {
             chain,
             me: Hotkey::of(&pair),
@@ -277,6 +331,8 @@ impl ConsensusActor {
             net: None,
             heard: None,
             judge: gossip::GossipJudge::default(),
+            evidence,
+            evidence_events: None,
             withhold: false,
         })
     }
@@ -300,6 +356,12 @@ impl ConsensusActor {
         self
     }
 
+    /// Announces every equivocation recorded as evidence on `events`.
+    pub fn with_evidence(mut self, events: broadcast::Sender<Equivocation>) -> Self {
+        self.evidence_events = Some(events);
+        self
+    }
+
     /// Announces every finished epoch on `events` (a full channel drops the oldest for slow
     /// readers, who are told how many they missed).
     pub fn with_events(mut self, events: broadcast::Sender<EpochOutcome>) -> Self {
@@ -311,7 +373,38 @@ impl ConsensusActor {
     fn current_status(&self) -> ConsensusStatus {
         let mut s = self.status.clone();
         s.bad_records = self.judge.bad();
+        s.evidence = self.evidence;
         s
+    }
+
+    /// Stores `ev` unless this subnet's epoch has evidence already; announces it when new.
+    fn record_evidence(&mut self, ev: Equivocation) {
+        let key = Equivocation::key(ev.netuid, ev.epoch);
+        let stored = self
+            .tree
+            .compare_and_swap(key, None::<&[u8]>, Some(ev.encode()))
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                self.tree.flush().map_err(|e| e.to_string())?;
+                Ok(r.is_ok())
+            });
+        match stored {
+            Ok(true) => {
+                self.evidence += 1;
+                tracing::warn!(
+                    netuid = ev.netuid,
+                    epoch = ev.epoch,
+                    proposer = ?ev.proposer,
+                    from = %ev.from,
+                    "the elected validator signed two different proposals: evidence recorded"
+                );
+                if let Some(tx) = &self.evidence_events {
+                    let _ = tx.send(ev);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record equivocation evidence"),
+        }
     }
 
     fn duties_key(netuid: u16) -> Vec<u8> {
@@ -706,12 +799,16 @@ impl StreamHandler<GossipMessage> for ConsensusActor {
                     "bad consensus record in gossip"
                 );
             }
-            gossip::Taken::Equivocation(_) => {
-                tracing::warn!(
-                    netuid = self.netuid,
-                    from = %m.from,
-                    "the elected validator signed two different proposals"
-                );
+            gossip::Taken::Equivocation(pair) => {
+                let (first, second) = *pair;
+                self.record_evidence(Equivocation {
+                    netuid: self.netuid,
+                    epoch: second.proposal.epoch,
+                    proposer: second.proposal.proposer,
+                    first,
+                    second,
+                    from: m.from,
+                });
             }
             gossip::Taken::Ignored | gossip::Taken::Attestation => {}
         }
