@@ -338,4 +338,73 @@ mod tests {
         assert!(decode(&p).is_none());
         assert_ne!(dht_key(1, 2), dht_key(2, 1));
     }
+
+    #[test]
+    fn the_judge_counts_only_what_an_honest_peer_cannot_cause() {
+        use hermes_proto::consensus::{
+            Attestation, Candidate, ElectionMode, Proposal, RoundParams,
+        };
+        use sp_core::{sr25519, Pair};
+        let pair = sr25519::Pair::from_seed(&[1; 32]);
+        let me = Hotkey::of(&pair);
+        let round = |epoch| {
+            Round::open(RoundParams {
+                netuid: 3,
+                epoch,
+                seed: [0; 32],
+                election: ElectionMode::Uniform,
+                validators: vec![Candidate {
+                    hotkey: me,
+                    stake: 1,
+                }],
+                eligible: BTreeSet::new(),
+            })
+        };
+        let prop = |epoch, args: &[u8]| {
+            let p = Proposal {
+                epoch,
+                netuid: 3,
+                proposer: me,
+                scores: vec![],
+                args: args.to_vec(),
+            };
+            proposal_payload(&p.sign(&pair).unwrap())
+        };
+        let mut j = GossipJudge::default();
+        // No round yet: nothing can be judged.
+        assert_eq!(j.take(&prop(1, b"")), Taken::Ignored);
+        j.set_round(round(1));
+        // An attestation before the proposal, a record of a later epoch: not counted.
+        let hash = SignedProposal::decode(&prop(1, b"")[GOSSIP_TAG.len() + 1..])
+            .unwrap()
+            .hash();
+        let att = Attestation {
+            epoch: 1,
+            netuid: 3,
+            proposal: hash,
+            attester: me,
+        }
+        .sign(&pair)
+        .unwrap();
+        assert_eq!(j.take(&attestation_payload(&att)), Taken::Ignored);
+        assert_eq!(j.take(&prop(2, b"")), Taken::Ignored);
+        assert_eq!(j.bad().total(), 0);
+        // Taken, and kept across a poll whose chain does not hold it yet.
+        assert!(matches!(j.take(&prop(1, b"")), Taken::Proposal(_)));
+        j.set_round(round(1));
+        // The same statement again (another signature): a duplicate.
+        assert_eq!(j.take(&prop(1, b"")), Taken::Bad(BadRecord::Duplicate));
+        // A different one: evidence once, then counted.
+        match j.take(&prop(1, b"x")) {
+            Taken::Equivocation(pair) => assert_eq!(pair.0.hash(), hash),
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(j.take(&prop(1, b"y")), Taken::Bad(BadRecord::Equivocation));
+        // A new epoch forgets what gossip brought.
+        j.set_round(round(2));
+        assert!(matches!(j.take(&prop(2, b"")), Taken::Proposal(_)));
+        assert_eq!(j.bad().get(BadRecord::Duplicate), 1);
+        assert_eq!(j.bad().get(BadRecord::Equivocation), 1);
+        assert_eq!(j.bad().total(), 2);
+    }
 }
