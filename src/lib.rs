@@ -28,7 +28,9 @@ pub mod runtime;
 pub mod sync;
 
 pub use config::{Config, ConfigError};
-pub use hermes_actors::consensus::{ConsensusHook, ConsensusStatus, EpochOutcome, EqualScores};
+pub use hermes_actors::consensus::{
+    ConsensusHook, ConsensusStatus, EpochOutcome, EqualScores, Equivocation,
+};
 pub use hermes_actors::identity::keys::{HotkeyPair, KeyError, HOTKEY_URI_ENV};
 pub use hermes_actors::IdentityInfo;
 pub use hermes_proto as proto;

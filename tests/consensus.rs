@@ -3,186 +3,17 @@
 //! ConsensusActors (started by the runtime) propose, check through the application hook, attest
 //! and report every finished epoch on `consensus_events`.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
-use common::{addr, eventually, DevChainDir, NodeDir};
-use hermes::config::HumanDuration;
-use hermes::proto::chain::{NodeClass, NodeEntry};
-use hermes::proto::consensus::{Change, ClassRules, Proposal, Score, Verdict};
+use cluster::{attesters, config, hotkey, Cluster, Spec, NET, WAIT};
+use common::{eventually, DevChainDir, NodeDir};
+use hermes::proto::chain::NodeClass;
+use hermes::proto::consensus::{Change, Proposal, Verdict};
 use hermes::proto::Hotkey;
-use hermes::{ConsensusHook, EpochOutcome, EqualScores, RuntimeHandle};
-use hermes_actors::chain::{DevChain, DevParams, EpochView};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
-
-const NET: u16 = 3;
-const BLOCKS_PER_EPOCH: u64 = 2;
-const WAIT: Duration = Duration::from_secs(60);
-
-/// The default hook, with a switch: while off, it disagrees with every proposal.
-#[derive(Debug)]
-struct Switch(AtomicBool);
-
-impl ConsensusHook for Switch {
-    fn produce(&self, n: u16, e: u64, eligible: &BTreeSet<Hotkey>) -> (Vec<Score>, Vec<u8>) {
-        EqualScores.produce(n, e, eligible)
-    }
-    fn check(&self, p: &Proposal, eligible: &BTreeSet<Hotkey>) -> bool {
-        self.0.load(Ordering::SeqCst) && EqualScores.check(p, eligible)
-    }
-}
-
-struct Cluster {
-    chain: DevChainDir,
-    dirs: Vec<NodeDir>,
-    nodes: Vec<RuntimeHandle>,
-    hooks: Vec<Arc<Switch>>,
-    events: Vec<broadcast::Receiver<EpochOutcome>>,
-}
-
-fn hotkey(n: &NodeDir) -> Hotkey {
-    Hotkey::from_ss58(&n.ss58).unwrap().0
-}
-
-fn config(n: &NodeDir, chain: &DevChainDir) -> hermes::Config {
-    let mut c = n.cluster_config(chain, vec![NET]);
-    // Nobody registers while the test runs: the registry need not be re-read often.
-    c.chain.poll_interval = HumanDuration(Duration::from_secs(1));
-    c.consensus.poll_interval = HumanDuration(Duration::from_millis(100));
-    c
-}
-
-async fn start(n: &NodeDir, chain: &DevChainDir, hook: Arc<Switch>) -> RuntimeHandle {
-    start_with(config(n, chain), hook, false).await
-}
-
-/// Starts a node; with `withhold`, when elected it only gossips its proposal (test hook).
-async fn start_with(cfg: hermes::Config, hook: Arc<Switch>, withhold: bool) -> RuntimeHandle {
-    let b = hermes::Runtime::builder(cfg).with_consensus_hook(hook);
-    #[cfg(feature = "fault-injection")]
-    let b = if withhold {
-        b.with_consensus_withholding()
-    } else {
-        b
-    };
-    assert!(cfg!(feature = "fault-injection") || !withhold);
-    b.start().await.unwrap()
-}
-
-impl Cluster {
-    /// Four validators of subnet 3, on a chain stepped by hand, still in epoch 0 (no round yet).
-    async fn new() -> Self {
-        Self::build(false).await
-    }
-
-    /// [`Cluster::new`]; with `withhold`, an elected node only gossips its proposal.
-    async fn build(withhold: bool) -> Self {
-        let chain = DevChainDir::new();
-        let dev = DevChain::new(chain.path());
-        dev.init(DevParams {
-            blocks_per_epoch: BLOCKS_PER_EPOCH,
-            block_time: None,
-            rules: ClassRules::default(),
-            ..DevParams::default()
-        })
-        .unwrap();
-        let dirs: Vec<NodeDir> = (0..4).map(|_| NodeDir::new()).collect();
-        for d in &dirs {
-            dev.register_sync(NodeEntry {
-                netuid: NET,
-                hotkey: hotkey(d),
-                peer_id: d.peer_id().to_base58(),
-                stake: 1_000,
-                class: NodeClass::Validator,
-            })
-            .unwrap();
-        }
-        let hooks: Vec<Arc<Switch>> = (0..4)
-            .map(|_| Arc::new(Switch(AtomicBool::new(true))))
-            .collect();
-        let mut nodes: Vec<RuntimeHandle> = Vec::new();
-        for (i, d) in dirs.iter().enumerate() {
-            let cfg = if i == 0 {
-                config(d, &chain)
-            } else {
-                config(d, &chain).with_bootstrap(vec![addr(&nodes[0]).await])
-            };
-            let rt = start_with(cfg, hooks[i].clone(), withhold).await;
-            nodes.push(rt);
-        }
-        let events = nodes.iter().map(|n| n.consensus_events()).collect();
-        Cluster {
-            chain,
-            dirs,
-            nodes,
-            hooks,
-            events,
-        }
-    }
-
-    fn dev(&self) -> DevChain {
-        DevChain::new(self.chain.path())
-    }
-
-    /// Steps into the next epoch and returns its number.
-    fn next_epoch(&self) -> u64 {
-        self.dev().step(BLOCKS_PER_EPOCH).unwrap().epoch
-    }
-
-    fn current(&self) -> EpochView {
-        self.dev().epoch_sync(NET, None).unwrap().unwrap()
-    }
-
-    /// The index of the node elected in the current epoch.
-    fn elected(&self) -> usize {
-        let elected = self.current().round.elected().expect("someone is elected");
-        self.dirs
-            .iter()
-            .position(|d| hotkey(d) == elected)
-            .expect("the elected validator is one of the nodes")
-    }
-
-    /// Waits until the chain counts `n` attestations (the proposer's own included) in the
-    /// current epoch.
-    async fn attested(&self, n: u64) -> bool {
-        eventually(WAIT, || async {
-            self.current().round.tally().attestations >= n
-        })
-        .await
-    }
-
-    /// Every node's next outcome, which must be of `epoch`.
-    async fn outcomes(&mut self, epoch: u64) -> Vec<EpochOutcome> {
-        let mut out = Vec::new();
-        for (i, rx) in self.events.iter_mut().enumerate() {
-            let o = tokio::time::timeout(WAIT, rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("node {i} reported no outcome of epoch {epoch}"))
-                .unwrap();
-            assert_eq!(o.epoch, epoch, "node {i}: {o:?}");
-            assert_eq!(o.netuid, NET);
-            out.push(o);
-        }
-        out
-    }
-
-    async fn shutdown(&mut self) {
-        for n in self.nodes.drain(..) {
-            n.shutdown().await.unwrap();
-        }
-    }
-}
-
-/// Attesting validators per the chain's records: each at most once.
-fn attesters(view: &EpochView) -> Vec<Hotkey> {
-    view.round
-        .attestations()
-        .map(|a| a.attestation.attester)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_finalize_every_epoch_and_every_node_sees_it() {
@@ -236,7 +67,7 @@ async fn four_validators_finalize_every_epoch_and_every_node_sees_it() {
 
     // `hermes consensus status`, through node 0's control socket, then from the chain alone.
     let cfg = c.dirs[0].path().join("hermes.json");
-    std::fs::write(&cfg, config(&c.dirs[0], &c.chain).to_pretty_json()).unwrap();
+    std::fs::write(&cfg, c.config(0).to_pretty_json()).unwrap();
     let sock = hermes::control::socket_path(&c.dirs[0].data_dir());
     let server = tokio::spawn(hermes::control::serve(c.nodes[0].clone(), sock.clone()));
     assert!(eventually(WAIT, || hermes::control::is_running(&sock)).await);
@@ -281,13 +112,13 @@ async fn with_two_of_four_disagreeing_the_epoch_fails_and_the_proposer_is_penali
     let mut c = Cluster::new().await;
     // Everyone disagrees until the election is known, so nobody attests too early.
     for h in &c.hooks {
-        h.0.store(false, Ordering::SeqCst);
+        h.set_agree(false);
     }
     let epoch = c.next_epoch();
     let e = c.elected();
     let agree = (0..4).find(|i| *i != e).unwrap();
     let disagree: Vec<usize> = (0..4).filter(|i| *i != e && *i != agree).collect();
-    c.hooks[agree].0.store(true, Ordering::SeqCst);
+    c.hooks[agree].set_agree(true);
     assert!(c.attested(2).await, "the agreeing validator never attested");
     // The disagreeing nodes look at the proposal (a poll now) and do not attest.
     for &i in &disagree {
@@ -342,7 +173,7 @@ async fn a_node_restarted_after_attesting_does_not_attest_again() {
     let r = (0..4).find(|i| *i != e).unwrap();
     let old = c.nodes.remove(r);
     old.shutdown().await.unwrap();
-    let restarted = start(&c.dirs[r], &c.chain, c.hooks[r].clone()).await;
+    let restarted = c.start(r).await;
     // It remembers what it signed...
     let s = restarted.consensus_status(NET).await.unwrap();
     assert_eq!(s.duties.attested, Some((epoch, hash)));
@@ -386,7 +217,11 @@ async fn a_node_restarted_after_attesting_does_not_attest_again() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_only_gossiped_is_relayed_checked_and_attested() {
-    let mut c = Cluster::build(true).await;
+    let mut c = Cluster::build(Spec {
+        withhold: true,
+        ..Spec::default()
+    })
+    .await;
     // Gossip travels once the nodes know each other (node 0 is everyone's bootstrap).
     let n0 = c.nodes[0].clone();
     assert!(eventually(WAIT, || async { n0.peers().await.unwrap().len() == 3 }).await);
@@ -468,13 +303,13 @@ async fn no_consensus_on_a_chain_without_epochs_or_when_disabled() {
     rt.shutdown().await.unwrap();
 
     let chain = DevChainDir::new();
-    let mut cfg = config(&n, &chain);
+    let mut cfg = config(&n, &chain, Duration::from_secs(1));
     cfg.consensus.enabled = false;
     let rt = hermes::Runtime::builder(cfg).start().await.unwrap();
     assert_eq!(rt.consensus_off(), Some("consensus.enabled is false"));
     rt.shutdown().await.unwrap();
     // Following a dev chain that nobody created leaves no directory behind.
-    let rt = hermes::Runtime::builder(config(&n, &chain))
+    let rt = hermes::Runtime::builder(config(&n, &chain, Duration::from_secs(1)))
         .start()
         .await
         .unwrap();

@@ -57,6 +57,9 @@ pub fn status_json(s: &ConsensusStatus, prefix: u16) -> Value {
         "block": s.block,
         "epoch": s.epoch,
         "validator": s.validator,
+        "class": s.standing.map_or("unregistered", |st| st.class.as_str()),
+        "penalties": s.standing.map(|st| st.penalties),
+        "reputation": s.standing.map(|st| f64::from(st.reputation_ppm) / 1e6),
         "elected": s.elected.map(|h| h.to_ss58(prefix)),
         "attestations": s.attestations.0,
         "validators": s.attestations.1,
@@ -66,6 +69,12 @@ pub fn status_json(s: &ConsensusStatus, prefix: u16) -> Value {
         "last_attested_epoch": s.duties.attested.map(|(e, _)| e),
         "last_outcome": s.last_outcome.as_ref().map(|o| outcome_json(o, prefix)),
         "last_error": s.last_error,
+        "evidence": s.evidence,
+        "bad_records": s
+            .bad_records
+            .iter()
+            .map(|(r, n)| (r.as_str().to_string(), Value::from(n)))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 

@@ -22,7 +22,8 @@ use crate::Error;
 use actix::{Addr, Arbiter, Supervisor};
 use hermes_actors::chain::{Chain, ChainError};
 use hermes_actors::consensus::{
-    ConsensusActor, ConsensusHook, ConsensusStatus, EpochOutcome, GetConsensusStatus, Tick,
+    ConsensusActor, ConsensusHook, ConsensusStatus, EpochOutcome, Equivocation, GetConsensusStatus,
+    Tick,
 };
 use hermes_actors::network::{Command, GossipMessage};
 use hermes_actors::Store;
@@ -37,6 +38,8 @@ const CONSENSUS_TREE: &str = "consensus";
 pub(super) struct ConsensusParts {
     actors: BTreeMap<u16, Addr<ConsensusActor>>,
     events: broadcast::Sender<EpochOutcome>,
+    /// Equivocation evidence recorded by any of the actors.
+    evidence: broadcast::Sender<Equivocation>,
     /// Why no actor runs, when none does.
     off: Option<String>,
     /// The actors' thread, handed to the runtime's list to be stopped at shutdown.
@@ -49,6 +52,7 @@ impl ConsensusParts {
         ConsensusParts {
             actors: BTreeMap::new(),
             events: broadcast::channel(config.consensus.events_capacity.max(1)).0,
+            evidence: broadcast::channel(config.consensus.events_capacity.max(1)).0,
             off: Some(why.to_string()),
             arbiter: None,
         }
@@ -110,6 +114,7 @@ pub(super) async fn start_consensus(
     let tree = store.tree(CONSENSUS_TREE)?;
     let arbiter = Arbiter::new();
     let (events, _) = broadcast::channel(c.events_capacity.max(1));
+    let (evidence, _) = broadcast::channel(c.events_capacity.max(1));
     let mut actors = BTreeMap::new();
     for netuid in netuids {
         let actor = match ConsensusActor::new(
@@ -123,6 +128,7 @@ pub(super) async fn start_consensus(
             Ok(a) => {
                 let a = a
                     .with_events(events.clone())
+                    .with_evidence(evidence.clone())
                     .with_network(net.commands.clone(), net.gossip.clone());
                 #[cfg(feature = "fault-injection")]
                 let a = if net.withhold {
@@ -146,6 +152,7 @@ pub(super) async fn start_consensus(
     Ok(ConsensusParts {
         actors,
         events,
+        evidence,
         off: None,
         arbiter: Some(arbiter),
     })
@@ -201,6 +208,13 @@ impl RuntimeHandle {
     /// `RecvError::Lagged` with the count it missed, then the newest outcomes.
     pub fn consensus_events(&self) -> broadcast::Receiver<EpochOutcome> {
         self.parts().consensus.events.subscribe()
+    }
+
+    /// Every equivocation of an elected validator this node recorded as evidence: two different
+    /// proposals it signed for one epoch, heard in gossip (stored in the node's database, once
+    /// per subnet and epoch). Bounded like [`RuntimeHandle::consensus_events`].
+    pub fn consensus_evidence(&self) -> broadcast::Receiver<Equivocation> {
+        self.parts().consensus.evidence.subscribe()
     }
 
     /// Why this node takes part in no consensus (disabled, no subnet, a chain without epochs,

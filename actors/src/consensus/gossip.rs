@@ -9,8 +9,16 @@
 //!    at its next poll the copy goes through the round's own checks (`Round::submit` on a copy of
 //!    the chain's round: subnet, epoch, elected signer, signature, eligible scores) before it is
 //!    relayed to a chain that does not have it yet, and only then attested.
+//! 4. Every record heard is judged ([`GossipJudge`]) against the node's copy of the current
+//!    round, by the round's own checks; a refused one moves the counter of its reason
+//!    ([`BadRecords`]), shown in the consensus status. Not counted, because an honest peer can
+//!    cause them while this node's copy lags: records for a later epoch than the copy's, and
+//!    attestations arriving before the node knows the proposal.
 
-use hermes_proto::consensus::{SignedAttestation, SignedProposal};
+use hermes_proto::consensus::record::{ATTESTATION_LEN, MAX_PROPOSAL_LEN};
+use hermes_proto::consensus::{Accepted, Refusal, Round, SignedAttestation, SignedProposal};
+use hermes_proto::Hotkey;
+use std::collections::BTreeSet;
 
 /// Prefix of consensus records on a subnet's gossip topic.
 pub const GOSSIP_TAG: &[u8] = b"hermes/consensus/v1";
@@ -45,16 +53,264 @@ pub fn attestation_payload(sa: &SignedAttestation) -> Vec<u8> {
 /// Decodes a gossip payload; `None` for anything that is not a well-formed consensus record
 /// (application gossip included). The decoders are the strict, fuzzed ones of the records.
 pub fn decode(data: &[u8]) -> Option<GossipRecord> {
-    let rest = data.strip_prefix(GOSSIP_TAG)?;
-    let (kind, body) = rest.split_first()?;
+    parse(data).ok().flatten()
+}
+
+/// Decodes a gossip payload: `Ok(None)` when it is not ours (no [`GOSSIP_TAG`]: application
+/// gossip), `Err` when it carries the tag but no well-formed record. The length is checked
+/// before anything is decoded.
+///
+/// # Errors
+/// [`BadRecord::Oversized`] for a body longer than its kind allows (or args over 4 KiB),
+/// [`BadRecord::Malformed`] for an unknown kind or bytes the record's decoder refuses.
+pub fn parse(data: &[u8]) -> Result<Option<GossipRecord>, BadRecord> {
+    let Some(rest) = data.strip_prefix(GOSSIP_TAG) else {
+        return Ok(None);
+    };
+    let (kind, body) = rest.split_first().ok_or(BadRecord::Malformed)?;
+    let refused = |r: Refusal| BadRecord::of(&r).unwrap_or(BadRecord::Malformed);
     match *kind {
+        KIND_PROPOSAL if body.len() > MAX_PROPOSAL_LEN => Err(BadRecord::Oversized),
         KIND_PROPOSAL => SignedProposal::decode(body)
-            .ok()
-            .map(GossipRecord::Proposal),
+            .map(|p| Some(GossipRecord::Proposal(p)))
+            .map_err(|e| refused(Refusal::from_decode(&e))),
+        KIND_ATTESTATION if body.len() > ATTESTATION_LEN => Err(BadRecord::Oversized),
         KIND_ATTESTATION => SignedAttestation::decode(body)
-            .ok()
-            .map(GossipRecord::Attestation),
-        _ => None,
+            .map(|a| Some(GossipRecord::Attestation(a)))
+            .map_err(|e| refused(Refusal::from_decode(&e))),
+        _ => Err(BadRecord::Malformed),
+    }
+}
+
+/// Why a record heard on the consensus topic was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BadRecord {
+    /// Tagged, but no record decodes (unknown kind, damaged bytes, invalid shape).
+    Malformed,
+    /// Longer than any record of its kind may be (or args over 4 KiB).
+    Oversized,
+    /// The signature does not verify under the hotkey the record names.
+    BadSignature,
+    /// For another subnet than the topic's.
+    WrongSubnet,
+    /// For an epoch that is over.
+    WrongEpoch,
+    /// A proposal not signed by the epoch's elected validator.
+    NotElected,
+    /// An attestation by a node outside the epoch's validator set.
+    NotValidator,
+    /// A proposal scoring a node that is not Included or above.
+    NotIncluded,
+    /// An attestation of another proposal than the elected validator's.
+    WrongProposal,
+    /// A second, different proposal of the elected validator (or anything after one).
+    Equivocation,
+    /// A statement already heard in gossip this epoch.
+    Duplicate,
+}
+
+impl BadRecord {
+    /// Every reason, in counter order.
+    pub const ALL: [BadRecord; 11] = [
+        BadRecord::Malformed,
+        BadRecord::Oversized,
+        BadRecord::BadSignature,
+        BadRecord::WrongSubnet,
+        BadRecord::WrongEpoch,
+        BadRecord::NotElected,
+        BadRecord::NotValidator,
+        BadRecord::NotIncluded,
+        BadRecord::WrongProposal,
+        BadRecord::Equivocation,
+        BadRecord::Duplicate,
+    ];
+
+    /// Stable counter name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BadRecord::Malformed => "malformed",
+            BadRecord::Oversized => "oversized",
+            BadRecord::BadSignature => "bad_signature",
+            BadRecord::WrongSubnet => "wrong_subnet",
+            BadRecord::WrongEpoch => "wrong_epoch",
+            BadRecord::NotElected => "not_elected",
+            BadRecord::NotValidator => "not_validator",
+            BadRecord::NotIncluded => "not_included",
+            BadRecord::WrongProposal => "wrong_proposal",
+            BadRecord::Equivocation => "equivocation",
+            BadRecord::Duplicate => "duplicate",
+        }
+    }
+
+    /// The reason of a round's refusal; `None` for one an honest peer can cause by being early
+    /// ([`Refusal::NoProposal`]).
+    pub fn of(r: &Refusal) -> Option<Self> {
+        Some(match r {
+            Refusal::Malformed(_) => BadRecord::Malformed,
+            Refusal::ArgsTooLong(_) => BadRecord::Oversized,
+            Refusal::BadSignature => BadRecord::BadSignature,
+            Refusal::WrongEpoch { .. } => BadRecord::WrongEpoch,
+            Refusal::WrongSubnet { .. } => BadRecord::WrongSubnet,
+            Refusal::NotElected => BadRecord::NotElected,
+            Refusal::NotValidator => BadRecord::NotValidator,
+            Refusal::NotIncluded => BadRecord::NotIncluded,
+            Refusal::NoProposal => return None,
+            Refusal::WrongProposal => BadRecord::WrongProposal,
+            Refusal::Equivocation => BadRecord::Equivocation,
+            _ => BadRecord::Malformed,
+        })
+    }
+}
+
+/// Bad consensus records heard in gossip, per reason, since the node started.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct BadRecords {
+    counts: [u64; BadRecord::ALL.len()],
+}
+
+impl std::fmt::Debug for BadRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(r, n)| (r.as_str(), n)))
+            .finish()
+    }
+}
+
+impl BadRecords {
+    /// Counts one more record refused for `reason`.
+    pub fn add(&mut self, reason: BadRecord) {
+        let i = reason as usize;
+        self.counts[i] = self.counts[i].saturating_add(1);
+    }
+
+    /// Records refused for `reason`.
+    pub fn get(&self, reason: BadRecord) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    /// Records refused for any reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().fold(0, |a, b| a.saturating_add(*b))
+    }
+
+    /// Every reason with its count, in counter order.
+    pub fn iter(&self) -> impl Iterator<Item = (BadRecord, u64)> + '_ {
+        BadRecord::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+}
+
+/// What [`GossipJudge::take`] made of a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Not a consensus record, or one that cannot be judged yet; nothing counted.
+    Ignored,
+    /// Refused and counted.
+    Bad(BadRecord),
+    /// A valid proposal of the elected validator, new to this node's copy of the round.
+    Proposal(Box<SignedProposal>),
+    /// A valid attestation (new, or one the chain already holds).
+    Attestation,
+    /// Two different valid proposals of the elected validator for one epoch: the first one this
+    /// node knew and the one just heard.
+    Equivocation(Box<(SignedProposal, SignedProposal)>),
+}
+
+/// Judges records heard in gossip against the node's copy of the current round.
+#[derive(Debug, Default)]
+pub struct GossipJudge {
+    round: Option<Round>,
+    /// Statements taken from gossip in the copy's epoch: kind, signer, proposal hash.
+    seen: BTreeSet<(u8, Hotkey, [u8; 32])>,
+    bad: BadRecords,
+}
+
+impl GossipJudge {
+    /// The counters so far.
+    pub fn bad(&self) -> BadRecords {
+        self.bad
+    }
+
+    /// The epoch of the round copy, once a poll has given one.
+    pub fn epoch(&self) -> Option<u64> {
+        self.round.as_ref().map(Round::epoch)
+    }
+
+    /// Replaces the copy with the round a poll read from the chain. Within the same epoch the
+    /// proposal already taken from gossip is kept (the chain may not hold it yet); a new epoch
+    /// forgets what gossip brought.
+    pub fn set_round(&mut self, mut round: Round) {
+        match &self.round {
+            Some(old) if old.epoch() == round.epoch() => {
+                if let (None, Some((sp, _))) = (round.proposal(), old.proposal()) {
+                    let _ = round.submit(sp);
+                }
+                if let (None, Some((a, b))) = (round.equivocation(), old.equivocation()) {
+                    let _ = round.submit(a);
+                    let _ = round.submit(b);
+                }
+            }
+            _ => self.seen.clear(),
+        }
+        self.round = Some(round);
+    }
+
+    /// Judges one payload of the subnet's topic and counts it when bad.
+    pub fn take(&mut self, data: &[u8]) -> Taken {
+        let taken = self.judge(data);
+        if let Taken::Bad(r) = taken {
+            self.bad.add(r);
+        }
+        taken
+    }
+
+    fn judge(&mut self, data: &[u8]) -> Taken {
+        let record = match parse(data) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Taken::Ignored,
+            Err(r) => return Taken::Bad(r),
+        };
+        let Some(round) = self.round.as_mut() else {
+            return Taken::Ignored;
+        };
+        let (epoch, netuid) = match &record {
+            GossipRecord::Proposal(p) => (p.proposal.epoch, p.proposal.netuid),
+            GossipRecord::Attestation(a) => (a.attestation.epoch, a.attestation.netuid),
+        };
+        // This copy may lag the chain by a poll: a later epoch cannot be judged yet.
+        if epoch > round.epoch() && netuid == round.params().netuid {
+            return Taken::Ignored;
+        }
+        let known = round.proposal().map(|(sp, _)| sp.clone());
+        match record {
+            GossipRecord::Proposal(sp) => {
+                let key = (KIND_PROPOSAL, sp.proposal.proposer, sp.hash());
+                match round.submit(&sp) {
+                    Ok(Accepted::New) => {
+                        self.seen.insert(key);
+                        Taken::Proposal(Box::new(sp))
+                    }
+                    Ok(_) if !self.seen.insert(key) => Taken::Bad(BadRecord::Duplicate),
+                    Ok(_) => Taken::Ignored,
+                    Err(Refusal::Equivocation) => match known {
+                        // The first conflicting copy: evidence.
+                        Some(first) if first.hash() != sp.hash() => {
+                            Taken::Equivocation(Box::new((first, sp)))
+                        }
+                        _ => Taken::Bad(BadRecord::Equivocation),
+                    },
+                    Err(r) => BadRecord::of(&r).map_or(Taken::Ignored, Taken::Bad),
+                }
+            }
+            GossipRecord::Attestation(sa) => {
+                let a = &sa.attestation;
+                let key = (KIND_ATTESTATION, a.attester, a.proposal);
+                match round.attest(&sa) {
+                    Ok(_) if !self.seen.insert(key) => Taken::Bad(BadRecord::Duplicate),
+                    Ok(_) => Taken::Attestation,
+                    Err(r) => BadRecord::of(&r).map_or(Taken::Ignored, Taken::Bad),
+                }
+            }
+        }
     }
 }
 
@@ -81,5 +337,74 @@ mod tests {
         p[GOSSIP_TAG.len()] = 9;
         assert!(decode(&p).is_none());
         assert_ne!(dht_key(1, 2), dht_key(2, 1));
+    }
+
+    #[test]
+    fn the_judge_counts_only_what_an_honest_peer_cannot_cause() {
+        use hermes_proto::consensus::{
+            Attestation, Candidate, ElectionMode, Proposal, RoundParams,
+        };
+        use sp_core::{sr25519, Pair};
+        let pair = sr25519::Pair::from_seed(&[1; 32]);
+        let me = Hotkey::of(&pair);
+        let round = |epoch| {
+            Round::open(RoundParams {
+                netuid: 3,
+                epoch,
+                seed: [0; 32],
+                election: ElectionMode::Uniform,
+                validators: vec![Candidate {
+                    hotkey: me,
+                    stake: 1,
+                }],
+                eligible: BTreeSet::new(),
+            })
+        };
+        let prop = |epoch, args: &[u8]| {
+            let p = Proposal {
+                epoch,
+                netuid: 3,
+                proposer: me,
+                scores: vec![],
+                args: args.to_vec(),
+            };
+            proposal_payload(&p.sign(&pair).unwrap())
+        };
+        let mut j = GossipJudge::default();
+        // No round yet: nothing can be judged.
+        assert_eq!(j.take(&prop(1, b"")), Taken::Ignored);
+        j.set_round(round(1));
+        // An attestation before the proposal, a record of a later epoch: not counted.
+        let hash = SignedProposal::decode(&prop(1, b"")[GOSSIP_TAG.len() + 1..])
+            .unwrap()
+            .hash();
+        let att = Attestation {
+            epoch: 1,
+            netuid: 3,
+            proposal: hash,
+            attester: me,
+        }
+        .sign(&pair)
+        .unwrap();
+        assert_eq!(j.take(&attestation_payload(&att)), Taken::Ignored);
+        assert_eq!(j.take(&prop(2, b"")), Taken::Ignored);
+        assert_eq!(j.bad().total(), 0);
+        // Taken, and kept across a poll whose chain does not hold it yet.
+        assert!(matches!(j.take(&prop(1, b"")), Taken::Proposal(_)));
+        j.set_round(round(1));
+        // The same statement again (another signature): a duplicate.
+        assert_eq!(j.take(&prop(1, b"")), Taken::Bad(BadRecord::Duplicate));
+        // A different one: evidence once, then counted.
+        match j.take(&prop(1, b"x")) {
+            Taken::Equivocation(pair) => assert_eq!(pair.0.hash(), hash),
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(j.take(&prop(1, b"y")), Taken::Bad(BadRecord::Equivocation));
+        // A new epoch forgets what gossip brought.
+        j.set_round(round(2));
+        assert!(matches!(j.take(&prop(2, b"")), Taken::Proposal(_)));
+        assert_eq!(j.bad().get(BadRecord::Duplicate), 1);
+        assert_eq!(j.bad().get(BadRecord::Equivocation), 1);
+        assert_eq!(j.bad().total(), 2);
     }
 }

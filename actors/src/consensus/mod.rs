@@ -24,13 +24,17 @@
 //! elected validator publishes its signed proposal on the subnet's gossip topic and stores it in
 //! the DHT, attesters publish their attestations, and a validator whose chain does not hold the
 //! proposal yet takes it from gossip or the DHT, checks it like the chain would (a copy of the
-//! round), relays it to the chain and attests it. Not yet here: equivocation evidence from gossip.
+//! round), relays it to the chain and attests it. Every record heard is judged against the node's
+//! copy of the round ([`gossip::GossipJudge`]); bad ones are counted per reason in the status, and
+//! two different proposals of the elected validator for one epoch are stored as evidence
+//! ([`Equivocation`]) and announced on the channel of [`ConsensusActor::with_evidence`].
 
 use crate::chain::{Chain, ChainError, EpochView};
 use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
 use hermes_proto::consensus::{
-    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Score, SignedProposal, Verdict,
+    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Round, Score, SignedProposal,
+    Standing, Verdict,
 };
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
@@ -115,6 +119,48 @@ impl EpochOutcome {
     }
 }
 
+/// Evidence that a subnet's elected validator signed two different proposals for one epoch, as
+/// heard in gossip. Stored in the node's `consensus` tree under `evidence/<netuid BE><epoch BE>`
+/// (first proposal's length as u32 LE ‖ first ‖ second, wire bytes), once per subnet and epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Equivocation {
+    /// Subnet.
+    pub netuid: u16,
+    /// Epoch.
+    pub epoch: u64,
+    /// The elected validator that signed both.
+    pub proposer: Hotkey,
+    /// The proposal this node knew first (from the chain or gossip).
+    pub first: SignedProposal,
+    /// The different one heard next.
+    pub second: SignedProposal,
+    /// SS58 of the gossip author that published the second.
+    pub from: String,
+}
+
+impl Equivocation {
+    /// The stored form: first's length (u32 LE) ‖ first ‖ second.
+    pub fn encode(&self) -> Vec<u8> {
+        let a = self.first.encode();
+        let b = self.second.encode();
+        let mut v = Vec::with_capacity(4 + a.len() + b.len());
+        v.extend_from_slice(&u32::try_from(a.len()).unwrap_or(u32::MAX).to_le_bytes());
+        v.extend_from_slice(&a);
+        v.extend_from_slice(&b);
+        v
+    }
+
+    fn key(netuid: u16, epoch: u64) -> Vec<u8> {
+        let mut k = EVIDENCE_PREFIX.to_vec();
+        k.extend_from_slice(&netuid.to_be_bytes());
+        k.extend_from_slice(&epoch.to_be_bytes());
+        k
+    }
+}
+
+const EVIDENCE_PREFIX: &[u8] = b"evidence/";
+
 /// What the embedding application decides in consensus.
 pub trait ConsensusHook: Send + Sync + std::fmt::Debug + 'static {
     /// The data this node submits when elected: scores of (some of) the `eligible` nodes, and
@@ -171,6 +217,10 @@ pub struct ConsensusStatus {
     pub attestations: (u64, u64),
     /// Whether this node is a validator in the current epoch.
     pub validator: bool,
+    /// This node's class, penalties and reputation in the subnet as the chain holds them, read
+    /// once per epoch (after the previous one closed); `None` while unread, when the node is not
+    /// (or no longer) registered, or when the chain backend keeps no standings.
+    pub standing: Option<Standing>,
     /// The last finished epoch and its verdict.
     pub last: Option<(u64, Verdict)>,
     /// The last finished epoch's outcome in full.
@@ -181,6 +231,10 @@ pub struct ConsensusStatus {
     pub duties: Duties,
     /// Chain errors and refusals seen (the last one's text).
     pub last_error: Option<String>,
+    /// Bad consensus records heard in gossip since the node started, per reason.
+    pub bad_records: gossip::BadRecords,
+    /// Equivocations of this subnet's elected validators recorded as evidence (persisted).
+    pub evidence: u64,
 }
 
 /// Ask for the status.
@@ -212,8 +266,15 @@ pub struct ConsensusActor {
     poll_queued: bool,
     /// The network task's requests, and the gossip feed, when records travel beyond the chain.
     net: Option<(mpsc::Sender<Command>, broadcast::Sender<GossipMessage>)>,
-    /// The latest proposal heard in gossip for this subnet (unchecked until a poll checks it).
+    /// The latest valid proposal of the elected validator heard in gossip for this subnet
+    /// (checked again against the chain's round at the next poll).
     heard: Option<SignedProposal>,
+    /// Judges what gossip brings against a copy of the current round, and counts the bad.
+    judge: gossip::GossipJudge,
+    /// Evidence records stored for this subnet.
+    evidence: u64,
+    /// Where new evidence is announced.
+    evidence_events: Option<broadcast::Sender<Equivocation>>,
     /// Test hook: the elected validator only gossips its proposal, never submits it itself.
     withhold: bool,
 }
@@ -249,6 +310,9 @@ impl ConsensusActor {
             Some(v) => Duties::decode(&v).map_err(|e| format!("consensus duties: {e}"))?,
             None => Duties::default(),
         };
+        let mut prefix = EVIDENCE_PREFIX.to_vec();
+        prefix.extend_from_slice(&netuid.to_be_bytes());
+        let evidence = u64::try_from(tree.scan_prefix(&prefix).count()).unwrap_or(u64::MAX);
         Ok(ConsensusActor {
             chain,
             me: Hotkey::of(&pair),
@@ -266,6 +330,9 @@ impl ConsensusActor {
             poll_queued: false,
             net: None,
             heard: None,
+            judge: gossip::GossipJudge::default(),
+            evidence,
+            evidence_events: None,
             withhold: false,
         })
     }
@@ -289,11 +356,55 @@ impl ConsensusActor {
         self
     }
 
+    /// Announces every equivocation recorded as evidence on `events`.
+    pub fn with_evidence(mut self, events: broadcast::Sender<Equivocation>) -> Self {
+        self.evidence_events = Some(events);
+        self
+    }
+
     /// Announces every finished epoch on `events` (a full channel drops the oldest for slow
     /// readers, who are told how many they missed).
     pub fn with_events(mut self, events: broadcast::Sender<EpochOutcome>) -> Self {
         self.events = Some(events);
         self
+    }
+
+    /// The status with the gossip counters as they are now (they move between polls).
+    fn current_status(&self) -> ConsensusStatus {
+        let mut s = self.status.clone();
+        s.bad_records = self.judge.bad();
+        s.evidence = self.evidence;
+        s
+    }
+
+    /// Stores `ev` unless this subnet's epoch has evidence already; announces it when new.
+    fn record_evidence(&mut self, ev: Equivocation) {
+        let key = Equivocation::key(ev.netuid, ev.epoch);
+        let stored = self
+            .tree
+            .compare_and_swap(key, None::<&[u8]>, Some(ev.encode()))
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                self.tree.flush().map_err(|e| e.to_string())?;
+                Ok(r.is_ok())
+            });
+        match stored {
+            Ok(true) => {
+                self.evidence += 1;
+                tracing::warn!(
+                    netuid = ev.netuid,
+                    epoch = ev.epoch,
+                    proposer = ?ev.proposer,
+                    from = %ev.from,
+                    "the elected validator signed two different proposals: evidence recorded"
+                );
+                if let Some(tx) = &self.evidence_events {
+                    let _ = tx.send(ev);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record equivocation evidence"),
+        }
     }
 
     fn duties_key(netuid: u16) -> Vec<u8> {
@@ -326,6 +437,7 @@ impl ConsensusActor {
         net: Option<mpsc::Sender<Command>>,
         heard: Option<SignedProposal>,
         withhold: bool,
+        round_out: &mut Option<Round>,
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -361,6 +473,22 @@ impl ConsensusActor {
             status.followed = Some(e);
         }
         status.block = Some(head.block);
+        // Classes and penalties change only when an epoch closes: read them once per epoch.
+        if status.epoch != Some(head.epoch) {
+            match chain.standings(netuid).await {
+                Ok(list) => {
+                    status.standing = list
+                        .into_iter()
+                        .find(|n| n.entry.hotkey == me)
+                        .map(|n| n.standing);
+                }
+                Err(ChainError::Unsupported(_)) => status.standing = None,
+                Err(e) => {
+                    status.last_error = Some(e.to_string());
+                    return status;
+                }
+            }
+        }
         status.epoch = Some(head.epoch);
         let mut view = match chain.epoch(netuid, Some(head.epoch)).await {
             Ok(Some(v)) => v,
@@ -414,6 +542,7 @@ impl ConsensusActor {
                 }
             }
         }
+        *round_out = Some(view.round.clone());
         let round = &view.round;
         let mut sent = false;
         let eligible = round.params().eligible.clone();
@@ -583,22 +712,30 @@ impl ConsensusActor {
                 let _ = tx.send(o.clone());
             }
         };
-        let fut = Self::poll_once(
+        let (chain, hook, pair, me, status) = (
             self.chain.clone(),
             self.hook.clone(),
             self.pair.clone(),
             self.me,
-            self.netuid,
             self.status.clone(),
-            persist,
-            record,
-            self.net.as_ref().map(|(c, _)| c.clone()),
-            self.heard.clone(),
-            self.withhold,
         );
-        Box::pin(fut.into_actor(self).map(|status, act, _| {
-            act.status = status.clone();
-            status
+        let net = self.net.as_ref().map(|(c, _)| c.clone());
+        let (heard, withhold) = (self.heard.clone(), self.withhold);
+        let fut = async move {
+            let mut round = None;
+            let status = Self::poll_once(
+                chain, hook, pair, me, netuid, status, persist, record, net, heard, withhold,
+                &mut round,
+            )
+            .await;
+            (status, round)
+        };
+        Box::pin(fut.into_actor(self).map(|(status, round), act, _| {
+            act.status = status;
+            if let Some(round) = round {
+                act.judge.set_round(round);
+            }
+            act.current_status()
         }))
     }
 }
@@ -649,18 +786,31 @@ impl StreamHandler<GossipMessage> for ConsensusActor {
         if m.netuid != self.netuid {
             return;
         }
-        // Kept only when signed by the current epoch's elected validator, so a stray or forged
-        // copy can never displace the real one; the full check against the round (scores,
-        // equivocation) comes at the next poll.
-        if let Some(gossip::GossipRecord::Proposal(sp)) = gossip::decode(&m.data) {
-            let p = &sp.proposal;
-            if p.netuid == self.netuid
-                && Some(p.epoch) == self.status.epoch
-                && Some(p.proposer) == self.status.elected
-                && sp.verify_signature()
-            {
-                self.heard = Some(sp);
+        // Judged against the node's copy of the round (the round's own checks), so a stray or
+        // forged copy can never displace the real one; the poll checks a kept proposal again
+        // against the chain's round before relaying it.
+        match self.judge.take(&m.data) {
+            gossip::Taken::Proposal(sp) => self.heard = Some(*sp),
+            gossip::Taken::Bad(reason) => {
+                tracing::debug!(
+                    netuid = self.netuid,
+                    from = %m.from,
+                    reason = reason.as_str(),
+                    "bad consensus record in gossip"
+                );
             }
+            gossip::Taken::Equivocation(pair) => {
+                let (first, second) = *pair;
+                self.record_evidence(Equivocation {
+                    netuid: self.netuid,
+                    epoch: second.proposal.epoch,
+                    proposer: second.proposal.proposer,
+                    first,
+                    second,
+                    from: m.from,
+                });
+            }
+            gossip::Taken::Ignored | gossip::Taken::Attestation => {}
         }
     }
 
@@ -681,7 +831,7 @@ impl Supervised for ConsensusActor {
 impl Handler<GetConsensusStatus> for ConsensusActor {
     type Result = ConsensusStatus;
     fn handle(&mut self, _: GetConsensusStatus, _: &mut Self::Context) -> ConsensusStatus {
-        self.status.clone()
+        self.current_status()
     }
 }
 

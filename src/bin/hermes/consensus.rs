@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand, Debug)]
 pub(crate) enum ConsensusCmd {
     /// Per subnet: epoch and block, this node's class, the elected validator, whether this node
-    /// proposed or attested in the current epoch, attestations so far, and the last outcome.
+    /// proposed or attested in the current epoch, attestations so far, the last outcome, and
+    /// (from a running node) the bad consensus records heard in gossip, per reason.
     Status {
         /// The node's config file.
         #[arg(long = "config", short = 'c', value_name = "FILE")]
@@ -189,6 +190,22 @@ fn print(v: &Value, me: &str) {
         }
         if let Some(e) = s["last_error"].as_str() {
             outln!("  last error    {e}");
+        }
+        // Only a running node hears gossip.
+        if let Some(bad) = s["bad_records"].as_object() {
+            let seen: Vec<String> = bad
+                .iter()
+                .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            outln!(
+                "  bad records   {}",
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            );
         }
     }
 }

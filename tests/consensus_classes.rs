@@ -1,0 +1,243 @@
+//! Node classes and penalties as real nodes live them: five runtimes on one dev chain stepped by
+//! hand, with short class queues. A newcomer climbs Registered → Idle → Included → Validator, and
+//! a node the elected validators keep leaving out of the data is penalized until the chain
+//! removes it, after which the other nodes no longer admit it. Every step is checked against the
+//! chain and against what the nodes themselves report.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use cluster::{Cluster, Spec, NET, WAIT};
+use common::{denied, eventually, sees};
+use hermes::proto::chain::NodeClass;
+use hermes::proto::consensus::rules::FULL_REPUTATION;
+use hermes::proto::consensus::{Change, ClassRules, Removal, StandingModel, Verdict};
+use hermes::proto::firewall::DenyReason;
+use hermes::proto::Hotkey;
+use hermes::EpochOutcome;
+use std::time::Duration;
+
+/// The changes an outcome made to `who`.
+fn changes_of(o: &EpochOutcome, who: Hotkey) -> Vec<Change> {
+    o.changes
+        .iter()
+        .filter(|c| {
+            let h = match c {
+                Change::Promoted { hotkey, .. }
+                | Change::Punished { hotkey, .. }
+                | Change::Removed { hotkey, .. } => hotkey,
+            };
+            *h == who
+        })
+        .copied()
+        .collect()
+}
+
+/// Four validators and a newcomer (node 4) registered in epoch 0. With one epoch in each queue,
+/// it is Registered in epoch 1, Idle in 2, Included in 3 (and scored), Validator in 4, where it
+/// takes part in the round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_node_climbs_to_validator_one_class_per_epoch() {
+    use NodeClass::*;
+    let mut classes = vec![Validator; 4];
+    classes.push(Registered);
+    let mut c = Cluster::build(Spec {
+        classes,
+        rules: ClassRules {
+            queue_epochs: 1,
+            idle_epochs: 1,
+            included_epochs: 1,
+            model: StandingModel::Penalty { max_penalties: 3 },
+        },
+        ..Spec::default()
+    })
+    .await;
+    let new = 4;
+    let me = c.hotkey(new);
+    // The class the newcomer holds during each epoch.
+    let during = [(1, Registered), (2, Idle), (3, Included), (4, Validator)];
+    assert_eq!(c.next_epoch(), 1);
+    for (epoch, class) in during {
+        // The chain's word...
+        assert_eq!(
+            c.standing(new).unwrap().standing.class,
+            class,
+            "epoch {epoch}"
+        );
+        let view = c.current();
+        let params = view.round.params();
+        assert_eq!(
+            params.eligible.contains(&me),
+            class >= Included,
+            "epoch {epoch}"
+        );
+        assert_eq!(view.round.is_validator(&me), class == Validator);
+        // ...and the node's own.
+        let s = c.nodes[new].poll_consensus(NET).await.unwrap();
+        assert_eq!(s.epoch, Some(epoch));
+        assert_eq!(
+            s.standing.map(|st| st.class),
+            Some(class),
+            "epoch {epoch}: {s:?}"
+        );
+        assert_eq!(s.validator, class == Validator, "epoch {epoch}: {s:?}");
+        let validators = if class == Validator { 5 } else { 4 };
+        assert!(
+            c.attested(validators).await,
+            "epoch {epoch}: not every validator attested: {:?}",
+            c.current().round.tally()
+        );
+        let view = c.current();
+        let (sp, hash) = view.round.proposal().unwrap();
+        // The data scores the newcomer once it is Included.
+        assert_eq!(
+            sp.proposal.score_of(&me).is_some(),
+            class >= Included,
+            "epoch {epoch}"
+        );
+        if class == Validator {
+            // The newcomer proposed or attested this epoch's data.
+            let s = c.nodes[new].consensus_status(NET).await.unwrap();
+            assert!(
+                s.duties.proposed == Some((epoch, hash))
+                    || s.duties.attested == Some((epoch, hash)),
+                "{s:?}"
+            );
+        }
+        assert_eq!(c.next_epoch(), epoch + 1);
+        // Every node, the newcomer included, reports the promotion the epoch's end made.
+        let next = during
+            .iter()
+            .find(|(e, _)| *e == epoch + 1)
+            .map(|(_, k)| *k);
+        let expected: Vec<Change> = match next {
+            Some(to) if to != class => vec![Change::Promoted {
+                hotkey: me,
+                from: class,
+                to,
+            }],
+            _ => vec![],
+        };
+        for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+            assert_eq!(o.verdict, Verdict::InConsensus, "node {i}: {o:?}");
+            assert_eq!(o.validators, validators);
+            assert_eq!(changes_of(&o, me), expected, "node {i}, epoch {epoch}");
+        }
+    }
+    // It stays a Validator.
+    assert_eq!(c.standing(new).unwrap().standing.class, Validator);
+    c.shutdown().await;
+}
+
+/// Four validators and an Included node (node 4) that every validator leaves out of the data it
+/// proposes (and accepts proposals without). Under the penalty model with a maximum of 3, each
+/// epoch in consensus adds a penalty; the third removes it from the chain, and from then on the
+/// validators drop it and refuse its connections as unregistered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_out_of_the_data_is_penalized_removed_and_refused() {
+    use NodeClass::*;
+    let mut classes = vec![Validator; 4];
+    classes.push(Included);
+    let mut c = Cluster::build(Spec {
+        classes,
+        rules: ClassRules {
+            queue_epochs: 1,
+            idle_epochs: 1,
+            // Never reached here: a node that keeps missing never progresses.
+            included_epochs: 10,
+            model: StandingModel::Penalty { max_penalties: 3 },
+        },
+        // The validators must notice the removal quickly.
+        registry_poll: Duration::from_millis(200),
+        ..Spec::default()
+    })
+    .await;
+    let out = 4;
+    let who = c.hotkey(out);
+    for h in &c.hooks[..4] {
+        h.omit(who);
+    }
+    // Positive control: before its removal every validator admits it.
+    for i in 0..4 {
+        assert!(sees(&c.nodes[i], &c.dirs[out].ss58).await, "node {i}");
+    }
+    assert_eq!(c.next_epoch(), 1);
+    for epoch in 1..=3u64 {
+        let penalties = u32::try_from(epoch).unwrap() - 1;
+        let st = c.standing(out).unwrap().standing;
+        assert_eq!(
+            (st.class, st.penalties),
+            (Included, penalties),
+            "epoch {epoch}"
+        );
+        assert!(c.current().round.params().eligible.contains(&who));
+        let s = c.nodes[out].poll_consensus(NET).await.unwrap();
+        let st = s.standing.expect("the node reports its standing");
+        assert_eq!((st.class, st.penalties), (Included, penalties), "{s:?}");
+        assert!(
+            c.attested(4).await,
+            "epoch {epoch}: not every validator attested: {:?}",
+            c.current().round.tally()
+        );
+        let view = c.current();
+        assert_eq!(
+            view.round.proposal().unwrap().0.proposal.score_of(&who),
+            None
+        );
+        assert_eq!(c.next_epoch(), epoch + 1);
+        let mut expected = vec![Change::Punished {
+            hotkey: who,
+            penalties: penalties + 1,
+            reputation_ppm: FULL_REPUTATION,
+        }];
+        if epoch == 3 {
+            expected.push(Change::Removed {
+                hotkey: who,
+                reason: Removal::MaxPenalties,
+            });
+        }
+        for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+            assert_eq!(o.verdict, Verdict::InConsensus, "node {i}: {o:?}");
+            assert_eq!(changes_of(&o, who), expected, "node {i}, epoch {epoch}");
+        }
+    }
+    // Gone from the chain, and it says so itself.
+    assert!(c.standing(out).is_none());
+    assert!(!c.current().round.params().eligible.contains(&who));
+    let s = c.nodes[out].poll_consensus(NET).await.unwrap();
+    assert_eq!(s.standing, None, "{s:?}");
+
+    // The validators drop it...
+    let id = c.nodes[out].identity().await.unwrap().peer_id;
+    for i in 0..4 {
+        let n = c.nodes[i].clone();
+        assert!(
+            eventually(WAIT, || async {
+                let verified = n.peers().await.unwrap().iter().any(|p| p.peer_id == id);
+                !verified && !n.connected_peers().await.unwrap().contains(&id)
+            })
+            .await,
+            "node {i} still has the removed node"
+        );
+    }
+    // ...and a fresh connection attempt from it is refused as unregistered.
+    let before = denied(&c.nodes[0], DenyReason::Unregistered).await;
+    let to = common::addr(&c.nodes[0]).await;
+    c.nodes[out].dial(to).await.unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            denied(&c.nodes[0], DenyReason::Unregistered).await > before
+        })
+        .await,
+        "the removed node's connection was not refused: {:?}",
+        c.nodes[0].firewall_stats().await.unwrap().denied
+    );
+    assert!(!c.nodes[0]
+        .peers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.peer_id == id));
+    c.shutdown().await;
+}
