@@ -11,7 +11,9 @@
 //! - `SYNC_BENCH_MEM_MIB`: comma-separated payload sizes of the memory runs (default
 //!   `1024,8192`; their source is a sparse file, so only the destination costs disk);
 //! - `SYNC_BENCH_RESUME_MIB`: payload of the resume run (default 1024);
-//! - `BENCH_ONLY`: comma-separated subset of `copy,dd,stream,tcp,quic,memory,resume`;
+//! - `BENCH_ONLY`: comma-separated subset of `copy,dd,stream,tcp,quic,memory,resume,split`
+//!   (`split`: one core each, as two machines would have: this process, the sender and the disk
+//!   copy on CPU 0, the receiver child on CPU 1, `SYNC_BENCH_MIB` and `SYNC_BENCH_ROUNDS` as above);
 //! - `SYNC_BENCH_DISCARD=1`: the receiver children keep no bytes: behind the download, holes are
 //!   punched into the partial file (every chunk is still hash-checked, decrypted and written;
 //!   only the disk space is given back), and the resume run's source is sparse too. For runs
@@ -378,16 +380,28 @@ struct Child {
 
 impl Child {
     /// Starts the receiver of config `cfg` downloading into `dest`; with `time_v`, under
-    /// `/usr/bin/time -v` (its report goes to `time_log`).
-    fn spawn(cfg: &Path, ticket: &Path, dest: &Path, time_log: Option<&Path>) -> Child {
+    /// `/usr/bin/time -v` (its report goes to `time_log`); with `cpus`, on those CPUs only
+    /// (`taskset -c`).
+    fn spawn(
+        cfg: &Path,
+        ticket: &Path,
+        dest: &Path,
+        time_log: Option<&Path>,
+        cpus: Option<&str>,
+    ) -> Child {
         let exe = std::env::current_exe().expect("exe");
-        let mut cmd = match time_log {
-            Some(log) => {
+        let mut cmd = match (time_log, cpus) {
+            (Some(log), _) => {
                 let mut c = Command::new("/usr/bin/time");
                 c.arg("-v").arg("-o").arg(log).arg(exe);
                 c
             }
-            None => Command::new(exe),
+            (None, Some(cpus)) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(exe);
+                c
+            }
+            (None, None) => Command::new(exe),
         };
         cmd.env("SYNC_BENCH_CHILD", "1")
             .env("SYNC_BENCH_CONFIG", cfg)
@@ -604,6 +618,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         .map(|m| receiver(dir, &format!("mem-{m}"), &chain, &to))
         .collect();
     let resume = receiver(dir, "resume", &chain, &to);
+    let split = receiver(dir, "split", &chain, &to);
     let a = rt.block_on(Runtime::builder(ca).start()).expect("sender");
     rt.block_on(listen_addr(&a));
 
@@ -623,7 +638,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
             let dest = dir.join(format!("mem-{m}.out"));
             let log = dir.join(format!("mem-{m}.time"));
             let ticket_file = dir.join(format!("mem-{m}.ticket"));
-            let c = Child::spawn(cfg, &ticket_file, &dest, Some(&log));
+            let c = Child::spawn(cfg, &ticket_file, &dest, Some(&log), None);
             c.expect("started");
             let load = load_avg();
             let t = Instant::now();
@@ -674,7 +689,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         }
         let dest = dir.join("resume.out");
         let ticket_file = dir.join("resume.ticket");
-        let c = Child::spawn(cfg, &ticket_file, &dest, None);
+        let c = Child::spawn(cfg, &ticket_file, &dest, None, None);
         c.expect("started");
         let ticket = offer_to(rt, &a, &src, ss58);
         let layout = ticket.body.layout;
@@ -710,7 +725,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
             served_before / u64::from(layout.sealed_len(0))
         );
         let load = load_avg();
-        let c = Child::spawn(cfg, &ticket_file, &dest, None);
+        let c = Child::spawn(cfg, &ticket_file, &dest, None, None);
         let started = c.expect("started");
         let f = c.expect("fetching");
         let first_new = loop {
@@ -747,7 +762,69 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         let _ = std::fs::remove_file(&dest);
         let _ = std::fs::remove_file(&src);
     }
+    if wanted("split") {
+        split_cores(rt, dir, &a, &split);
+    }
     rt.block_on(a.shutdown()).expect("shutdown");
+}
+
+/// Throughput with one core each, as two machines would have: every thread of this process
+/// (the sender node, the disk copy) is moved to CPU 0 and the receiver child runs on CPU 1, so
+/// neither side's crypto and copies take the other's core. The disk copy on one core is the
+/// baseline, in the same rounds.
+fn split_cores(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    a: &RuntimeHandle,
+    (cfg, ss58): &(PathBuf, String),
+) {
+    let size = env("SYNC_BENCH_MIB", 1024) * MIB;
+    let rounds = env("SYNC_BENCH_ROUNDS", 3) as usize;
+    let pinned = Command::new("taskset")
+        .args(["-a", "-c", "-p", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset");
+    assert!(pinned.success(), "taskset failed");
+    println!(
+        "\n== one core each: sender and disk copy on CPU 0, receiver child on CPU 1; {} MiB, {rounds} round(s), load {}",
+        size / MIB,
+        load_avg()
+    );
+    let src = dir.join("split-src.bin");
+    make_source(&src, size);
+    let (mut copies, mut syncs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let copy = dir.join("split-copy.out");
+        copies.push(mib_s(size, copy_once(&src, &copy)));
+        let _ = std::fs::remove_file(&copy);
+        let dest = dir.join("split.out");
+        let ticket_file = dir.join(format!("split-{round}.ticket"));
+        let c = Child::spawn(cfg, &ticket_file, &dest, None, Some("1"));
+        c.expect("started");
+        offer_to(rt, a, &src, ss58);
+        let f = c.expect("fetching");
+        let d = c.expect("done");
+        let mut proc = c.proc;
+        proc.wait().expect("wait");
+        syncs.push(mib_s(size, d.at - f.at));
+        if round == 1 {
+            assert!(same_bytes(&src, &dest), "the fetched file differs");
+        }
+        let _ = std::fs::remove_file(&dest);
+        println!(
+            "  round {round}: disk copy {:.1} MiB/s, Sync Engine over TCP {:.1} MiB/s (load {})",
+            copies[round - 1],
+            syncs[round - 1],
+            load_avg()
+        );
+    }
+    let (copy, sync) = (median(&copies), median(&syncs));
+    println!(
+        "  median: disk copy {copy:.1} MiB/s, Sync Engine {sync:.1} MiB/s = {:.0} % of the copy",
+        100.0 * sync / copy
+    );
+    let _ = std::fs::remove_file(&src);
 }
 
 fn main() {
@@ -783,7 +860,7 @@ fn main() {
     {
         throughput(&rt, dir.path());
     }
-    if wanted("memory") || wanted("resume") {
+    if wanted("memory") || wanted("resume") || wanted("split") {
         children(&rt, dir.path());
     }
 }
