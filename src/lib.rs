@@ -31,6 +31,7 @@ pub use config::{Config, ConfigError};
 pub use hermes_actors::consensus::{
     ConsensusHook, ConsensusStatus, EpochOutcome, EqualScores, Equivocation,
 };
+pub use hermes_actors::firewall::FirewallStats;
 pub use hermes_actors::identity::keys::{HotkeyPair, KeyError, HOTKEY_URI_ENV};
 pub use hermes_actors::IdentityInfo;
 pub use hermes_proto as proto;

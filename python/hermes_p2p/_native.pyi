@@ -1,6 +1,6 @@
 """Type stubs of the extension module (the Rust runtime handle and its data plane)."""
 
-from typing import Any, Awaitable, Optional, Union
+from typing import Any, Awaitable, Optional, Sequence, Union
 from os import PathLike
 
 BufferLike = Any  # bytes, bytearray, memoryview, numpy arrays: anything with the buffer protocol
@@ -190,6 +190,13 @@ class EpochOutcome:
     proposed: bool
     attested: bool
 
+class Standing:
+    node_class: str
+    registered_epoch: int
+    progress: int
+    penalties: int
+    reputation_ppm: int
+
 class ConsensusStatus:
     netuid: int
     block: Optional[int]
@@ -197,16 +204,39 @@ class ConsensusStatus:
     elected: Optional[str]
     attestations: tuple[int, int]
     validator: bool
+    standing: Optional[Standing]
     last: Optional[tuple[int, str]]
     last_outcome: Optional[EpochOutcome]
     followed: Optional[int]
     proposed: Optional[tuple[int, str]]
     attested: Optional[tuple[int, str]]
     last_error: Optional[str]
+    bad_records: dict[str, int]
+    evidence: int
 
 class ConsensusEvents:
     skipped: int
     def recv(self) -> Awaitable[Optional[EpochOutcome]]: ...
+
+class Equivocation:
+    netuid: int
+    epoch: int
+    proposer: str
+    first: tuple[bytes, str]
+    second: tuple[bytes, str]
+    heard_from: str
+
+class EvidenceEvents:
+    skipped: int
+    def recv(self) -> Awaitable[Optional[Equivocation]]: ...
+
+class FirewallStats:
+    denied: dict[str, int]
+    registry_entries: int
+    chain_stale: bool
+    scope_mode: str
+    scope_netuids: list[int]
+    acl_entries: tuple[int, int]
 
 class NativeNode:
     @staticmethod
@@ -241,8 +271,13 @@ class NativeNode:
     def revoke(self, id: str) -> Awaitable[TransferInfo]: ...
     def consensus_status(self, netuid: int) -> Awaitable[ConsensusStatus]: ...
     def consensus_statuses(self) -> Awaitable[list[ConsensusStatus]]: ...
+    def poll_consensus(self, netuid: int) -> Awaitable[ConsensusStatus]: ...
     def consensus_events(self) -> ConsensusEvents: ...
+    def consensus_evidence(self) -> EvidenceEvents: ...
     def consensus_off(self) -> Optional[str]: ...
+    def firewall_stats(self) -> Awaitable[FirewallStats]: ...
+    def update_acl(self, allow: Sequence[str], deny: Sequence[str]) -> Awaitable[None]: ...
+    def set_subnet_scope(self, mode: str, netuids: Sequence[int]) -> Awaitable[None]: ...
     def rotate_prekey(self, erase_previous: bool = False) -> Awaitable[Identity]: ...
     def refresh_chain(self) -> Awaitable[int]: ...
     def shutdown(self) -> Awaitable[None]: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import AsyncIterator, Optional, Union
+from typing import AsyncIterator, Iterable, Optional, Union
 
 from . import _native
 from .sync import Ticket, Transfer, TransferInfo, wrap
@@ -398,7 +398,7 @@ class Node:
         Raises SyncError when there is no such transfer."""
         return await self._native.revoke(transfer_id)
 
-    # --- consensus (read-only) ------------------------------------------------------------
+    # --- consensus ---------------------------------------------------------------------------
 
     async def consensus_status(self, netuid: int) -> _native.ConsensusStatus:
         """What this node knows of subnet ``netuid``'s current epoch: block, epoch, elected
@@ -411,6 +411,19 @@ class Node:
         """:meth:`consensus_status` of every subnet this node takes part in."""
         return await self._native.consensus_statuses()
 
+    async def poll_consensus(self, netuid: int) -> _native.ConsensusStatus:
+        """Reads the chain and acts on subnet ``netuid``'s epoch now (propose when elected,
+        attest what it checks) instead of at the next ``consensus.poll_interval``; returns the
+        status after it. Raises as :meth:`consensus_status`."""
+        return await self._native.poll_consensus(netuid)
+
+    def consensus_evidence(self) -> AsyncIterator[_native.Equivocation]:
+        """``async for e in node.consensus_evidence()``: every equivocation this node records
+        from now on (an elected validator that signed two different proposals for one epoch;
+        both signed records are in ``e.first`` and ``e.second``). Bounded like
+        :meth:`consensus_events`."""
+        return _Queue(self._native.consensus_evidence())
+
     def consensus_events(self) -> AsyncIterator[_native.EpochOutcome]:
         """``async for o in node.consensus_events()``: every epoch of this node's subnets that
         finishes from now on, as the chain recorded it. Bounded (``consensus.events_capacity``):
@@ -422,6 +435,28 @@ class Node:
         """Why this node takes part in no consensus (disabled, no subnet, a chain without
         epochs); None while it does."""
         return self._native.consensus_off()
+
+    # --- firewall ----------------------------------------------------------------------------
+
+    async def firewall_stats(self) -> _native.FirewallStats:
+        """Connections refused since start, per reason, and the policy in force (registry
+        size, whether it is stale, the subnet scope, the ACL's sizes)."""
+        return await self._native.firewall_stats()
+
+    async def update_acl(
+        self, *, allow: Iterable[str] = (), deny: Iterable[str] = ()
+    ) -> None:
+        """Replaces the ACL (the config's ``acl`` section): entries are SS58 addresses or peer
+        ids; a non-empty ``allow`` admits only those, ``deny`` wins over ``allow``. Connected
+        peers it now refuses are disconnected. Raises InvalidArgument naming a bad entry
+        (``allow[2]: ...``); nothing changes then."""
+        await self._native.update_acl(list(allow), list(deny))
+
+    async def set_subnet_scope(self, mode: str, netuids: Iterable[int] = ()) -> None:
+        """Replaces the subnet scope (the config's ``subnets`` section): ``"single"`` with one
+        netuid, ``"whitelist"`` with one or more, ``"open"`` with none. Connected peers it now
+        refuses are disconnected. Raises InvalidArgument saying which rule is broken."""
+        await self._native.set_subnet_scope(mode, list(netuids))
 
     def __repr__(self) -> str:
         return f"<hermes_p2p.Node {self._native!r}>"

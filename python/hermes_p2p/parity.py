@@ -26,12 +26,4 @@ EXCLUDED: dict[str, str] = {
     # Low-level.
     "verify_binding": "verifies raw binding records for a libp2p connection; the network "
     "layer does this itself, applications use find() and peers()",
-    # Not bound yet: listed so that the gap is visible, not hidden.
-    "firewall_stats": "not bound yet (FirewallStats/DenyReason types have no Python form yet)",
-    "update_acl": "not bound yet (needs a Python form of the ACL; edit acl in the config)",
-    "set_subnet_scope": "not bound yet (needs a Python form of Scope; edit subnets in the config)",
-    "poll_consensus": "not bound: it acts on the epoch (signs and submits) at once; consensus "
-    "from Python is read-only, the node acts on its own schedule (consensus.poll_interval)",
-    "consensus_evidence": "not bound yet (the Equivocation type, and the status's evidence, "
-    "bad_records and standing fields, have no Python form yet)",
 }

@@ -1,13 +1,15 @@
-//! Consensus, read-only: each subnet's epoch status and the stream of finished epochs.
+//! Consensus from Python: each subnet's epoch status, the stream of finished epochs and the
+//! equivocation evidence the node records.
 //!
-//! Nothing here signs or submits: the ConsensusActors do that on their own schedule. Polling
-//! the chain on demand (`poll_consensus`) acts on the epoch and is not bound.
+//! Nothing here signs or submits by itself: the ConsensusActors do that on their own schedule;
+//! `poll_consensus` (in `node.rs`) only makes one act now instead of at its next poll.
 
 use crate::bridge::spawn;
 use crate::data::next_counting;
 use hermes::proto::consensus::{Change, Removal};
 use hermes::proto::Hotkey;
 use pyo3::prelude::*;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, Mutex};
@@ -103,6 +105,32 @@ impl EpochOutcome {
     }
 }
 
+/// A node's standing in a subnet as the chain holds it.
+#[pyclass(frozen, get_all, module = "hermes_p2p._native")]
+#[derive(Debug, Clone)]
+pub(crate) struct Standing {
+    /// `"registered"`, `"idle"`, `"included"` or `"validator"`.
+    node_class: String,
+    /// Epoch in which it registered.
+    registered_epoch: u64,
+    /// Epochs counted toward the next class.
+    progress: u64,
+    /// Penalties (penalty model).
+    penalties: u32,
+    /// Reputation in parts per million (reputation model; 1,000,000 otherwise).
+    reputation_ppm: u32,
+}
+
+#[pymethods]
+impl Standing {
+    fn __repr__(&self) -> String {
+        format!(
+            "Standing(node_class={:?}, penalties={}, reputation_ppm={})",
+            self.node_class, self.penalties, self.reputation_ppm
+        )
+    }
+}
+
 /// What a node knows of a subnet's current epoch.
 #[pyclass(frozen, get_all, module = "hermes_p2p._native")]
 #[derive(Debug, Clone)]
@@ -119,6 +147,9 @@ pub(crate) struct ConsensusStatus {
     attestations: (u64, u64),
     /// Whether this node is a validator in the current epoch.
     validator: bool,
+    /// This node's class, penalties and reputation as the chain holds them, read once per
+    /// epoch; None while unread, when not registered, or when the chain keeps no standings.
+    standing: Option<Standing>,
     /// The last finished epoch and its verdict.
     last: Option<(u64, String)>,
     /// The last finished epoch's outcome in full.
@@ -131,6 +162,11 @@ pub(crate) struct ConsensusStatus {
     attested: Option<(u64, String)>,
     /// The last chain error or refusal seen.
     last_error: Option<String>,
+    /// Bad consensus records heard in gossip since the node started, per reason (every
+    /// reason is present, most at 0).
+    bad_records: HashMap<String, u64>,
+    /// Equivocations of this subnet's elected validators recorded as evidence.
+    evidence: u64,
 }
 
 impl ConsensusStatus {
@@ -142,6 +178,13 @@ impl ConsensusStatus {
             elected: ss58(&s.elected, prefix),
             attestations: s.attestations,
             validator: s.validator,
+            standing: s.standing.as_ref().map(|st| Standing {
+                node_class: st.class.as_str().into(),
+                registered_epoch: st.registered_epoch,
+                progress: st.progress,
+                penalties: st.penalties,
+                reputation_ppm: st.reputation_ppm,
+            }),
             last: s.last.map(|(e, v)| (e, v.as_str().to_string())),
             last_outcome: s
                 .last_outcome
@@ -151,6 +194,12 @@ impl ConsensusStatus {
             proposed: s.duties.proposed.map(|(e, h)| (e, hex(&h))),
             attested: s.duties.attested.map(|(e, h)| (e, hex(&h))),
             last_error: s.last_error.clone(),
+            bad_records: s
+                .bad_records
+                .iter()
+                .map(|(r, n)| (r.as_str().to_string(), n))
+                .collect(),
+            evidence: s.evidence,
         }
     }
 }
@@ -169,30 +218,74 @@ impl ConsensusStatus {
     }
 }
 
-/// Finished epochs of the node's subnets. The channel is bounded
-/// (`consensus.events_capacity`): a consumer that falls behind skips the oldest outcomes,
-/// counted in `skipped`.
-#[pyclass(frozen, module = "hermes_p2p._native")]
-pub(crate) struct ConsensusEvents {
-    rx: Arc<Mutex<broadcast::Receiver<hermes::EpochOutcome>>>,
-    skipped: Arc<AtomicU64>,
-    prefix: u16,
+/// Two different proposals an elected validator signed for one epoch, recorded as evidence.
+#[pyclass(frozen, get_all, module = "hermes_p2p._native")]
+#[derive(Debug, Clone)]
+pub(crate) struct Equivocation {
+    /// Subnet.
+    netuid: u16,
+    /// Epoch.
+    epoch: u64,
+    /// The elected validator that signed both (SS58).
+    proposer: String,
+    /// The proposal known first: the signed record's bytes, and its hash (hex).
+    first: (Vec<u8>, String),
+    /// The different one heard next, in the same form.
+    second: (Vec<u8>, String),
+    /// SS58 of the gossip author that published the second.
+    heard_from: String,
 }
 
-impl ConsensusEvents {
-    pub(crate) fn new(rx: broadcast::Receiver<hermes::EpochOutcome>, prefix: u16) -> Self {
-        ConsensusEvents {
-            rx: Arc::new(Mutex::new(rx)),
-            skipped: Arc::default(),
-            prefix,
+impl Equivocation {
+    fn new(e: &hermes::Equivocation, prefix: u16) -> Self {
+        Equivocation {
+            netuid: e.netuid,
+            epoch: e.epoch,
+            proposer: e.proposer.to_ss58(prefix),
+            first: (e.first.encode(), hex(&e.first.hash())),
+            second: (e.second.encode(), hex(&e.second.hash())),
+            heard_from: e.from.clone(),
         }
     }
 }
 
 #[pymethods]
-impl ConsensusEvents {
-    /// The next finished epoch; `None` once the node has shut down.
-    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+impl Equivocation {
+    fn __repr__(&self) -> String {
+        format!(
+            "Equivocation(netuid={}, epoch={}, proposer={:?})",
+            self.netuid, self.epoch, self.proposer
+        )
+    }
+}
+
+/// A bounded broadcast channel read from Python one value at a time; what a consumer that
+/// fell behind missed is counted in `skipped`.
+struct Feed<T> {
+    rx: Arc<Mutex<broadcast::Receiver<T>>>,
+    skipped: Arc<AtomicU64>,
+    prefix: u16,
+}
+
+impl<T: Clone + Send + 'static> Feed<T> {
+    fn new(rx: broadcast::Receiver<T>, prefix: u16) -> Self {
+        Feed {
+            rx: Arc::new(Mutex::new(rx)),
+            skipped: Arc::default(),
+            prefix,
+        }
+    }
+
+    /// An awaitable of the next value as `convert` makes it; `None` once the node has shut
+    /// down.
+    fn recv<'py, P>(
+        &self,
+        py: Python<'py>,
+        convert: fn(&T, u16) -> P,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        P: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
         let rx = self.rx.clone();
         let skipped = self.skipped.clone();
         let prefix = self.prefix;
@@ -200,13 +293,61 @@ impl ConsensusEvents {
             let mut rx = rx.lock().await;
             Ok(next_counting(&mut rx, &skipped)
                 .await
-                .map(|o| EpochOutcome::new(&o, prefix)))
+                .map(|v| convert(&v, prefix)))
         })
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// Finished epochs of the node's subnets. The channel is bounded
+/// (`consensus.events_capacity`): a consumer that falls behind skips the oldest outcomes,
+/// counted in `skipped`.
+#[pyclass(frozen, module = "hermes_p2p._native")]
+pub(crate) struct ConsensusEvents(Feed<hermes::EpochOutcome>);
+
+impl ConsensusEvents {
+    pub(crate) fn new(rx: broadcast::Receiver<hermes::EpochOutcome>, prefix: u16) -> Self {
+        ConsensusEvents(Feed::new(rx, prefix))
+    }
+}
+
+#[pymethods]
+impl ConsensusEvents {
+    /// The next finished epoch; `None` once the node has shut down.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.0.recv(py, EpochOutcome::new)
     }
 
     /// Outcomes skipped because this consumer fell behind.
     #[getter]
     fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
+        self.0.skipped()
+    }
+}
+
+/// Equivocation evidence as the node records it, bounded like [`ConsensusEvents`].
+#[pyclass(frozen, module = "hermes_p2p._native")]
+pub(crate) struct EvidenceEvents(Feed<hermes::Equivocation>);
+
+impl EvidenceEvents {
+    pub(crate) fn new(rx: broadcast::Receiver<hermes::Equivocation>, prefix: u16) -> Self {
+        EvidenceEvents(Feed::new(rx, prefix))
+    }
+}
+
+#[pymethods]
+impl EvidenceEvents {
+    /// The next equivocation recorded; `None` once the node has shut down.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.0.recv(py, Equivocation::new)
+    }
+
+    /// Records skipped because this consumer fell behind.
+    #[getter]
+    fn skipped(&self) -> u64 {
+        self.0.skipped()
     }
 }

@@ -122,6 +122,12 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The Rust text.
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(crate) fn new(kind: Kind, message: impl Into<String>) -> Self {
         Failure {
             kind,

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`bridge`]: Rust futures as asyncio futures (own executor, `call_soon_threadsafe`,
 //!   cancellation, interpreter exit).
-//! - [`consensus`]: epoch status and finished epochs, read-only.
+//! - [`consensus`]: epoch status, finished epochs and equivocation evidence.
+//! - [`firewall`]: denial counters; the ACL and subnet scope replaced at runtime.
 //! - [`node`]: `NativeNode`, the `RuntimeHandle` as a class.
 //! - [`data`]: the inbox, streams, gossip and delivery events.
 //! - [`sync`]: the Sync Engine (tickets, downloads and their progress, transfers).
@@ -21,6 +22,7 @@ mod bridge;
 mod consensus;
 mod data;
 mod errors;
+mod firewall;
 mod node;
 mod sync;
 mod values;
@@ -43,6 +45,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consensus::ConsensusStatus>()?;
     m.add_class::<consensus::EpochOutcome>()?;
     m.add_class::<consensus::ConsensusEvents>()?;
+    m.add_class::<consensus::Standing>()?;
+    m.add_class::<consensus::Equivocation>()?;
+    m.add_class::<consensus::EvidenceEvents>()?;
+    m.add_class::<firewall::FirewallStats>()?;
     m.add_class::<sync::Ticket>()?;
     m.add_class::<sync::Transfer>()?;
     m.add_class::<sync::Progress>()?;

@@ -2,9 +2,10 @@
 //! made by [`crate::bridge::spawn`]; the idiomatic wrapper is `hermes_p2p.Node`.
 
 use crate::bridge::{block_on, spawn};
-use crate::consensus::{ConsensusEvents, ConsensusStatus};
+use crate::consensus::{ConsensusEvents, ConsensusStatus, EvidenceEvents};
 use crate::data::{self, Events, Gossip, Inbox, Incoming, Writer};
 use crate::errors::Failure;
+use crate::firewall::{parse_acl, parse_scope, FirewallStats};
 use crate::sync::{parse_ticket, parse_transfer_id, Ticket, Transfer, TransferInfo};
 use crate::values::{parse_id, Binding, Identity, OutboxEntry, Peer, Stats};
 use hermes::proto::Hotkey;
@@ -459,8 +460,51 @@ impl NativeNode {
         })
     }
 
+    fn poll_consensus<'py>(&self, py: Python<'py>, netuid: u16) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            let s = h.poll_consensus(netuid).await?;
+            Ok(ConsensusStatus::new(&s, h.ss58_prefix()))
+        })
+    }
+
     fn consensus_events(&self) -> ConsensusEvents {
         ConsensusEvents::new(self.handle.consensus_events(), self.handle.ss58_prefix())
+    }
+
+    fn consensus_evidence(&self) -> EvidenceEvents {
+        EvidenceEvents::new(self.handle.consensus_evidence(), self.handle.ss58_prefix())
+    }
+
+    fn firewall_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        spawn(py, async move {
+            Ok(FirewallStats::new(&h.firewall_stats().await?))
+        })
+    }
+
+    #[pyo3(signature = (allow, deny))]
+    fn update_acl<'py>(
+        &self,
+        py: Python<'py>,
+        allow: Vec<String>,
+        deny: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let acl = parse_acl(&allow, &deny).map_err(|f| f.into_pyerr(py))?;
+        let h = self.handle.clone();
+        spawn(py, async move { Ok(h.update_acl(acl).await?) })
+    }
+
+    #[pyo3(signature = (mode, netuids))]
+    fn set_subnet_scope<'py>(
+        &self,
+        py: Python<'py>,
+        mode: String,
+        netuids: Vec<u16>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let scope = parse_scope(&mode, &netuids).map_err(|f| f.into_pyerr(py))?;
+        let h = self.handle.clone();
+        spawn(py, async move { Ok(h.set_subnet_scope(scope).await?) })
     }
 
     fn consensus_off(&self) -> Option<String> {

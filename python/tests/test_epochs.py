@@ -61,6 +61,53 @@ async def test_status_and_finished_epochs(pair):
         assert after.last == (1, "no_validators")
         assert after.last_outcome.epoch == 1 and after.followed == 1
 
+        # The node's standing as the dev chain holds it, read once the epoch closed.
+        async def standing():
+            return (await node.consensus_status(NETUID)).standing
+
+        st = await eventually(standing, "the status showing the node's standing")
+        assert isinstance(st, hermes_p2p.Standing)
+        assert st.node_class in ("registered", "idle") and st.registered_epoch == 0
+        assert st.penalties == 0 and st.reputation_ppm == 1_000_000
+
+
+async def test_poll_consensus_reads_the_chain_now(pair):
+    cfg = json.loads(pair.py_config.read_text())
+    # Only the poll at start and poll_consensus can read the chain in this test.
+    cfg["consensus"]["poll_interval"] = "10m"
+    pair.py_config.write_text(json.dumps(cfg))
+    async with hermes_p2p.Node.start(pair.py_config) as node:
+
+        async def read():
+            s = await node.poll_consensus(NETUID)
+            return s if s.epoch is not None else None
+
+        first = await eventually(read, "the consensus actor reading the chain")
+        assert first.epoch == 0
+        await asyncio.to_thread(hermes, "devchain", "step", "--chain", "chain", "20",
+                                cwd=pair.tmp)
+        # The actor has not looked again on its own...
+        assert (await node.consensus_status(NETUID)).epoch == 0
+        # ...and does when asked.
+        polled = await node.poll_consensus(NETUID)
+        assert polled.epoch == 1 and polled.block > first.block
+        assert (await node.consensus_status(NETUID)).epoch == 1
+        # Nothing bad heard: every reason is listed, at zero; no evidence.
+        assert polled.bad_records == {
+            r: 0
+            for r in (
+                "malformed", "oversized", "bad_signature", "wrong_subnet", "wrong_epoch",
+                "not_elected", "not_validator", "not_included", "wrong_proposal",
+                "equivocation", "duplicate",
+            )
+        }
+        assert polled.evidence == 0
+        evidence = node.consensus_evidence()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(anext(evidence), 0.5)
+        with pytest.raises(hermes_p2p.NotFoundError):
+            await node.poll_consensus(NETUID + 1)
+
 
 async def test_consensus_off_says_why(pair):
     cfg = json.loads(pair.py_config.read_text())
