@@ -30,7 +30,7 @@ import time
 sys.path[0] = str(pathlib.Path(__file__).resolve().parent / "tests")
 
 import hermes_p2p  # noqa: E402
-from conftest import NETUID, Pair, eventually  # noqa: E402
+from conftest import NETUID, Pair, linked  # noqa: E402
 
 IN_FLIGHT = 512
 BLOCK = 4 << 20
@@ -67,12 +67,7 @@ async def python_round(stream_mib: int, messages: int) -> dict:
         bench_config(b_config)
         async with hermes_p2p.Node.start(pair.py_config) as a, \
                 hermes_p2p.Node.start(b_config) as b:
-            b_peer = (await b.identity()).peer_id
-
-            async def linked():
-                return b_peer in await a.connected_peers()
-
-            await eventually(linked, "the two Python nodes connected")
+            await linked(a, b)
 
             # Stream throughput, with the loop's lag measured meanwhile.
             block = bytes(BLOCK)

@@ -176,3 +176,14 @@ async def connected(node, ss58: str) -> None:
         return any(p.ss58 == ss58 for p in await node.peers())
 
     await eventually(seen, f"a verified connection to {ss58}")
+
+
+async def linked(a, b) -> str:
+    """Waits until node `a` holds a connection to node `b`; returns b's peer id."""
+    b_peer = (await b.identity()).peer_id
+
+    async def up():
+        return b_peer in await a.connected_peers()
+
+    await eventually(up, f"a connection to {b_peer}")
+    return b_peer

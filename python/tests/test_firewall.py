@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import hermes_p2p
-from conftest import NETUID, eventually
+from conftest import NETUID, eventually, linked
 
 
 async def _refused_while(a, b, addr: str, reason: str, before: int) -> None:
@@ -43,12 +43,7 @@ async def test_acl_and_scope_replaced_at_runtime(pair):
     b_config, b_ss58 = pair.add_python_node("b")
     async with hermes_p2p.Node.start(pair.py_config) as a, \
             hermes_p2p.Node.start(b_config) as b:
-        b_peer = (await b.identity()).peer_id
-
-        async def linked():
-            return b_peer in await a.connected_peers()
-
-        await eventually(linked, "B connected to A")
+        b_peer = await linked(a, b)
         addr = (await a.listen_addrs())[0]
 
         stats = await a.firewall_stats()
