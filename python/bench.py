@@ -130,7 +130,7 @@ def rust_round(binary: str, stream_mib: int, messages: int) -> dict:
     out = subprocess.run([binary, "--bench"], env=env, capture_output=True, text=True,
                          timeout=1800)
     assert out.returncode == 0, f"the Rust bench failed: {out.stderr[-2000:]}"
-    stream = re.search(r"round 1 Hermes TCP \+ noise \+ yamux, E2E on\s+([\d.]+) MiB/s",
+    stream = re.search(r"round 1 Hermes TCP\+noise\+yamux, E2E on\s+([\d.]+) MiB/s",
                        out.stdout)
     msgs = re.search(r"^  throughput: (\d+) msg/s", out.stdout, re.M)
     assert stream and msgs, f"unexpected output of the Rust bench:\n{out.stdout}"
@@ -154,11 +154,11 @@ def main() -> None:
     rust, py = [], []
     for r in range(1, args.rounds + 1):
         rust.append(rust_round(args.rust_bench, args.stream_mib, args.messages))
-        print(f"  round {r} Rust:   stream {rust[-1]['stream']:7.1} MiB/s, "
-              f"{rust[-1]['msgs']:8.0} msg/s (load {load()})", flush=True)
+        print(f"  round {r} Rust:   stream {rust[-1]['stream']:7.1f} MiB/s, "
+              f"{rust[-1]['msgs']:8.0f} msg/s (load {load()})", flush=True)
         py.append(asyncio.run(python_round(args.stream_mib, args.messages)))
-        print(f"  round {r} Python: stream {py[-1]['stream']:7.1} MiB/s, "
-              f"{py[-1]['msgs']:8.0} msg/s, loop lag p99 {py[-1]['lag_p99_ms']:.2f} ms, "
+        print(f"  round {r} Python: stream {py[-1]['stream']:7.1f} MiB/s, "
+              f"{py[-1]['msgs']:8.0f} msg/s, loop lag p99 {py[-1]['lag_p99_ms']:.2f} ms, "
               f"max {py[-1]['lag_max_ms']:.1f} ms (load {load()})", flush=True)
 
     def med(rows: list[dict], k: str) -> float:
@@ -167,8 +167,8 @@ def main() -> None:
     rs, ps = med(rust, "stream"), med(py, "stream")
     rm, pm = med(rust, "msgs"), med(py, "msgs")
     print(f"\nmedian of {args.rounds}:    Rust          Python        Python / Rust")
-    print(f"  stream       {rs:7.1} MiB/s   {ps:7.1} MiB/s   {100 * ps / rs:5.0} %")
-    print(f"  1 KiB msgs   {rm:7.0} msg/s   {pm:7.0} msg/s   {100 * pm / rm:5.0} %")
+    print(f"  stream       {rs:7.1f} MiB/s   {ps:7.1f} MiB/s   {100 * ps / rs:5.0f} %")
+    print(f"  1 KiB msgs   {rm:7.0f} msg/s   {pm:7.0f} msg/s   {100 * pm / rm:5.0f} %")
     print(f"  event-loop lag p99 during the stream: {med(py, 'lag_p99_ms'):.2f} ms "
           f"(worst round {max(p['lag_p99_ms'] for p in py):.2f} ms)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -10,6 +10,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 venv="$target/python-bench/venv"
 wheels="$target/python-bench/wheels"
 
+# bench.py reuses the tests' node set-up (conftest.py, which imports pytest).
 # The CLI sets the nodes up (init, dev chain registration); the Rust side is the stream bench.
 cargo build --release --bin hermes --manifest-path "$root/Cargo.toml"
 rust_bench=$(cargo bench --bench stream --no-run --message-format=json \
@@ -21,7 +22,7 @@ for line in sys.stdin:
         print(m["executable"])')
 rm -rf "$venv" "$wheels"
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.5,<2"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.5,<2" "pytest>=8"
 "$venv/bin/maturin" build --release --manifest-path "$here/Cargo.toml" --out "$wheels" \
     --interpreter "$(command -v python3)"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$wheels"/hermes_p2p-*.whl
