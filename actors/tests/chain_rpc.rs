@@ -6,6 +6,9 @@ mod chain_rpc_support;
 
 use actix::prelude::*;
 use chain_rpc_support::metadata::{self as meta, Drift};
+use chain_rpc_support::storage::{
+    blake2_128_concat, prefix, st_hotkey, subtensor_storage, Storage,
+};
 use chain_rpc_support::{Mode, Node};
 use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
 use hermes_actors::chain::{ChainActor, ChainError, Refresh, RegistryUpdated};
@@ -13,56 +16,9 @@ use hermes_proto::chain::NodeClass;
 use hermes_proto::firewall::{Acl, DenyReason, Policy, Scope};
 use hermes_proto::Hotkey;
 use parity_scale_codec::Encode;
-use sp_crypto_hashing::{blake2_128, twox_128};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-type Storage = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn prefix(pallet: &str, item: &str) -> Vec<u8> {
-    [twox_128(pallet.as_bytes()), twox_128(item.as_bytes())].concat()
-}
-
-fn blake2_128_concat(k: &[u8]) -> Vec<u8> {
-    [blake2_128(k).as_slice(), k].concat()
-}
-
-fn st_hotkey(uid: u16) -> [u8; 32] {
-    let mut k = [7u8; 32];
-    k[..2].copy_from_slice(&uid.to_le_bytes());
-    k
-}
-
-/// Subtensor storage: `n` neurons in `netuid`, neuron `uid` staked `1000 + uid`.
-fn subtensor_storage(netuid: u16, n: u16) -> Storage {
-    let mut s = Storage::new();
-    for uid in 0..n {
-        let hk = st_hotkey(uid);
-        let key = [
-            prefix("SubtensorModule", "Keys"),
-            meta::NetUid(netuid).encode(),
-            uid.encode(),
-        ]
-        .concat();
-        s.insert(key, meta::AccountId32(hk).encode());
-        s.insert(
-            st_stake_key(hk, netuid),
-            meta::AlphaCurrency(1000 + u64::from(uid)).encode(),
-        );
-    }
-    s
-}
-
-fn st_stake_key(hk: [u8; 32], netuid: u16) -> Vec<u8> {
-    [
-        prefix("SubtensorModule", "TotalHotkeyAlpha"),
-        blake2_128_concat(&meta::AccountId32(hk).encode()),
-        meta::NetUid(netuid).encode(),
-    ]
-    .concat()
-}
 
 const PEERS: [&str; 3] = [
     "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",

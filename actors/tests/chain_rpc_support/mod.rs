@@ -1,10 +1,12 @@
 //! An in-process JSON-RPC node for the chain RPC tests: real HTTP on loopback, storage built with
-//! the real SCALE codec and key hashing, the runtime metadata of `metadata.rs`, and a count of
-//! every HTTP request (one request = one round trip).
+//! the real SCALE codec and key hashing (`storage.rs`), the runtime metadata of `metadata.rs` or a
+//! recorded one, and a count of every HTTP request (one request = one round trip) and of the bytes
+//! on the wire each way.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod metadata;
+pub mod storage;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,8 +16,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How the node answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +57,51 @@ pub struct Node {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     requests: Arc<AtomicUsize>,
+    /// Bytes received on every connection (requests, HTTP headers included).
+    bytes_in: Arc<AtomicU64>,
+    /// Bytes sent on every connection (answers, HTTP headers included).
+    bytes_out: Arc<AtomicU64>,
+}
+
+/// A connection counting the bytes read and written.
+struct Counted<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::SeqCst);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.written.fetch_add(*n as u64, Ordering::SeqCst);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn block_hash(number: u64) -> [u8; 32] {
@@ -82,6 +132,8 @@ impl Node {
                 mode: Mode::Up,
             })),
             requests: Arc::default(),
+            bytes_in: Arc::default(),
+            bytes_out: Arc::default(),
         };
         let n = node.clone();
         tokio::spawn(async move {
@@ -94,6 +146,11 @@ impl Node {
                     continue;
                 }
                 let n = n.clone();
+                let stream = Counted {
+                    inner: stream,
+                    read: n.bytes_in.clone(),
+                    written: n.bytes_out.clone(),
+                };
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let n = n.clone();
@@ -116,6 +173,16 @@ impl Node {
     /// HTTP requests served so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received so far, all connections (what the clients sent).
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::SeqCst)
+    }
+
+    /// Bytes sent so far, all connections (what the clients read).
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::SeqCst)
     }
 
     /// Sets how it answers.
