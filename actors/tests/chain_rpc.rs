@@ -7,9 +7,10 @@ mod chain_rpc_support;
 use actix::prelude::*;
 use chain_rpc_support::metadata::{self as meta, Drift};
 use chain_rpc_support::storage::{
-    blake2_128_concat, prefix, st_hotkey, subtensor_storage, Storage,
+    blake2_128_concat, prefix, st_hotkey, st_stake_key, subtensor_storage, Storage,
 };
-use chain_rpc_support::{Mode, Node};
+use chain_rpc_support::{Mode, Node, Push};
+use hermes_actors::chain::rpc::transport::MAX_ANSWER;
 use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
 use hermes_actors::chain::{ChainActor, ChainError, Refresh, RegistryUpdated};
 use hermes_proto::chain::NodeClass;
@@ -438,5 +439,125 @@ fn garbage_and_oversized_answers_are_errors() {
             matches!(err, ChainError::Rpc(RpcError::TooLarge(4096))),
             "{err}"
         );
+    });
+}
+
+/// An actor over a `ws://` backend that polls every ten minutes and starts with no registry:
+/// within the tests' bounded waits, only a head notification can make it read.
+fn following(
+    node: &Node,
+    max_answer: usize,
+) -> (Addr<ChainActor>, mpsc::UnboundedReceiver<RegistryUpdated>) {
+    let client = RpcClient::new(&node.url())
+        .unwrap()
+        .with_max_answer(max_answer);
+    let chain = RpcChain::with_client(client, RpcKind::Subtensor, vec![5]);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = Sink(tx).start();
+    let a = ChainActor::new(
+        Arc::new(chain),
+        None,
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+        sink.recipient(),
+    )
+    .start();
+    (a, rx)
+}
+
+fn stake_of(up: &RegistryUpdated, uid: u16) -> u128 {
+    let e: Vec<_> = up.registry.by_hotkey(&Hotkey(st_hotkey(uid))).collect();
+    assert_eq!(e.len(), 1, "neuron {uid}");
+    e[0].stake
+}
+
+/// Sets neuron `uid`'s stake in a new block.
+fn stake_block(node: &Node, uid: u16, stake: u64) {
+    node.new_block(|s| {
+        s.insert(
+            st_stake_key(st_hotkey(uid), 5),
+            meta::AlphaCurrency(stake).encode(),
+        );
+    });
+}
+
+#[test]
+fn a_new_head_is_read_at_once_not_at_the_next_poll() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let (_actor, mut rx) = following(&node, MAX_ANSWER);
+        // The subscription's first notification (the current head) reads the registry.
+        let up = next(&mut rx).await;
+        assert!(!up.stale);
+        assert_eq!(up.registry.len(), 4);
+        assert_eq!(stake_of(&up, 2), 1002);
+        stake_block(&node, 2, 77);
+        let up = next(&mut rx).await;
+        assert_eq!(stake_of(&up, 2), 77, "the new head's stake");
+        assert_eq!(node.subscriptions(), 1);
+    });
+}
+
+#[test]
+fn a_dropped_subscription_is_taken_again() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let (_actor, mut rx) = following(&node, MAX_ANSWER);
+        assert!(!next(&mut rx).await.stale);
+        for round in 0..2u16 {
+            node.push(Push::Drop);
+            assert!(
+                node.wait_subscriptions(usize::from(round) + 2).await,
+                "not subscribed again after drop {round}"
+            );
+            stake_block(&node, 1, 500 + u64::from(round));
+            let up = next(&mut rx).await;
+            assert_eq!(stake_of(&up, 1), 500 + u128::from(round));
+        }
+    });
+}
+
+#[test]
+fn garbage_notifications_end_the_subscription_and_reads_go_on() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let max = 64 << 10;
+        let (actor, mut rx) = following(&node, max);
+        assert!(!next(&mut rx).await.stale);
+        let note = |sub: &str, header: serde_json::Value| {
+            serde_json::json!({"jsonrpc": "2.0", "method": "chain_finalizedHead",
+                "params": {"subscription": sub, "result": header}})
+            .to_string()
+        };
+        // The server numbers its subscriptions sub1, sub2, …: garbage `i` goes to sub{i+1}.
+        for i in 0..8usize {
+            let sub = format!("sub{}", i + 1);
+            let p = match i {
+                0 => Push::Text("not json".into()),
+                1 => Push::Text("{}".into()),
+                // Another subscription's notification, and headers without a usable number.
+                2 => Push::Text(note(
+                    "sub-of-someone-else",
+                    serde_json::json!({"number": "0x9"}),
+                )),
+                3 => Push::Text(note(&sub, serde_json::json!({"parentHash": "0x00"}))),
+                4 => Push::Text(note(&sub, serde_json::json!({"number": "0xnothex"}))),
+                5 => Push::Text(
+                    serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": "again"}).to_string(),
+                ),
+                6 => Push::Binary(vec![0xff; 64]),
+                // Larger than the client's answer limit.
+                _ => Push::Text(format!("\"{}\"", "x".repeat(max + 1))),
+            };
+            node.push(p);
+            assert!(
+                node.wait_subscriptions(i + 2).await,
+                "not subscribed again after garbage {i}"
+            );
+        }
+        stake_block(&node, 3, 9);
+        let up = next(&mut rx).await;
+        assert_eq!(stake_of(&up, 3), 9, "reads went on");
+        assert!(actor.connected());
     });
 }

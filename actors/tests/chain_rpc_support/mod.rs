@@ -1,7 +1,10 @@
 //! An in-process JSON-RPC node for the chain RPC tests: real HTTP on loopback, storage built with
 //! the real SCALE codec and key hashing (`storage.rs`), the runtime metadata of `metadata.rs` or a
 //! recorded one, and a count of every HTTP request (one request = one round trip) and of the bytes
-//! on the wire each way.
+//! on the wire each way. A request to upgrade to WebSocket (on the same port, as Substrate nodes
+//! serve it) gets a session that answers the same calls and `chain_subscribeFinalizedHeads`:
+//! the current head at once, then every new block's; the tests can also push garbage to the
+//! subscribers or drop their connections.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
@@ -20,7 +23,26 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// What the test has a WebSocket session send.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// The notification of block `n` as the new finalized head.
+    Head(u64),
+    /// This text message.
+    Text(String),
+    /// This binary message.
+    Binary(Vec<u8>),
+    /// Nothing: the connection is dropped without a close frame.
+    Drop,
+}
 
 /// How the node answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +70,8 @@ struct State {
     spec_version: u64,
     blocks: Vec<Block>,
     mode: Mode,
+    /// The WebSocket sessions that subscribed to finalized heads.
+    subscribers: Vec<mpsc::UnboundedSender<Push>>,
 }
 
 /// The test node.
@@ -61,6 +85,8 @@ pub struct Node {
     bytes_in: Arc<AtomicU64>,
     /// Bytes sent on every connection (answers, HTTP headers included).
     bytes_out: Arc<AtomicU64>,
+    /// Subscriptions to finalized heads made so far.
+    subscriptions: Arc<watch::Sender<usize>>,
 }
 
 /// A connection counting the bytes read and written.
@@ -130,10 +156,12 @@ impl Node {
                 spec_version: 100,
                 blocks: vec![Block { number: 1, storage }],
                 mode: Mode::Up,
+                subscribers: Vec::new(),
             })),
             requests: Arc::default(),
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
+            subscriptions: Arc::new(watch::channel(0).0),
         };
         let n = node.clone();
         tokio::spawn(async move {
@@ -158,6 +186,7 @@ impl Node {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -203,7 +232,111 @@ impl Node {
         let mut b = s.blocks.last().cloned().unwrap_or_default();
         b.number += 1;
         f(&mut b.storage);
+        let number = b.number;
         s.blocks.push(b);
+        s.subscribers
+            .retain(|tx| tx.send(Push::Head(number)).is_ok());
+    }
+
+    /// Has every subscribed session send `p`.
+    pub fn push(&self, p: Push) {
+        let mut s = self.state.lock().unwrap();
+        s.subscribers.retain(|tx| tx.send(p.clone()).is_ok());
+    }
+
+    /// Subscriptions to finalized heads made so far.
+    pub fn subscriptions(&self) -> usize {
+        *self.subscriptions.borrow()
+    }
+
+    /// Waits (at most 20 s) until `n` subscriptions have been made; whether they were.
+    pub async fn wait_subscriptions(&self, n: usize) -> bool {
+        let mut rx = self.subscriptions.subscribe();
+        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|k| *k >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn websocket(&self, mut req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let accept = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| derive_accept_key(k.as_bytes()))
+            .unwrap_or_default();
+        let upgraded = hyper::upgrade::on(&mut req);
+        let n = self.clone();
+        tokio::spawn(async move {
+            let Ok(io) = upgraded.await else {
+                return;
+            };
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
+            n.session(ws).await;
+        });
+        Response::builder()
+            .status(101)
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    /// One WebSocket connection: calls answered as over HTTP, plus one subscription to heads.
+    async fn session<S>(&self, ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        use futures::{SinkExt, StreamExt};
+        let (mut out, mut incoming) = ws.split();
+        let (tx, mut pushed) = mpsc::unbounded_channel();
+        let mut sub_id = String::new();
+        let notification = |sub: &str, n: u64| {
+            json!({"jsonrpc": "2.0", "method": "chain_finalizedHead", "params": {
+                "subscription": sub,
+                "result": {"number": format!("0x{n:x}"), "parentHash": hex(&block_hash(n.saturating_sub(1))),
+                    "stateRoot": hex(&[0; 32]), "extrinsicsRoot": hex(&[0; 32]), "digest": {"logs": []}}}})
+            .to_string()
+        };
+        loop {
+            tokio::select! {
+                m = incoming.next() => {
+                    let Some(Ok(m)) = m else { return };
+                    let Message::Text(t) = m else { continue };
+                    let Ok(call) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                    if call["method"] == "chain_subscribeFinalizedHeads" {
+                        let head = {
+                            let mut s = self.state.lock().unwrap();
+                            s.subscribers.push(tx.clone());
+                            sub_id = format!("sub{}", *self.subscriptions.borrow() + 1);
+                            s.blocks.last().map_or(0, |b| b.number)
+                        };
+                        let answer = json!({"jsonrpc": "2.0", "id": call["id"], "result": sub_id});
+                        if out.send(Message::text(answer.to_string())).await.is_err()
+                            || out.send(Message::text(notification(&sub_id, head))).await.is_err()
+                        {
+                            return;
+                        }
+                        self.subscriptions.send_modify(|k| *k += 1);
+                    } else {
+                        let answer = self.answer(&call).to_string();
+                        if out.send(Message::text(answer)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                p = pushed.recv() => {
+                    let m = match p {
+                        Some(Push::Head(n)) => Message::text(notification(&sub_id, n)),
+                        Some(Push::Text(t)) => Message::text(t),
+                        Some(Push::Binary(b)) => Message::binary(b),
+                        Some(Push::Drop) | None => return,
+                    };
+                    if out.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     async fn serve(
@@ -216,6 +349,13 @@ impl Node {
             Mode::Down => return Err(std::io::Error::other("down")),
             Mode::Raw(body) => return Ok(Response::new(Full::new(Bytes::from(body)))),
             Mode::Up => {}
+        }
+        let websocket = req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if websocket {
+            return Ok(self.websocket(req));
         }
         let body = req
             .into_body()
