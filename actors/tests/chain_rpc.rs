@@ -451,6 +451,12 @@ fn following(
     let client = RpcClient::new(&node.url())
         .unwrap()
         .with_max_answer(max_answer);
+    following_client(client)
+}
+
+fn following_client(
+    client: RpcClient,
+) -> (Addr<ChainActor>, mpsc::UnboundedReceiver<RegistryUpdated>) {
     let chain = RpcChain::with_client(client, RpcKind::Subtensor, vec![5]);
     let (tx, rx) = mpsc::unbounded_channel();
     let sink = Sink(tx).start();
@@ -559,5 +565,41 @@ fn garbage_notifications_end_the_subscription_and_reads_go_on() {
         let up = next(&mut rx).await;
         assert_eq!(stake_of(&up, 3), 9, "reads went on");
         assert!(actor.connected());
+    });
+}
+
+/// `wss://` and `https://` go through the client's TLS configuration: with the built-in roots the
+/// self-signed node is refused for reads and the subscription alike; trusting its certificate,
+/// heads notified over WSS are read over HTTPS.
+#[test]
+fn wss_subscription_and_https_reads_share_the_tls_configuration() {
+    use futures::StreamExt;
+    use hermes_actors::chain::Chain;
+    run(async {
+        let (node, cert) =
+            Node::start_tls(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let url = node.tls_url();
+        let untrusting = RpcChain::new(&url, RpcKind::Subtensor, vec![5]).unwrap();
+        let err = untrusting.snapshot().await.unwrap_err();
+        assert!(
+            matches!(err, ChainError::Rpc(RpcError::Unreachable(_))),
+            "{err}"
+        );
+        let head = untrusting.follow_heads().unwrap().next().await;
+        assert!(
+            matches!(head, Some(Err(ChainError::Rpc(RpcError::Unreachable(_))))),
+            "{head:?}"
+        );
+        assert_eq!(node.subscriptions(), 0);
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let (_actor, mut rx) = following_client(RpcClient::with_roots(&url, roots).unwrap());
+        let up = next(&mut rx).await;
+        assert!(!up.stale);
+        assert_eq!(up.registry.len(), 4);
+        stake_block(&node, 2, 55);
+        assert_eq!(stake_of(&next(&mut rx).await, 2), 55);
+        assert_eq!(node.subscriptions(), 1);
     });
 }

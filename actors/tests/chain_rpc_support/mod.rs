@@ -147,6 +147,39 @@ fn unhex(v: &Value) -> Vec<u8> {
 impl Node {
     /// Starts a node with `metadata` and one block of `storage`.
     pub async fn start(metadata: Vec<u8>, storage: BTreeMap<Vec<u8>, Vec<u8>>) -> Node {
+        Self::start_with(metadata, storage, None).await
+    }
+
+    /// Starts a node serving HTTPS and WSS only, with a self-signed certificate for `localhost`
+    /// (returned, for the client to trust).
+    pub async fn start_tls(
+        metadata: Vec<u8>,
+        storage: BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> (Node, rustls::pki_types::CertificateDer<'static>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let node = Self::start_with(metadata, storage, Some(acceptor)).await;
+        (node, cert.cert.der().clone())
+    }
+
+    /// `wss://` URL of a node started with [`Node::start_tls`].
+    pub fn tls_url(&self) -> String {
+        format!("wss://localhost:{}", self.addr.port())
+    }
+
+    async fn start_with(
+        metadata: Vec<u8>,
+        storage: BTreeMap<Vec<u8>, Vec<u8>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let node = Node {
@@ -179,19 +212,35 @@ impl Node {
                     read: n.bytes_in.clone(),
                     written: n.bytes_out.clone(),
                 };
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let n = n.clone();
-                        async move { n.serve(req).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    match tls {
+                        None => n.connection(stream).await,
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                n.connection(stream).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         node
+    }
+
+    async fn connection<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let n = self.clone();
+        let svc = service_fn(move |req| {
+            let n = n.clone();
+            async move { n.serve(req).await }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
     }
 
     /// `ws://` URL of the node.

@@ -115,6 +115,17 @@ impl RpcClient {
     /// # Errors
     /// [`RpcError::Url`].
     pub fn new(url: &str) -> Result<Self, RpcError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::with_roots(url, roots)
+    }
+
+    /// [`RpcClient::new`] trusting `roots` instead of the built-in roots, for `https://` and
+    /// `wss://` alike (an endpoint behind a private CA; the tests' own).
+    ///
+    /// # Errors
+    /// [`RpcError::Url`].
+    pub fn with_roots(url: &str, roots: rustls::RootCertStore) -> Result<Self, RpcError> {
         let given = url;
         let url = http_url(given)?;
         let ws = if given.starts_with("ws://") || given.starts_with("wss://") {
@@ -122,8 +133,6 @@ impl RpcClient {
         } else {
             None
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let roots = Arc::new(roots);
         let bad = |reason| RpcError::Url {
             url: url.to_string(),
