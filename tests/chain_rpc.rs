@@ -8,13 +8,13 @@ mod chain_rpc_support;
 mod common;
 
 use chain_rpc_support::metadata::{self as meta, Drift};
+use chain_rpc_support::storage::{st_register, st_stake_key};
 use chain_rpc_support::Node;
 use common::{addr, denied, eventually, sees, start, NodeDir};
 use hermes::config::{ChainKind, HumanDuration, SubnetMode};
 use hermes::proto::firewall::DenyReason;
 use hermes::proto::Hotkey;
 use parity_scale_codec::Encode;
-use sp_crypto_hashing::{blake2_128, twox_128};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -23,28 +23,6 @@ const NETUID: u16 = 3;
 
 fn account(n: &NodeDir) -> [u8; 32] {
     Hotkey::from_ss58(&n.ss58).unwrap().0 .0
-}
-
-fn keys_key(uid: u16) -> Vec<u8> {
-    [
-        twox_128(b"SubtensorModule").as_slice(),
-        twox_128(b"Keys").as_slice(),
-        &meta::NetUid(NETUID).encode(),
-        &uid.encode(),
-    ]
-    .concat()
-}
-
-fn stake_key(hk: [u8; 32]) -> Vec<u8> {
-    let acc = meta::AccountId32(hk).encode();
-    [
-        twox_128(b"SubtensorModule").as_slice(),
-        twox_128(b"TotalHotkeyAlpha").as_slice(),
-        &blake2_128(&acc),
-        &acc,
-        &meta::NetUid(NETUID).encode(),
-    ]
-    .concat()
 }
 
 fn config(n: &NodeDir, url: &str) -> hermes::Config {
@@ -69,8 +47,7 @@ async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change(
     // A and B staked, C registered under the minimum, D not registered.
     let mut storage = BTreeMap::new();
     for (uid, n, stake) in [(0u16, &na, 1000u64), (1, &nb, 1000), (2, &nc, 5)] {
-        storage.insert(keys_key(uid), meta::AccountId32(account(n)).encode());
-        storage.insert(stake_key(account(n)), meta::AlphaCurrency(stake).encode());
+        st_register(&mut storage, NETUID, uid, account(n), stake);
     }
     let rpc = Node::start(meta::subtensor(Drift::None), storage).await;
     let url = rpc.url();
@@ -97,7 +74,10 @@ async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change(
 
     // A block takes B's stake below the minimum: A drops it.
     rpc.new_block(|s| {
-        s.insert(stake_key(account(&nb)), meta::AlphaCurrency(1).encode());
+        s.insert(
+            st_stake_key(account(&nb), NETUID),
+            meta::AlphaCurrency(1).encode(),
+        );
     });
     assert!(
         eventually(WAIT, || async {

@@ -1,5 +1,6 @@
 //! The pooled HTTP(S) client shared by the backends that speak HTTP (S3 and chain JSON-RPC):
-//! plain TCP or TLS through rustls (aws-lc-rs, the tree's provider), HTTP/1.1, a keep-alive pool.
+//! plain TCP or TLS through rustls (aws-lc-rs, the tree's provider), HTTP/1.1, a keep-alive pool;
+//! and the TLS configuration it uses, which the chain's WebSocket subscription uses too.
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -22,6 +23,22 @@ pub(crate) struct PoolOptions {
     pub max_idle_per_host: usize,
 }
 
+/// The TLS client configuration of every connection we make to an HTTP(S) or WebSocket server:
+/// aws-lc-rs (the tree's provider), its safe protocol versions, `roots`.
+///
+/// # Errors
+/// The configuration's error, as text, when the provider supports no safe protocol version.
+pub(crate) fn tls_config(
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A client for `http://` and `https://` URLs.
 ///
 /// # Errors
@@ -31,12 +48,7 @@ where
     B: hyper::body::Body + Send,
     B::Data: Send,
 {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(o.roots)
-        .with_no_client_auth();
+    let tls = tls_config(o.roots)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(o.connect_timeout));

@@ -6,63 +6,20 @@ mod chain_rpc_support;
 
 use actix::prelude::*;
 use chain_rpc_support::metadata::{self as meta, Drift};
-use chain_rpc_support::{Mode, Node};
+use chain_rpc_support::storage::{
+    blake2_128_concat, prefix, st_hotkey, st_stake_key, subtensor_storage, Storage,
+};
+use chain_rpc_support::{Mode, Node, Push};
+use hermes_actors::chain::rpc::transport::MAX_ANSWER;
 use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
 use hermes_actors::chain::{ChainActor, ChainError, Refresh, RegistryUpdated};
 use hermes_proto::chain::NodeClass;
 use hermes_proto::firewall::{Acl, DenyReason, Policy, Scope};
 use hermes_proto::Hotkey;
 use parity_scale_codec::Encode;
-use sp_crypto_hashing::{blake2_128, twox_128};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-type Storage = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn prefix(pallet: &str, item: &str) -> Vec<u8> {
-    [twox_128(pallet.as_bytes()), twox_128(item.as_bytes())].concat()
-}
-
-fn blake2_128_concat(k: &[u8]) -> Vec<u8> {
-    [blake2_128(k).as_slice(), k].concat()
-}
-
-fn st_hotkey(uid: u16) -> [u8; 32] {
-    let mut k = [7u8; 32];
-    k[..2].copy_from_slice(&uid.to_le_bytes());
-    k
-}
-
-/// Subtensor storage: `n` neurons in `netuid`, neuron `uid` staked `1000 + uid`.
-fn subtensor_storage(netuid: u16, n: u16) -> Storage {
-    let mut s = Storage::new();
-    for uid in 0..n {
-        let hk = st_hotkey(uid);
-        let key = [
-            prefix("SubtensorModule", "Keys"),
-            meta::NetUid(netuid).encode(),
-            uid.encode(),
-        ]
-        .concat();
-        s.insert(key, meta::AccountId32(hk).encode());
-        s.insert(
-            st_stake_key(hk, netuid),
-            meta::AlphaCurrency(1000 + u64::from(uid)).encode(),
-        );
-    }
-    s
-}
-
-fn st_stake_key(hk: [u8; 32], netuid: u16) -> Vec<u8> {
-    [
-        prefix("SubtensorModule", "TotalHotkeyAlpha"),
-        blake2_128_concat(&meta::AccountId32(hk).encode()),
-        meta::NetUid(netuid).encode(),
-    ]
-    .concat()
-}
 
 const PEERS: [&str; 3] = [
     "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
@@ -482,5 +439,167 @@ fn garbage_and_oversized_answers_are_errors() {
             matches!(err, ChainError::Rpc(RpcError::TooLarge(4096))),
             "{err}"
         );
+    });
+}
+
+/// An actor over a `ws://` backend that polls every ten minutes and starts with no registry:
+/// within the tests' bounded waits, only a head notification can make it read.
+fn following(
+    node: &Node,
+    max_answer: usize,
+) -> (Addr<ChainActor>, mpsc::UnboundedReceiver<RegistryUpdated>) {
+    let client = RpcClient::new(&node.url())
+        .unwrap()
+        .with_max_answer(max_answer);
+    following_client(client)
+}
+
+fn following_client(
+    client: RpcClient,
+) -> (Addr<ChainActor>, mpsc::UnboundedReceiver<RegistryUpdated>) {
+    let chain = RpcChain::with_client(client, RpcKind::Subtensor, vec![5]);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = Sink(tx).start();
+    let a = ChainActor::new(
+        Arc::new(chain),
+        None,
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+        sink.recipient(),
+    )
+    .start();
+    (a, rx)
+}
+
+fn stake_of(up: &RegistryUpdated, uid: u16) -> u128 {
+    let e: Vec<_> = up.registry.by_hotkey(&Hotkey(st_hotkey(uid))).collect();
+    assert_eq!(e.len(), 1, "neuron {uid}");
+    e[0].stake
+}
+
+/// Sets neuron `uid`'s stake in a new block.
+fn stake_block(node: &Node, uid: u16, stake: u64) {
+    node.new_block(|s| {
+        s.insert(
+            st_stake_key(st_hotkey(uid), 5),
+            meta::AlphaCurrency(stake).encode(),
+        );
+    });
+}
+
+#[test]
+fn a_new_head_is_read_at_once_not_at_the_next_poll() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let (_actor, mut rx) = following(&node, MAX_ANSWER);
+        // The subscription's first notification (the current head) reads the registry.
+        let up = next(&mut rx).await;
+        assert!(!up.stale);
+        assert_eq!(up.registry.len(), 4);
+        assert_eq!(stake_of(&up, 2), 1002);
+        stake_block(&node, 2, 77);
+        let up = next(&mut rx).await;
+        assert_eq!(stake_of(&up, 2), 77, "the new head's stake");
+        assert_eq!(node.subscriptions(), 1);
+    });
+}
+
+#[test]
+fn a_dropped_subscription_is_taken_again() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let (_actor, mut rx) = following(&node, MAX_ANSWER);
+        assert!(!next(&mut rx).await.stale);
+        for round in 0..2u16 {
+            node.push(Push::Drop);
+            assert!(
+                node.wait_subscriptions(usize::from(round) + 2).await,
+                "not subscribed again after drop {round}"
+            );
+            stake_block(&node, 1, 500 + u64::from(round));
+            let up = next(&mut rx).await;
+            assert_eq!(stake_of(&up, 1), 500 + u128::from(round));
+        }
+    });
+}
+
+#[test]
+fn garbage_notifications_end_the_subscription_and_reads_go_on() {
+    run(async {
+        let node = Node::start(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let max = 64 << 10;
+        let (actor, mut rx) = following(&node, max);
+        assert!(!next(&mut rx).await.stale);
+        let note = |sub: &str, header: serde_json::Value| {
+            serde_json::json!({"jsonrpc": "2.0", "method": "chain_finalizedHead",
+                "params": {"subscription": sub, "result": header}})
+            .to_string()
+        };
+        // The server numbers its subscriptions sub1, sub2, …: garbage `i` goes to sub{i+1}.
+        for i in 0..8usize {
+            let sub = format!("sub{}", i + 1);
+            let p = match i {
+                0 => Push::Text("not json".into()),
+                1 => Push::Text("{}".into()),
+                // Another subscription's notification, and headers without a usable number.
+                2 => Push::Text(note(
+                    "sub-of-someone-else",
+                    serde_json::json!({"number": "0x9"}),
+                )),
+                3 => Push::Text(note(&sub, serde_json::json!({"parentHash": "0x00"}))),
+                4 => Push::Text(note(&sub, serde_json::json!({"number": "0xnothex"}))),
+                5 => Push::Text(
+                    serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": "again"}).to_string(),
+                ),
+                6 => Push::Binary(vec![0xff; 64]),
+                // Larger than the client's answer limit.
+                _ => Push::Text(format!("\"{}\"", "x".repeat(max + 1))),
+            };
+            node.push(p);
+            assert!(
+                node.wait_subscriptions(i + 2).await,
+                "not subscribed again after garbage {i}"
+            );
+        }
+        stake_block(&node, 3, 9);
+        let up = next(&mut rx).await;
+        assert_eq!(stake_of(&up, 3), 9, "reads went on");
+        assert!(actor.connected());
+    });
+}
+
+/// `wss://` and `https://` go through the client's TLS configuration: with the built-in roots the
+/// self-signed node is refused for reads and the subscription alike; trusting its certificate,
+/// heads notified over WSS are read over HTTPS.
+#[test]
+fn wss_subscription_and_https_reads_share_the_tls_configuration() {
+    use futures::StreamExt;
+    use hermes_actors::chain::Chain;
+    run(async {
+        let (node, cert) =
+            Node::start_tls(meta::subtensor(Drift::None), subtensor_storage(5, 4)).await;
+        let url = node.tls_url();
+        let untrusting = RpcChain::new(&url, RpcKind::Subtensor, vec![5]).unwrap();
+        let err = untrusting.snapshot().await.unwrap_err();
+        assert!(
+            matches!(err, ChainError::Rpc(RpcError::Unreachable(_))),
+            "{err}"
+        );
+        let head = untrusting.follow_heads().unwrap().next().await;
+        assert!(
+            matches!(head, Some(Err(ChainError::Rpc(RpcError::Unreachable(_))))),
+            "{head:?}"
+        );
+        assert_eq!(node.subscriptions(), 0);
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let (_actor, mut rx) = following_client(RpcClient::with_roots(&url, roots).unwrap());
+        let up = next(&mut rx).await;
+        assert!(!up.stale);
+        assert_eq!(up.registry.len(), 4);
+        stake_block(&node, 2, 55);
+        assert_eq!(stake_of(&next(&mut rx).await, 2), 55);
+        assert_eq!(node.subscriptions(), 1);
     });
 }

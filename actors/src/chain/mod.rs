@@ -23,9 +23,18 @@
 //! grows exponentially up to [`MAX_BACKOFF`], see [`ChainActor::next_delay`]). When the backend keeps failing for
 //! `max_staleness` (or could not be read at start), the last registry is published as stale: the
 //! firewall then refuses new peers (`chain_stale`) until a read succeeds again.
+//!
+//! A backend that can follow new heads ([`Chain::follow_heads`]: the RPC backends on a `ws://` or
+//! `wss://` URL) also has each new head read at once, through the same one-read-at-a-time path:
+//! heads arriving while a read runs cause one more read after it, however many they are. The
+//! poll stays, as the fallback while the subscription is down and as what declares staleness. A
+//! lost subscription is taken again after [`ChainActor::resubscribe_delay`] (the same jittered
+//! exponential backoff, from at most [`RESUBSCRIBE_FIRST`] up to [`MAX_BACKOFF`]); it only ever
+//! triggers reads, so losing it cannot make admission fail open.
 
 use actix::prelude::*;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use hermes_proto::chain::{NodeClass, NodeEntry, Registry};
 use hermes_proto::consensus::{
     Accepted, Change, Refusal, Round, SignedAttestation, SignedProposal, Standing, Tally, Verdict,
@@ -196,6 +205,14 @@ pub trait Chain: Send + Sync + std::fmt::Debug + 'static {
         let _ = netuid;
         unsupported("node standings")
     }
+
+    /// The chain's new finalized heads as they come, when the backend can follow them: a stream
+    /// that connects when first polled, yields each head's block number and ends after its first
+    /// error (the subscription is lost; the ChainActor takes it again with backoff). `None`, the
+    /// default, when heads can only be polled.
+    fn follow_heads(&self) -> Option<BoxStream<'static, Result<u64, ChainError>>> {
+        None
+    }
 }
 
 /// One node in a JSON snapshot.
@@ -326,6 +343,14 @@ pub struct ChainActor {
     unsent: bool,
     /// Reads failed in a row: the next read waits longer (exponential backoff).
     failures: u32,
+    /// A read is running: reads never overlap.
+    reading: bool,
+    /// A new head arrived while a read was running: read once more right after it.
+    read_again: bool,
+    /// The next periodic read, cancelled when a new head brings the read forward.
+    timer: Option<SpawnHandle>,
+    /// Head subscriptions lost in a row (the resubscription backoff).
+    sub_failures: u32,
 }
 
 /// The longest wait between two reads of a failing backend: at most this many poll intervals…
@@ -333,6 +358,17 @@ pub const MAX_BACKOFF_POLLS: u32 = 8;
 /// …and at most this long (or one poll interval, if longer), so that a recovered endpoint is
 /// read again soon.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The first wait before taking a lost head subscription again (or `poll_interval`, if shorter):
+/// a node restarting behind its endpoint is followed again within a second or two.
+pub const RESUBSCRIBE_FIRST: Duration = Duration::from_secs(1);
+
+/// `base · 2^k`, at most `cap`, jittered down by up to a fifth so that nodes that lost the same
+/// endpoint do not come back in step.
+fn backoff(base: Duration, k: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1u32 << k.min(16))
+        .min(cap)
+        .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..=1.0))
+}
 
 impl ChainActor {
     /// An actor polling `chain` every `poll` and publishing changes to `subscriber`. `initial` is
@@ -357,6 +393,10 @@ impl ChainActor {
             last_ok,
             unsent: false,
             failures: 0,
+            reading: false,
+            read_again: false,
+            timer: None,
+            sub_failures: 0,
         }
     }
 
@@ -375,11 +415,7 @@ impl ChainActor {
             .saturating_mul(MAX_BACKOFF_POLLS)
             .min(MAX_BACKOFF)
             .max(self.poll);
-        let grown = self
-            .poll
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(cap);
-        let mut delay = grown.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..=1.0));
+        let mut delay = backoff(self.poll, self.failures, cap);
         if !self.stale {
             if let Some(t) = self.last_ok {
                 let left = self.max_staleness.saturating_sub(t.elapsed());
@@ -389,22 +425,89 @@ impl ChainActor {
         delay
     }
 
+    /// How long to wait before taking a lost head subscription again: after the `k`-th loss in a
+    /// row, `min(poll, RESUBSCRIBE_FIRST) · 2^(k-1)` jittered as [`ChainActor::next_delay`], at
+    /// most [`MAX_BACKOFF`]. Reset by the first head of a new subscription.
+    pub fn resubscribe_delay(&self) -> Duration {
+        backoff(
+            self.poll.min(RESUBSCRIBE_FIRST),
+            self.sub_failures.saturating_sub(1),
+            MAX_BACKOFF,
+        )
+    }
+
     /// Reads the backend, then schedules the next read: one read at a time, so a backend that
     /// hangs until the RPC timeout never has reads piling up against it.
     fn poll_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        self.reading = true;
         let chain = self.chain.clone();
         ctx.spawn(
             async move { chain.registry().await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
-                    let _ = act.apply(res);
-                    act.poll_later(ctx);
+                    act.reading = false;
+                    let ok = act.apply(res).is_ok();
+                    // Heads came during the read: one more read now, unless reads fail (then
+                    // the backoff decides).
+                    if std::mem::take(&mut act.read_again) && ok {
+                        act.poll_now(ctx);
+                    } else {
+                        act.poll_later(ctx);
+                    }
                 }),
         );
     }
 
     fn poll_later(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_later(self.next_delay(), |act, ctx| act.poll_now(ctx));
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        self.timer = Some(ctx.run_later(self.next_delay(), |act, ctx| {
+            act.timer = None;
+            act.poll_now(ctx);
+        }));
+    }
+
+    /// Subscribes to new heads, if the backend can.
+    fn follow(&mut self, ctx: &mut Context<Self>) {
+        let Some(heads) = self.chain.follow_heads() else {
+            return;
+        };
+        ctx.spawn(
+            actix::fut::wrap_stream::<_, Self>(heads)
+                .map(|head, act, ctx| act.on_head(head, ctx))
+                .finish()
+                .map(|(), act, ctx| {
+                    act.sub_failures = act.sub_failures.saturating_add(1);
+                    let delay = act.resubscribe_delay();
+                    tracing::debug!(?delay, "subscribing to new heads again");
+                    ctx.run_later(delay, |act, ctx| act.follow(ctx));
+                }),
+        );
+    }
+
+    /// A new head (read it now, or right after the running read) or the subscription's loss.
+    fn on_head(&mut self, head: Result<u64, ChainError>, ctx: &mut Context<Self>) {
+        match head {
+            Ok(block) => {
+                if self.sub_failures > 0 {
+                    tracing::info!(block, "following new heads again");
+                    self.sub_failures = 0;
+                }
+                if self.reading {
+                    self.read_again = true;
+                } else if self.failures == 0 {
+                    self.poll_now(ctx);
+                }
+                // While reads fail, the backoff paces them; a head does not bring them forward.
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the subscription to new heads; polling every poll_interval until it is back");
+            }
+        }
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
@@ -476,12 +579,18 @@ impl Actor for ChainActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
         self.poll_later(ctx);
+        self.follow(ctx);
     }
 }
 
 impl Supervised for ChainActor {
     fn restarting(&mut self, ctx: &mut Self::Context) {
         tracing::warn!("ChainActor restarted; reloading the registry");
+        // A restart dropped the running read, the timer and the subscription (`started` sets
+        // them up again).
+        self.reading = false;
+        self.read_again = false;
+        self.timer = None;
         self.reload(ctx);
     }
 }
@@ -506,209 +615,4 @@ impl Handler<Refresh> for ChainActor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const P1: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
-
-    fn entry(netuid: u16, hk: u8, peer: &str) -> NodeEntry {
-        NodeEntry {
-            netuid,
-            hotkey: Hotkey([hk; 32]),
-            peer_id: peer.into(),
-            stake: 1000,
-            class: NodeClass::Registered,
-        }
-    }
-
-    /// Receives registry updates; can be held busy so its mailbox fills up.
-    struct Sink {
-        got: tokio::sync::mpsc::UnboundedSender<usize>,
-    }
-    impl Actor for Sink {
-        type Context = Context<Self>;
-        fn started(&mut self, ctx: &mut Self::Context) {
-            ctx.set_mailbox_capacity(1);
-        }
-    }
-    impl Handler<RegistryUpdated> for Sink {
-        type Result = ();
-        fn handle(&mut self, msg: RegistryUpdated, _: &mut Self::Context) {
-            let _ = self.got.send(msg.registry.len());
-        }
-    }
-    #[derive(Message)]
-    #[rtype(result = "()")]
-    struct Hold(futures::channel::oneshot::Receiver<()>);
-    impl Handler<Hold> for Sink {
-        type Result = ();
-        fn handle(&mut self, msg: Hold, ctx: &mut Self::Context) {
-            // Processes nothing else until released.
-            ctx.wait(actix::fut::wrap_future(async move {
-                let _ = msg.0.await;
-            }));
-        }
-    }
-    #[derive(Message)]
-    #[rtype(result = "()")]
-    struct Noop;
-    impl Handler<Noop> for Sink {
-        type Result = ();
-        fn handle(&mut self, _: Noop, _: &mut Self::Context) {}
-    }
-
-    /// A registry change the subscriber's full mailbox refused is published at the next poll,
-    /// although the chain has not changed again since.
-    #[test]
-    fn an_update_refused_by_a_full_mailbox_is_published_later() {
-        actix::System::new().block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let chain = DevChain::new(dir.path().join("chain"));
-            chain.register_sync(entry(1, 1, P1)).unwrap();
-            let backend = Arc::new(chain.clone());
-            let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
-            let sink = Sink { got: tx }.start();
-            let (release, held) = futures::channel::oneshot::channel();
-            sink.send(Hold(held)).await.unwrap();
-            for _ in 0..4 {
-                sink.do_send(Noop);
-            }
-            let actor = ChainActor::new(
-                backend,
-                Some(Registry::default()),
-                Duration::from_secs(3600),
-                Duration::from_secs(3600),
-                sink.clone().recipient(),
-            )
-            .start();
-            // actix queues one message past a full mailbox (and holds the sender back), and
-            // refuses the next: two changes while the subscriber is busy.
-            assert_eq!(actor.send(Refresh).await.unwrap().unwrap().len(), 1);
-            chain.register_sync(entry(2, 1, P1)).unwrap();
-            assert_eq!(actor.send(Refresh).await.unwrap().unwrap().len(), 2);
-            release.send(()).unwrap();
-            sink.send(Noop).await.unwrap();
-            assert_eq!(got.try_recv().ok(), Some(1));
-            assert!(got.try_recv().is_err(), "the second update was not refused");
-            // The chain is unchanged; the next poll must still deliver the second update.
-            actor.send(Refresh).await.unwrap().unwrap();
-            let n = tokio::time::timeout(Duration::from_secs(10), got.recv()).await;
-            assert_eq!(n.ok().flatten(), Some(2), "the update was lost");
-        });
-    }
-
-    /// A backend whose reads fail, after `hang` each, counting reads and how many overlap.
-    #[derive(Debug, Default)]
-    struct Failing {
-        hang: Duration,
-        calls: std::sync::atomic::AtomicU32,
-        in_flight: std::sync::atomic::AtomicU32,
-        max_in_flight: std::sync::atomic::AtomicU32,
-    }
-    impl Chain for Failing {
-        fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
-            use std::sync::atomic::Ordering::SeqCst;
-            Box::pin(async move {
-                self.calls.fetch_add(1, SeqCst);
-                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
-                self.max_in_flight.fetch_max(now, SeqCst);
-                tokio::time::sleep(self.hang).await;
-                self.in_flight.fetch_sub(1, SeqCst);
-                Err(ChainError::Refused("test endpoint down".into()))
-            })
-        }
-    }
-
-    fn actor_on(chain: Arc<dyn Chain>, poll: Duration, max_staleness: Duration) -> ChainActor {
-        let sink = Sink {
-            got: tokio::sync::mpsc::unbounded_channel().0,
-        }
-        .start();
-        ChainActor::new(
-            chain,
-            Some(Registry::default()),
-            poll,
-            max_staleness,
-            sink.recipient(),
-        )
-    }
-
-    /// After k failures in a row the next read waits poll·2^k (less up to a fifth), capped;
-    /// one success brings it back to `poll`; before the registry is stale the wait never passes
-    /// the moment it would become stale.
-    #[test]
-    fn failed_reads_back_off_exponentially_and_a_success_resets() {
-        actix::System::new().block_on(async {
-            let poll = Duration::from_millis(100);
-            let mut a = actor_on(
-                Arc::new(Failing::default()),
-                poll,
-                Duration::from_secs(3600),
-            );
-            assert_eq!(a.next_delay(), poll);
-            for k in 1..=12u32 {
-                let _ = a.apply(Err(ChainError::Refused("down".into())));
-                let full = (poll * 2u32.pow(k)).min(poll * MAX_BACKOFF_POLLS);
-                let d = a.next_delay();
-                assert!(
-                    d <= full && d >= full.mul_f64(0.8),
-                    "after {k} failures: {d:?}"
-                );
-            }
-            let _ = a.apply(Ok(Registry::default()));
-            assert_eq!(a.next_delay(), poll);
-
-            // 250 ms to staleness: however many failures, the next read comes before then.
-            let mut a = actor_on(
-                Arc::new(Failing::default()),
-                poll,
-                Duration::from_millis(250),
-            );
-            for _ in 0..6 {
-                let _ = a.apply(Err(ChainError::Refused("down".into())));
-            }
-            assert!(!a.stale);
-            assert!(a.next_delay() <= Duration::from_millis(250));
-        });
-    }
-
-    /// A backend that hangs on every read (up to the RPC timeout) has one read at a time against
-    /// it, never a pile of them, and is read ever less often.
-    #[test]
-    fn reads_never_overlap_and_slow_down_against_a_hanging_backend() {
-        use std::sync::atomic::Ordering::SeqCst;
-        actix::System::new().block_on(async {
-            let chain = Arc::new(Failing {
-                hang: Duration::from_millis(100),
-                ..Failing::default()
-            });
-            let _actor = actor_on(
-                chain.clone(),
-                Duration::from_millis(5),
-                Duration::from_millis(50),
-            )
-            .start();
-            // Reads at 5 ms and then every ~100 ms + backoff: 10, 20, 40, 40, 40 ms …
-            // About ten in 1.5 s; a read every 5 ms regardless would be 300.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let calls = chain.calls.load(SeqCst);
-            assert!((2..=15).contains(&calls), "{calls} reads in 1.5 s");
-            assert_eq!(chain.max_in_flight.load(SeqCst), 1);
-        });
-    }
-
-    #[test]
-    fn snapshot_errors_name_the_node() {
-        let p = Path::new("snap.json");
-        let ok = format!(
-            r#"{{"nodes": [{{"netuid": 1, "hotkey": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", "peer_id": "{P1}", "stake": 10}}]}}"#
-        );
-        assert_eq!(parse_snapshot(&ok, p).unwrap().len(), 1);
-        let bad = ok.replace(P1, "xyz");
-        let e = parse_snapshot(&bad, p).unwrap_err().to_string();
-        assert!(e.contains("nodes[0].peer_id"), "{e}");
-        let bad = ok.replace("5Grw", "5Xrw");
-        let e = parse_snapshot(&bad, p).unwrap_err().to_string();
-        assert!(e.contains("nodes[0].hotkey"), "{e}");
-    }
-}
+mod tests;

@@ -22,11 +22,16 @@
 //! Subtensor entries carry no peer id: the firewall admits a peer once its verified binding is
 //! signed by a registered hotkey. Hypertensor registries are marked `with_chain_bound_peers`.
 //!
-//! Not done: following heads by a WebSocket subscription (heads are polled, one cheap round
-//! trip per `poll_interval`); the consensus operations of the `Chain` trait.
+//! New heads: on a `ws://` or `wss://` URL the backend also follows finalized heads over one
+//! WebSocket subscription (`chain_subscribeFinalizedHeads`, see [`heads`]), and the ChainActor
+//! reads each new head at once; on `http(s)://`, and while the subscription is down, heads are
+//! polled (one cheap round trip per `poll_interval`). Never anything per peer.
+//!
+//! Not done: the consensus operations of the `Chain` trait.
 
 use super::{Chain, ChainError};
 use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 use hermes_proto::chain::{NodeClass, NodeEntry, Registry};
 use hermes_proto::Hotkey;
 use serde_json::{json, Value};
@@ -34,6 +39,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 mod decode;
+pub mod heads;
 pub mod hypertensor;
 pub mod keys;
 pub mod metadata;
@@ -263,12 +269,8 @@ impl RpcChain {
             .await?;
         let [header, values] =
             <[Value; 2]>::try_from(answers).map_err(|_| garbage("expected two answers"))?;
-        let block = header
-            .get("number")
-            .and_then(Value::as_str)
-            .and_then(|s| s.strip_prefix("0x"))
-            .and_then(|s| u64::from_str_radix(s, 16).ok())
-            .ok_or_else(|| garbage("header without a block number"))?;
+        let block =
+            header_number(&header).ok_or_else(|| garbage("header without a block number"))?;
         let values = changes_of(values)?;
         let mut nodes: Vec<(u16, Listed)> = Vec::new();
         for (n, list) in &lists {
@@ -328,6 +330,15 @@ impl RpcChain {
         state.last = Some(snap.clone());
         Ok(snap)
     }
+}
+
+/// The block number of a JSON header (`"number": "0x…"`).
+fn header_number(header: &Value) -> Option<u64> {
+    header
+        .get("number")
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix("0x"))
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
 fn garbage(what: &str) -> RpcError {
@@ -414,6 +425,12 @@ pub fn parse_changes(answer: &[u8]) -> Result<usize, RpcError> {
 impl Chain for RpcChain {
     fn registry(&self) -> BoxFuture<'_, Result<Registry, ChainError>> {
         Box::pin(async move { Ok(self.snapshot().await?.registry) })
+    }
+
+    /// On a `ws://` or `wss://` URL: the subscription of [`heads`].
+    fn follow_heads(&self) -> Option<BoxStream<'static, Result<u64, ChainError>>> {
+        let sub = self.client.subscriber()?;
+        Some(sub.follow().map(|h| h.map_err(ChainError::from)).boxed())
     }
 }
 

@@ -2,7 +2,8 @@
 //! request, so a whole subnet costs a fixed number of round trips.
 //!
 //! Substrate nodes serve HTTP and WebSocket on the same port, so a `ws://` / `wss://` URL is
-//! used as `http://` / `https://`. Every answer is read under [`MAX_ANSWER`] bytes and must
+//! used as `http://` / `https://` for the calls, and as given for the subscription to new heads
+//! (`heads`), over the same TLS configuration. Every answer is read under [`MAX_ANSWER`] bytes and must
 //! answer every id of its batch exactly once; anything else is [`RpcError::Garbage`].
 
 use bytes::Bytes;
@@ -68,6 +69,9 @@ type HttpClient = crate::https::PooledClient<Full<Bytes>>;
 #[derive(Clone)]
 pub struct RpcClient {
     url: hyper::Uri,
+    /// The `ws://` / `wss://` URL as configured, `None` for an HTTP one (no subscription).
+    ws: Option<hyper::Uri>,
+    tls: Arc<rustls::ClientConfig>,
     http: HttpClient,
     next_id: Arc<AtomicU64>,
     max_answer: usize,
@@ -111,21 +115,41 @@ impl RpcClient {
     /// # Errors
     /// [`RpcError::Url`].
     pub fn new(url: &str) -> Result<Self, RpcError> {
-        let url = http_url(url)?;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::with_roots(url, roots)
+    }
+
+    /// [`RpcClient::new`] trusting `roots` instead of the built-in roots, for `https://` and
+    /// `wss://` alike (an endpoint behind a private CA; the tests' own).
+    ///
+    /// # Errors
+    /// [`RpcError::Url`].
+    pub fn with_roots(url: &str, roots: rustls::RootCertStore) -> Result<Self, RpcError> {
+        let given = url;
+        let url = http_url(given)?;
+        let ws = if given.starts_with("ws://") || given.starts_with("wss://") {
+            given.parse().ok()
+        } else {
+            None
+        };
+        let roots = Arc::new(roots);
+        let bad = |reason| RpcError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let tls = Arc::new(crate::https::tls_config(roots.clone()).map_err(bad)?);
         let http = crate::https::pooled_client(crate::https::PoolOptions {
-            roots: Arc::new(roots),
+            roots,
             connect_timeout: Duration::from_secs(10),
             idle: Duration::from_secs(30),
             max_idle_per_host: 1,
         })
-        .map_err(|reason| RpcError::Url {
-            url: url.to_string(),
-            reason,
-        })?;
+        .map_err(bad)?;
         Ok(RpcClient {
             url,
+            ws,
+            tls,
             http,
             next_id: Arc::new(AtomicU64::new(1)),
             max_answer: MAX_ANSWER,
@@ -137,6 +161,17 @@ impl RpcClient {
     pub fn with_max_answer(mut self, max: usize) -> Self {
         self.max_answer = max;
         self
+    }
+
+    /// Where to subscribe to new heads: `Some` for a `ws://` or `wss://` URL, with this client's
+    /// answer limit and timeout.
+    pub(crate) fn subscriber(&self) -> Option<super::heads::Subscriber> {
+        Some(super::heads::Subscriber {
+            url: self.ws.clone()?,
+            tls: self.tls.clone(),
+            max_message: self.max_answer,
+            timeout: self.timeout,
+        })
     }
 
     /// The endpoint's URL as posted to.
