@@ -6,10 +6,12 @@
 //!    extension's own executor ([`executor`]). The Python thread never waits on Rust.
 //! 2. The Rust future runs on the executor's threads (the node's actors run on the runtime's own
 //!    thread), without the GIL.
-//! 3. When it ends, the task takes the GIL briefly ([`with_python`]), converts the outcome and
-//!    hands it to the loop with `loop.call_soon_threadsafe`; on the loop's thread a resolver sets
-//!    the result unless the future is already done (cancelled meanwhile). A loop that has been
-//!    closed refuses the call: the outcome is dropped, nobody can await it any more.
+//! 3. When it ends, the task queues its outcome for the future's loop ([`PENDING`]). The first
+//!    outcome queued for a loop takes the GIL briefly ([`with_python`]) and schedules one
+//!    [`drain`] there with `loop.call_soon_threadsafe`; outcomes that end before it runs join
+//!    the same batch without touching the GIL. On the loop's thread the drain converts each
+//!    outcome to Python and sets it, unless the future is already done (cancelled meanwhile).
+//!    A loop that has been closed refuses the call: its batch is dropped, nobody can await it.
 //! 4. Cancelling the asyncio future runs its done-callback, which aborts the Rust task: its
 //!    future is dropped at its next await point, and so is the Rust side of the operation.
 //!
@@ -26,7 +28,7 @@ use pyo3::types::PyCFunction;
 use pyo3::BoundObject;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Set once by [`at_exit`]: the interpreter is exiting and must not be entered any more.
@@ -96,16 +98,65 @@ pub(crate) fn at_exit(py: Python<'_>) {
     crate::node::shutdown_all(py);
 }
 
-/// Sets `fut`'s outcome on its loop's thread, unless it is already done (cancelled).
-#[pyfunction]
-fn resolve(fut: &Bound<'_, PyAny>, ok: bool, value: Bound<'_, PyAny>) -> PyResult<()> {
-    if fut.call_method0("done")?.is_truthy()? {
-        return Ok(());
+/// Makes a future's outcome on the loop's thread: `(true, result)` or `(false, exception)`.
+type Outcome = Box<dyn FnOnce(Python<'_>) -> (bool, Py<PyAny>) + Send>;
+
+/// An outcome on its way to its future.
+struct Completion {
+    target: Py<PyAny>,
+    outcome: Outcome,
+}
+
+/// Outcomes waiting for their loop, by loop (the address of the loop object, which every
+/// queued future keeps alive through its own reference to its loop). The first outcome queued
+/// for a loop schedules one [`drain`] there; those that follow before it runs ride along, so a
+/// busy loop is woken, and the GIL taken from the executor, once per batch rather than once per
+/// outcome. The lock is never held while taking the GIL or running Python code.
+type Batches = Vec<(usize, Vec<Completion>)>;
+static PENDING: Mutex<Batches> = Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Batches> {
+    PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Queues `c` for the loop `key`; `true` when it opened a batch, so the caller must schedule a
+/// [`drain`] on that loop.
+fn enqueue(key: usize, c: Completion) -> bool {
+    let mut p = pending();
+    if let Some((_, batch)) = p.iter_mut().find(|(k, _)| *k == key) {
+        batch.push(c);
+        return false;
     }
-    if ok {
-        fut.call_method1("set_result", (value,))?;
-    } else {
-        fut.call_method1("set_exception", (value,))?;
+    p.push((key, vec![c]));
+    true
+}
+
+/// Takes the batch queued for the loop `key` (to resolve it, or to drop it with the GIL held).
+fn take_batch(key: usize) -> Vec<Completion> {
+    let mut p = pending();
+    match p.iter().position(|(k, _)| *k == key) {
+        Some(i) => p.swap_remove(i).1,
+        None => Vec::new(),
+    }
+}
+
+/// Runs on a loop's thread: sets the outcome of every future queued for it, except those
+/// already done (cancelled meanwhile).
+#[pyfunction]
+fn drain(py: Python<'_>, key: usize) -> PyResult<()> {
+    for c in take_batch(key) {
+        let (ok, value) = (c.outcome)(py);
+        let fut = c.target.bind(py);
+        if fut.call_method0("done")?.is_truthy()? {
+            continue;
+        }
+        if ok {
+            fut.call_method1("set_result", (value,))?;
+        } else {
+            fut.call_method1("set_exception", (value,))?;
+        }
     }
     Ok(())
 }
@@ -126,10 +177,10 @@ impl Canceller {
     }
 }
 
-/// The resolver function, made once per interpreter.
-fn resolver(py: Python<'_>) -> PyResult<&Py<PyCFunction>> {
-    static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
-    RESOLVE.get_or_try_init(py, || Ok(wrap_pyfunction!(resolve, py)?.unbind()))
+/// The drain function, made once per interpreter.
+fn drainer(py: Python<'_>) -> PyResult<&Py<PyCFunction>> {
+    static DRAIN: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    DRAIN.get_or_try_init(py, || Ok(wrap_pyfunction!(drain, py)?.unbind()))
 }
 
 /// Runs `fut` on the executor and returns an `asyncio.Future` of the running loop that
@@ -145,31 +196,41 @@ where
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let py_fut = event_loop.call_method0("create_future")?;
     let rt = executor().map_err(|f| f.into_pyerr(py))?;
-    let resolve = resolver(py)?.clone_ref(py);
+    let drain = drainer(py)?.clone_ref(py);
+    let key = event_loop.as_ptr() as usize;
     let target = py_fut.clone().unbind();
     let on_loop = event_loop.unbind();
     let task = rt.spawn(async move {
         let out = fut.await;
-        // Python objects are only touched (and dropped) with the GIL; past `at_exit` they are
-        // leaked instead (the process is ending).
-        let mut held = Some((on_loop, target, resolve));
+        let outcome = Box::new(move |py: Python<'_>| match out {
+            Ok(v) => match v.into_pyobject(py) {
+                Ok(b) => (true, b.into_any().into_bound().unbind()),
+                Err(e) => (false, Into::<PyErr>::into(e).into_value(py).into_any()),
+            },
+            Err(f) => (false, f.into_pyerr(py).into_value(py).into_any()),
+        });
+        if !enqueue(key, Completion { target, outcome }) {
+            // A drain is already scheduled on that loop and will resolve this one too. The
+            // loop and drain references are released by pyo3 at its next GIL acquisition.
+            drop((on_loop, drain));
+            return;
+        }
+        // Python objects are only touched with the GIL; past `at_exit` they are leaked
+        // instead (the process is ending).
+        let mut held = Some((on_loop, drain));
         with_python(|py| {
-            let Some((on_loop, target, resolve)) = held.take() else {
+            let Some((on_loop, drain)) = held.take() else {
                 return;
             };
-            let (ok, value) = match out {
-                Ok(v) => match v.into_pyobject(py) {
-                    Ok(b) => (true, b.into_any().into_bound().unbind()),
-                    Err(e) => (false, Into::<PyErr>::into(e).into_value(py).into_any()),
-                },
-                Err(f) => (false, f.into_pyerr(py).into_value(py).into_any()),
-            };
-            // A closed loop raises here: nobody can await the future any more, so the
-            // outcome is dropped on purpose.
-            let _ = on_loop.bind(py).call_method1(
-                "call_soon_threadsafe",
-                (resolve, target.bind(py), ok, value),
-            );
+            // A closed loop raises here: nobody can await its futures any more, so the batch
+            // is dropped on purpose (with the GIL, outside the lock).
+            if on_loop
+                .bind(py)
+                .call_method1("call_soon_threadsafe", (drain, key))
+                .is_err()
+            {
+                drop(take_batch(key));
+            }
         });
         if let Some(held) = held {
             std::mem::forget(held);
