@@ -28,6 +28,11 @@
 //! copy of the round ([`gossip::GossipJudge`]); bad ones are counted per reason in the status, and
 //! two different proposals of the elected validator for one epoch are stored as evidence
 //! ([`Equivocation`]) and announced on the channel of [`ConsensusActor::with_evidence`].
+//!
+//! Gossip is the fast path: a validator that takes a new proposal from gossip (or one for the
+//! epoch after its copy's, a sign that the chain moved on) polls at once instead of at the next
+//! timer poll, and an attester publishes its attestation before submitting it to the chain. What
+//! each node saw of recent epochs, and when, is in [`ConsensusStatus::traces`] ([`trace`]).
 
 use crate::chain::{Chain, ChainError, EpochView};
 use crate::network::{Command, GossipMessage};
@@ -40,10 +45,11 @@ use hermes_proto::Hotkey;
 use sp_core::sr25519;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub mod gossip;
+pub mod trace;
 
 /// How long a publication or DHT request may take before the poll goes on without it.
 const NET_TIMEOUT: Duration = Duration::from_secs(2);
@@ -235,6 +241,10 @@ pub struct ConsensusStatus {
     pub bad_records: gossip::BadRecords,
     /// Equivocations of this subnet's elected validators recorded as evidence (persisted).
     pub evidence: u64,
+    /// The last [`trace::MAX_TRACES`] epochs as this node saw them, oldest first: when it
+    /// proposed, first held the proposal and first counted ≥ 66 % attestations, and the
+    /// consensus records it published and received on the gossip topic (since it started).
+    pub traces: Vec<trace::EpochTrace>,
 }
 
 /// Ask for the status.
@@ -248,6 +258,18 @@ pub struct GetConsensusStatus;
 pub struct Tick;
 
 const DUTIES_KEY: &[u8] = b"duties";
+
+/// What one poll did besides updating the status.
+#[derive(Debug, Default)]
+struct PollReport {
+    /// The current epoch's round as this node now holds it (the chain's, with a relayed
+    /// proposal and its own attestation).
+    round: Option<Round>,
+    /// When this node signed its proposal, if it did.
+    proposed_at: Option<Instant>,
+    /// Consensus payloads handed to gossip: epoch, bytes.
+    published: Vec<(u64, usize)>,
+}
 
 /// The ConsensusActor of one subnet.
 pub struct ConsensusActor {
@@ -269,6 +291,14 @@ pub struct ConsensusActor {
     /// The latest valid proposal of the elected validator heard in gossip for this subnet
     /// (checked again against the chain's round at the next poll).
     heard: Option<SignedProposal>,
+    /// A proposal heard in gossip for the epoch after the copy's (not judged yet: the poll checks
+    /// it against the chain's round like `heard`).
+    early: Option<SignedProposal>,
+    /// The epoch an early proposal last made this actor poll at once (once per epoch, so that
+    /// peers cannot keep it reading the chain).
+    early_poll: Option<u64>,
+    /// What this node saw of recent epochs, and when.
+    traces: trace::Traces,
     /// Judges what gossip brings against a copy of the current round, and counts the bad.
     judge: gossip::GossipJudge,
     /// Evidence records stored for this subnet.
@@ -330,6 +360,9 @@ impl ConsensusActor {
             poll_queued: false,
             net: None,
             heard: None,
+            early: None,
+            early_poll: None,
+            traces: trace::Traces::default(),
             judge: gossip::GossipJudge::default(),
             evidence,
             evidence_events: None,
@@ -374,7 +407,23 @@ impl ConsensusActor {
         let mut s = self.status.clone();
         s.bad_records = self.judge.bad();
         s.evidence = self.evidence;
+        s.traces = self.traces.to_vec();
         s
+    }
+
+    /// Queues a poll now, unless one is queued or running (the timer's rule).
+    fn poll_now(&mut self, ctx: &mut Context<Self>) {
+        if self.poll_queued {
+            return;
+        }
+        self.poll_queued = true;
+        // One poll at a time: wait blocks this actor's mailbox until the poll is done. The
+        // poll takes its copy of the status only when it runs (`deferred_tick`), never
+        // when queued: a poll queued behind another would otherwise start from the status
+        // before it and, on finishing, overwrite the duties the other one recorded.
+        ctx.wait(self.deferred_tick().map(|_, act: &mut Self, _| {
+            act.poll_queued = false;
+        }));
     }
 
     /// Stores `ev` unless this subnet's epoch has evidence already; announces it when new.
@@ -435,9 +484,9 @@ impl ConsensusActor {
         persist: impl Fn(&Duties) -> Result<(), String>,
         record: impl Fn(&EpochOutcome),
         net: Option<mpsc::Sender<Command>>,
-        heard: Option<SignedProposal>,
+        heard: [Option<SignedProposal>; 2],
         withhold: bool,
-        round_out: &mut Option<Round>,
+        report: &mut PollReport,
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -508,7 +557,10 @@ impl ConsensusActor {
             && view.round.is_validator(&me)
             && view.round.elected().is_some_and(|e| e != me)
         {
-            let mut candidate = heard.filter(|sp| sp.proposal.epoch == head.epoch);
+            let mut candidate = heard
+                .into_iter()
+                .flatten()
+                .find(|sp| sp.proposal.epoch == head.epoch);
             if candidate.is_none() {
                 if let Some(net) = &net {
                     let key = gossip::dht_key(netuid, head.epoch);
@@ -542,7 +594,7 @@ impl ConsensusActor {
                 }
             }
         }
-        *round_out = Some(view.round.clone());
+        report.round = Some(view.round.clone());
         let round = &view.round;
         let mut sent = false;
         let eligible = round.params().eligible.clone();
@@ -584,27 +636,34 @@ impl ConsensusActor {
                     match proposal.sign(&pair) {
                         Ok(sp) => {
                             sent = true;
+                            report.proposed_at = Some(Instant::now());
                             tracing::debug!(netuid, epoch = head.epoch, decision = ?d, "proposing");
                             if let Some(net) = &net {
                                 // Best effort: the chain (or the DHT) still has it for whoever
                                 // missed the publication.
                                 let bytes = gossip::proposal_payload(&sp);
-                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                let len = bytes.len();
+                                match net_request(net, NET_TIMEOUT, |tx| {
                                     Command::Publish(netuid, bytes, tx)
                                 })
                                 .await
                                 {
-                                    tracing::debug!(error = %e, "proposal not gossiped");
+                                    Ok(()) => report.published.push((head.epoch, len)),
+                                    Err(e) => tracing::debug!(error = %e, "proposal not gossiped"),
                                 }
+                                // Not awaited: a DHT put completes when enough peers have
+                                // stored it, and the poll (with this actor's mailbox, gossip
+                                // included) must not wait for that.
                                 let key = gossip::dht_key(netuid, head.epoch);
-                                let bytes = sp.encode();
-                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
-                                    Command::PutRecord(key, bytes, tx)
-                                })
-                                .await
-                                {
-                                    tracing::debug!(error = %e, "proposal not stored in the DHT");
-                                }
+                                let (net, bytes) = (net.clone(), sp.encode());
+                                actix::spawn(async move {
+                                    let put = net_request(&net, NET_TIMEOUT, |tx| {
+                                        Command::PutRecord(key, bytes, tx)
+                                    });
+                                    if let Err(e) = put.await {
+                                        tracing::debug!(error = %e, "proposal not stored in the DHT");
+                                    }
+                                });
                             }
                             if !withhold {
                                 if let Err(e) = chain.submit_proposal(sp).await {
@@ -641,18 +700,27 @@ impl ConsensusActor {
                         Ok(sa) => {
                             sent = true;
                             tracing::debug!(netuid, epoch = head.epoch, ?decision, "attesting");
-                            if let Err(e) = chain.attest(sa).await {
-                                err(&mut status, e);
-                            }
+                            // Gossip first: it reaches the other nodes in milliseconds, while a
+                            // chain submission may wait for a block.
                             if let Some(net) = &net {
                                 let bytes = gossip::attestation_payload(&sa);
-                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                let len = bytes.len();
+                                match net_request(net, NET_TIMEOUT, |tx| {
                                     Command::Publish(netuid, bytes, tx)
                                 })
                                 .await
                                 {
-                                    tracing::debug!(error = %e, "attestation not gossiped");
+                                    Ok(()) => report.published.push((head.epoch, len)),
+                                    Err(e) => {
+                                        tracing::debug!(error = %e, "attestation not gossiped")
+                                    }
                                 }
+                            }
+                            if let Some(r) = report.round.as_mut() {
+                                let _ = r.attest(&sa);
+                            }
+                            if let Err(e) = chain.attest(sa).await {
+                                err(&mut status, e);
                             }
                         }
                         Err(e) => status.last_error = Some(e.to_string()),
@@ -668,6 +736,15 @@ impl ConsensusActor {
             if let Ok(Some(v)) = chain.epoch(netuid, Some(head.epoch)).await {
                 let t = v.round.tally();
                 status.attestations = (t.attestations, t.validators);
+                // The fresher round, unless this node's copy counts more (its own attestation
+                // or a relayed proposal the chain refused to take).
+                if report
+                    .round
+                    .as_ref()
+                    .is_none_or(|r| r.tally().attestations <= t.attestations)
+                {
+                    report.round = Some(v.round);
+                }
             }
         }
         status
@@ -720,20 +797,41 @@ impl ConsensusActor {
             self.status.clone(),
         );
         let net = self.net.as_ref().map(|(c, _)| c.clone());
-        let (heard, withhold) = (self.heard.clone(), self.withhold);
+        let heard = [self.heard.clone(), self.early.clone()];
+        let withhold = self.withhold;
         let fut = async move {
-            let mut round = None;
+            let mut report = PollReport::default();
             let status = Self::poll_once(
-                chain, hook, pair, me, netuid, status, persist, record, net, heard, withhold,
-                &mut round,
+                chain,
+                hook,
+                pair,
+                me,
+                netuid,
+                status,
+                persist,
+                record,
+                net,
+                heard,
+                withhold,
+                &mut report,
             )
             .await;
-            (status, round)
+            (status, report)
         };
-        Box::pin(fut.into_actor(self).map(|(status, round), act, _| {
+        Box::pin(fut.into_actor(self).map(|(status, report), act, _| {
             act.status = status;
-            if let Some(round) = round {
+            let now = Instant::now();
+            for (epoch, len) in report.published {
+                act.traces.of(epoch).sent.add(len);
+            }
+            if let Some(round) = report.round {
+                if let Some(at) = report.proposed_at {
+                    act.traces.of(round.epoch()).proposed_at.get_or_insert(at);
+                }
                 act.judge.set_round(round);
+            }
+            if let Some(round) = act.judge.round() {
+                act.traces.saw(round, now);
             }
             act.current_status()
         }))
@@ -763,34 +861,44 @@ impl Actor for ConsensusActor {
                 }
             }));
         }
-        ctx.run_interval(self.poll, |act, ctx| {
-            // A poll that took longer than the interval makes the timer fire several times in
-            // a row: one queued poll is enough.
-            if act.poll_queued {
-                return;
-            }
-            act.poll_queued = true;
-            // One poll at a time: wait blocks this actor's mailbox until the poll is done. The
-            // poll takes its copy of the status only when it runs (`deferred_tick`), never
-            // when queued: a poll queued behind another would otherwise start from the status
-            // before it and, on finishing, overwrite the duties the other one recorded.
-            ctx.wait(act.deferred_tick().map(|_, act: &mut Self, _| {
-                act.poll_queued = false;
-            }));
-        });
+        // A poll that took longer than the interval makes the timer fire several times in a
+        // row: one queued poll is enough.
+        ctx.run_interval(self.poll, |act, ctx| act.poll_now(ctx));
     }
 }
 
 impl StreamHandler<GossipMessage> for ConsensusActor {
-    fn handle(&mut self, m: GossipMessage, _: &mut Self::Context) {
-        if m.netuid != self.netuid {
+    fn handle(&mut self, m: GossipMessage, ctx: &mut Self::Context) {
+        if m.netuid != self.netuid || !m.data.starts_with(gossip::GOSSIP_TAG) {
             return;
+        }
+        let epoch = match gossip::decode(&m.data) {
+            Some(gossip::GossipRecord::Proposal(sp)) => Some(sp.proposal.epoch),
+            Some(gossip::GossipRecord::Attestation(sa)) => Some(sa.attestation.epoch),
+            None => None,
+        };
+        if let Some(e) = epoch.or(self.traces.latest()) {
+            self.traces.of(e).received.add(m.data.len());
         }
         // Judged against the node's copy of the round (the round's own checks), so a stray or
         // forged copy can never displace the real one; the poll checks a kept proposal again
         // against the chain's round before relaying it.
         match self.judge.take(&m.data) {
-            gossip::Taken::Proposal(sp) => self.heard = Some(*sp),
+            gossip::Taken::Proposal(sp) => {
+                // Attest now rather than at the next timer poll.
+                self.heard = Some(*sp);
+                self.poll_now(ctx);
+            }
+            gossip::Taken::Early(sp) => {
+                // The chain moved on and this node's copy has not yet: read it now, once per
+                // epoch, and check this proposal against it then.
+                let e = sp.proposal.epoch;
+                self.early = Some(*sp);
+                if self.early_poll.is_none_or(|p| p < e) {
+                    self.early_poll = Some(e);
+                    self.poll_now(ctx);
+                }
+            }
             gossip::Taken::Bad(reason) => {
                 tracing::debug!(
                     netuid = self.netuid,
@@ -811,6 +919,9 @@ impl StreamHandler<GossipMessage> for ConsensusActor {
                 });
             }
             gossip::Taken::Ignored | gossip::Taken::Attestation => {}
+        }
+        if let Some(round) = self.judge.round() {
+            self.traces.saw(round, Instant::now());
         }
     }
 
