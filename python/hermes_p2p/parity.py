@@ -33,5 +33,5 @@ EXCLUDED: dict[str, str] = {
     "poll_consensus": "not bound: it acts on the epoch (signs and submits) at once; consensus "
     "from Python is read-only, the node acts on its own schedule (consensus.poll_interval)",
     "consensus_evidence": "not bound yet (the Equivocation type, and the status's evidence, "
-    "bad_records and standing fields, have no Python form yet)",
+    "bad_records, standing and traces fields, have no Python form yet)",
 }

@@ -252,6 +252,13 @@ impl GossipJudge {
         self.round.as_ref()
     }
 
+    /// Counts this node's own attestation in the copy (gossip does not bring it back).
+    pub fn own(&mut self, sa: &SignedAttestation) {
+        if let Some(round) = self.round.as_mut() {
+            let _ = round.attest(sa);
+        }
+    }
+
     /// Keeps an attestation that cannot be judged yet.
     fn keep_early(&mut self, sa: SignedAttestation) {
         if self.early.len() < MAX_EARLY {

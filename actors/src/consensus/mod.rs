@@ -29,16 +29,17 @@
 //! two different proposals of the elected validator for one epoch are stored as evidence
 //! ([`Equivocation`]) and announced on the channel of [`ConsensusActor::with_evidence`].
 //!
-//! Gossip is the fast path: a validator that takes a new proposal from gossip (or one for the
-//! epoch after its copy's, a sign that the chain moved on) polls at once instead of at the next
-//! timer poll, and an attester publishes its attestation before submitting it to the chain. What
+//! Gossip is the fast path: a validator that takes a new proposal from gossip attests it at once
+//! from its copy of the round (`fast.rs`) and submits to the chain at its next poll; one that hears
+//! a proposal for the epoch after its copy's (a sign that the chain moved on) polls at once; an
+//! attester publishes its attestation before submitting it to the chain. What
 //! each node saw of recent epochs, and when, is in [`ConsensusStatus::traces`] ([`trace`]).
 
 use crate::chain::{Chain, ChainError};
 use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
 use hermes_proto::consensus::{
-    Attestation, Decision, Duties, Proposal, Round, SignedProposal, Standing, Verdict,
+    Attestation, Decision, Duties, Proposal, ProposalHash, Round, SignedProposal, Standing, Verdict,
 };
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod fast;
 pub mod gossip;
 pub mod trace;
 mod types;
@@ -169,6 +171,9 @@ pub struct ConsensusActor {
     early_poll: Option<u64>,
     /// What this node saw of recent epochs, and when.
     traces: trace::Traces,
+    /// The attestation this node last gossiped straight from a heard proposal (epoch, hash):
+    /// the poll that follows submits it to the chain without gossiping it again.
+    gossiped: Option<(u64, ProposalHash)>,
     /// Judges what gossip brings against a copy of the current round, and counts the bad.
     judge: gossip::GossipJudge,
     /// Evidence records stored for this subnet.
@@ -233,6 +238,7 @@ impl ConsensusActor {
             early: None,
             early_poll: None,
             traces: trace::Traces::default(),
+            gossiped: None,
             judge: gossip::GossipJudge::default(),
             evidence,
             evidence_events: None,
@@ -355,6 +361,7 @@ impl ConsensusActor {
         record: impl Fn(&EpochOutcome),
         net: Option<mpsc::Sender<Command>>,
         heard: [Option<SignedProposal>; 2],
+        gossiped: Option<(u64, ProposalHash)>,
         withhold: bool,
         report: &mut PollReport,
     ) -> ConsensusStatus {
@@ -571,8 +578,10 @@ impl ConsensusActor {
                             sent = true;
                             tracing::debug!(netuid, epoch = head.epoch, ?decision, "attesting");
                             // Gossip first: it reaches the other nodes in milliseconds, while a
-                            // chain submission may wait for a block.
-                            if let Some(net) = &net {
+                            // chain submission may wait for a block. Not again when this node
+                            // already gossiped this statement (`fast::attest_heard`).
+                            let again = gossiped == Some((head.epoch, hash));
+                            if let Some(net) = net.as_ref().filter(|_| !again) {
                                 let bytes = gossip::attestation_payload(&sa);
                                 let len = bytes.len();
                                 match net_request(net, NET_TIMEOUT, |tx| {
@@ -668,6 +677,7 @@ impl ConsensusActor {
         );
         let net = self.net.as_ref().map(|(c, _)| c.clone());
         let heard = [self.heard.clone(), self.early.clone()];
+        let gossiped = self.gossiped;
         let withhold = self.withhold;
         let fut = async move {
             let mut report = PollReport::default();
@@ -682,6 +692,7 @@ impl ConsensusActor {
                 record,
                 net,
                 heard,
+                gossiped,
                 withhold,
                 &mut report,
             )
@@ -755,9 +766,13 @@ impl StreamHandler<GossipMessage> for ConsensusActor {
         // against the chain's round before relaying it.
         match self.judge.take(&m.data) {
             gossip::Taken::Proposal(sp) => {
-                // Attest now rather than at the next timer poll.
+                // Attest now from the copy of the round (the next timer poll submits it to the
+                // chain); when it cannot, poll now rather than at the next timer poll.
+                let attested = self.attest_heard(&sp);
                 self.heard = Some(*sp);
-                self.poll_now(ctx);
+                if !attested {
+                    self.poll_now(ctx);
+                }
             }
             gossip::Taken::Early(sp) => {
                 // The chain moved on and this node's copy has not yet: read it now, once per
