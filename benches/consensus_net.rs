@@ -14,9 +14,17 @@
 //! and counts it finalized; step into the next; wait for every node's outcome event of the epoch.
 //! The first epochs warm up (gossip meshes form at gossipsub's heartbeat) and are not measured.
 //!
+//! Two ways to start an epoch. By default every node learns the new epoch at its own next timer
+//! poll, as on a real chain, and the elected validator proposes at its own; a node whose copy of
+//! the round is still at the previous epoch when the proposal comes reads the chain first.
+//! `CONS_PREPOLL=1`: right after stepping, the benchmark polls every other node into the new
+//! epoch, then the elected one (which proposes in that poll), so the figures are the records' way
+//! through gossip and the actors alone. In both, every node is polled once more before the next
+//! step, so the chain holds every attestation.
+//!
 //! Run: `cargo bench --bench consensus_net` (env `CONS_NODES=20`, `CONS_EPOCHS=5`,
 //! `CONS_WARMUP=2`, `CONS_POLL_MS=500` the consensus poll interval, `CONS_ARGS=1024` bytes of
-//! args in each proposal).
+//! args in each proposal, `CONS_PREPOLL=1`).
 
 #[path = "support.rs"]
 mod support;
@@ -68,8 +76,14 @@ impl ConsensusHook for Hook {
     }
 }
 
-/// A Validator of subnet `NET` under `dir/name`, registered on the dev chain at `chain`.
-fn node(dir: &std::path::Path, i: usize, chain: &std::path::Path, poll: Duration) -> Config {
+/// A Validator of subnet `NET` under `dir/name`, registered on the dev chain at `chain`, and its
+/// hotkey.
+fn node(
+    dir: &std::path::Path,
+    i: usize,
+    chain: &std::path::Path,
+    poll: Duration,
+) -> (Config, Hotkey) {
     let d = dir.join(format!("n{i}"));
     let hk = d.join("hotkey");
     let (key, file) = HotkeyPair::generate();
@@ -78,10 +92,11 @@ fn node(dir: &std::path::Path, i: usize, chain: &std::path::Path, poll: Duration
         .expect("key")
         .public()
         .to_peer_id();
+    let hotkey = key.public();
     DevChain::new(chain)
         .register_sync(NodeEntry {
             netuid: NET,
-            hotkey: key.public(),
+            hotkey,
             peer_id: peer.to_base58(),
             stake: 1000,
             class: NodeClass::Validator,
@@ -100,7 +115,7 @@ fn node(dir: &std::path::Path, i: usize, chain: &std::path::Path, poll: Duration
     c.consensus.poll_interval = HumanDuration(poll);
     // All nodes share 127.0.0.1.
     c.firewall.max_conns_per_ip = 64;
-    c
+    (c, hotkey)
 }
 
 fn fd_count() -> usize {
@@ -196,9 +211,15 @@ fn main() {
     let warmup = env_u64("CONS_WARMUP", 2);
     let poll = Duration::from_millis(env_u64("CONS_POLL_MS", 500));
     let args = env_u64("CONS_ARGS", 1024) as usize;
+    let prepoll = env_u64("CONS_PREPOLL", 0) == 1;
     println!(
         "{n} runtimes on 127.0.0.1, every one a Validator of subnet {NET}; consensus poll {poll:?}; \
-         proposal: {n} scores + {args} B of args; {warmup} warm-up + {epochs} measured epochs"
+         proposal: {n} scores + {args} B of args; {warmup} warm-up + {epochs} measured epochs; {}",
+        if prepoll {
+            "every other node polled into each epoch before the elected one"
+        } else {
+            "nodes learn each epoch at their own timer poll"
+        }
     );
     println!("load average at start: {}", loadavg());
     let dir = tempfile::tempdir().expect("tempdir");
@@ -211,7 +232,8 @@ fn main() {
             ..DevParams::default()
         })
         .expect("dev chain");
-    let configs: Vec<Config> = (0..n).map(|i| node(dir.path(), i, &chain, poll)).collect();
+    let (configs, hotkeys): (Vec<Config>, Vec<Hotkey>) =
+        (0..n).map(|i| node(dir.path(), i, &chain, poll)).unzip();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -268,6 +290,17 @@ fn main() {
             "epoch", "elected", "submission → finalized at each node", "proposal reached nodes", "msgs in / out", "bytes in / out"
         );
         for round in 0..warmup + epochs {
+            if prepoll {
+                let view = dev.epoch_sync(NET, None).expect("chain").expect("a round");
+                let elected = view.round.elected().expect("someone is elected");
+                let e = hotkeys.iter().position(|h| *h == elected).expect("a node");
+                for (i, h) in nodes.iter().enumerate() {
+                    if i != e {
+                        h.poll_consensus(NET).await.expect("poll");
+                    }
+                }
+                nodes[e].poll_consensus(NET).await.expect("poll");
+            }
             let end = Instant::now() + WAIT;
             while !settled(&nodes, epoch).await {
                 assert!(
@@ -276,6 +309,10 @@ fn main() {
                     traces(&nodes, epoch).await
                 );
                 tokio::time::sleep(LOOK).await;
+            }
+            // Every attestation on the chain before the epoch closes.
+            for h in &nodes {
+                h.poll_consensus(NET).await.expect("poll");
             }
             let next = dev.step(BLOCKS_PER_EPOCH).expect("step").epoch;
             let mut outcomes = Vec::new();
