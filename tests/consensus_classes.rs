@@ -1,7 +1,8 @@
 //! Node classes and penalties as real nodes live them: five runtimes on one dev chain stepped by
 //! hand, with short class queues. A newcomer climbs Registered → Idle → Included → Validator, and
 //! a node the elected validators keep leaving out of the data is penalized until the chain
-//! removes it, after which the other nodes no longer admit it. Every step is checked against the
+//! removes it, after which the other nodes no longer admit it; a validator silent while seven of
+//! eight attest is penalized. Every step is checked against the
 //! chain and against what the nodes themselves report.
 
 #[path = "common/cluster.rs"]
@@ -239,5 +240,68 @@ async fn a_node_left_out_of_the_data_is_penalized_removed_and_refused() {
         .unwrap()
         .iter()
         .any(|p| p.peer_id == id));
+    c.shutdown().await;
+}
+
+/// Eight validators; node 7 disagrees with every proposal it does not make itself. In an epoch
+/// where another node is elected, seven of eight attest: in consensus and at the 7/8
+/// supermajority, so the silent validator, though scored in the data, gets a penalty on the chain
+/// and in every node's outcome, and nobody else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_silent_under_a_supermajority_is_penalized() {
+    use NodeClass::*;
+    let mut c = Cluster::build(Spec {
+        classes: vec![Validator; 8],
+        rules: ClassRules {
+            model: StandingModel::Penalty { max_penalties: 3 },
+            ..ClassRules::default()
+        },
+        ..Spec::default()
+    })
+    .await;
+    let silent = 7;
+    let who = c.hotkey(silent);
+    c.hooks[silent].set_agree(false);
+    let mut epoch = c.next_epoch();
+    // An epoch it proposes has no silent validator: go on to one it does not.
+    while c.elected() == silent {
+        assert!(c.attested(8).await, "{:?}", c.current().round.tally());
+        assert_eq!(c.next_epoch(), epoch + 1);
+        c.outcomes(epoch).await;
+        epoch += 1;
+    }
+    assert!(
+        c.attested(7).await,
+        "epoch {epoch}: {:?}",
+        c.current().round.tally()
+    );
+    let view = c.current();
+    assert!(!cluster::attesters(&view).contains(&who));
+    assert!(view
+        .round
+        .proposal()
+        .unwrap()
+        .0
+        .proposal
+        .score_of(&who)
+        .is_some());
+    assert_eq!(c.next_epoch(), epoch + 1);
+    let expected = vec![Change::Punished {
+        hotkey: who,
+        penalties: 1,
+        reputation_ppm: FULL_REPUTATION,
+    }];
+    for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
+        assert_eq!(o.verdict, Verdict::InConsensus, "node {i}: {o:?}");
+        assert_eq!(o.attestations, 7, "node {i}: {o:?}");
+        assert_eq!(changes_of(&o, who), expected, "node {i}");
+        assert!(
+            o.changes
+                .iter()
+                .all(|ch| !matches!(ch, Change::Punished { hotkey, .. } if *hotkey != who)),
+            "node {i}: {o:?}"
+        );
+    }
+    assert_eq!(c.standing(silent).unwrap().standing.penalties, 1);
     c.shutdown().await;
 }

@@ -12,7 +12,9 @@
 //! forwards of every distinct message.
 //!
 //! Run: `cargo bench -p hermes-proto --bench consensus_sim` (env `SIM_NODES=10,50,100,200`,
-//! `SIM_LINK_MS=0,5,50`, `SIM_ARGS=1024`).
+//! `SIM_LINK_MS=0,5,50`, `SIM_ARGS=1024`). The loopback benchmark of real runtimes (the root
+//! crate's `consensus_net`) includes this file to print the simulation's figures for its own node
+//! count in the same run.
 
 use hermes_proto::consensus::{
     Attestation, Candidate, Decision, Duties, ElectionMode, Proposal, Refusal, Round, RoundParams,
@@ -46,18 +48,25 @@ struct Node {
     sent_distinct: (u64, u64),
 }
 
-struct Figures {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-    all_finalized: bool,
-    cpu_per_node: Duration,
-    msgs_in: f64,
-    bytes_in: f64,
-    gossip_bytes_out: f64,
-    wall: Duration,
-    proposal_len: usize,
-    attestation_len: usize,
+pub(crate) struct Figures {
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
+    pub(crate) all_finalized: bool,
+    pub(crate) cpu_per_node: Duration,
+    pub(crate) msgs_in: f64,
+    pub(crate) bytes_in: f64,
+    pub(crate) gossip_bytes_out: f64,
+    pub(crate) wall: Duration,
+    pub(crate) proposal_len: usize,
+    pub(crate) attestation_len: usize,
+}
+
+/// The simulation's `n` validator keys.
+pub(crate) fn pairs(n: usize) -> Vec<sr25519::Pair> {
+    (0..n)
+        .map(|i| sr25519::Pair::from_seed(&blake3::hash(format!("sim{i}").as_bytes()).into()))
+        .collect()
 }
 
 fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
@@ -68,12 +77,13 @@ fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
         .unwrap_or_else(|| default.to_vec())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn run(n: usize, link: Duration, args_len: usize, pairs: &[sr25519::Pair]) -> Figures {
+/// One epoch across `n` validators with links of `link` and `args_len` bytes of args.
+pub(crate) fn run(n: usize, link: Duration, args_len: usize, pairs: &[sr25519::Pair]) -> Figures {
     let wall = Instant::now();
     let pairs = &pairs[..n];
     let params = RoundParams {
@@ -246,9 +256,7 @@ fn main() {
     let links = env_list("SIM_LINK_MS", &[0, 5, 50]);
     let args_len = env_list("SIM_ARGS", &[1024])[0] as usize;
     let most = sizes.iter().copied().max().unwrap_or(0) as usize;
-    let pairs: Vec<sr25519::Pair> = (0..most)
-        .map(|i| sr25519::Pair::from_seed(&blake3::hash(format!("sim{i}").as_bytes()).into()))
-        .collect();
+    let pairs = pairs(most);
     println!(
         "one epoch, every node a validator, proposal with N scores + {args_len} B of args; gossip mesh D = {MESH_DEGREE}"
     );

@@ -14,6 +14,9 @@
 //!    ([`BadRecords`]), shown in the consensus status. Not counted, because an honest peer can
 //!    cause them while this node's copy lags: records for a later epoch than the copy's, and
 //!    attestations arriving before the node knows the proposal.
+//! 5. Those early attestations are kept (at most [`MAX_EARLY`], unverified until used) and
+//!    applied once the copy holds their epoch's proposal; a proposal for the epoch after the
+//!    copy's is handed back ([`Taken::Early`]) for the actor to check against the chain's round.
 
 use hermes_proto::consensus::record::{ATTESTATION_LEN, MAX_PROPOSAL_LEN};
 use hermes_proto::consensus::{Accepted, Refusal, Round, SignedAttestation, SignedProposal};
@@ -24,6 +27,10 @@ use std::collections::BTreeSet;
 pub const GOSSIP_TAG: &[u8] = b"hermes/consensus/v1";
 const KIND_PROPOSAL: u8 = 1;
 const KIND_ATTESTATION: u8 = 2;
+
+/// Most early attestations a judge keeps (a validator set of this size fits; later ones are
+/// dropped, and the chain still holds them).
+pub const MAX_EARLY: usize = 1024;
 
 /// A consensus record heard in gossip (decoded, not yet checked against any round).
 #[derive(Debug, Clone)]
@@ -210,6 +217,9 @@ pub enum Taken {
     Proposal(Box<SignedProposal>),
     /// A valid attestation (new, or one the chain already holds).
     Attestation,
+    /// A proposal for the epoch after the copy's: not judged yet (the chain has probably moved
+    /// on and this node's copy not yet).
+    Early(Box<SignedProposal>),
     /// Two different valid proposals of the elected validator for one epoch: the first one this
     /// node knew and the one just heard.
     Equivocation(Box<(SignedProposal, SignedProposal)>),
@@ -221,6 +231,8 @@ pub struct GossipJudge {
     round: Option<Round>,
     /// Statements taken from gossip in the copy's epoch: kind, signer, proposal hash.
     seen: BTreeSet<(u8, Hotkey, [u8; 32])>,
+    /// Attestations heard before the copy held their proposal (this epoch or the next).
+    early: Vec<SignedAttestation>,
     bad: BadRecords,
 }
 
@@ -233,6 +245,48 @@ impl GossipJudge {
     /// The epoch of the round copy, once a poll has given one.
     pub fn epoch(&self) -> Option<u64> {
         self.round.as_ref().map(Round::epoch)
+    }
+
+    /// The round copy with what gossip brought, once a poll has given one.
+    pub fn round(&self) -> Option<&Round> {
+        self.round.as_ref()
+    }
+
+    /// Counts this node's own attestation in the copy (gossip does not bring it back).
+    pub fn own(&mut self, sa: &SignedAttestation) {
+        if let Some(round) = self.round.as_mut() {
+            let _ = round.attest(sa);
+        }
+    }
+
+    /// Keeps an attestation that cannot be judged yet.
+    fn keep_early(&mut self, sa: SignedAttestation) {
+        if self.early.len() < MAX_EARLY {
+            self.early.push(sa);
+        }
+    }
+
+    /// Applies the early attestations of the copy's epoch once it holds a proposal; forgets
+    /// those of past epochs.
+    fn apply_early(&mut self) {
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        if round.proposal().is_none() {
+            return;
+        }
+        let epoch = round.epoch();
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early)
+            .into_iter()
+            .filter(|a| a.attestation.epoch >= epoch)
+            .partition(|a| a.attestation.epoch == epoch);
+        self.early = later;
+        for sa in now {
+            if round.attest(&sa).is_ok() {
+                let a = &sa.attestation;
+                self.seen.insert((KIND_ATTESTATION, a.attester, a.proposal));
+            }
+        }
     }
 
     /// Replaces the copy with the round a poll read from the chain. Within the same epoch the
@@ -252,6 +306,7 @@ impl GossipJudge {
             _ => self.seen.clear(),
         }
         self.round = Some(round);
+        self.apply_early();
     }
 
     /// Judges one payload of the subnet's topic and counts it when bad.
@@ -278,7 +333,15 @@ impl GossipJudge {
         };
         // This copy may lag the chain by a poll: a later epoch cannot be judged yet.
         if epoch > round.epoch() && netuid == round.params().netuid {
-            return Taken::Ignored;
+            let next = epoch == round.epoch().saturating_add(1);
+            return match record {
+                GossipRecord::Proposal(sp) if next => Taken::Early(Box::new(sp)),
+                GossipRecord::Attestation(sa) if next => {
+                    self.keep_early(sa);
+                    Taken::Ignored
+                }
+                _ => Taken::Ignored,
+            };
         }
         let known = round.proposal().map(|(sp, _)| sp.clone());
         match record {
@@ -287,6 +350,7 @@ impl GossipJudge {
                 match round.submit(&sp) {
                     Ok(Accepted::New) => {
                         self.seen.insert(key);
+                        self.apply_early();
                         Taken::Proposal(Box::new(sp))
                     }
                     Ok(_) if !self.seen.insert(key) => Taken::Bad(BadRecord::Duplicate),
@@ -307,6 +371,10 @@ impl GossipJudge {
                 match round.attest(&sa) {
                     Ok(_) if !self.seen.insert(key) => Taken::Bad(BadRecord::Duplicate),
                     Ok(_) => Taken::Attestation,
+                    Err(Refusal::NoProposal) => {
+                        self.keep_early(sa);
+                        Taken::Ignored
+                    }
                     Err(r) => BadRecord::of(&r).map_or(Taken::Ignored, Taken::Bad),
                 }
             }
@@ -387,7 +455,7 @@ mod tests {
         .sign(&pair)
         .unwrap();
         assert_eq!(j.take(&attestation_payload(&att)), Taken::Ignored);
-        assert_eq!(j.take(&prop(2, b"")), Taken::Ignored);
+        assert!(matches!(j.take(&prop(2, b"")), Taken::Early(_)));
         assert_eq!(j.bad().total(), 0);
         // Taken, and kept across a poll whose chain does not hold it yet.
         assert!(matches!(j.take(&prop(1, b"")), Taken::Proposal(_)));
@@ -406,5 +474,86 @@ mod tests {
         assert_eq!(j.bad().get(BadRecord::Duplicate), 1);
         assert_eq!(j.bad().get(BadRecord::Equivocation), 1);
         assert_eq!(j.bad().total(), 2);
+    }
+
+    /// An attestation heard before its proposal (this epoch's, or the next epoch's while the
+    /// copy lags) counts once the copy holds the proposal.
+    #[test]
+    fn early_attestations_count_once_the_proposal_is_known() {
+        use hermes_proto::consensus::{
+            Attestation, Candidate, ElectionMode, Proposal, RoundParams,
+        };
+        use sp_core::{sr25519, Pair};
+        let pairs: Vec<sr25519::Pair> = (1..=3u8)
+            .map(|i| sr25519::Pair::from_seed(&[i; 32]))
+            .collect();
+        let round = |epoch| {
+            Round::open(RoundParams {
+                netuid: 3,
+                epoch,
+                seed: [0; 32],
+                election: ElectionMode::Uniform,
+                validators: pairs
+                    .iter()
+                    .map(|p| Candidate {
+                        hotkey: Hotkey::of(p),
+                        stake: 1,
+                    })
+                    .collect(),
+                eligible: BTreeSet::new(),
+            })
+        };
+        // The elected validator's proposal and the two others' attestations of it.
+        let records = |epoch| {
+            let r = round(epoch);
+            let elected = r.elected().unwrap();
+            let signer = pairs.iter().find(|p| Hotkey::of(p) == elected).unwrap();
+            let sp = Proposal {
+                epoch,
+                netuid: 3,
+                proposer: elected,
+                scores: vec![],
+                args: vec![],
+            }
+            .sign(signer)
+            .unwrap();
+            let atts: Vec<Vec<u8>> = pairs
+                .iter()
+                .filter(|p| Hotkey::of(p) != elected)
+                .map(|p| {
+                    let a = Attestation {
+                        epoch,
+                        netuid: 3,
+                        proposal: sp.hash(),
+                        attester: Hotkey::of(p),
+                    };
+                    attestation_payload(&a.sign(p).unwrap())
+                })
+                .collect();
+            (proposal_payload(&sp), atts)
+        };
+        let tally = |j: &GossipJudge| j.round().unwrap().tally().attestations;
+        let mut j = GossipJudge::default();
+        j.set_round(round(1));
+        let (p1, a1) = records(1);
+        assert_eq!(j.take(&a1[0]), Taken::Ignored);
+        assert!(matches!(j.take(&p1), Taken::Proposal(_)));
+        // The proposer's own and the early one.
+        assert_eq!(tally(&j), 2);
+        assert_eq!(j.take(&a1[1]), Taken::Attestation);
+        assert_eq!(tally(&j), 3);
+        // The next epoch's, heard while the copy is still at epoch 1.
+        let (p2, a2) = records(2);
+        assert_eq!(j.take(&a2[0]), Taken::Ignored);
+        assert_eq!(j.take(&a2[1]), Taken::Ignored);
+        let Taken::Early(sp) = j.take(&p2) else {
+            panic!("a next-epoch proposal is handed back")
+        };
+        // The poll's chain read: epoch 2 with the proposal (relayed), none of the attestations.
+        let mut r2 = round(2);
+        r2.submit(&sp).unwrap();
+        j.set_round(r2);
+        assert_eq!(tally(&j), 3);
+        assert_eq!(j.bad().total(), 0);
     }
 }

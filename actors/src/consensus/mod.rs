@@ -28,22 +28,32 @@
 //! copy of the round ([`gossip::GossipJudge`]); bad ones are counted per reason in the status, and
 //! two different proposals of the elected validator for one epoch are stored as evidence
 //! ([`Equivocation`]) and announced on the channel of [`ConsensusActor::with_evidence`].
+//!
+//! Gossip is the fast path: a validator that takes a new proposal from gossip attests it at once
+//! from its copy of the round (`fast.rs`) and submits to the chain at its next poll; one that hears
+//! a proposal for the epoch after its copy's (a sign that the chain moved on) polls at once; an
+//! attester publishes its attestation before submitting it to the chain. What
+//! each node saw of recent epochs, and when, is in [`ConsensusStatus::traces`] ([`trace`]).
 
-use crate::chain::{Chain, ChainError, EpochView};
+use crate::chain::{Chain, ChainError};
 use crate::network::{Command, GossipMessage};
 use actix::prelude::*;
 use hermes_proto::consensus::{
-    Attestation, Change, Decision, Duties, Proposal, ProposalHash, Round, Score, SignedProposal,
-    Standing, Verdict,
+    Attestation, Decision, Duties, Proposal, ProposalHash, Round, SignedProposal, Standing, Verdict,
 };
 use hermes_proto::Hotkey;
 use sp_core::sr25519;
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod fast;
 pub mod gossip;
+pub mod trace;
+mod types;
+
+use types::EVIDENCE_PREFIX;
+pub use types::{ConsensusHook, EpochOutcome, EqualScores, Equivocation, SCORE_ONE};
 
 /// How long a publication or DHT request may take before the poll goes on without it.
 const NET_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,138 +79,6 @@ async fn net_request<T>(
 /// Most past epochs one poll reads to catch up (a node that was down longer reports only the
 /// latest ones).
 pub const MAX_CATCH_UP: u64 = 16;
-
-/// How one epoch of one subnet ended, as the chain recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EpochOutcome {
-    /// Subnet.
-    pub netuid: u16,
-    /// Epoch.
-    pub epoch: u64,
-    /// The elected validator (`None`: the subnet had no validator).
-    pub elected: Option<Hotkey>,
-    /// The hash of the accepted proposal, if one was accepted.
-    pub proposal: Option<ProposalHash>,
-    /// Attestations counted (the proposer's own included).
-    pub attestations: u64,
-    /// Validator-set size.
-    pub validators: u64,
-    /// How it ended: `InConsensus` when attestations / validators ≥ 0.66.
-    pub verdict: Verdict,
-    /// What it did to nodes: promotions, penalties or reputation losses, removals.
-    pub changes: Vec<Change>,
-    /// Whether this node's proposal was the accepted one.
-    pub proposed: bool,
-    /// Whether the chain holds this node's attestation.
-    pub attested: bool,
-}
-
-impl EpochOutcome {
-    /// The outcome of a finished epoch as `me` sees it; `None` while the epoch is open.
-    pub fn of(view: &EpochView, me: &Hotkey) -> Option<Self> {
-        let f = view.finalized.as_ref()?;
-        let round = &view.round;
-        let p = round.params();
-        Some(EpochOutcome {
-            netuid: p.netuid,
-            epoch: p.epoch,
-            elected: round.elected(),
-            proposal: round.proposal().map(|(_, h)| h),
-            attestations: f.tally.attestations,
-            validators: f.tally.validators,
-            verdict: f.verdict,
-            changes: f.changes.clone(),
-            proposed: round
-                .proposal()
-                .is_some_and(|(sp, _)| sp.proposal.proposer == *me),
-            attested: round.attestations().any(|a| a.attestation.attester == *me),
-        })
-    }
-}
-
-/// Evidence that a subnet's elected validator signed two different proposals for one epoch, as
-/// heard in gossip. Stored in the node's `consensus` tree under `evidence/<netuid BE><epoch BE>`
-/// (first proposal's length as u32 LE ‖ first ‖ second, wire bytes), once per subnet and epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Equivocation {
-    /// Subnet.
-    pub netuid: u16,
-    /// Epoch.
-    pub epoch: u64,
-    /// The elected validator that signed both.
-    pub proposer: Hotkey,
-    /// The proposal this node knew first (from the chain or gossip).
-    pub first: SignedProposal,
-    /// The different one heard next.
-    pub second: SignedProposal,
-    /// SS58 of the gossip author that published the second.
-    pub from: String,
-}
-
-impl Equivocation {
-    /// The stored form: first's length (u32 LE) ‖ first ‖ second.
-    pub fn encode(&self) -> Vec<u8> {
-        let a = self.first.encode();
-        let b = self.second.encode();
-        let mut v = Vec::with_capacity(4 + a.len() + b.len());
-        v.extend_from_slice(&u32::try_from(a.len()).unwrap_or(u32::MAX).to_le_bytes());
-        v.extend_from_slice(&a);
-        v.extend_from_slice(&b);
-        v
-    }
-
-    fn key(netuid: u16, epoch: u64) -> Vec<u8> {
-        let mut k = EVIDENCE_PREFIX.to_vec();
-        k.extend_from_slice(&netuid.to_be_bytes());
-        k.extend_from_slice(&epoch.to_be_bytes());
-        k
-    }
-}
-
-const EVIDENCE_PREFIX: &[u8] = b"evidence/";
-
-/// What the embedding application decides in consensus.
-pub trait ConsensusHook: Send + Sync + std::fmt::Debug + 'static {
-    /// The data this node submits when elected: scores of (some of) the `eligible` nodes, and
-    /// opaque args (≤ 4 KiB).
-    fn produce(
-        &self,
-        netuid: u16,
-        epoch: u64,
-        eligible: &BTreeSet<Hotkey>,
-    ) -> (Vec<Score>, Vec<u8>);
-
-    /// Whether this node agrees with the elected validator's proposal.
-    fn check(&self, proposal: &Proposal, eligible: &BTreeSet<Hotkey>) -> bool;
-}
-
-/// The default hook: every eligible node scores 1.0 (1e18), no args; a proposal is accepted when
-/// it scores exactly the eligible nodes. Applications with their own notion of work replace it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EqualScores;
-
-/// 1.0 in the chain's score unit.
-pub const SCORE_ONE: u128 = 1_000_000_000_000_000_000;
-
-impl ConsensusHook for EqualScores {
-    fn produce(&self, _: u16, _: u64, eligible: &BTreeSet<Hotkey>) -> (Vec<Score>, Vec<u8>) {
-        let scores = eligible
-            .iter()
-            .map(|h| Score {
-                hotkey: *h,
-                score: SCORE_ONE,
-            })
-            .collect();
-        (scores, Vec::new())
-    }
-
-    fn check(&self, proposal: &Proposal, eligible: &BTreeSet<Hotkey>) -> bool {
-        proposal.scores.len() == eligible.len()
-            && proposal.scores.iter().all(|s| eligible.contains(&s.hotkey))
-    }
-}
 
 /// What the actor knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, MessageResponse)]
@@ -235,6 +113,10 @@ pub struct ConsensusStatus {
     pub bad_records: gossip::BadRecords,
     /// Equivocations of this subnet's elected validators recorded as evidence (persisted).
     pub evidence: u64,
+    /// The last [`trace::MAX_TRACES`] epochs as this node saw them, oldest first: when it
+    /// proposed, first held the proposal and first counted ≥ 66 % attestations, and the
+    /// consensus records it published and received on the gossip topic (since it started).
+    pub traces: Vec<trace::EpochTrace>,
 }
 
 /// Ask for the status.
@@ -248,6 +130,18 @@ pub struct GetConsensusStatus;
 pub struct Tick;
 
 const DUTIES_KEY: &[u8] = b"duties";
+
+/// What one poll did besides updating the status.
+#[derive(Debug, Default)]
+struct PollReport {
+    /// The current epoch's round as this node now holds it (the chain's, with a relayed
+    /// proposal and its own attestation).
+    round: Option<Round>,
+    /// When this node signed its proposal, if it did.
+    proposed_at: Option<Instant>,
+    /// Consensus payloads handed to gossip: epoch, bytes.
+    published: Vec<(u64, usize)>,
+}
 
 /// The ConsensusActor of one subnet.
 pub struct ConsensusActor {
@@ -269,6 +163,17 @@ pub struct ConsensusActor {
     /// The latest valid proposal of the elected validator heard in gossip for this subnet
     /// (checked again against the chain's round at the next poll).
     heard: Option<SignedProposal>,
+    /// A proposal heard in gossip for the epoch after the copy's (not judged yet: the poll checks
+    /// it against the chain's round like `heard`).
+    early: Option<SignedProposal>,
+    /// The epoch an early proposal last made this actor poll at once (once per epoch, so that
+    /// peers cannot keep it reading the chain).
+    early_poll: Option<u64>,
+    /// What this node saw of recent epochs, and when.
+    traces: trace::Traces,
+    /// The attestation this node last gossiped straight from a heard proposal (epoch, hash):
+    /// the poll that follows submits it to the chain without gossiping it again.
+    gossiped: Option<(u64, ProposalHash)>,
     /// Judges what gossip brings against a copy of the current round, and counts the bad.
     judge: gossip::GossipJudge,
     /// Evidence records stored for this subnet.
@@ -330,6 +235,10 @@ impl ConsensusActor {
             poll_queued: false,
             net: None,
             heard: None,
+            early: None,
+            early_poll: None,
+            traces: trace::Traces::default(),
+            gossiped: None,
             judge: gossip::GossipJudge::default(),
             evidence,
             evidence_events: None,
@@ -374,7 +283,23 @@ impl ConsensusActor {
         let mut s = self.status.clone();
         s.bad_records = self.judge.bad();
         s.evidence = self.evidence;
+        s.traces = self.traces.to_vec();
         s
+    }
+
+    /// Queues a poll now, unless one is queued or running (the timer's rule).
+    fn poll_now(&mut self, ctx: &mut Context<Self>) {
+        if self.poll_queued {
+            return;
+        }
+        self.poll_queued = true;
+        // One poll at a time: wait blocks this actor's mailbox until the poll is done. The
+        // poll takes its copy of the status only when it runs (`deferred_tick`), never
+        // when queued: a poll queued behind another would otherwise start from the status
+        // before it and, on finishing, overwrite the duties the other one recorded.
+        ctx.wait(self.deferred_tick().map(|_, act: &mut Self, _| {
+            act.poll_queued = false;
+        }));
     }
 
     /// Stores `ev` unless this subnet's epoch has evidence already; announces it when new.
@@ -435,9 +360,10 @@ impl ConsensusActor {
         persist: impl Fn(&Duties) -> Result<(), String>,
         record: impl Fn(&EpochOutcome),
         net: Option<mpsc::Sender<Command>>,
-        heard: Option<SignedProposal>,
+        heard: [Option<SignedProposal>; 2],
+        gossiped: Option<(u64, ProposalHash)>,
         withhold: bool,
-        round_out: &mut Option<Round>,
+        report: &mut PollReport,
     ) -> ConsensusStatus {
         let head = match chain.head().await {
             Ok(h) => h,
@@ -508,7 +434,10 @@ impl ConsensusActor {
             && view.round.is_validator(&me)
             && view.round.elected().is_some_and(|e| e != me)
         {
-            let mut candidate = heard.filter(|sp| sp.proposal.epoch == head.epoch);
+            let mut candidate = heard
+                .into_iter()
+                .flatten()
+                .find(|sp| sp.proposal.epoch == head.epoch);
             if candidate.is_none() {
                 if let Some(net) = &net {
                     let key = gossip::dht_key(netuid, head.epoch);
@@ -542,7 +471,7 @@ impl ConsensusActor {
                 }
             }
         }
-        *round_out = Some(view.round.clone());
+        report.round = Some(view.round.clone());
         let round = &view.round;
         let mut sent = false;
         let eligible = round.params().eligible.clone();
@@ -584,27 +513,34 @@ impl ConsensusActor {
                     match proposal.sign(&pair) {
                         Ok(sp) => {
                             sent = true;
+                            report.proposed_at = Some(Instant::now());
                             tracing::debug!(netuid, epoch = head.epoch, decision = ?d, "proposing");
                             if let Some(net) = &net {
                                 // Best effort: the chain (or the DHT) still has it for whoever
                                 // missed the publication.
                                 let bytes = gossip::proposal_payload(&sp);
-                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                let len = bytes.len();
+                                match net_request(net, NET_TIMEOUT, |tx| {
                                     Command::Publish(netuid, bytes, tx)
                                 })
                                 .await
                                 {
-                                    tracing::debug!(error = %e, "proposal not gossiped");
+                                    Ok(()) => report.published.push((head.epoch, len)),
+                                    Err(e) => tracing::debug!(error = %e, "proposal not gossiped"),
                                 }
+                                // Not awaited: a DHT put completes when enough peers have
+                                // stored it, and the poll (with this actor's mailbox, gossip
+                                // included) must not wait for that.
                                 let key = gossip::dht_key(netuid, head.epoch);
-                                let bytes = sp.encode();
-                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
-                                    Command::PutRecord(key, bytes, tx)
-                                })
-                                .await
-                                {
-                                    tracing::debug!(error = %e, "proposal not stored in the DHT");
-                                }
+                                let (net, bytes) = (net.clone(), sp.encode());
+                                actix::spawn(async move {
+                                    let put = net_request(&net, NET_TIMEOUT, |tx| {
+                                        Command::PutRecord(key, bytes, tx)
+                                    });
+                                    if let Err(e) = put.await {
+                                        tracing::debug!(error = %e, "proposal not stored in the DHT");
+                                    }
+                                });
                             }
                             if !withhold {
                                 if let Err(e) = chain.submit_proposal(sp).await {
@@ -641,18 +577,29 @@ impl ConsensusActor {
                         Ok(sa) => {
                             sent = true;
                             tracing::debug!(netuid, epoch = head.epoch, ?decision, "attesting");
-                            if let Err(e) = chain.attest(sa).await {
-                                err(&mut status, e);
-                            }
-                            if let Some(net) = &net {
+                            // Gossip first: it reaches the other nodes in milliseconds, while a
+                            // chain submission may wait for a block. Not again when this node
+                            // already gossiped this statement (`fast::attest_heard`).
+                            let again = gossiped == Some((head.epoch, hash));
+                            if let Some(net) = net.as_ref().filter(|_| !again) {
                                 let bytes = gossip::attestation_payload(&sa);
-                                if let Err(e) = net_request(net, NET_TIMEOUT, |tx| {
+                                let len = bytes.len();
+                                match net_request(net, NET_TIMEOUT, |tx| {
                                     Command::Publish(netuid, bytes, tx)
                                 })
                                 .await
                                 {
-                                    tracing::debug!(error = %e, "attestation not gossiped");
+                                    Ok(()) => report.published.push((head.epoch, len)),
+                                    Err(e) => {
+                                        tracing::debug!(error = %e, "attestation not gossiped")
+                                    }
                                 }
+                            }
+                            if let Some(r) = report.round.as_mut() {
+                                let _ = r.attest(&sa);
+                            }
+                            if let Err(e) = chain.attest(sa).await {
+                                err(&mut status, e);
                             }
                         }
                         Err(e) => status.last_error = Some(e.to_string()),
@@ -668,6 +615,15 @@ impl ConsensusActor {
             if let Ok(Some(v)) = chain.epoch(netuid, Some(head.epoch)).await {
                 let t = v.round.tally();
                 status.attestations = (t.attestations, t.validators);
+                // The fresher round, unless this node's copy counts more (its own attestation
+                // or a relayed proposal the chain refused to take).
+                if report
+                    .round
+                    .as_ref()
+                    .is_none_or(|r| r.tally().attestations <= t.attestations)
+                {
+                    report.round = Some(v.round);
+                }
             }
         }
         status
@@ -720,20 +676,43 @@ impl ConsensusActor {
             self.status.clone(),
         );
         let net = self.net.as_ref().map(|(c, _)| c.clone());
-        let (heard, withhold) = (self.heard.clone(), self.withhold);
+        let heard = [self.heard.clone(), self.early.clone()];
+        let gossiped = self.gossiped;
+        let withhold = self.withhold;
         let fut = async move {
-            let mut round = None;
+            let mut report = PollReport::default();
             let status = Self::poll_once(
-                chain, hook, pair, me, netuid, status, persist, record, net, heard, withhold,
-                &mut round,
+                chain,
+                hook,
+                pair,
+                me,
+                netuid,
+                status,
+                persist,
+                record,
+                net,
+                heard,
+                gossiped,
+                withhold,
+                &mut report,
             )
             .await;
-            (status, round)
+            (status, report)
         };
-        Box::pin(fut.into_actor(self).map(|(status, round), act, _| {
+        Box::pin(fut.into_actor(self).map(|(status, report), act, _| {
             act.status = status;
-            if let Some(round) = round {
+            let now = Instant::now();
+            for (epoch, len) in report.published {
+                act.traces.of(epoch).sent.add(len);
+            }
+            if let Some(round) = report.round {
+                if let Some(at) = report.proposed_at {
+                    act.traces.of(round.epoch()).proposed_at.get_or_insert(at);
+                }
                 act.judge.set_round(round);
+            }
+            if let Some(round) = act.judge.round() {
+                act.traces.saw(round, now);
             }
             act.current_status()
         }))
@@ -763,34 +742,48 @@ impl Actor for ConsensusActor {
                 }
             }));
         }
-        ctx.run_interval(self.poll, |act, ctx| {
-            // A poll that took longer than the interval makes the timer fire several times in
-            // a row: one queued poll is enough.
-            if act.poll_queued {
-                return;
-            }
-            act.poll_queued = true;
-            // One poll at a time: wait blocks this actor's mailbox until the poll is done. The
-            // poll takes its copy of the status only when it runs (`deferred_tick`), never
-            // when queued: a poll queued behind another would otherwise start from the status
-            // before it and, on finishing, overwrite the duties the other one recorded.
-            ctx.wait(act.deferred_tick().map(|_, act: &mut Self, _| {
-                act.poll_queued = false;
-            }));
-        });
+        // A poll that took longer than the interval makes the timer fire several times in a
+        // row: one queued poll is enough.
+        ctx.run_interval(self.poll, |act, ctx| act.poll_now(ctx));
     }
 }
 
 impl StreamHandler<GossipMessage> for ConsensusActor {
-    fn handle(&mut self, m: GossipMessage, _: &mut Self::Context) {
-        if m.netuid != self.netuid {
+    fn handle(&mut self, m: GossipMessage, ctx: &mut Self::Context) {
+        if m.netuid != self.netuid || !m.data.starts_with(gossip::GOSSIP_TAG) {
             return;
+        }
+        let epoch = match gossip::decode(&m.data) {
+            Some(gossip::GossipRecord::Proposal(sp)) => Some(sp.proposal.epoch),
+            Some(gossip::GossipRecord::Attestation(sa)) => Some(sa.attestation.epoch),
+            None => None,
+        };
+        if let Some(e) = epoch.or(self.traces.latest()) {
+            self.traces.of(e).received.add(m.data.len());
         }
         // Judged against the node's copy of the round (the round's own checks), so a stray or
         // forged copy can never displace the real one; the poll checks a kept proposal again
         // against the chain's round before relaying it.
         match self.judge.take(&m.data) {
-            gossip::Taken::Proposal(sp) => self.heard = Some(*sp),
+            gossip::Taken::Proposal(sp) => {
+                // Attest now from the copy of the round (the next timer poll submits it to the
+                // chain); when it cannot, poll now rather than at the next timer poll.
+                let attested = self.attest_heard(&sp);
+                self.heard = Some(*sp);
+                if !attested {
+                    self.poll_now(ctx);
+                }
+            }
+            gossip::Taken::Early(sp) => {
+                // The chain moved on and this node's copy has not yet: read it now, once per
+                // epoch, and check this proposal against it then.
+                let e = sp.proposal.epoch;
+                self.early = Some(*sp);
+                if self.early_poll.is_none_or(|p| p < e) {
+                    self.early_poll = Some(e);
+                    self.poll_now(ctx);
+                }
+            }
             gossip::Taken::Bad(reason) => {
                 tracing::debug!(
                     netuid = self.netuid,
@@ -811,6 +804,9 @@ impl StreamHandler<GossipMessage> for ConsensusActor {
                 });
             }
             gossip::Taken::Ignored | gossip::Taken::Attestation => {}
+        }
+        if let Some(round) = self.judge.round() {
+            self.traces.saw(round, Instant::now());
         }
     }
 

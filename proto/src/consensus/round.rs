@@ -226,6 +226,9 @@ pub struct Outcome {
     pub tally: Tally,
     /// The accepted proposal, when there is one and the proposer did not equivocate.
     pub proposal: Option<SignedProposal>,
+    /// Validators of the round that neither proposed nor attested the accepted proposal (all of
+    /// them but the proposer when none was accepted).
+    pub non_attesters: BTreeSet<Hotkey>,
 }
 
 /// One epoch of one subnet.
@@ -426,6 +429,12 @@ impl Round {
             verdict,
             tally,
             proposal: self.proposal().map(|(p, _)| p.clone()),
+            non_attesters: self
+                .validator_set
+                .iter()
+                .filter(|v| !self.has_attested(v) && Some(**v) != self.elected)
+                .copied()
+                .collect(),
         }
     }
 }
@@ -540,10 +549,14 @@ mod tests {
             Ok(Accepted::Duplicate)
         );
         assert_eq!(round.outcome().verdict, Verdict::InConsensus);
+        // The two validators still silent, and only they, are the non-attesters.
+        let silent: BTreeSet<Hotkey> = others[3..].iter().map(|p| Hotkey::of(p)).collect();
+        assert_eq!(round.outcome().non_attesters, silent);
         assert!(!round.tally().supermajority);
         round.attest(&attest(&round, others[3], hash)).unwrap();
         round.attest(&attest(&round, others[4], hash)).unwrap();
         assert!(round.tally().supermajority);
+        assert!(round.outcome().non_attesters.is_empty());
     }
 
     #[test]

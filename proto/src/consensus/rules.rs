@@ -7,6 +7,13 @@
 //!    - Penalty model: missing → penalties + 1; included → penalties − 1 (not below 0).
 //!    - Reputation model: missing → reputation × `decrease`; included → reputation × `increase`
 //!      (capped at 1).
+//!    - A Validator the data includes but that did not attest it is punished once more (+1
+//!      penalty, or reputation × `decrease`) when the attestations reached the 7/8 supermajority
+//!      ([`super::round::SUPERMAJORITY_THRESHOLD`]): with so many validators attesting, its silence
+//!      is its own fault (offline, or it disagreed with what nearly everyone accepted). Below the
+//!      supermajority nobody is punished for not attesting. Being included first (−1 penalty, or
+//!      × `increase`) and then punished is the chain's order, so a non-attester with penalties
+//!      keeps their number, and one without gets one.
 //!    - An Included node included with full standing (no penalties / full reputation) counts one
 //!      epoch toward Validator and is promoted after `included_epochs` of them; a missing one
 //!      starts over.
@@ -35,7 +42,8 @@ pub enum StandingModel {
     },
     /// The chain's current model: multiplicative reputation, removed below a floor.
     Reputation {
-        /// Factor on a miss, in ppm (e.g. 900 000 = × 0.9).
+        /// Factor on a miss (and on a Validator's missing attestation), in ppm (e.g. 900 000 =
+        /// × 0.9).
         decrease_ppm: u32,
         /// Factor on an inclusion, in ppm (e.g. 1 050 000 = × 1.05), capped at full reputation.
         increase_ppm: u32,
@@ -227,6 +235,12 @@ pub fn apply_epoch(
                         if s.class == NodeClass::Included && s.full() {
                             s.progress += 1;
                         }
+                        if s.class == NodeClass::Validator
+                            && outcome.tally.supermajority
+                            && outcome.non_attesters.contains(hotkey)
+                        {
+                            punished(*hotkey, s, &mut changes);
+                        }
                     } else {
                         s.progress = 0;
                         punished(*hotkey, s, &mut changes);
@@ -306,6 +320,7 @@ mod tests {
                 proposal,
                 signature: [0; 64],
             }),
+            non_attesters: BTreeSet::new(),
         }
     }
 
@@ -485,5 +500,90 @@ mod tests {
             &mut nodes,
         );
         assert_eq!(nodes[&hk(2)].penalties, 0);
+    }
+
+    /// Validators 1 (the proposer), 2 and 3, all in the data; 2 does not attest. With 7 of 8
+    /// attesting it is punished after being rewarded for its inclusion; with 6 of 8 (in
+    /// consensus, below the supermajority) it is not. Included node 4 is never judged on
+    /// attestations.
+    #[test]
+    fn a_validator_that_does_not_attest_is_punished_under_a_supermajority() {
+        let silent = |e, attested| {
+            let mut o = outcome(e, Verdict::InConsensus, &[1, 2, 3, 4], 1);
+            o.tally = Tally::new(attested, 8);
+            o.non_attesters = [hk(2)].into();
+            o
+        };
+        let start = || {
+            let mut nodes = BTreeMap::new();
+            for b in 1..=3 {
+                nodes.insert(hk(b), Standing::new(NodeClass::Validator, 0));
+            }
+            nodes.insert(hk(4), Standing::new(NodeClass::Included, 0));
+            nodes
+        };
+        // Penalty model: one penalty when it had none; one taken for the inclusion and one given
+        // back when it had some, so its count stays.
+        let rules = ClassRules {
+            model: StandingModel::Penalty { max_penalties: 3 },
+            included_epochs: 10,
+            ..ClassRules::default()
+        };
+        let mut nodes = start();
+        let run = |nodes: &mut BTreeMap<Hotkey, Standing>, o: &Outcome| {
+            let el = eligible(nodes);
+            apply_epoch(&rules, o, &el, nodes)
+        };
+        let ch = run(&mut nodes, &silent(1, 7));
+        assert_eq!(
+            ch,
+            vec![Change::Punished {
+                hotkey: hk(2),
+                penalties: 1,
+                reputation_ppm: FULL_REPUTATION
+            }]
+        );
+        assert_eq!(nodes[&hk(2)].penalties, 1);
+        run(&mut nodes, &silent(2, 7));
+        assert_eq!(nodes[&hk(2)].penalties, 1);
+        // Below the supermajority: rewarded for the inclusion only.
+        assert!(run(&mut nodes, &silent(3, 6)).is_empty());
+        assert_eq!(nodes[&hk(2)].penalties, 0);
+        for b in [1, 3, 4] {
+            assert_eq!(nodes[&hk(b)].penalties, 0);
+        }
+
+        // Reputation model: × 1.1 for the inclusion (capped), then × 0.8; below 0.5 on the fifth
+        // silent epoch in a row.
+        let rules = ClassRules {
+            model: StandingModel::Reputation {
+                decrease_ppm: 800_000,
+                increase_ppm: 1_100_000,
+                floor_ppm: 500_000,
+            },
+            included_epochs: 10,
+            ..ClassRules::default()
+        };
+        let mut nodes = start();
+        let run = |nodes: &mut BTreeMap<Hotkey, Standing>, o: &Outcome| {
+            let el = eligible(nodes);
+            apply_epoch(&rules, o, &el, nodes)
+        };
+        assert!(run(&mut nodes, &silent(1, 6)).is_empty());
+        assert_eq!(nodes[&hk(2)].reputation_ppm, FULL_REPUTATION);
+        let expected = [800_000, 704_000, 619_520, 545_177];
+        for (e, rep) in (2..).zip(expected) {
+            run(&mut nodes, &silent(e, 7));
+            assert_eq!(nodes[&hk(2)].reputation_ppm, rep, "epoch {e}");
+        }
+        let ch = run(&mut nodes, &silent(6, 7));
+        assert!(ch.contains(&Change::Removed {
+            hotkey: hk(2),
+            reason: Removal::ReputationFloor
+        }));
+        assert!(!nodes.contains_key(&hk(2)));
+        for b in [1, 3, 4] {
+            assert_eq!(nodes[&hk(b)].reputation_ppm, FULL_REPUTATION);
+        }
     }
 }
