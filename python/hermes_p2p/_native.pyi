@@ -197,6 +197,14 @@ class Standing:
     penalties: int
     reputation_ppm: int
 
+class EpochTrace:
+    epoch: int
+    proposed_ago: Optional[float]
+    proposal_ago: Optional[float]
+    finalized_ago: Optional[float]
+    sent: tuple[int, int]
+    received: tuple[int, int]
+
 class ConsensusStatus:
     netuid: int
     block: Optional[int]
@@ -213,6 +221,7 @@ class ConsensusStatus:
     last_error: Optional[str]
     bad_records: dict[str, int]
     evidence: int
+    traces: list[EpochTrace]
 
 class ConsensusEvents:
     skipped: int

@@ -147,11 +147,13 @@ fn take_batch(key: usize) -> Vec<Completion> {
 #[pyfunction]
 fn drain(py: Python<'_>, key: usize) -> PyResult<()> {
     for c in take_batch(key) {
-        let (ok, value) = (c.outcome)(py);
         let fut = c.target.bind(py);
         if fut.call_method0("done")?.is_truthy()? {
+            // Cancelled meanwhile: the outcome is dropped unconverted, so a value that must not
+            // be lost unseen (an inbox message) can undo itself in its `Drop`.
             continue;
         }
+        let (ok, value) = (c.outcome)(py);
         if ok {
             fut.call_method1("set_result", (value,))?;
         } else {

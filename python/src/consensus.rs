@@ -131,6 +131,49 @@ impl Standing {
     }
 }
 
+/// One recent epoch as this node lived it. Times are seconds before the status was read (the
+/// runtime's instants are monotonic and mean nothing outside the process).
+#[pyclass(frozen, get_all, module = "hermes_p2p._native")]
+#[derive(Debug, Clone)]
+pub(crate) struct EpochTrace {
+    /// Epoch.
+    epoch: u64,
+    /// How long ago this node, elected, signed its proposal.
+    proposed_ago: Option<f64>,
+    /// How long ago this node first held the elected validator's proposal.
+    proposal_ago: Option<f64>,
+    /// How long ago this node's view of the round first counted ≥ 66 % of the validators.
+    finalized_ago: Option<f64>,
+    /// Consensus records published on the subnet's gossip topic: (messages, bytes).
+    sent: (u64, u64),
+    /// Consensus records received from it: (messages, bytes).
+    received: (u64, u64),
+}
+
+impl EpochTrace {
+    fn new(t: &hermes_actors::consensus::trace::EpochTrace, now: std::time::Instant) -> Self {
+        let ago = |i: Option<std::time::Instant>| i.map(|i| now.duration_since(i).as_secs_f64());
+        EpochTrace {
+            epoch: t.epoch,
+            proposed_ago: ago(t.proposed_at),
+            proposal_ago: ago(t.proposal_at),
+            finalized_ago: ago(t.finalized_at),
+            sent: (t.sent.messages, t.sent.bytes),
+            received: (t.received.messages, t.received.bytes),
+        }
+    }
+}
+
+#[pymethods]
+impl EpochTrace {
+    fn __repr__(&self) -> String {
+        format!(
+            "EpochTrace(epoch={}, sent={:?}, received={:?})",
+            self.epoch, self.sent, self.received
+        )
+    }
+}
+
 /// What a node knows of a subnet's current epoch.
 #[pyclass(frozen, get_all, module = "hermes_p2p._native")]
 #[derive(Debug, Clone)]
@@ -167,6 +210,8 @@ pub(crate) struct ConsensusStatus {
     bad_records: HashMap<String, u64>,
     /// Equivocations of this subnet's elected validators recorded as evidence.
     evidence: u64,
+    /// The last few epochs as this node lived them, oldest first.
+    traces: Vec<EpochTrace>,
 }
 
 impl ConsensusStatus {
@@ -200,6 +245,10 @@ impl ConsensusStatus {
                 .map(|(r, n)| (r.as_str().to_string(), n))
                 .collect(),
             evidence: s.evidence,
+            traces: {
+                let now = std::time::Instant::now();
+                s.traces.iter().map(|t| EpochTrace::new(t, now)).collect()
+            },
         }
     }
 }

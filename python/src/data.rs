@@ -227,15 +227,44 @@ impl Inbox {
     }
 }
 
+/// A message taken from the inbox for a `recv` whose result is not set yet. It becomes a
+/// [`Message`] only when handed to Python; dropped before that (the `recv` was cancelled after
+/// the runtime handed the message over, before the event loop set the result), it is given back
+/// to its sender, which delivers it again, instead of being acknowledged.
+struct Unclaimed(Option<hermes::Inbound>);
+
+impl<'py> IntoPyObject<'py> for Unclaimed {
+    type Target = Message;
+    type Output = Bound<'py, Message>;
+    type Error = PyErr;
+
+    fn into_pyobject(mut self, py: Python<'py>) -> PyResult<Bound<'py, Message>> {
+        match self.0.take() {
+            Some(m) => Bound::new(py, Message::new(m)),
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "message already handed over",
+            )),
+        }
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            m.give_back();
+        }
+    }
+}
+
 #[pymethods]
 impl Inbox {
     /// The next message; `None` once the node has shut down. Cancel-safe: a cancelled `recv`
-    /// loses nothing.
+    /// loses nothing (a message already taken for it is given back, see [`Unclaimed`]).
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let rx = self.rx.clone();
         spawn(py, async move {
             let mut rx = rx.lock().await;
-            Ok(rx.recv().await.map(Message::new))
+            Ok(rx.recv().await.map(|m| Unclaimed(Some(m))))
         })
     }
 }

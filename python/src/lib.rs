@@ -46,6 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consensus::EpochOutcome>()?;
     m.add_class::<consensus::ConsensusEvents>()?;
     m.add_class::<consensus::Standing>()?;
+    m.add_class::<consensus::EpochTrace>()?;
     m.add_class::<consensus::Equivocation>()?;
     m.add_class::<consensus::EvidenceEvents>()?;
     m.add_class::<firewall::FirewallStats>()?;

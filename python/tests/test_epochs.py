@@ -102,6 +102,9 @@ async def test_poll_consensus_reads_the_chain_now(pair):
             )
         }
         assert polled.evidence == 0
+        # No validator yet: nothing was gossiped, so no epoch has traffic in its trace.
+        assert all(isinstance(t, hermes_p2p.EpochTrace) and t.sent == (0, 0) == t.received
+                   for t in polled.traces)
         evidence = node.consensus_evidence()
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(anext(evidence), 0.5)
