@@ -30,32 +30,13 @@ use hermes::{Runtime, RuntimeHandle};
 use hermes_actors::chain::rpc::{RpcChain, RpcKind};
 use parity_scale_codec::Encode;
 use std::time::{Duration, Instant};
-use support::node;
+use support::{env_u64, load_avg, median, node};
 
 const NETUID: u16 = 5;
 const NEURONS: u16 = 256;
 /// Stakes changed by the block of (c).
 const CHANGED: u16 = 4;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 /// What one measured operation cost on the wire.
 #[derive(Default, Clone, Copy)]
@@ -268,8 +249,8 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        reads(env("BENCH_READS", 21)).await;
-        cold_starts(env("BENCH_ROUNDS", 7)).await;
+        reads(env_u64("BENCH_READS", 21) as usize).await;
+        cold_starts(env_u64("BENCH_ROUNDS", 7) as usize).await;
     });
     println!("load average at end: {}", load_avg());
 }

@@ -43,7 +43,7 @@ use hermes_actors::consensus::trace::EpochTrace;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{listen_addr, rss_mib};
+use support::{env_u64, listen_addr, load_avg, rss_mib};
 
 const NET: u16 = 5;
 const BLOCKS_PER_EPOCH: u64 = 2;
@@ -52,13 +52,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// How often the benchmark looks at the statuses to decide when to step (the figures come from
 /// the nodes' own instants, not from this).
 const LOOK: Duration = Duration::from_millis(10);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 /// Scores every eligible node 1.0 like the default hook, with `args` bytes of args, so a
 /// proposal has the size the simulation assumes.
@@ -124,15 +117,6 @@ fn fd_count() -> usize {
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn ms(d: Duration) -> String {
@@ -221,7 +205,7 @@ fn main() {
             "nodes learn each epoch at their own timer poll"
         }
     );
-    println!("load average at start: {}", loadavg());
+    println!("load average at start: {}", load_avg());
     let dir = tempfile::tempdir().expect("tempdir");
     let chain = dir.path().join("chain");
     DevChain::new(&chain)
@@ -400,7 +384,7 @@ fn main() {
             threads(),
             fd_count(),
             rss_mib(),
-            loadavg()
+            load_avg()
         );
         for h in nodes.drain(..) {
             h.shutdown().await.expect("shutdown");
@@ -427,5 +411,5 @@ fn main() {
             "; NOT ALL FINALIZED"
         }
     );
-    println!("load average at the end: {}", loadavg());
+    println!("load average at the end: {}", load_avg());
 }

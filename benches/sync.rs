@@ -33,20 +33,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::{listen_addr, node};
+use support::{env_u64, listen_addr, load_avg, median, node};
 
 const MIB: u64 = 1 << 20;
 /// Buffer of the disk copy and of the stream's reads and writes.
 const BUF: usize = 8 << 20;
 const NETUID: u16 = 1;
 const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn wanted(what: &str) -> bool {
     match std::env::var("BENCH_ONLY") {
@@ -57,18 +50,6 @@ fn wanted(what: &str) -> bool {
 
 fn mib_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64()
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -269,8 +250,8 @@ async fn sync_once(p: &Pair, src: &Path, dst: &Path, size: u64) -> (Duration, Du
 // ------------------------------------------------------------------ throughput
 
 fn throughput(rt: &tokio::runtime::Runtime, dir: &Path) {
-    let size = env("SYNC_BENCH_MIB", 1024) * MIB;
-    let rounds = env("SYNC_BENCH_ROUNDS", 3) as usize;
+    let size = env_u64("SYNC_BENCH_MIB", 1024) * MIB;
+    let rounds = env_u64("SYNC_BENCH_ROUNDS", 3) as usize;
     let src = dir.join("source.bin");
     let dst = dir.join("dest.bin");
     println!(
@@ -602,7 +583,7 @@ fn children(rt: &tokio::runtime::Runtime, dir: &Path) {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let resume_size = env("SYNC_BENCH_RESUME_MIB", 1024) * MIB;
+    let resume_size = env_u64("SYNC_BENCH_RESUME_MIB", 1024) * MIB;
     let chain = dir.join("child-chain");
     // Every node is on the chain before the sender starts (it reads the registry once), and
     // the receivers bootstrap to the sender: so the sender's port is chosen first.
@@ -778,8 +759,8 @@ fn split_cores(
     a: &RuntimeHandle,
     (cfg, ss58): &(PathBuf, String),
 ) {
-    let size = env("SYNC_BENCH_MIB", 1024) * MIB;
-    let rounds = env("SYNC_BENCH_ROUNDS", 3) as usize;
+    let size = env_u64("SYNC_BENCH_MIB", 1024) * MIB;
+    let rounds = env_u64("SYNC_BENCH_ROUNDS", 3) as usize;
     let pinned = Command::new("taskset")
         .args(["-a", "-c", "-p", "0", &std::process::id().to_string()])
         .stdout(Stdio::null())
