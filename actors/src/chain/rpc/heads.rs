@@ -142,17 +142,7 @@ impl Subscriber {
                 return Err(garbage("a message before the subscription's answer"));
             }
             if let Some(err) = v.get("error") {
-                return Err(RpcError::Server {
-                    method: "chain_subscribeFinalizedHeads".into(),
-                    code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                    message: err
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .chars()
-                        .take(200)
-                        .collect(),
-                });
+                return Err(RpcError::server("chain_subscribeFinalizedHeads", err));
             }
             // Substrate's ids are strings; older nodes used numbers.
             return match v.get("result") {

@@ -63,6 +63,23 @@ pub enum RpcError {
     },
 }
 
+impl RpcError {
+    /// The node's JSON-RPC `error` object answering `method`, its message cut to 200 characters.
+    pub(crate) fn server(method: &str, err: &Value) -> Self {
+        RpcError::Server {
+            method: method.to_string(),
+            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+            message: err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect(),
+        }
+    }
+}
+
 type HttpClient = crate::https::PooledClient<Full<Bytes>>;
 
 /// A JSON-RPC client for one endpoint.
@@ -231,17 +248,7 @@ impl RpcClient {
             }
             if let Some(err) = a.get("error") {
                 let method = calls.get(idx).map(|c| c.0).unwrap_or_default();
-                return Err(RpcError::Server {
-                    method: method.to_string(),
-                    code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                    message: err
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .chars()
-                        .take(200)
-                        .collect(),
-                });
+                return Err(RpcError::server(method, err));
             }
             match a.get_mut("result") {
                 Some(r) => *slot = Some(r.take()),
