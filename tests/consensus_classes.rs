@@ -137,6 +137,50 @@ async fn a_registered_node_climbs_to_validator_one_class_per_epoch() {
 /// validators drop it and refuse its connections as unregistered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_left_out_of_the_data_is_penalized_removed_and_refused() {
+    left_out(StandingModel::Penalty { max_penalties: 3 }).await;
+}
+
+/// The same under the reputation model: × 0.8 per epoch left out (1.0 → 0.8 → 0.64 → 0.512),
+/// removed once below the floor of 0.6, in the third epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_out_of_the_data_loses_reputation_is_removed_and_refused() {
+    left_out(StandingModel::Reputation {
+        decrease_ppm: 800_000,
+        increase_ppm: 1_050_000,
+        floor_ppm: 600_000,
+    })
+    .await;
+}
+
+/// Penalties and reputation of a node left out of `epochs` epochs in a row under `model`, and
+/// whether the last of them removed it.
+fn after_misses(model: StandingModel, epochs: u32) -> (u32, u32, Option<Removal>) {
+    match model {
+        StandingModel::Penalty { max_penalties } => (
+            epochs,
+            FULL_REPUTATION,
+            (epochs >= max_penalties).then_some(Removal::MaxPenalties),
+        ),
+        StandingModel::Reputation {
+            decrease_ppm,
+            floor_ppm,
+            ..
+        } => {
+            let mut rep = u64::from(FULL_REPUTATION);
+            for _ in 0..epochs {
+                rep = rep * u64::from(decrease_ppm) / 1_000_000;
+            }
+            let rep = u32::try_from(rep).unwrap();
+            (
+                0,
+                rep,
+                (rep < floor_ppm).then_some(Removal::ReputationFloor),
+            )
+        }
+    }
+}
+
+async fn left_out(model: StandingModel) {
     use NodeClass::*;
     let mut classes = vec![Validator; 4];
     classes.push(Included);
@@ -147,7 +191,7 @@ async fn a_node_left_out_of_the_data_is_penalized_removed_and_refused() {
             idle_epochs: 1,
             // Never reached here: a node that keeps missing never progresses.
             included_epochs: 10,
-            model: StandingModel::Penalty { max_penalties: 3 },
+            model,
         },
         // The validators must notice the removal quickly.
         registry_poll: Duration::from_millis(200),
@@ -165,17 +209,22 @@ async fn a_node_left_out_of_the_data_is_penalized_removed_and_refused() {
     }
     assert_eq!(c.next_epoch(), 1);
     for epoch in 1..=3u64 {
-        let penalties = u32::try_from(epoch).unwrap() - 1;
+        let misses = u32::try_from(epoch).unwrap();
+        let (penalties, reputation, _) = after_misses(model, misses - 1);
         let st = c.standing(out).unwrap().standing;
         assert_eq!(
-            (st.class, st.penalties),
-            (Included, penalties),
+            (st.class, st.penalties, st.reputation_ppm),
+            (Included, penalties, reputation),
             "epoch {epoch}"
         );
         assert!(c.current().round.params().eligible.contains(&who));
         let s = c.nodes[out].poll_consensus(NET).await.unwrap();
         let st = s.standing.expect("the node reports its standing");
-        assert_eq!((st.class, st.penalties), (Included, penalties), "{s:?}");
+        assert_eq!(
+            (st.class, st.penalties, st.reputation_ppm),
+            (Included, penalties, reputation),
+            "{s:?}"
+        );
         assert!(
             c.attested(4).await,
             "epoch {epoch}: not every validator attested: {:?}",
@@ -187,15 +236,18 @@ async fn a_node_left_out_of_the_data_is_penalized_removed_and_refused() {
             None
         );
         assert_eq!(c.next_epoch(), epoch + 1);
+        let (penalties, reputation_ppm, removed) = after_misses(model, misses);
         let mut expected = vec![Change::Punished {
             hotkey: who,
-            penalties: penalties + 1,
-            reputation_ppm: FULL_REPUTATION,
+            penalties,
+            reputation_ppm,
         }];
-        if epoch == 3 {
+        // Removed exactly in the third epoch, under either model.
+        assert_eq!(removed.is_some(), epoch == 3, "{model:?}");
+        if let Some(reason) = removed {
             expected.push(Change::Removed {
                 hotkey: who,
-                reason: Removal::MaxPenalties,
+                reason,
             });
         }
         for (i, o) in c.outcomes(epoch).await.into_iter().enumerate() {
