@@ -85,6 +85,7 @@ class Message:
 
 class Inbox:
     def recv(self) -> Awaitable[Optional[Message]]: ...
+    def try_recv(self) -> Optional[Message]: ...
 
 class IncomingStream:
     sender: str

@@ -34,14 +34,22 @@ class Messages:
         return self
 
     async def __anext__(self) -> _native.Message:
-        msg = await self._inbox.recv()
+        # A message already waiting is handed out without a trip through the event loop.
+        msg = self._inbox.try_recv()
+        if msg is None:
+            msg = await self._inbox.recv()
         if msg is None:
             raise StopAsyncIteration
         return msg
 
     async def recv(self) -> Optional[_native.Message]:
         """The next message, or None once the node has shut down."""
-        return await self._inbox.recv()
+        msg = self._inbox.try_recv()
+        return msg if msg is not None else await self._inbox.recv()
+
+    def recv_nowait(self) -> Optional[_native.Message]:
+        """The next message if one is already waiting, else None (never waits)."""
+        return self._inbox.try_recv()
 
 
 class StreamReader:

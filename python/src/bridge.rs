@@ -25,7 +25,7 @@ use crate::errors::Failure;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyCFunction;
-use pyo3::BoundObject;
+use pyo3::{intern, BoundObject};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -148,16 +148,16 @@ fn take_batch(key: usize) -> Vec<Completion> {
 fn drain(py: Python<'_>, key: usize) -> PyResult<()> {
     for c in take_batch(key) {
         let fut = c.target.bind(py);
-        if fut.call_method0("done")?.is_truthy()? {
+        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
             // Cancelled meanwhile: the outcome is dropped unconverted, so a value that must not
             // be lost unseen (an inbox message) can undo itself in its `Drop`.
             continue;
         }
         let (ok, value) = (c.outcome)(py);
         if ok {
-            fut.call_method1("set_result", (value,))?;
+            fut.call_method1(intern!(py, "set_result"), (value,))?;
         } else {
-            fut.call_method1("set_exception", (value,))?;
+            fut.call_method1(intern!(py, "set_exception"), (value,))?;
         }
     }
     Ok(())
@@ -172,7 +172,10 @@ struct Canceller {
 #[pymethods]
 impl Canceller {
     fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        if fut.call_method0("cancelled")?.is_truthy()? {
+        if fut
+            .call_method0(intern!(fut.py(), "cancelled"))?
+            .is_truthy()?
+        {
             self.task.abort();
         }
         Ok(())
@@ -185,6 +188,19 @@ fn drainer(py: Python<'_>) -> PyResult<&Py<PyCFunction>> {
     DRAIN.get_or_try_init(py, || Ok(wrap_pyfunction!(drain, py)?.unbind()))
 }
 
+/// The running event loop (`asyncio.get_running_loop()`, the function looked up once).
+///
+/// # Errors
+/// `RuntimeError` when no loop is running on this thread.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
+    })?
+    .bind(py)
+    .call0()
+}
+
 /// Runs `fut` on the executor and returns an `asyncio.Future` of the running loop that
 /// resolves to its output (converted to Python), or raises its [`Failure`].
 ///
@@ -195,8 +211,8 @@ where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
-    let py_fut = event_loop.call_method0("create_future")?;
+    let event_loop = running_loop(py)?;
+    let py_fut = event_loop.call_method0(intern!(py, "create_future"))?;
     let rt = executor().map_err(|f| f.into_pyerr(py))?;
     let drain = drainer(py)?.clone_ref(py);
     let key = event_loop.as_ptr() as usize;
@@ -228,7 +244,7 @@ where
             // is dropped on purpose (with the GIL, outside the lock).
             if on_loop
                 .bind(py)
-                .call_method1("call_soon_threadsafe", (drain, key))
+                .call_method1(intern!(py, "call_soon_threadsafe"), (drain, key))
                 .is_err()
             {
                 drop(take_batch(key));
@@ -241,7 +257,7 @@ where
     let cancel = Canceller {
         task: task.abort_handle(),
     };
-    py_fut.call_method1("add_done_callback", (cancel,))?;
+    py_fut.call_method1(intern!(py, "add_done_callback"), (cancel,))?;
     Ok(py_fut)
 }
 

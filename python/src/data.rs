@@ -267,6 +267,20 @@ impl Inbox {
             Ok(rx.recv().await.map(|m| Unclaimed(Some(m))))
         })
     }
+
+    /// The next message if one is already waiting, without awaiting: `None` when the inbox is
+    /// empty, a `recv` is pending, or the node has shut down. Lets a consumer take a burst of
+    /// waiting messages without a round trip through the event loop for each; a message stays
+    /// in the runtime's inbox (unacknowledged) until it is handed out here.
+    fn try_recv(&self, py: Python<'_>) -> PyResult<Option<Py<Message>>> {
+        let Ok(mut rx) = self.rx.try_lock() else {
+            return Ok(None);
+        };
+        match rx.try_recv() {
+            Some(m) => Ok(Some(Py::new(py, Message::new(m))?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A stream opened to this node: who sent it, and its data.

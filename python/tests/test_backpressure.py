@@ -151,3 +151,51 @@ async def test_cancelled_write_to_the_rust_node_leaves_both_usable(pair):
             "the second stream")
         assert got["from"] == pair.py_ss58
         assert (pair.inbox / "whole.bin").read_bytes() == b"w" * 100_000
+
+
+async def test_waiting_messages_taken_without_awaiting_and_the_rest_kept(pair):
+    """`recv_nowait` hands out what is already in the inbox; what is not handed out stays
+    unacknowledged, so a node that stops with messages waiting gets them again."""
+    b_config, b_ss58 = pair.add_python_node("py2")
+    configure(b_config, inbox_capacity=CAPACITY)
+    async with hermes_p2p.Node.start(pair.py_config) as a:
+        sent: dict[str, bytes] = {}
+        async with hermes_p2p.Node.start(b_config) as b:
+            await connected(a, b_ss58)
+            inbox = b.messages()
+            assert inbox.recv_nowait() is None, "a message out of nowhere"
+            for i in range(CAPACITY):
+                data = bytes([i]) * 64
+                sent[await asyncio.wait_for(a.send(b_ss58, NETUID, data), WAIT)] = data
+
+            async def inbox_full():
+                return (await b.message_stats()).received >= CAPACITY
+
+            await eventually(inbox_full, "the receiver's inbox filling up")
+            taken = [inbox.recv_nowait() for _ in range(2)]
+            assert all(m is not None for m in taken), taken
+            assert len({m.id for m in taken}) == 2
+            for m in taken:
+                assert sent[m.id] == m.data
+                m.ack()
+
+            async def two_delivered():
+                return (await a.message_stats()).delivered >= 2
+
+            await eventually(two_delivered, "the two taken messages acknowledged")
+        # b stopped with two messages in its inbox that nobody took: not acknowledged.
+        stats = await a.message_stats()
+        assert stats.delivered == 2
+        assert stats.outbox == CAPACITY - 2
+        rest = {mid: data for mid, data in sent.items() if mid not in {m.id for m in taken}}
+
+        async with hermes_p2p.Node.start(b_config) as b:
+            got: dict[str, bytes] = {}
+            inbox = b.messages()
+            async with asyncio.timeout(WAIT):
+                while len(got) < len(rest):
+                    msg = await anext(inbox)
+                    assert msg.id not in got, "delivered twice"
+                    got[msg.id] = msg.data
+                    msg.ack()
+            assert got == rest
