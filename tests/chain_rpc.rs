@@ -1,14 +1,19 @@
-//! Real nodes over loopback with the subtensor backend, reading the in-process JSON-RPC node of
-//! hermes-actors' tests: registered, staked hotkeys are admitted by their verified bindings, an
-//! unregistered or under-staked one is not, and a block lowering a connected peer's stake below
-//! the minimum drops it.
+//! Real nodes over loopback with the subtensor and hypertensor backends, reading the in-process
+//! JSON-RPC node of hermes-actors' tests.
+//! - Subtensor: registered, staked hotkeys are admitted by their verified bindings, an
+//!   unregistered or under-staked one is not.
+//! - Hypertensor: peer ids listed on chain under 20-byte accounts are admitted whatever sr25519
+//!   hotkey signed their bindings, and exchange messages; an unlisted or under-staked one is not.
+//!
+//! On both, a block lowering a connected peer's stake below the minimum drops it.
 
 #[path = "../actors/tests/chain_rpc_support/mod.rs"]
 mod chain_rpc_support;
 mod common;
 
+use chain_rpc_support::metadata::SubnetNodeClass;
 use chain_rpc_support::metadata::{self as meta, Drift};
-use chain_rpc_support::storage::{st_register, st_stake_key};
+use chain_rpc_support::storage::{ht_register, ht_stake_key, st_register, st_stake_key};
 use chain_rpc_support::Node;
 use common::{addr, denied, eventually, sees, start, NodeDir};
 use hermes::config::{ChainKind, HumanDuration, SubnetMode};
@@ -25,9 +30,9 @@ fn account(n: &NodeDir) -> [u8; 32] {
     Hotkey::from_ss58(&n.ss58).unwrap().0 .0
 }
 
-fn config(n: &NodeDir, url: &str) -> hermes::Config {
+fn config(n: &NodeDir, kind: ChainKind, url: &str) -> hermes::Config {
     let mut c = n.config().with_subnets(SubnetMode::Whitelist, vec![NETUID]);
-    c.chain.kind = ChainKind::Subtensor;
+    c.chain.kind = kind;
     c.chain.url = url.to_string();
     c.chain.poll_interval = HumanDuration(Duration::from_millis(100));
     c.firewall.min_stake = 100;
@@ -52,12 +57,13 @@ async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change(
     let rpc = Node::start(meta::subtensor(Drift::None), storage).await;
     let url = rpc.url();
 
-    let a = start(config(&na, &url)).await;
+    let config = |n: &NodeDir| config(n, ChainKind::Subtensor, &url);
+    let a = start(config(&na)).await;
     let boot = addr(&a).await;
-    let b = start(config(&nb, &url).with_bootstrap(vec![boot.clone()])).await;
+    let b = start(config(&nb).with_bootstrap(vec![boot.clone()])).await;
     assert!(sees(&a, &nb.ss58).await, "b was never admitted");
-    let c = start(config(&nc, &url).with_bootstrap(vec![boot.clone()])).await;
-    let d = start(config(&nd, &url).with_bootstrap(vec![boot.clone()])).await;
+    let c = start(config(&nc).with_bootstrap(vec![boot.clone()])).await;
+    let d = start(config(&nd).with_bootstrap(vec![boot.clone()])).await;
     assert!(
         eventually(WAIT, || async {
             denied(&a, DenyReason::InsufficientStake).await > 0
@@ -78,6 +84,121 @@ async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change(
             st_stake_key(account(&nb), NETUID),
             meta::AlphaCurrency(1).encode(),
         );
+    });
+    assert!(
+        eventually(WAIT, || async {
+            !a.peers().await.unwrap().iter().any(|p| p.ss58 == nb.ss58)
+        })
+        .await,
+        "b stayed connected below the minimum stake"
+    );
+    for rt in [a, b, c, d] {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// A Hypertensor account: 20 bytes, unrelated to any node's sr25519 hotkey.
+fn account20(i: u8) -> [u8; 20] {
+    [0xe0 | i; 20]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypertensor_admits_listed_peer_ids_whatever_hotkey_signed_and_drops_on_a_stake_change() {
+    let (na, nb, nc, nd) = (
+        NodeDir::new(),
+        NodeDir::new(),
+        NodeDir::new(),
+        NodeDir::new(),
+    );
+    // A and B listed and staked, C listed under the minimum, D not listed. The chain binds each
+    // peer id to a 20-byte account of its own: none of the nodes' sr25519 hotkeys (which sign
+    // their bindings) appears on it.
+    let mut storage = BTreeMap::new();
+    for (id, n, class, stake) in [
+        (1u8, &na, SubnetNodeClass::Validator, 1000u128),
+        (2, &nb, SubnetNodeClass::Included, 1000),
+        (3, &nc, SubnetNodeClass::Idle, 5),
+    ] {
+        let peer = n.peer_id().to_base58();
+        let subnet = u32::from(NETUID);
+        ht_register(
+            &mut storage,
+            subnet,
+            id.into(),
+            account20(id),
+            &peer,
+            class,
+            stake,
+        );
+    }
+    let rpc = Node::start(meta::hypertensor(Drift::None), storage).await;
+    let url = rpc.url();
+    let config = |n: &NodeDir| config(n, ChainKind::Hypertensor, &url);
+
+    let a = start(config(&na)).await;
+    let boot = addr(&a).await;
+    let b = start(config(&nb).with_bootstrap(vec![boot.clone()])).await;
+    assert!(sees(&a, &nb.ss58).await, "b was never admitted");
+    assert!(sees(&b, &na.ss58).await, "b never admitted a");
+    // Admitted by its on-chain peer id, known by the hotkey that signed its binding, in the
+    // subnet the chain lists it in.
+    let peer = a.peers().await.unwrap();
+    let pb = peer.iter().find(|p| p.ss58 == nb.ss58).unwrap();
+    assert_eq!(pb.peer_id, nb.peer_id());
+    assert_eq!(pb.netuids, vec![NETUID]);
+    for n in [&na, &nb] {
+        let hotkey = Hotkey::from_ss58(&n.ss58).unwrap().0;
+        assert_ne!(&hotkey.0[..20], &account20(1)[..]);
+        assert_ne!(&hotkey.0[..20], &account20(2)[..]);
+    }
+
+    // Messages flow both ways, addressed by those hotkeys.
+    let mut inbox_b = b.subscribe().unwrap();
+    let id = a
+        .send(&nb.ss58, NETUID, b"over hypertensor".to_vec())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(WAIT, inbox_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.id, got.from.as_str(), got.netuid),
+        (id, na.ss58.as_str(), NETUID)
+    );
+    assert_eq!(got.bytes, b"over hypertensor");
+    got.ack();
+    let mut inbox_a = a.subscribe().unwrap();
+    b.send(&na.ss58, NETUID, b"and back".to_vec())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(WAIT, inbox_a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bytes, b"and back");
+    got.ack();
+
+    // C is listed with too little stake, D not at all: refused by their peer ids.
+    let c = start(config(&nc).with_bootstrap(vec![boot.clone()])).await;
+    let d = start(config(&nd).with_bootstrap(vec![boot.clone()])).await;
+    assert!(
+        eventually(WAIT, || async {
+            denied(&a, DenyReason::InsufficientStake).await > 0
+                && denied(&a, DenyReason::Unregistered).await > 0
+        })
+        .await,
+        "c and d were not refused"
+    );
+    let peers = a.peers().await.unwrap();
+    assert!(
+        !peers.iter().any(|p| p.ss58 == nc.ss58 || p.ss58 == nd.ss58),
+        "{peers:?}"
+    );
+
+    // A block takes B's account's stake below the minimum: A drops it.
+    rpc.new_block(|s| {
+        s.insert(ht_stake_key(account20(2), NETUID.into()), 1u128.encode());
     });
     assert!(
         eventually(WAIT, || async {

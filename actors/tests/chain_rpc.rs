@@ -6,9 +6,7 @@ mod chain_rpc_support;
 
 use actix::prelude::*;
 use chain_rpc_support::metadata::{self as meta, Drift};
-use chain_rpc_support::storage::{
-    blake2_128_concat, prefix, st_hotkey, st_stake_key, subtensor_storage, Storage,
-};
+use chain_rpc_support::storage::{self, st_hotkey, st_stake_key, subtensor_storage, Storage};
 use chain_rpc_support::{Mode, Node, Push};
 use hermes_actors::chain::rpc::transport::MAX_ANSWER;
 use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
@@ -27,41 +25,17 @@ const PEERS: [&str; 3] = [
     "12D3KooWRBaDjKHbLNNj8tRQRnd3Cm6EqU7A5v9iv8XiU8Sm7m4f",
 ];
 
+/// Node `i` of the tests: account `[i; 20]`, peer id `PEERS[i]`.
 fn ht_node(i: u8, class: meta::SubnetNodeClass) -> meta::SubnetNode {
-    meta::SubnetNode {
-        id: u32::from(i),
-        hotkey: meta::AccountId20([i; 20]),
-        peer_id: meta::OpaquePeerId(PEERS[usize::from(i)].as_bytes().to_vec()),
-        bootnode_peer_id: meta::OpaquePeerId(vec![]),
-        client_peer_id: meta::OpaquePeerId(vec![]),
-        bootnode: Some(meta::BoundedVec(b"/ip4/127.0.0.1/tcp/1".to_vec())),
-        classification: meta::SubnetNodeClassification {
-            node_class: class,
-            start_epoch: 3,
-        },
-        delegate_reward_rate: 5,
-        last_delegate_reward_rate_update: 1,
-        unique: None,
-        non_unique: Some(meta::BoundedVec(b"x".to_vec())),
-    }
+    storage::ht_node(u32::from(i), [i; 20], PEERS[usize::from(i)], class)
 }
 
 fn ht_stake_key(i: u8, subnet: u32) -> Vec<u8> {
-    [
-        prefix("Network", "AccountSubnetStake"),
-        blake2_128_concat(&meta::AccountId20([i; 20]).encode()),
-        subnet.encode(),
-    ]
-    .concat()
+    storage::ht_stake_key([i; 20], subnet)
 }
 
 fn ht_node_key(subnet: u32, i: u8) -> Vec<u8> {
-    [
-        prefix("Network", "SubnetNodesData"),
-        subnet.encode(),
-        u32::from(i).encode(),
-    ]
-    .concat()
+    storage::ht_node_key(subnet, u32::from(i))
 }
 
 /// Hypertensor storage: nodes 0 (Validator) and 1 (Idle) in subnet 2, staked 500 and 700.
