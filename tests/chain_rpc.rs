@@ -6,6 +6,9 @@
 //!   hotkey signed their bindings, and exchange messages; an unlisted or under-staked one is not.
 //!
 //! On both, a block lowering a connected peer's stake below the minimum drops it.
+//!
+//! And `hermes chain check` against the same node: the registration, and how new blocks are
+//! followed (the subscription tried once on a `ws://` URL, polling on `http://`).
 
 #[path = "../actors/tests/chain_rpc_support/mod.rs"]
 mod chain_rpc_support;
@@ -210,4 +213,86 @@ async fn hypertensor_admits_listed_peer_ids_whatever_hotkey_signed_and_drops_on_
     for rt in [a, b, c, d] {
         rt.shutdown().await.unwrap();
     }
+}
+
+/// Runs `hermes chain check` on `cfg`, written into `n`'s directory.
+async fn chain_check(n: &NodeDir, cfg: hermes::Config) -> (bool, String, String) {
+    let path = n.path().join("check.json");
+    std::fs::write(&path, cfg.to_pretty_json()).unwrap();
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hermes"))
+            .args(["chain", "check", "-c"])
+            .arg(&path)
+            .env_remove("HERMES_HOTKEY_URI")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (o.status.success(), text(o.stdout), text(o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_check_shows_the_registration_and_how_new_blocks_are_followed() {
+    let (n, other) = (NodeDir::new(), NodeDir::new());
+    let peer = n.peer_id().to_base58();
+    let mut storage = BTreeMap::new();
+    let subnet = u32::from(NETUID);
+    let validator = SubnetNodeClass::Validator;
+    ht_register(
+        &mut storage,
+        subnet,
+        1,
+        account20(1),
+        &peer,
+        validator,
+        1000,
+    );
+    let other_peer = other.peer_id().to_base58();
+    let idle = SubnetNodeClass::Idle;
+    ht_register(&mut storage, subnet, 2, account20(2), &other_peer, idle, 7);
+    let rpc = Node::start(meta::hypertensor(Drift::None), storage).await;
+    let ws = rpc.url();
+    let http = format!("http://{}", rpc.addr);
+
+    // ws://: the subscription is tried once and works.
+    let (ok, out, err) = chain_check(&n, config(&n, ChainKind::Hypertensor, &ws)).await;
+    assert!(ok, "{out}{err}");
+    for line in [
+        "block: 1 (finalized, 0x".to_string(),
+        format!("subnet {NETUID}: 2 node(s)"),
+        format!("  registered: yes, stake 1000, class validator, peer id {peer}"),
+        "new blocks: subscription (ws), polling every 100ms as the fallback".to_string(),
+        "  subscription: works (first finalized head: block 1, after ".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} not in:\n{out}");
+    }
+    assert_eq!(rpc.subscriptions(), 1);
+
+    // http://: polled only, nothing subscribes.
+    let (ok, out, err) = chain_check(&n, config(&n, ChainKind::Hypertensor, &http)).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("new blocks: polling every 100ms (chain.url is not ws:// or wss://"),
+        "{out}"
+    );
+    assert!(!out.contains("subscription:"), "{out}");
+    assert_eq!(rpc.subscriptions(), 1);
+
+    // ws:// to an endpoint that refuses WebSocket (reads over HTTP still work): the check
+    // shows the registry, says the subscription does not work and fails.
+    rpc.set_websocket(false);
+    let (ok, out, err) = chain_check(&n, config(&n, ChainKind::Hypertensor, &ws)).await;
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("registered: yes, stake 1000"), "{out}");
+    assert!(out.contains("  subscription: does not work: "), "{out}");
+    assert!(
+        err.contains(&format!(
+            "the subscription to new heads at {ws} does not work"
+        )) && err.contains("only every 100ms (chain.poll_interval)"),
+        "{err}"
+    );
+    assert_eq!(rpc.subscriptions(), 1);
 }

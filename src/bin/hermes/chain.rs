@@ -1,22 +1,30 @@
 //! `hermes chain check`: what the node sees on its chain (block, subnet sizes, its own
-//! registration, stake, class), the first thing to run against a real chain.
+//! registration, stake, class) and how it follows new blocks (subscription or polling, with the
+//! subscription tried once), the first thing to run against a real chain.
 
 use crate::identity::transport_key_of;
 use crate::{block_on, outln};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use futures::StreamExt;
 use hermes::{Config, HotkeyPair};
 use hermes_actors::chain::rpc::RpcChain;
 use hermes_actors::chain::Chain;
 use hermes_proto::chain::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the check waits for the subscription's first head (a Substrate node sends the
+/// current finalized head as soon as the subscription is made).
+const FIRST_HEAD_WAIT: Duration = Duration::from_secs(10);
 
 /// `hermes chain …`.
 #[derive(Subcommand, Debug)]
 pub(crate) enum ChainCmd {
-    /// Read the configured chain once and print the block, each subnet's size and this node's
-    /// registration, stake and class.
+    /// Read the configured chain once and print the block, each subnet's size, this node's
+    /// registration, stake and class, and how new blocks are followed (a `ws://` or `wss://`
+    /// URL's subscription is tried once).
     Check {
         /// The node's config file.
         #[arg(long = "config", short = 'c', value_name = "FILE")]
@@ -38,13 +46,14 @@ fn check(config: &Path) -> Result<()> {
         .public()
         .to_peer_id()
         .to_base58();
-    let (registry, block) = block_on(async {
+    let (registry, block, heads) = block_on(async {
         if let Some(kind) = cfg.chain.kind.rpc() {
             let chain = RpcChain::new(&cfg.chain.url, kind, cfg.subnets.netuids.clone())?;
             let snap = chain.snapshot().await?;
             Ok::<_, hermes_actors::chain::ChainError>((
                 snap.registry,
                 Some((snap.block, snap.block_hash)),
+                chain.follow_heads(),
             ))
         } else {
             let backend: Arc<dyn Chain> = match cfg.chain.kind {
@@ -53,7 +62,7 @@ fn check(config: &Path) -> Result<()> {
                 }
                 _ => Arc::new(hermes_actors::chain::DevChain::new(&cfg.chain.path)),
             };
-            Ok((backend.registry().await?, None))
+            Ok((backend.registry().await?, None, None))
         }
     })
     .with_context(|| format!("reading the chain ({:?})", cfg.chain.kind))?;
@@ -62,14 +71,67 @@ fn check(config: &Path) -> Result<()> {
         None => outln!("block: - (a local chain)"),
     }
     report(&cfg, &registry, &hotkey, &peer_id);
-    if !registry
+    let poll = humantime::format_duration(cfg.chain.poll_interval.0);
+    let subscription = match heads {
+        Some(heads) => {
+            outln!("new blocks: subscription (ws), polling every {poll} as the fallback");
+            let r = block_on(first_head(heads));
+            match &r {
+                Ok((n, took)) => outln!(
+                    "  subscription: works (first finalized head: block {n}, after {} ms)",
+                    took.as_millis()
+                ),
+                Err(e) => outln!("  subscription: does not work: {e}"),
+            }
+            r.err()
+        }
+        None if block.is_some() => {
+            outln!(
+                "new blocks: polling every {poll} (chain.url is not ws:// or wss://: no \
+                 subscription)"
+            );
+            None
+        }
+        None => {
+            outln!("new blocks: polling every {poll} (a local chain)");
+            None
+        }
+    };
+    let registered = registry
         .by_hotkey(&hotkey)
         .chain(registry.by_peer(&peer_id))
-        .any(|e| cfg.subnets.netuids.contains(&e.netuid))
-    {
-        bail!("this node is not registered in any of its subnets");
+        .any(|e| cfg.subnets.netuids.contains(&e.netuid));
+    match (subscription, registered) {
+        (None, true) => Ok(()),
+        (None, false) => bail!("this node is not registered in any of its subnets"),
+        (Some(e), registered) => bail!(
+            "the subscription to new heads at {} does not work ({e}): the node would read new \
+             blocks only every {poll} (chain.poll_interval); check that the endpoint accepts \
+             WebSocket connections (a proxy in front of it may not){}",
+            cfg.chain.url,
+            if registered {
+                ""
+            } else {
+                "; and this node is not registered in any of its subnets"
+            }
+        ),
     }
-    Ok(())
+}
+
+/// The first head of a subscription and how long it took, within [`FIRST_HEAD_WAIT`].
+async fn first_head(
+    mut heads: futures::stream::BoxStream<'static, Result<u64, hermes_actors::chain::ChainError>>,
+) -> Result<(u64, Duration), String> {
+    let start = Instant::now();
+    match tokio::time::timeout(FIRST_HEAD_WAIT, heads.next()).await {
+        Ok(Some(Ok(n))) => Ok((n, start.elapsed())),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(None) => Err("the subscription ended without a head".into()),
+        Err(_) => Err(format!(
+            "no head within {}",
+            humantime::format_duration(FIRST_HEAD_WAIT)
+        )),
+    }
 }
 
 fn report(cfg: &Config, registry: &Registry, hotkey: &hermes_proto::Hotkey, peer_id: &str) {
