@@ -16,7 +16,9 @@ mod common;
 
 use chain_rpc_support::metadata::SubnetNodeClass;
 use chain_rpc_support::metadata::{self as meta, Drift};
-use chain_rpc_support::storage::{ht_register, ht_stake_key, st_register, st_stake_key};
+use chain_rpc_support::storage::{
+    ht_epoch_key, ht_register, ht_slot_key, ht_stake_key, st_register, st_stake_key,
+};
 use chain_rpc_support::Node;
 use common::{addr, denied, eventually, sees, start, NodeDir};
 use hermes::config::{ChainKind, HumanDuration, SubnetMode};
@@ -155,6 +157,13 @@ async fn hypertensor_admits_listed_peer_ids_whatever_hotkey_signed_and_drops_on_
         assert_ne!(&hotkey.0[..20], &account20(2)[..]);
     }
 
+    // The chain has epochs, but its rounds are its own: consensus stays off and says why.
+    let why = a.consensus_off().unwrap_or_default().to_string();
+    assert!(
+        why.contains("hypertensor chain at") && why.contains("Hypertensor elects"),
+        "{why}"
+    );
+
     // Messages flow both ways, addressed by those hotkeys.
     let mut inbox_b = b.subscribe().unwrap();
     let id = a
@@ -253,6 +262,12 @@ async fn chain_check_shows_the_registration_and_how_new_blocks_are_followed() {
     let other_peer = other.peer_id().to_base58();
     let idle = SubnetNodeClass::Idle;
     ht_register(&mut storage, subnet, 2, account20(2), &other_peer, idle, 7);
+    // The subnet's epochs start at block 1; this node is elected in its epoch 0.
+    storage.insert(ht_slot_key(subnet), 1u32.encode());
+    storage.insert(
+        ht_epoch_key("SubnetElectedValidator", subnet, 0),
+        1u32.encode(),
+    );
     let rpc = Node::start(meta::hypertensor(Drift::None), storage).await;
     let ws = rpc.url();
     let http = format!("http://{}", rpc.addr);
@@ -266,6 +281,11 @@ async fn chain_check_shows_the_registration_and_how_new_blocks_are_followed() {
         format!("  registered: yes, stake 1000, class validator, peer id {peer}"),
         "new blocks: subscription (ws), polling every 100ms as the fallback".to_string(),
         "  subscription: works (first finalized head: block 1, after ".to_string(),
+        "epoch: 0 (4 blocks per epoch)".to_string(),
+        format!(
+            "subnet {NETUID} consensus: subnet epoch 0 (slot 1), elected validator node 1, peer id \
+             {peer} (this node), proposal submitted: no"
+        ),
     ] {
         assert!(out.contains(&line), "{line:?} not in:\n{out}");
     }

@@ -212,6 +212,88 @@ fn hypertensor_peer_ids_classes_and_a_new_block_changing_stake() {
 }
 
 #[test]
+fn hypertensor_epochs_and_elected_validators_are_read_and_hermes_rounds_are_not_offered() {
+    use hermes_actors::chain::Chain;
+    use storage::{ht_epoch_key, ht_slot_key};
+    const ELECTED: &str = "SubnetElectedValidator";
+    const SUBMITTED: &str = "SubnetConsensusSubmission";
+    run(async {
+        // Subnet 2's epochs start at block 1; in its epoch 0 node 1 was elected and submitted.
+        let mut s = hypertensor_storage();
+        s.insert(ht_slot_key(2), 1u32.encode());
+        s.insert(ht_epoch_key(ELECTED, 2, 0), 1u32.encode());
+        s.insert(
+            ht_epoch_key(SUBMITTED, 2, 0),
+            meta::ConsensusData(vec![1, 2, 3]).encode(),
+        );
+        let node = Node::start(meta::hypertensor(Drift::None), s).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Hypertensor, vec![2]).unwrap();
+        let head = chain.head().await.unwrap();
+        assert_eq!(
+            (head.block, head.epoch, head.blocks_per_epoch),
+            (1, 0, u64::from(meta::HT_EPOCH_LENGTH))
+        );
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!(
+            (c.block, c.epoch, c.epoch_length),
+            (1, 0, meta::HT_EPOCH_LENGTH)
+        );
+        assert_eq!(
+            (c.slot, c.subnet_epoch, c.elected),
+            (Some(1), Some(0), Some(1))
+        );
+        let elected = c.elected_node.unwrap();
+        assert_eq!(
+            (elected.peer_id.as_str(), elected.class),
+            (PEERS[1], NodeClass::Idle)
+        );
+        assert!(c.submitted);
+        // Subnet 3 has no slot: no epoch of its own, nothing elected.
+        let c = chain.subnet_consensus(3).await.unwrap();
+        assert_eq!(
+            (c.slot, c.subnet_epoch, c.elected, c.submitted),
+            (None, None, None, false)
+        );
+
+        // Four blocks later: epoch 1 of the chain and of the subnet, nobody elected yet.
+        for _ in 0..meta::HT_EPOCH_LENGTH {
+            node.new_block(|_| {});
+        }
+        assert_eq!(chain.head().await.unwrap().epoch, 1);
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!((c.block, c.subnet_epoch, c.elected), (5, Some(1), None));
+        assert!(!c.submitted && c.elected_node.is_none());
+        // An elected node id the subnet no longer lists: the id without a node.
+        node.new_block(|s| {
+            s.insert(ht_epoch_key(ELECTED, 2, 1), 7u32.encode());
+        });
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!((c.elected, c.elected_node), (Some(7), None));
+        // A value that is not a u32 is an error, not a guess.
+        node.new_block(|s| {
+            s.insert(ht_epoch_key(ELECTED, 2, 1), vec![1, 2, 3]);
+        });
+        let err = chain.subnet_consensus(2).await.unwrap_err().to_string();
+        assert!(err.contains("SubnetElectedValidator"), "{err}");
+
+        // Hermes' own rounds are not offered (Hypertensor runs its own), so a node keeps its
+        // consensus off; nor is anything on Subtensor.
+        let err = chain.epoch(2, None).await.unwrap_err();
+        assert!(matches!(err, ChainError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("Hypertensor elects"), "{err}");
+        let st = RpcChain::new("http://127.0.0.1:9", RpcKind::Subtensor, vec![2]).unwrap();
+        assert!(matches!(
+            st.head().await.unwrap_err(),
+            ChainError::Unsupported(_)
+        ));
+        assert!(matches!(
+            st.subnet_consensus(2).await.unwrap_err(),
+            ChainError::Unsupported(_)
+        ));
+    });
+}
+
+#[test]
 fn rpc_down_at_start_fails_closed_until_it_answers() {
     run(async {
         // A port nothing listens on.
@@ -288,6 +370,16 @@ fn metadata_drift_is_an_error_naming_the_item() {
                 RpcKind::Hypertensor,
                 Drift::OldSubnetNode,
                 "Network.SubnetNodesData",
+            ),
+            (
+                RpcKind::Hypertensor,
+                Drift::NoEpochLength,
+                "Network.EpochLength",
+            ),
+            (
+                RpcKind::Hypertensor,
+                Drift::ElectedHasher,
+                "Network.SubnetElectedValidator",
             ),
         ] {
             let (metadata, storage) = match kind {

@@ -85,6 +85,22 @@ pub fn ht_stake_key(account: [u8; 20], subnet: u32) -> Vec<u8> {
     .concat()
 }
 
+/// `Network.SubnetSlot(subnet)`.
+pub fn ht_slot_key(subnet: u32) -> Vec<u8> {
+    [prefix("Network", "SubnetSlot"), subnet.encode()].concat()
+}
+
+/// `Network.<item>(subnet, subnet_epoch)`: `SubnetElectedValidator` or
+/// `SubnetConsensusSubmission`.
+pub fn ht_epoch_key(item: &str, subnet: u32, subnet_epoch: u32) -> Vec<u8> {
+    [
+        prefix("Network", item),
+        subnet.encode(),
+        subnet_epoch.encode(),
+    ]
+    .concat()
+}
+
 /// Node `id` of `account` with peer id `peer_id` (base58 text, as the chain stores it) in
 /// `class`; the other fields set as a registration leaves them.
 pub fn ht_node(

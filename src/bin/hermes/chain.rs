@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use futures::StreamExt;
 use hermes::{Config, HotkeyPair};
-use hermes_actors::chain::rpc::RpcChain;
+use hermes_actors::chain::rpc::{RpcChain, RpcKind, SubnetConsensus};
 use hermes_actors::chain::Chain;
 use hermes_proto::chain::Registry;
 use std::path::{Path, PathBuf};
@@ -46,14 +46,21 @@ fn check(config: &Path) -> Result<()> {
         .public()
         .to_peer_id()
         .to_base58();
-    let (registry, block, heads) = block_on(async {
+    let (registry, block, heads, consensus) = block_on(async {
         if let Some(kind) = cfg.chain.kind.rpc() {
             let chain = RpcChain::new(&cfg.chain.url, kind, cfg.subnets.netuids.clone())?;
             let snap = chain.snapshot().await?;
+            let mut consensus = Vec::new();
+            if kind == RpcKind::Hypertensor {
+                for n in &cfg.subnets.netuids {
+                    consensus.push((*n, chain.subnet_consensus(*n).await));
+                }
+            }
             Ok::<_, hermes_actors::chain::ChainError>((
                 snap.registry,
                 Some((snap.block, snap.block_hash)),
                 chain.follow_heads(),
+                consensus,
             ))
         } else {
             let backend: Arc<dyn Chain> = match cfg.chain.kind {
@@ -62,7 +69,7 @@ fn check(config: &Path) -> Result<()> {
                 }
                 _ => Arc::new(hermes_actors::chain::DevChain::new(&cfg.chain.path)),
             };
-            Ok((backend.registry().await?, None, None))
+            Ok((backend.registry().await?, None, None, Vec::new()))
         }
     })
     .with_context(|| format!("reading the chain ({:?})", cfg.chain.kind))?;
@@ -71,6 +78,7 @@ fn check(config: &Path) -> Result<()> {
         None => outln!("block: - (a local chain)"),
     }
     report(&cfg, &registry, &hotkey, &peer_id);
+    report_consensus(&consensus, &peer_id);
     let poll = humantime::format_duration(cfg.chain.poll_interval.0);
     let subscription = match heads {
         Some(heads) => {
@@ -115,6 +123,53 @@ fn check(config: &Path) -> Result<()> {
                 "; and this node is not registered in any of its subnets"
             }
         ),
+    }
+}
+
+/// Hypertensor: each subnet's epoch and elected validator, as the chain records them.
+fn report_consensus(
+    consensus: &[(
+        u16,
+        Result<SubnetConsensus, hermes_actors::chain::ChainError>,
+    )],
+    peer_id: &str,
+) {
+    let mut epoch_shown = false;
+    for (netuid, c) in consensus {
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => {
+                outln!("subnet {netuid} consensus: unreadable: {e}");
+                continue;
+            }
+        };
+        if !epoch_shown {
+            outln!("epoch: {} ({} blocks per epoch)", c.epoch, c.epoch_length);
+            epoch_shown = true;
+        }
+        let (Some(slot), Some(epoch)) = (c.slot, c.subnet_epoch) else {
+            outln!(
+                "subnet {netuid} consensus: no epoch yet (the subnet has no slot, or its slot is still ahead)"
+            );
+            continue;
+        };
+        let elected = match (c.elected, &c.elected_node) {
+            (None, _) => "none yet".to_string(),
+            (Some(id), None) => format!("node {id} (no longer listed)"),
+            (Some(id), Some(n)) => format!(
+                "node {id}, peer id {}{}",
+                n.peer_id,
+                if n.peer_id == peer_id {
+                    " (this node)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        outln!(
+            "subnet {netuid} consensus: subnet epoch {epoch} (slot {slot}), elected validator {elected}, proposal submitted: {}",
+            if c.submitted { "yes" } else { "no" }
+        );
     }
 }
 
