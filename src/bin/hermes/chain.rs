@@ -9,7 +9,7 @@ use clap::Subcommand;
 use futures::StreamExt;
 use hermes::{Config, HotkeyPair};
 use hermes_actors::chain::rpc::{RpcChain, RpcKind, SubnetConsensus};
-use hermes_actors::chain::Chain;
+use hermes_actors::chain::{Chain, ChainError};
 use hermes_proto::chain::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ fn check(config: &Path) -> Result<()> {
                     consensus.push((*n, chain.subnet_consensus(*n).await));
                 }
             }
-            Ok::<_, hermes_actors::chain::ChainError>((
+            Ok::<_, ChainError>((
                 snap.registry,
                 Some((snap.block, snap.block_hash)),
                 chain.follow_heads(),
@@ -80,31 +80,7 @@ fn check(config: &Path) -> Result<()> {
     report(&cfg, &registry, &hotkey, &peer_id);
     report_consensus(&consensus, &peer_id);
     let poll = humantime::format_duration(cfg.chain.poll_interval.0);
-    let subscription = match heads {
-        Some(heads) => {
-            outln!("new blocks: subscription (ws), polling every {poll} as the fallback");
-            let r = block_on(first_head(heads));
-            match &r {
-                Ok((n, took)) => outln!(
-                    "  subscription: works (first finalized head: block {n}, after {} ms)",
-                    took.as_millis()
-                ),
-                Err(e) => outln!("  subscription: does not work: {e}"),
-            }
-            r.err()
-        }
-        None if block.is_some() => {
-            outln!(
-                "new blocks: polling every {poll} (chain.url is not ws:// or wss://: no \
-                 subscription)"
-            );
-            None
-        }
-        None => {
-            outln!("new blocks: polling every {poll} (a local chain)");
-            None
-        }
-    };
+    let subscription = report_heads(heads, block.is_some(), &poll);
     let registered = registry
         .by_hotkey(&hotkey)
         .chain(registry.by_peer(&peer_id))
@@ -126,14 +102,42 @@ fn check(config: &Path) -> Result<()> {
     }
 }
 
+/// How new blocks are followed; with a subscription, tries it once. The error when it does not
+/// work.
+fn report_heads(
+    heads: Option<futures::stream::BoxStream<'static, Result<u64, ChainError>>>,
+    rpc: bool,
+    poll: &humantime::FormattedDuration,
+) -> Option<String> {
+    let Some(heads) = heads else {
+        if rpc {
+            outln!(
+                "new blocks: polling every {poll} (chain.url is not ws:// or wss://: no \
+                 subscription)"
+            );
+        } else {
+            outln!("new blocks: polling every {poll} (a local chain)");
+        }
+        return None;
+    };
+    outln!("new blocks: subscription (ws), polling every {poll} as the fallback");
+    match block_on(first_head(heads)) {
+        Ok((n, took)) => {
+            outln!(
+                "  subscription: works (first finalized head: block {n}, after {} ms)",
+                took.as_millis()
+            );
+            None
+        }
+        Err(e) => {
+            outln!("  subscription: does not work: {e}");
+            Some(e)
+        }
+    }
+}
+
 /// Hypertensor: each subnet's epoch and elected validator, as the chain records them.
-fn report_consensus(
-    consensus: &[(
-        u16,
-        Result<SubnetConsensus, hermes_actors::chain::ChainError>,
-    )],
-    peer_id: &str,
-) {
+fn report_consensus(consensus: &[(u16, Result<SubnetConsensus, ChainError>)], peer_id: &str) {
     let mut epoch_shown = false;
     for (netuid, c) in consensus {
         let c = match c {
@@ -175,7 +179,7 @@ fn report_consensus(
 
 /// The first head of a subscription and how long it took, within [`FIRST_HEAD_WAIT`].
 async fn first_head(
-    mut heads: futures::stream::BoxStream<'static, Result<u64, hermes_actors::chain::ChainError>>,
+    mut heads: futures::stream::BoxStream<'static, Result<u64, ChainError>>,
 ) -> Result<(u64, Duration), String> {
     let start = Instant::now();
     match tokio::time::timeout(FIRST_HEAD_WAIT, heads.next()).await {
