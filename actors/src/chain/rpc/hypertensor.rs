@@ -238,3 +238,23 @@ pub fn decode_stake(value: &[u8]) -> Result<u128, ValueError> {
     r.finish("AccountSubnetStake")?;
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_epochs_follow_the_pallets_arithmetic() {
+        // No slot, a slot of 0 (the chain's "none"), before the slot: no epoch of its own.
+        assert_eq!(subnet_epoch(100, None, 10), None);
+        assert_eq!(subnet_epoch(100, Some(0), 10), None);
+        assert_eq!(subnet_epoch(4, Some(5), 10), None);
+        // (block - slot) / length.
+        assert_eq!(subnet_epoch(5, Some(5), 10), Some(0));
+        assert_eq!(subnet_epoch(14, Some(5), 10), Some(0));
+        assert_eq!(subnet_epoch(15, Some(5), 10), Some(1));
+        assert_eq!(subnet_epoch(200, Some(50), 100), Some(1));
+        // A length of 0 (refused before this is called) does not divide by zero.
+        assert_eq!(subnet_epoch(7, Some(1), 0), Some(6));
+    }
+}

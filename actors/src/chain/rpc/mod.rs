@@ -656,6 +656,11 @@ mod tests {
             let _ = parse_changes(&data);
             let _ = metadata::check(&data, subtensor::EXPECTED);
             let _ = metadata::check(&data, hypertensor::EXPECTED);
+            let _ = metadata::check_and_read(&data, hypertensor::EXPECTED, hypertensor::CONSTANTS);
+            if let Ok(v) = hypertensor::decode_u32(&data, "u32") {
+                prop_assert_eq!(data.len(), 4);
+                prop_assert_eq!(v.to_le_bytes().to_vec(), data.clone());
+            }
         }
     }
 
