@@ -6,9 +6,7 @@ mod chain_rpc_support;
 
 use actix::prelude::*;
 use chain_rpc_support::metadata::{self as meta, Drift};
-use chain_rpc_support::storage::{
-    blake2_128_concat, prefix, st_hotkey, st_stake_key, subtensor_storage, Storage,
-};
+use chain_rpc_support::storage::{self, st_hotkey, st_stake_key, subtensor_storage, Storage};
 use chain_rpc_support::{Mode, Node, Push};
 use hermes_actors::chain::rpc::transport::MAX_ANSWER;
 use hermes_actors::chain::rpc::{RpcChain, RpcClient, RpcError, RpcKind};
@@ -27,41 +25,17 @@ const PEERS: [&str; 3] = [
     "12D3KooWRBaDjKHbLNNj8tRQRnd3Cm6EqU7A5v9iv8XiU8Sm7m4f",
 ];
 
+/// Node `i` of the tests: account `[i; 20]`, peer id `PEERS[i]`.
 fn ht_node(i: u8, class: meta::SubnetNodeClass) -> meta::SubnetNode {
-    meta::SubnetNode {
-        id: u32::from(i),
-        hotkey: meta::AccountId20([i; 20]),
-        peer_id: meta::OpaquePeerId(PEERS[usize::from(i)].as_bytes().to_vec()),
-        bootnode_peer_id: meta::OpaquePeerId(vec![]),
-        client_peer_id: meta::OpaquePeerId(vec![]),
-        bootnode: Some(meta::BoundedVec(b"/ip4/127.0.0.1/tcp/1".to_vec())),
-        classification: meta::SubnetNodeClassification {
-            node_class: class,
-            start_epoch: 3,
-        },
-        delegate_reward_rate: 5,
-        last_delegate_reward_rate_update: 1,
-        unique: None,
-        non_unique: Some(meta::BoundedVec(b"x".to_vec())),
-    }
+    storage::ht_node(u32::from(i), [i; 20], PEERS[usize::from(i)], class)
 }
 
 fn ht_stake_key(i: u8, subnet: u32) -> Vec<u8> {
-    [
-        prefix("Network", "AccountSubnetStake"),
-        blake2_128_concat(&meta::AccountId20([i; 20]).encode()),
-        subnet.encode(),
-    ]
-    .concat()
+    storage::ht_stake_key([i; 20], subnet)
 }
 
 fn ht_node_key(subnet: u32, i: u8) -> Vec<u8> {
-    [
-        prefix("Network", "SubnetNodesData"),
-        subnet.encode(),
-        u32::from(i).encode(),
-    ]
-    .concat()
+    storage::ht_node_key(subnet, u32::from(i))
 }
 
 /// Hypertensor storage: nodes 0 (Validator) and 1 (Idle) in subnet 2, staked 500 and 700.
@@ -238,6 +212,88 @@ fn hypertensor_peer_ids_classes_and_a_new_block_changing_stake() {
 }
 
 #[test]
+fn hypertensor_epochs_and_elected_validators_are_read_and_hermes_rounds_are_not_offered() {
+    use hermes_actors::chain::Chain;
+    use storage::{ht_epoch_key, ht_slot_key};
+    const ELECTED: &str = "SubnetElectedValidator";
+    const SUBMITTED: &str = "SubnetConsensusSubmission";
+    run(async {
+        // Subnet 2's epochs start at block 1; in its epoch 0 node 1 was elected and submitted.
+        let mut s = hypertensor_storage();
+        s.insert(ht_slot_key(2), 1u32.encode());
+        s.insert(ht_epoch_key(ELECTED, 2, 0), 1u32.encode());
+        s.insert(
+            ht_epoch_key(SUBMITTED, 2, 0),
+            meta::ConsensusData(vec![1, 2, 3]).encode(),
+        );
+        let node = Node::start(meta::hypertensor(Drift::None), s).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Hypertensor, vec![2]).unwrap();
+        let head = chain.head().await.unwrap();
+        assert_eq!(
+            (head.block, head.epoch, head.blocks_per_epoch),
+            (1, 0, u64::from(meta::HT_EPOCH_LENGTH))
+        );
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!(
+            (c.block, c.epoch, c.epoch_length),
+            (1, 0, meta::HT_EPOCH_LENGTH)
+        );
+        assert_eq!(
+            (c.slot, c.subnet_epoch, c.elected),
+            (Some(1), Some(0), Some(1))
+        );
+        let elected = c.elected_node.unwrap();
+        assert_eq!(
+            (elected.peer_id.as_str(), elected.class),
+            (PEERS[1], NodeClass::Idle)
+        );
+        assert!(c.submitted);
+        // Subnet 3 has no slot: no epoch of its own, nothing elected.
+        let c = chain.subnet_consensus(3).await.unwrap();
+        assert_eq!(
+            (c.slot, c.subnet_epoch, c.elected, c.submitted),
+            (None, None, None, false)
+        );
+
+        // Four blocks later: epoch 1 of the chain and of the subnet, nobody elected yet.
+        for _ in 0..meta::HT_EPOCH_LENGTH {
+            node.new_block(|_| {});
+        }
+        assert_eq!(chain.head().await.unwrap().epoch, 1);
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!((c.block, c.subnet_epoch, c.elected), (5, Some(1), None));
+        assert!(!c.submitted && c.elected_node.is_none());
+        // An elected node id the subnet no longer lists: the id without a node.
+        node.new_block(|s| {
+            s.insert(ht_epoch_key(ELECTED, 2, 1), 7u32.encode());
+        });
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!((c.elected, c.elected_node), (Some(7), None));
+        // A value that is not a u32 is an error, not a guess.
+        node.new_block(|s| {
+            s.insert(ht_epoch_key(ELECTED, 2, 1), vec![1, 2, 3]);
+        });
+        let err = chain.subnet_consensus(2).await.unwrap_err().to_string();
+        assert!(err.contains("SubnetElectedValidator"), "{err}");
+
+        // Hermes' own rounds are not offered (Hypertensor runs its own), so a node keeps its
+        // consensus off; nor is anything on Subtensor.
+        let err = chain.epoch(2, None).await.unwrap_err();
+        assert!(matches!(err, ChainError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("Hypertensor elects"), "{err}");
+        let st = RpcChain::new("http://127.0.0.1:9", RpcKind::Subtensor, vec![2]).unwrap();
+        assert!(matches!(
+            st.head().await.unwrap_err(),
+            ChainError::Unsupported(_)
+        ));
+        assert!(matches!(
+            st.subnet_consensus(2).await.unwrap_err(),
+            ChainError::Unsupported(_)
+        ));
+    });
+}
+
+#[test]
 fn rpc_down_at_start_fails_closed_until_it_answers() {
     run(async {
         // A port nothing listens on.
@@ -314,6 +370,16 @@ fn metadata_drift_is_an_error_naming_the_item() {
                 RpcKind::Hypertensor,
                 Drift::OldSubnetNode,
                 "Network.SubnetNodesData",
+            ),
+            (
+                RpcKind::Hypertensor,
+                Drift::NoEpochLength,
+                "Network.EpochLength",
+            ),
+            (
+                RpcKind::Hypertensor,
+                Drift::ElectedHasher,
+                "Network.SubnetElectedValidator",
             ),
         ] {
             let (metadata, storage) = match kind {

@@ -1,8 +1,9 @@
 //! Consensus in the runtime: one ConsensusActor per subnet the node takes part in, and the
 //! handle's view of them.
 //!
-//! 1. At start, [`start_consensus`] asks the chain for its head. A backend without epochs (a
-//!    static snapshot) answers `Unsupported`: consensus stays off, said once in the log and in
+//! 1. At start, [`start_consensus`] asks the chain for its head and current round. A backend
+//!    without epochs (a static snapshot, Subtensor) or without Hermes rounds (Hypertensor, which
+//!    runs its own) answers `Unsupported`: consensus stays off, said once in the log and in
 //!    [`RuntimeHandle::consensus_off`]. Any other failure is an outage: the actors start anyway
 //!    and keep polling until the chain reads.
 //! 2. The actors share one thread of their own: each poll reads the chain (the dev chain opens its
@@ -92,7 +93,20 @@ pub(super) async fn start_consensus(
         tracing::info!("consensus is off: {why}");
         return Ok(ConsensusParts::off(config, why));
     }
-    match chain.head().await {
+    // A chain with blocks and epochs may still have no Hermes rounds (Hypertensor runs its own):
+    // asked even when the head does not read, so that an unreachable chain of that kind does not
+    // start actors that could never run.
+    let probe = match chain.head().await {
+        Err(e @ ChainError::Unsupported(_)) => Err(e),
+        head => match netuids.first() {
+            Some(n) => match chain.epoch(*n, None).await {
+                Err(e @ ChainError::Unsupported(_)) => Err(e),
+                _ => head.map(|_| ()),
+            },
+            None => head.map(|_| ()),
+        },
+    };
+    match probe {
         Err(ChainError::Unsupported(what)) => {
             use crate::config::ChainKind;
             let c = &config.chain;

@@ -2,8 +2,9 @@
 //! (see README.md for why no recorded blob is used).
 
 use frame_metadata::v14::{
-    ExtrinsicMetadata, PalletMetadata, PalletStorageMetadata, RuntimeMetadataV14,
-    StorageEntryMetadata, StorageEntryModifier, StorageEntryType, StorageHasher,
+    ExtrinsicMetadata, PalletConstantMetadata, PalletMetadata, PalletStorageMetadata,
+    RuntimeMetadataV14, StorageEntryMetadata, StorageEntryModifier, StorageEntryType,
+    StorageHasher,
 };
 use frame_metadata::RuntimeMetadataPrefixed;
 use parity_scale_codec::Encode;
@@ -80,6 +81,14 @@ pub struct SubnetNodeOld {
     pub unique: Option<BoundedVec>,
 }
 
+/// Hypertensor's `ConsensusData<AccountId20>` stands in as an opaque value: the backend reads
+/// only whether a submission exists, and its check accepts any value type there.
+#[derive(Encode, TypeInfo)]
+pub struct ConsensusData(pub Vec<u8>);
+
+/// The `EpochLength` constant of the test runtime's `Network` pallet.
+pub const HT_EPOCH_LENGTH: u32 = 4;
+
 /// What to get wrong on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drift {
@@ -93,6 +102,10 @@ pub enum Drift {
     NoKeys,
     /// `SubnetNodesData` of the old layout.
     OldSubnetNode,
+    /// No `EpochLength` constant.
+    NoEpochLength,
+    /// `SubnetElectedValidator` keyed by subnet with Blake2_128Concat.
+    ElectedHasher,
 }
 
 fn map(
@@ -114,7 +127,11 @@ fn map(
     }
 }
 
-fn encode(pallet: &'static str, entries: Vec<StorageEntryMetadata>) -> Vec<u8> {
+fn encode(
+    pallet: &'static str,
+    entries: Vec<StorageEntryMetadata>,
+    constants: Vec<PalletConstantMetadata>,
+) -> Vec<u8> {
     let pallets = vec![
         // A pallet without storage first, as real runtimes have.
         PalletMetadata {
@@ -134,7 +151,7 @@ fn encode(pallet: &'static str, entries: Vec<StorageEntryMetadata>) -> Vec<u8> {
             }),
             calls: None,
             event: None,
-            constants: vec![],
+            constants,
             error: None,
             index: 7,
         },
@@ -185,7 +202,7 @@ pub fn subtensor(drift: Drift) -> Vec<u8> {
         meta_type::<(AccountId32, NetUid)>(),
         value,
     ));
-    encode("SubtensorModule", entries)
+    encode("SubtensorModule", entries, vec![])
 }
 
 /// Hypertensor's `Network` storage as we read it.
@@ -195,6 +212,11 @@ pub fn hypertensor(drift: Drift) -> Vec<u8> {
         meta_type::<SubnetNodeOld>()
     } else {
         meta_type::<SubnetNode>()
+    };
+    let elected = if drift == Drift::ElectedHasher {
+        vec![Blake2_128Concat, Identity]
+    } else {
+        vec![Identity, Identity]
     };
     let entries = vec![
         map(
@@ -209,6 +231,38 @@ pub fn hypertensor(drift: Drift) -> Vec<u8> {
             meta_type::<(AccountId20, u32)>(),
             meta_type::<u128>(),
         ),
+        map(
+            "SubnetSlot",
+            vec![Identity],
+            meta_type::<u32>(),
+            meta_type::<u32>(),
+        ),
+        map(
+            "SubnetElectedValidator",
+            elected,
+            meta_type::<(u32, u32)>(),
+            meta_type::<u32>(),
+        ),
+        map(
+            "SubnetConsensusSubmission",
+            vec![Identity, Identity],
+            meta_type::<(u32, u32)>(),
+            meta_type::<ConsensusData>(),
+        ),
     ];
-    encode("Network", entries)
+    let mut constants = vec![PalletConstantMetadata {
+        name: "EpochsPerYear",
+        ty: meta_type::<u32>(),
+        value: 1_000u32.encode(),
+        docs: vec![],
+    }];
+    if drift != Drift::NoEpochLength {
+        constants.push(PalletConstantMetadata {
+            name: "EpochLength",
+            ty: meta_type::<u32>(),
+            value: HT_EPOCH_LENGTH.encode(),
+            docs: vec![],
+        });
+    }
+    encode("Network", entries, constants)
 }

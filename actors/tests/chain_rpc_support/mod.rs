@@ -70,6 +70,9 @@ struct State {
     spec_version: u64,
     blocks: Vec<Block>,
     mode: Mode,
+    /// Whether WebSocket upgrades are accepted (false: answered 404, as by a proxy that does
+    /// not forward them).
+    websocket: bool,
     /// The WebSocket sessions that subscribed to finalized heads.
     subscribers: Vec<mpsc::UnboundedSender<Push>>,
 }
@@ -189,6 +192,7 @@ impl Node {
                 spec_version: 100,
                 blocks: vec![Block { number: 1, storage }],
                 mode: Mode::Up,
+                websocket: true,
                 subscribers: Vec::new(),
             })),
             requests: Arc::default(),
@@ -266,6 +270,11 @@ impl Node {
     /// Sets how it answers.
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = mode;
+    }
+
+    /// Whether WebSocket upgrades are accepted; HTTP calls are answered either way.
+    pub fn set_websocket(&self, on: bool) {
+        self.state.lock().unwrap().websocket = on;
     }
 
     /// A runtime upgrade: new metadata under the next spec version.
@@ -404,6 +413,11 @@ impl Node {
             .get(hyper::header::UPGRADE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         if websocket {
+            if !self.state.lock().unwrap().websocket {
+                let mut not_found = Response::new(Full::new(Bytes::from_static(b"not found")));
+                *not_found.status_mut() = hyper::StatusCode::NOT_FOUND;
+                return Ok(not_found);
+            }
             return Ok(self.websocket(req));
         }
         let body = req

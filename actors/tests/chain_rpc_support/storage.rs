@@ -1,5 +1,5 @@
-//! Subtensor storage as the chain holds it, built with the real SCALE codec and key hashing:
-//! what the tests, the end-to-end tests of the root crate and the benchmark serve.
+//! Subtensor and Hypertensor storage as the chains hold it, built with the real SCALE codec and
+//! key hashing: what the tests, the end-to-end tests of the root crate and the benchmark serve.
 
 use super::metadata as meta;
 use parity_scale_codec::Encode;
@@ -63,6 +63,85 @@ pub fn subtensor_storage(netuid: u16, n: u16) -> Storage {
         st_register(&mut s, netuid, uid, st_hotkey(uid), 1000 + u64::from(uid));
     }
     s
+}
+
+/// `Network.SubnetNodesData(subnet, node_id)`.
+pub fn ht_node_key(subnet: u32, node_id: u32) -> Vec<u8> {
+    [
+        prefix("Network", "SubnetNodesData"),
+        subnet.encode(),
+        node_id.encode(),
+    ]
+    .concat()
+}
+
+/// `Network.AccountSubnetStake(account, subnet)`.
+pub fn ht_stake_key(account: [u8; 20], subnet: u32) -> Vec<u8> {
+    [
+        prefix("Network", "AccountSubnetStake"),
+        blake2_128_concat(&meta::AccountId20(account).encode()),
+        subnet.encode(),
+    ]
+    .concat()
+}
+
+/// `Network.SubnetSlot(subnet)`.
+pub fn ht_slot_key(subnet: u32) -> Vec<u8> {
+    [prefix("Network", "SubnetSlot"), subnet.encode()].concat()
+}
+
+/// `Network.<item>(subnet, subnet_epoch)`: `SubnetElectedValidator` or
+/// `SubnetConsensusSubmission`.
+pub fn ht_epoch_key(item: &str, subnet: u32, subnet_epoch: u32) -> Vec<u8> {
+    [
+        prefix("Network", item),
+        subnet.encode(),
+        subnet_epoch.encode(),
+    ]
+    .concat()
+}
+
+/// Node `id` of `account` with peer id `peer_id` (base58 text, as the chain stores it) in
+/// `class`; the other fields set as a registration leaves them.
+pub fn ht_node(
+    id: u32,
+    account: [u8; 20],
+    peer_id: &str,
+    class: meta::SubnetNodeClass,
+) -> meta::SubnetNode {
+    meta::SubnetNode {
+        id,
+        hotkey: meta::AccountId20(account),
+        peer_id: meta::OpaquePeerId(peer_id.as_bytes().to_vec()),
+        bootnode_peer_id: meta::OpaquePeerId(vec![]),
+        client_peer_id: meta::OpaquePeerId(vec![]),
+        bootnode: Some(meta::BoundedVec(b"/ip4/127.0.0.1/tcp/1".to_vec())),
+        classification: meta::SubnetNodeClassification {
+            node_class: class,
+            start_epoch: 3,
+        },
+        delegate_reward_rate: 5,
+        last_delegate_reward_rate_update: 1,
+        unique: None,
+        non_unique: Some(meta::BoundedVec(b"x".to_vec())),
+    }
+}
+
+/// Lists node `id` (`account`, `peer_id`, `class`) in `subnet`, with `stake` on that subnet.
+pub fn ht_register(
+    s: &mut Storage,
+    subnet: u32,
+    id: u32,
+    account: [u8; 20],
+    peer_id: &str,
+    class: meta::SubnetNodeClass,
+    stake: u128,
+) {
+    s.insert(
+        ht_node_key(subnet, id),
+        ht_node(id, account, peer_id, class).encode(),
+    );
+    s.insert(ht_stake_key(account, subnet), stake.encode());
 }
 
 /// The current Subtensor runtime's metadata, recorded from a node

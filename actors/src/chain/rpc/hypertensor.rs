@@ -11,6 +11,23 @@
 //! - `AccountSubnetStake: StorageDoubleMap<Blake2_128Concat, AccountId, Identity, u32, u128>`:
 //!   the hotkey's stake in the subnet.
 //!
+//! Consensus, read only (same file and commit; the arithmetic in
+//! `pallets/network/src/utilities/era.rs`):
+//! - `EpochLength`: a `#[pallet::constant]` `u32` of the pallet's config, blocks per epoch; the
+//!   chain's epoch is `block / EpochLength`.
+//! - `SubnetSlot: StorageMap<Identity, u32, u32, OptionQuery>`: subnet id → the block offset of
+//!   its epochs. The subnet's epoch is `(block - slot) / EpochLength`, 0 while it has no slot
+//!   (or a slot of 0) or the block is before it (`get_current_subnet_epoch_as_u32`).
+//! - `SubnetElectedValidator: StorageDoubleMap<Identity, u32, Identity, u32, u32, OptionQuery>`:
+//!   subnet id → subnet epoch → the elected validator's subnet node id.
+//! - `SubnetConsensusSubmission: StorageDoubleMap<Identity, u32, Identity, u32,
+//!   ConsensusData<AccountId>>`: subnet id → subnet epoch → the elected validator's proposal
+//!   (its attestations inside); we read only whether it exists, never its value.
+//!
+//! Proposing and attesting are the extrinsics `propose_attestation` and `attest`, signed by the
+//! node's 20-byte (ECDSA) account: Hermes holds an sr25519 hotkey, not that key, so it does not
+//! submit them.
+//!
 //! The chain binds peer id to hotkey itself, so its registry entries carry both, the registry is
 //! marked `with_chain_bound_peers` and the firewall admits by peer id. Our [`Hotkey`] is 32 bytes: a 20-byte account is
 //! stored in its first 20 bytes, zero-padded (informational: a peer's binding record is signed
@@ -19,7 +36,7 @@
 
 use super::decode::{Reader, ValueError};
 use super::keys::{map_key, Hasher};
-use super::metadata::{Expected, Shape};
+use super::metadata::{Constant, Expected, Shape};
 use super::Listed;
 use hermes_proto::chain::NodeClass;
 use hermes_proto::Hotkey;
@@ -65,7 +82,87 @@ pub const EXPECTED: &[Expected] = &[
         keys: &[Shape::Account20, Shape::U32],
         value: Shape::U128,
     },
+    Expected {
+        pallet: PALLET,
+        item: "SubnetSlot",
+        hashers: &[Hasher::Identity],
+        keys: &[Shape::U32],
+        value: Shape::U32,
+    },
+    Expected {
+        pallet: PALLET,
+        item: "SubnetElectedValidator",
+        hashers: &[Hasher::Identity, Hasher::Identity],
+        keys: &[Shape::U32, Shape::U32],
+        value: Shape::U32,
+    },
+    Expected {
+        pallet: PALLET,
+        item: "SubnetConsensusSubmission",
+        hashers: &[Hasher::Identity, Hasher::Identity],
+        keys: &[Shape::U32, Shape::U32],
+        value: Shape::Any,
+    },
 ];
+
+/// The constants we read, in this order: `EpochLength`.
+pub const CONSTANTS: &[Constant] = &[Constant {
+    pallet: PALLET,
+    name: "EpochLength",
+}];
+
+/// Key of `SubnetNodesData(netuid, node_id)`.
+pub fn node_key(netuid: u16, node_id: u32) -> Vec<u8> {
+    map_key(
+        PALLET,
+        "SubnetNodesData",
+        &[
+            (Hasher::Identity, &u32::from(netuid).to_le_bytes()),
+            (Hasher::Identity, &node_id.to_le_bytes()),
+        ],
+    )
+}
+
+/// Key of `SubnetSlot(netuid)`.
+pub fn slot_key(netuid: u16) -> Vec<u8> {
+    map_key(
+        PALLET,
+        "SubnetSlot",
+        &[(Hasher::Identity, &u32::from(netuid).to_le_bytes())],
+    )
+}
+
+/// Key of `SubnetElectedValidator(netuid, subnet_epoch)` (`item` `SubnetElectedValidator`) or of
+/// `SubnetConsensusSubmission(netuid, subnet_epoch)` (`item` `SubnetConsensusSubmission`).
+pub fn epoch_key(item: &str, netuid: u16, subnet_epoch: u32) -> Vec<u8> {
+    map_key(
+        PALLET,
+        item,
+        &[
+            (Hasher::Identity, &u32::from(netuid).to_le_bytes()),
+            (Hasher::Identity, &subnet_epoch.to_le_bytes()),
+        ],
+    )
+}
+
+/// Decodes a `u32` value (`SubnetSlot`, `SubnetElectedValidator`).
+///
+/// # Errors
+/// Not exactly a `u32`.
+pub fn decode_u32(value: &[u8], what: &str) -> Result<u32, ValueError> {
+    let mut r = Reader::new(value);
+    let v = r.u32(what)?;
+    r.finish(what)?;
+    Ok(v)
+}
+
+/// The subnet's epoch at `block` (`get_current_subnet_epoch_as_u32`): `None` while the subnet
+/// has no slot (or a slot of 0), where the chain says 0, and before its slot.
+pub fn subnet_epoch(block: u64, slot: Option<u32>, epoch_length: u32) -> Option<u32> {
+    let slot = u64::from(slot.filter(|s| *s > 0)?);
+    let offset = block.checked_sub(slot)?;
+    u32::try_from(offset / u64::from(epoch_length.max(1))).ok()
+}
 
 /// Prefix of every `SubnetNodesData` entry of subnet `netuid`.
 pub fn list_prefix(netuid: u16) -> Vec<u8> {
@@ -140,4 +237,24 @@ pub fn decode_stake(value: &[u8]) -> Result<u128, ValueError> {
     let v = r.u128("AccountSubnetStake")?;
     r.finish("AccountSubnetStake")?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_epochs_follow_the_pallets_arithmetic() {
+        // No slot, a slot of 0 (the chain's "none"), before the slot: no epoch of its own.
+        assert_eq!(subnet_epoch(100, None, 10), None);
+        assert_eq!(subnet_epoch(100, Some(0), 10), None);
+        assert_eq!(subnet_epoch(4, Some(5), 10), None);
+        // (block - slot) / length.
+        assert_eq!(subnet_epoch(5, Some(5), 10), Some(0));
+        assert_eq!(subnet_epoch(14, Some(5), 10), Some(0));
+        assert_eq!(subnet_epoch(15, Some(5), 10), Some(1));
+        assert_eq!(subnet_epoch(200, Some(50), 100), Some(1));
+        // A length of 0 (refused before this is called) does not divide by zero.
+        assert_eq!(subnet_epoch(7, Some(1), 0), Some(6));
+    }
 }

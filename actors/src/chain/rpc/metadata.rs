@@ -43,6 +43,8 @@ pub enum Shape {
     Struct(&'static [(&'static str, Shape)]),
     /// A field-less enum with these variants at indices 0, 1, ….
     Enum(&'static [&'static str]),
+    /// Anything: a value we never decode (only whether it exists is read).
+    Any,
 }
 
 /// One storage map as we read it.
@@ -58,6 +60,15 @@ pub struct Expected {
     pub keys: &'static [Shape],
     /// The value's shape.
     pub value: Shape,
+}
+
+/// One `u32` pallet constant we read (`#[pallet::constant]`, e.g. `Network.EpochLength`).
+#[derive(Debug, Clone, Copy)]
+pub struct Constant {
+    /// Pallet name.
+    pub pallet: &'static str,
+    /// Constant name.
+    pub name: &'static str,
 }
 
 /// The metadata does not describe what we decode.
@@ -82,6 +93,19 @@ pub enum MetadataError {
 /// # Errors
 /// [`MetadataError`] for the first item that differs.
 pub fn check(bytes: &[u8], expected: &[Expected]) -> Result<(), MetadataError> {
+    check_and_read(bytes, expected, &[]).map(|_| ())
+}
+
+/// [`check`], then reads each of `constants` (a `u32` each), in order, from the same decoded
+/// metadata.
+///
+/// # Errors
+/// [`MetadataError`] for the first item or constant that differs or is missing.
+pub fn check_and_read(
+    bytes: &[u8],
+    expected: &[Expected],
+    constants: &[Constant],
+) -> Result<Vec<u32>, MetadataError> {
     let mut input = bytes;
     let prefixed = RuntimeMetadataPrefixed::decode(&mut input)
         .map_err(|e| MetadataError::Unreadable(e.to_string()))?;
@@ -89,21 +113,27 @@ pub fn check(bytes: &[u8], expected: &[Expected]) -> Result<(), MetadataError> {
     if prefixed.0 != 0x6174_656d {
         return Err(MetadataError::Unreadable("no metadata magic".into()));
     }
-    // The versions differ around the storage entries, not in them: one view of each pallet.
+    // The versions differ around the storage entries and constants, not in them: one view of
+    // each pallet.
     macro_rules! view {
         ($m:expr) => {
             (
                 &$m.types,
                 $m.pallets
                     .iter()
-                    .map(|p| {
-                        let items = p.storage.as_ref().map(|s| {
+                    .map(|p| Pallet {
+                        name: p.name.as_str(),
+                        storage: p.storage.as_ref().map(|s| {
                             s.entries
                                 .iter()
                                 .map(|e| (e.name.as_str(), &e.ty))
                                 .collect::<Vec<_>>()
-                        });
-                        (p.name.as_str(), items)
+                        }),
+                        constants: p
+                            .constants
+                            .iter()
+                            .map(|c| (c.name.as_str(), c.ty.id, c.value.as_slice()))
+                            .collect(),
                     })
                     .collect::<Vec<_>>(),
             )
@@ -120,7 +150,45 @@ pub fn check(bytes: &[u8], expected: &[Expected]) -> Result<(), MetadataError> {
             )))
         }
     };
-    check_all(types, &pallets, expected)
+    check_all(types, &pallets, expected)?;
+    constants
+        .iter()
+        .map(|c| read_constant(types, &pallets, c))
+        .collect()
+}
+
+/// One pallet as the checks see it, whatever the metadata version.
+struct Pallet<'a> {
+    name: &'a str,
+    /// Its storage items (`None`: the pallet has no storage).
+    storage: Storage<'a>,
+    /// Its constants: name, type, SCALE value.
+    constants: Vec<(&'a str, u32, &'a [u8])>,
+}
+
+fn read_constant(
+    types: &PortableRegistry,
+    pallets: &[Pallet<'_>],
+    c: &Constant,
+) -> Result<u32, MetadataError> {
+    let drift = |reason: String| MetadataError::Drift {
+        item: format!("{}.{}", c.pallet, c.name),
+        reason,
+    };
+    let pallet = pallets
+        .iter()
+        .find(|p| p.name == c.pallet)
+        .ok_or_else(|| drift("no such pallet".into()))?;
+    let (_, ty, value) = pallet
+        .constants
+        .iter()
+        .find(|(name, _, _)| *name == c.name)
+        .ok_or_else(|| drift("no such constant".into()))?;
+    matches(types, *ty, Shape::U32, 0).map_err(|r| drift(format!("value: {r}")))?;
+    let bytes: [u8; 4] = (*value)
+        .try_into()
+        .map_err(|_| drift(format!("a u32 of {} bytes", value.len())))?;
+    Ok(u32::from_le_bytes(bytes))
 }
 
 /// A pallet's storage items (`None`: the pallet has no storage).
@@ -128,7 +196,7 @@ type Storage<'a> = Option<Vec<(&'a str, &'a StorageEntryType<PortableForm>)>>;
 
 fn check_all(
     types: &PortableRegistry,
-    pallets: &[(&str, Storage<'_>)],
+    pallets: &[Pallet<'_>],
     expected: &[Expected],
 ) -> Result<(), MetadataError> {
     for e in expected {
@@ -139,9 +207,9 @@ fn check_all(
         };
         let storage = pallets
             .iter()
-            .find(|(n, _)| *n == e.pallet)
+            .find(|p| p.name == e.pallet)
             .ok_or_else(|| drift("no such pallet".into()))?
-            .1
+            .storage
             .as_ref()
             .ok_or_else(|| drift("the pallet has no storage".into()))?;
         let (_, ty) = storage
@@ -205,6 +273,7 @@ fn matches(types: &PortableRegistry, id: u32, shape: Shape, depth: usize) -> Res
         .resolve(id)
         .ok_or_else(|| format!("type {id} missing from the registry"))?;
     let direct = match (&ty.type_def, shape) {
+        (_, Shape::Any) => true,
         (TypeDef::Primitive(p), Shape::U16) => *p == TypeDefPrimitive::U16,
         (TypeDef::Primitive(p), Shape::U32) => *p == TypeDefPrimitive::U32,
         (TypeDef::Primitive(p), Shape::U64) => *p == TypeDefPrimitive::U64,

@@ -27,12 +27,18 @@
 //! reads each new head at once; on `http(s)://`, and while the subscription is down, heads are
 //! polled (one cheap round trip per `poll_interval`). Never anything per peer.
 //!
-//! Not done: the consensus operations of the `Chain` trait.
+//! Consensus, Hypertensor only and read only: [`Chain::head`] (block, and epoch from the
+//! runtime's `EpochLength` constant) and [`RpcChain::subnet_consensus`] (the subnet's epoch, its
+//! elected validator, whether a proposal was submitted). Hermes' own consensus rounds
+//! ([`Chain::epoch`], [`Chain::standings`]) and submitting or attesting stay
+//! [`ChainError::Unsupported`]: Hypertensor elects and records its own, and takes proposals and
+//! attestations as extrinsics signed by the node's ECDSA account, which Hermes does not hold.
 
-use super::{Chain, ChainError};
+use super::{Chain, ChainError, ChainHead, EpochView};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use hermes_proto::chain::{NodeClass, NodeEntry, Registry};
+use hermes_proto::consensus::{Accepted, SignedAttestation, SignedProposal};
 use hermes_proto::Hotkey;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -73,6 +79,12 @@ impl RpcKind {
         match self {
             RpcKind::Subtensor => subtensor::EXPECTED,
             RpcKind::Hypertensor => hypertensor::EXPECTED,
+        }
+    }
+    fn constants(self) -> &'static [metadata::Constant] {
+        match self {
+            RpcKind::Subtensor => &[],
+            RpcKind::Hypertensor => hypertensor::CONSTANTS,
         }
     }
     fn list_prefix(self, netuid: u16) -> Vec<u8> {
@@ -133,6 +145,29 @@ struct State {
     spec_version: Option<u64>,
     /// The last successful read.
     last: Option<Snapshot>,
+    /// Blocks per epoch (Hypertensor's `EpochLength`), read with the metadata.
+    epoch_length: Option<u32>,
+}
+
+/// A Hypertensor subnet's consensus at the finalized head, as the chain records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetConsensus {
+    /// The finalized block read.
+    pub block: u64,
+    /// Blocks per epoch (`EpochLength`).
+    pub epoch_length: u32,
+    /// The chain's epoch, `block / epoch_length`.
+    pub epoch: u64,
+    /// The block offset of the subnet's epochs (`SubnetSlot`); `None` when it has none.
+    pub slot: Option<u32>,
+    /// The subnet's epoch, `(block - slot) / epoch_length`; `None` without a slot or before it.
+    pub subnet_epoch: Option<u32>,
+    /// The subnet node id elected validator for that epoch (`SubnetElectedValidator`).
+    pub elected: Option<u32>,
+    /// That node as listed (`SubnetNodesData`), when it still is.
+    pub elected_node: Option<Listed>,
+    /// Whether the elected validator's proposal is on chain (`SubnetConsensusSubmission`).
+    pub submitted: bool,
 }
 
 /// A [`Chain`] read over JSON-RPC.
@@ -190,6 +225,107 @@ impl RpcChain {
         res
     }
 
+    /// Hypertensor: the finalized block with the chain's epoch, and the epoch length.
+    async fn hypertensor_head(&self) -> Result<(Snapshot, u32), ChainError> {
+        if self.kind != RpcKind::Hypertensor {
+            return Err(ChainError::Unsupported(
+                "blocks and epochs (Subtensor's are not read)",
+            ));
+        }
+        let snap = self.snapshot().await?;
+        let length = self
+            .state
+            .lock()
+            .await
+            .epoch_length
+            .filter(|l| *l > 0)
+            .ok_or_else(|| garbage("the runtime's EpochLength is 0"))?;
+        Ok((snap, length))
+    }
+
+    /// Hypertensor: subnet `netuid`'s consensus at the finalized head: its epoch, the elected
+    /// validator and whether its proposal was submitted (read only; see the module header).
+    /// Three round trips after the registry read (one when the subnet has no epoch yet).
+    ///
+    /// # Errors
+    /// [`ChainError::Unsupported`] on Subtensor; [`ChainError::Rpc`] or
+    /// [`ChainError::Metadata`] as for [`RpcChain::snapshot`].
+    pub async fn subnet_consensus(&self, netuid: u16) -> Result<SubnetConsensus, ChainError> {
+        let (snap, epoch_length) = self.hypertensor_head().await?;
+        let at = transport::to_hex(&snap.block_hash);
+        let slot = self
+            .read_u32(&hypertensor::slot_key(netuid), &at, "SubnetSlot")
+            .await?;
+        let mut out = SubnetConsensus {
+            block: snap.block,
+            epoch_length,
+            epoch: snap.block / u64::from(epoch_length),
+            slot,
+            subnet_epoch: hypertensor::subnet_epoch(snap.block, slot, epoch_length),
+            elected: None,
+            elected_node: None,
+            submitted: false,
+        };
+        let Some(epoch) = out.subnet_epoch else {
+            return Ok(out);
+        };
+        let elected_key = hypertensor::epoch_key("SubnetElectedValidator", netuid, epoch);
+        let submission = transport::to_hex(&hypertensor::epoch_key(
+            "SubnetConsensusSubmission",
+            netuid,
+            epoch,
+        ));
+        let answers = self
+            .client
+            .batch(&[
+                (
+                    "state_queryStorageAt",
+                    json!([[transport::to_hex(&elected_key)], at]),
+                ),
+                // Whether the submission exists, without reading it: the key as its own prefix.
+                (
+                    "state_getKeysPaged",
+                    json!([submission, 1, Value::Null, at]),
+                ),
+            ])
+            .await?;
+        let [elected, keys] =
+            <[Value; 2]>::try_from(answers).map_err(|_| garbage("expected two answers"))?;
+        out.elected = decode_one(changes_of(elected)?, &elected_key, "SubnetElectedValidator")?;
+        out.submitted = keys_of(keys)?.contains(&submission);
+        if let Some(id) = out.elected {
+            let key = hypertensor::node_key(netuid, id);
+            let values = changes_of(
+                self.client
+                    .call(
+                        "state_queryStorageAt",
+                        json!([[transport::to_hex(&key)], at]),
+                    )
+                    .await?,
+            )?;
+            if let Some(Some(v)) = values.get(&transport::to_hex(&key)) {
+                out.elected_node = Some(
+                    hypertensor::decode_listed(v)
+                        .map_err(|e| garbage(&format!("SubnetNodesData: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// One `u32` storage value at block `at`; `None` when absent.
+    async fn read_u32(&self, key: &[u8], at: &str, what: &str) -> Result<Option<u32>, ChainError> {
+        let values = changes_of(
+            self.client
+                .call(
+                    "state_queryStorageAt",
+                    json!([[transport::to_hex(key)], at]),
+                )
+                .await?,
+        )?;
+        Ok(decode_one(values, key, what)?)
+    }
+
     async fn read(&self, state: &mut State) -> Result<Snapshot, ChainError> {
         // Round trip 1: metadata (once), finalized head, node lists.
         let mut calls: Vec<(&str, Value)> = Vec::new();
@@ -223,7 +359,9 @@ impl RpcChain {
             m => m,
         };
         if let Some(meta) = meta {
-            metadata::check(&meta, self.kind.expected())?;
+            let constants =
+                metadata::check_and_read(&meta, self.kind.expected(), self.kind.constants())?;
+            state.epoch_length = constants.first().copied();
             state.metadata_ok = true;
             state.spec_version = Some(spec);
         }
@@ -345,6 +483,20 @@ fn garbage(what: &str) -> RpcError {
     RpcError::Garbage(what.to_string())
 }
 
+/// The `u32` value of `key` among `values`; `None` when absent.
+fn decode_one(
+    values: HashMap<String, Option<Vec<u8>>>,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<u32>, RpcError> {
+    match values.get(&transport::to_hex(key)) {
+        Some(Some(v)) => hypertensor::decode_u32(v, what)
+            .map(Some)
+            .map_err(|e| garbage(&e.to_string())),
+        _ => Ok(None),
+    }
+}
+
 /// The keys of a `state_getKeysPaged` answer.
 fn keys_of(v: Value) -> Result<Vec<String>, RpcError> {
     let Value::Array(a) = v else {
@@ -432,7 +584,57 @@ impl Chain for RpcChain {
         let sub = self.client.subscriber()?;
         Some(sub.follow().map(|h| h.map_err(ChainError::from)).boxed())
     }
+
+    /// Hypertensor: the finalized block, its epoch (`block / EpochLength`) and the epoch length.
+    /// The block time is not read (`None`).
+    fn head(&self) -> BoxFuture<'_, Result<ChainHead, ChainError>> {
+        Box::pin(async move {
+            let (snap, length) = self.hypertensor_head().await?;
+            Ok(ChainHead {
+                block: snap.block,
+                epoch: snap.block / u64::from(length),
+                blocks_per_epoch: u64::from(length),
+                block_hash: snap.block_hash,
+                block_time: None,
+            })
+        })
+    }
+
+    fn epoch(
+        &self,
+        netuid: u16,
+        epoch: Option<u64>,
+    ) -> BoxFuture<'_, Result<Option<EpochView>, ChainError>> {
+        let _ = (netuid, epoch);
+        Box::pin(async {
+            Err(ChainError::Unsupported(
+                "Hermes consensus rounds (Hypertensor elects and records its own: \
+                 `hermes chain check` shows them)",
+            ))
+        })
+    }
+
+    fn submit_proposal(
+        &self,
+        proposal: SignedProposal,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        let _ = proposal;
+        Box::pin(async { Err(ChainError::Unsupported(NOT_SIGNED)) })
+    }
+
+    fn attest(
+        &self,
+        attestation: SignedAttestation,
+    ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
+        let _ = attestation;
+        Box::pin(async { Err(ChainError::Unsupported(NOT_SIGNED)) })
+    }
 }
+
+/// Why the RPC backends submit nothing.
+const NOT_SIGNED: &str = "consensus submissions (on Hypertensor, proposals and attestations are \
+     extrinsics signed by the node's ECDSA account, whose key Hermes does not hold; Subtensor's \
+     are not implemented)";
 
 #[cfg(test)]
 mod tests {
@@ -454,6 +656,11 @@ mod tests {
             let _ = parse_changes(&data);
             let _ = metadata::check(&data, subtensor::EXPECTED);
             let _ = metadata::check(&data, hypertensor::EXPECTED);
+            let _ = metadata::check_and_read(&data, hypertensor::EXPECTED, hypertensor::CONSTANTS);
+            if let Ok(v) = hypertensor::decode_u32(&data, "u32") {
+                prop_assert_eq!(data.len(), 4);
+                prop_assert_eq!(v.to_le_bytes().to_vec(), data.clone());
+            }
         }
     }
 
