@@ -606,12 +606,10 @@ impl Chain for RpcChain {
         epoch: Option<u64>,
     ) -> BoxFuture<'_, Result<Option<EpochView>, ChainError>> {
         let _ = (netuid, epoch);
-        Box::pin(async {
-            Err(ChainError::Unsupported(
-                "Hermes consensus rounds (Hypertensor elects and records its own: \
-                 `hermes chain check` shows them)",
-            ))
-        })
+        crate::chain::unsupported(
+            "Hermes consensus rounds (Hypertensor elects and records its own: \
+             `hermes chain check` shows them)",
+        )
     }
 
     fn submit_proposal(
@@ -619,7 +617,7 @@ impl Chain for RpcChain {
         proposal: SignedProposal,
     ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
         let _ = proposal;
-        Box::pin(async { Err(ChainError::Unsupported(NOT_SIGNED)) })
+        crate::chain::unsupported(NOT_SIGNED)
     }
 
     fn attest(
@@ -627,7 +625,7 @@ impl Chain for RpcChain {
         attestation: SignedAttestation,
     ) -> BoxFuture<'_, Result<Accepted, ChainError>> {
         let _ = attestation;
-        Box::pin(async { Err(ChainError::Unsupported(NOT_SIGNED)) })
+        crate::chain::unsupported(NOT_SIGNED)
     }
 }
 
