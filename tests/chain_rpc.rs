@@ -46,6 +46,42 @@ fn config(n: &NodeDir, kind: ChainKind, url: &str) -> hermes::Config {
     c
 }
 
+/// `a` refuses `low` (registered under the minimum stake) and `unlisted` (not registered), and
+/// neither is among its peers.
+async fn refuses_understaked_and_unregistered(
+    a: &hermes::RuntimeHandle,
+    low: &NodeDir,
+    unlisted: &NodeDir,
+) {
+    assert!(
+        eventually(WAIT, || async {
+            denied(a, DenyReason::InsufficientStake).await > 0
+                && denied(a, DenyReason::Unregistered).await > 0
+        })
+        .await,
+        "the under-staked and the unregistered node were not refused"
+    );
+    let peers = a.peers().await.unwrap();
+    assert!(
+        !peers
+            .iter()
+            .any(|p| p.ss58 == low.ss58 || p.ss58 == unlisted.ss58),
+        "{peers:?}"
+    );
+}
+
+/// `a` drops `n` (whose stake a new block took below the minimum) within [`WAIT`].
+async fn drops(a: &hermes::RuntimeHandle, n: &NodeDir) {
+    assert!(
+        eventually(WAIT, || async {
+            !a.peers().await.unwrap().iter().any(|p| p.ss58 == n.ss58)
+        })
+        .await,
+        "{} stayed connected below the minimum stake",
+        n.ss58
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change() {
     let (na, nb, nc, nd) = (
@@ -69,19 +105,7 @@ async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change(
     assert!(sees(&a, &nb.ss58).await, "b was never admitted");
     let c = start(config(&nc).with_bootstrap(vec![boot.clone()])).await;
     let d = start(config(&nd).with_bootstrap(vec![boot.clone()])).await;
-    assert!(
-        eventually(WAIT, || async {
-            denied(&a, DenyReason::InsufficientStake).await > 0
-                && denied(&a, DenyReason::Unregistered).await > 0
-        })
-        .await,
-        "c and d were not refused"
-    );
-    let peers = a.peers().await.unwrap();
-    assert!(
-        !peers.iter().any(|p| p.ss58 == nc.ss58 || p.ss58 == nd.ss58),
-        "{peers:?}"
-    );
+    refuses_understaked_and_unregistered(&a, &nc, &nd).await;
 
     // A block takes B's stake below the minimum: A drops it.
     rpc.new_block(|s| {
@@ -90,13 +114,7 @@ async fn subtensor_admits_registered_staked_hotkeys_and_drops_on_a_stake_change(
             meta::AlphaCurrency(1).encode(),
         );
     });
-    assert!(
-        eventually(WAIT, || async {
-            !a.peers().await.unwrap().iter().any(|p| p.ss58 == nb.ss58)
-        })
-        .await,
-        "b stayed connected below the minimum stake"
-    );
+    drops(&a, &nb).await;
     for rt in [a, b, c, d] {
         rt.shutdown().await.unwrap();
     }
@@ -194,31 +212,13 @@ async fn hypertensor_admits_listed_peer_ids_whatever_hotkey_signed_and_drops_on_
     // C is listed with too little stake, D not at all: refused by their peer ids.
     let c = start(config(&nc).with_bootstrap(vec![boot.clone()])).await;
     let d = start(config(&nd).with_bootstrap(vec![boot.clone()])).await;
-    assert!(
-        eventually(WAIT, || async {
-            denied(&a, DenyReason::InsufficientStake).await > 0
-                && denied(&a, DenyReason::Unregistered).await > 0
-        })
-        .await,
-        "c and d were not refused"
-    );
-    let peers = a.peers().await.unwrap();
-    assert!(
-        !peers.iter().any(|p| p.ss58 == nc.ss58 || p.ss58 == nd.ss58),
-        "{peers:?}"
-    );
+    refuses_understaked_and_unregistered(&a, &nc, &nd).await;
 
     // A block takes B's account's stake below the minimum: A drops it.
     rpc.new_block(|s| {
         s.insert(ht_stake_key(account20(2), NETUID.into()), 1u128.encode());
     });
-    assert!(
-        eventually(WAIT, || async {
-            !a.peers().await.unwrap().iter().any(|p| p.ss58 == nb.ss58)
-        })
-        .await,
-        "b stayed connected below the minimum stake"
-    );
+    drops(&a, &nb).await;
     for rt in [a, b, c, d] {
         rt.shutdown().await.unwrap();
     }
