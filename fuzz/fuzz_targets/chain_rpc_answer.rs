@@ -1,5 +1,6 @@
 //! Arbitrary bytes into the chain RPC backends' decoders: storage values of both chains, a
-//! `state_queryStorageAt` answer, and runtime metadata checked against both chains' layouts.
+//! `state_queryStorageAt` answer, and runtime metadata checked against both chains' layouts
+//! (with Hypertensor's constants read as the backend reads them).
 //! Errors, never panics.
 #![no_main]
 
@@ -30,7 +31,15 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             let _ = metadata::check(rest, rpc::subtensor::EXPECTED);
-            let _ = metadata::check(rest, rpc::hypertensor::EXPECTED);
+            // The Hypertensor read also takes the constants it needs (`EpochLength`): the
+            // same path as the backend's, which asks for both from one decoded blob.
+            if let Ok(values) = metadata::check_and_read(
+                rest,
+                rpc::hypertensor::EXPECTED,
+                rpc::hypertensor::CONSTANTS,
+            ) {
+                assert_eq!(values.len(), rpc::hypertensor::CONSTANTS.len());
+            }
         }
     }
 });
