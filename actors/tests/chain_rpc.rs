@@ -155,7 +155,9 @@ fn actor(
 #[test]
 fn hypertensor_peer_ids_classes_and_a_new_block_changing_stake() {
     run(async {
-        let node = Node::start(meta::hypertensor(Drift::None), hypertensor_storage()).await;
+        // The node serves the metadata recorded from the real runtime.
+        let recorded = storage::recorded_hypertensor_metadata();
+        let node = Node::start(recorded, hypertensor_storage()).await;
         let chain = RpcChain::new(&node.url(), RpcKind::Hypertensor, vec![2]).unwrap();
         let first = chain.snapshot().await.unwrap().registry;
         assert_eq!(first.len(), 2);
@@ -419,15 +421,9 @@ fn metadata_drift_is_an_error_naming_the_item() {
 #[test]
 fn real_subtensor_metadata_current_passes_and_pre_dtao_fails_closed() {
     use hermes_actors::chain::rpc::{metadata, subtensor};
-    let fixture = |name: &str| {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/metadata")
-            .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    };
-    let current = fixture("subtensor-devnet-2025-11.scale");
+    let current = storage::recorded_subtensor_metadata();
     metadata::check(&current, subtensor::EXPECTED).unwrap();
-    let old = fixture("subtensor-finney-2024-07.scale");
+    let old = storage::recorded_metadata("subtensor-finney-2024-07.scale");
     let err = metadata::check(&old, subtensor::EXPECTED)
         .unwrap_err()
         .to_string();
@@ -451,6 +447,54 @@ fn real_subtensor_metadata_current_passes_and_pre_dtao_fails_closed() {
         let chain = RpcChain::new(&node.url(), RpcKind::Subtensor, vec![5]).unwrap();
         let err = chain.snapshot().await.unwrap_err();
         assert!(matches!(err, ChainError::Metadata(_)), "{err}");
+    });
+}
+
+/// Metadata recorded by executing the Hypertensor testnet runtime held in its repository's raw
+/// chain spec (actors/tests/fixtures/metadata/README.md): every item we read has the layout we
+/// decode, `EpochLength` is the runtime's, and the epoch and elected-validator reads go through
+/// it (the registry read does in `hypertensor_peer_ids_classes_and_a_new_block_changing_stake`).
+#[test]
+fn real_hypertensor_metadata_passes_and_the_consensus_read_goes_through_it() {
+    use hermes_actors::chain::rpc::{hypertensor, metadata, subtensor};
+    use hermes_actors::chain::Chain;
+    use storage::{ht_epoch_key, ht_slot_key, HT_RECORDED_EPOCH_LENGTH};
+    let recorded = storage::recorded_hypertensor_metadata();
+    let constants =
+        metadata::check_and_read(&recorded, hypertensor::EXPECTED, hypertensor::CONSTANTS).unwrap();
+    assert_eq!(constants, vec![HT_RECORDED_EPOCH_LENGTH]);
+    // The other chain's backend refuses it: its pallet is not there.
+    let err = metadata::check(&recorded, subtensor::EXPECTED)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SubtensorModule.Keys") && err.contains("no such pallet"),
+        "{err}"
+    );
+
+    run(async {
+        // Subnet 2's epochs start at block 1; node 0 is elected in its epoch 0.
+        let mut s = hypertensor_storage();
+        s.insert(ht_slot_key(2), 1u32.encode());
+        s.insert(ht_epoch_key("SubnetElectedValidator", 2, 0), 0u32.encode());
+        let node = Node::start(recorded, s).await;
+        let chain = RpcChain::new(&node.url(), RpcKind::Hypertensor, vec![2]).unwrap();
+        let head = chain.head().await.unwrap();
+        assert_eq!(
+            (head.block, head.epoch, head.blocks_per_epoch),
+            (1, 0, u64::from(HT_RECORDED_EPOCH_LENGTH))
+        );
+        let c = chain.subnet_consensus(2).await.unwrap();
+        assert_eq!(
+            (c.epoch_length, c.slot, c.subnet_epoch, c.elected),
+            (HT_RECORDED_EPOCH_LENGTH, Some(1), Some(0), Some(0))
+        );
+        let elected = c.elected_node.unwrap();
+        assert_eq!(
+            (elected.peer_id.as_str(), elected.class),
+            (PEERS[0], NodeClass::Validator)
+        );
+        assert!(!c.submitted);
     });
 }
 

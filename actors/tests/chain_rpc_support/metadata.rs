@@ -1,5 +1,6 @@
-//! Runtime metadata for the test node, built from types that mirror the real pallets' storage
-//! (see README.md for why no recorded blob is used).
+//! Runtime metadata for the test node, built from types that mirror the real pallets' storage,
+//! for the tests that need drift on purpose or a short epoch (README.md: the metadata recorded
+//! from the real runtimes confirms these layouts).
 
 use frame_metadata::v14::{
     ExtrinsicMetadata, PalletConstantMetadata, PalletMetadata, PalletStorageMetadata,

@@ -147,9 +147,28 @@ pub fn ht_register(
 /// The current Subtensor runtime's metadata, recorded from a node
 /// (`actors/tests/fixtures/metadata/`), from either crate's tests or benches.
 pub fn recorded_subtensor_metadata() -> Vec<u8> {
+    recorded_metadata("subtensor-devnet-2025-11.scale")
+}
+
+/// The Hypertensor testnet runtime's metadata, recorded by executing the runtime of the
+/// repository's raw chain spec (`actors/tests/fixtures/metadata/README.md`).
+pub fn recorded_hypertensor_metadata() -> Vec<u8> {
+    recorded_metadata(HT_RECORDED)
+}
+
+/// The fixture of [`recorded_hypertensor_metadata`].
+pub const HT_RECORDED: &str = "hypertensor-hoskinson-2025-12.scale";
+
+/// The `EpochLength` of the recorded Hypertensor runtime: its `BLOCKS_PER_EPOCH` was built as 20
+/// (the repository's "Local" setting; its source at the spec's commit says 150, "Testnet").
+pub const HT_RECORDED_EPOCH_LENGTH: u32 = 20;
+
+/// Metadata fixture `name` of `actors/tests/fixtures/metadata/`, from either crate's tests or
+/// benches.
+pub fn recorded_metadata(name: &str) -> Vec<u8> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let name = "tests/fixtures/metadata/subtensor-devnet-2025-11.scale";
-    let p = [root.join(name), root.join("actors").join(name)]
+    let name = format!("tests/fixtures/metadata/{name}");
+    let p = [root.join(&name), root.join("actors").join(&name)]
         .into_iter()
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{name} not found under {}", root.display()));
