@@ -17,7 +17,8 @@ mod common;
 use chain_rpc_support::metadata::SubnetNodeClass;
 use chain_rpc_support::metadata::{self as meta, Drift};
 use chain_rpc_support::storage::{
-    ht_epoch_key, ht_register, ht_slot_key, ht_stake_key, st_register, st_stake_key,
+    ht_epoch_key, ht_register, ht_slot_key, ht_stake_key, recorded_hypertensor_metadata,
+    st_register, st_stake_key,
 };
 use chain_rpc_support::Node;
 use common::{addr, denied, eventually, sees, start, NodeDir};
@@ -154,7 +155,8 @@ async fn hypertensor_admits_listed_peer_ids_whatever_hotkey_signed_and_drops_on_
             stake,
         );
     }
-    let rpc = Node::start(meta::hypertensor(Drift::None), storage).await;
+    // The metadata of the real Hypertensor runtime: the backend checks and reads through it.
+    let rpc = Node::start(recorded_hypertensor_metadata(), storage).await;
     let url = rpc.url();
     let config = |n: &NodeDir| config(n, ChainKind::Hypertensor, &url);
 
