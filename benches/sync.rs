@@ -1,7 +1,9 @@
 //! Sync Engine benchmark: one file moved between two nodes on loopback, side by side in the
-//! same run with a plain disk copy of the same file and with the direct stream path; then the
-//! receiver's peak memory for two payload sizes, and a resume after `kill -9`, both with the
-//! receiver in a child process.
+//! same run with a plain disk copy of the same file and with the direct stream path, through
+//! the embedded store (over TCP and QUIC) and through the S3 backend (an in-process
+//! S3-protocol server on loopback: s3s with SigV4 checks over s3s-fs, its bucket on the same
+//! disk); then the receiver's peak memory for two payload sizes, and a resume after `kill -9`,
+//! both with the receiver in a child process.
 //!
 //! Run: `cargo bench --bench sync`. Environment:
 //! - `SYNC_BENCH_DIR`: where the files go (default `target/sync-bench` of this crate; it must be
@@ -11,7 +13,11 @@
 //! - `SYNC_BENCH_MEM_MIB`: comma-separated payload sizes of the memory runs (default
 //!   `1024,8192`; their source is a sparse file, so only the destination costs disk);
 //! - `SYNC_BENCH_RESUME_MIB`: payload of the resume run (default 1024);
-//! - `BENCH_ONLY`: comma-separated subset of `copy,dd,stream,tcp,quic,memory,resume,split`
+//! - `BENCH_ONLY`: comma-separated subset of `copy,dd,stream,tcp,quic,s3,memory,resume,split`
+//!   (`s3`: the sender uploads the sealed chunks to the in-process S3 server, the offer timed
+//!   apart as the upload; the receiver fetches them with presigned range GETs; the server's
+//!   store is under the bench's directory and its credentials are in a file there, so the
+//!   `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` variables must not be set)
 //!   (`split`: one core each, as two machines would have: this process, the sender and the disk
 //!   copy on CPU 0, the receiver child on CPU 1, `SYNC_BENCH_MIB` and `SYNC_BENCH_ROUNDS` as above);
 //! - `SYNC_BENCH_DISCARD=1`: the receiver children keep no bytes: behind the download, holes are
@@ -21,11 +27,14 @@
 //!
 //! The receiver child is this binary again, selected by `SYNC_BENCH_CHILD` (see [`child`]).
 
+#[path = "../actors/tests/s3_support/mod.rs"]
+mod s3_support;
 #[path = "support.rs"]
 mod support;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use hermes::sync::OfferOptions;
+use hermes::config::S3Config;
+use hermes::sync::{Backend, OfferOptions};
 use hermes::{Runtime, RuntimeHandle};
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
@@ -165,9 +174,11 @@ async fn until_peers(a: &RuntimeHandle, ss58: &str) {
     }
 }
 
-async fn pair(dir: &Path, name: &str, listen: &str) -> Pair {
+/// Two linked nodes under `dir`, A the sender (with the S3 store `s3`, if any), B the receiver.
+async fn pair(dir: &Path, name: &str, listen: &str, s3: Option<S3Config>) -> Pair {
     let chain = dir.join(format!("{name}-chain"));
-    let (ca, a_ss58) = node(dir, &format!("{name}-a"), &chain, NETUID, listen);
+    let (mut ca, a_ss58) = node(dir, &format!("{name}-a"), &chain, NETUID, listen);
+    ca.sync.s3 = s3;
     let (cb, b_ss58) = node(dir, &format!("{name}-b"), &chain, NETUID, listen);
     let b = Runtime::builder(cb).start().await.expect("b");
     let baddr = listen_addr(&b).await;
@@ -226,11 +237,18 @@ async fn stream_once(p: &mut Pair, src: &Path, dst: &Path, size: u64) -> Duratio
     end - start
 }
 
-/// (c, d) The Sync Engine: A offers (sealing pass, timed apart), B fetches into `dst`.
-/// Returns (offer time, fetch time).
-async fn sync_once(p: &Pair, src: &Path, dst: &Path, size: u64) -> (Duration, Duration) {
+/// (c, d, e) The Sync Engine: A offers through `via` (timed apart: the sealing pass, and for
+/// S3 the upload), B fetches into `dst`. Returns (offer time, fetch time).
+async fn sync_once(
+    p: &Pair,
+    via: Backend,
+    src: &Path,
+    dst: &Path,
+    size: u64,
+) -> (Duration, Duration) {
     let t = Instant::now();
     let opts = OfferOptions {
+        via: Some(via),
         no_delivery: true,
         ..OfferOptions::default()
     };
@@ -244,7 +262,41 @@ async fn sync_once(p: &Pair, src: &Path, dst: &Path, size: u64) -> (Duration, Du
     tr.wait().await.expect("download");
     let fetched = start.elapsed();
     assert_eq!(std::fs::metadata(dst).expect("dest").len(), size);
+    if via == Backend::S3 {
+        // Every chunk came from the bucket: the sender, the ticket's fallback location, served
+        // none. Revoking deletes the objects (not timed), so the bucket holds one payload.
+        assert_eq!(
+            served(&p.a, &ticket).await,
+            0,
+            "the S3 fetch fell back to the sender"
+        );
+        p.a.revoke(ticket.body.transfer_id).await.expect("revoke");
+    }
     (offered, fetched)
+}
+
+/// The S3 store the bench's sender uses: the in-process server, its credentials in a file
+/// under `dir` (the environment's, if set, would take precedence and be refused).
+fn s3_config(server: &s3_support::S3Server, dir: &Path) -> S3Config {
+    let creds = dir.join("s3-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3_support::ACCESS_KEY,
+            s3_support::SECRET_KEY
+        ),
+    )
+    .expect("credentials file");
+    S3Config {
+        endpoint: server.endpoint.clone(),
+        bucket: s3_support::BUCKET.into(),
+        region: s3_support::REGION.into(),
+        prefix: "bench/".into(),
+        path_style: true,
+        credentials_file: Some(creds),
+        profile: None,
+    }
 }
 
 // ------------------------------------------------------------------ throughput
@@ -267,12 +319,26 @@ fn throughput(rt: &tokio::runtime::Runtime, dir: &Path) {
         ("stream", "(b') stream QUIC, E2E, receiver saves+syncs"),
         ("tcp", "(c) Sync Engine, TCP"),
         ("quic", "(d) Sync Engine, QUIC"),
+        ("s3", "(e) Sync Engine, S3 backend (presigned GETs)"),
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let mut offers: Vec<f64> = Vec::new();
+    let (mut offers, mut uploads) = (Vec::new(), Vec::new());
     rt.block_on(async {
-        let mut tcp = pair(dir, "tcp", "/ip4/127.0.0.1/tcp/0").await;
-        let mut quic = pair(dir, "quic", "/ip4/127.0.0.1/udp/0/quic-v1").await;
+        let mut tcp = pair(dir, "tcp", "/ip4/127.0.0.1/tcp/0", None).await;
+        let mut quic = pair(dir, "quic", "/ip4/127.0.0.1/udp/0/quic-v1", None).await;
+        // The S3 server runs on this runtime, on the same two cores as both nodes.
+        let server = if wanted("s3") {
+            Some(s3_support::S3Server::start_in(dir).await)
+        } else {
+            None
+        };
+        let s3 = match &server {
+            Some(server) => {
+                let cfg = s3_config(server, dir);
+                Some(pair(dir, "s3", "/ip4/127.0.0.1/tcp/0", Some(cfg)).await)
+            }
+            None => None,
+        };
         for round in 1..=rounds {
             for (i, (key, name)) in names.iter().enumerate() {
                 if !wanted(key) {
@@ -292,12 +358,27 @@ fn throughput(rt: &tokio::runtime::Runtime, dir: &Path) {
                             .expect("timed out")
                     }
                     _ => {
-                        let p = if i == 4 { &tcp } else { &quic };
+                        let (p, via) = match i {
+                            4 => (&tcp, Backend::Embedded),
+                            5 => (&quic, Backend::Embedded),
+                            _ => (s3.as_ref().expect("s3 pair"), Backend::S3),
+                        };
                         let (o, d) =
-                            tokio::time::timeout(RUN_TIMEOUT, sync_once(p, &src, &dst, size))
+                            tokio::time::timeout(RUN_TIMEOUT, sync_once(p, via, &src, &dst, size))
                                 .await
                                 .expect("timed out");
-                        offers.push(mib_s(size, o));
+                        match via {
+                            Backend::S3 => {
+                                println!(
+                                    "  round {round} {:<46} {:>7.1} MiB/s ({:.2} s, load {load})",
+                                    "(e') S3 upload: offer, sealing + multipart",
+                                    mib_s(size, o),
+                                    o.as_secs_f64()
+                                );
+                                uploads.push(mib_s(size, o));
+                            }
+                            Backend::Embedded => offers.push(mib_s(size, o)),
+                        }
                         d
                     }
                 };
@@ -315,7 +396,7 @@ fn throughput(rt: &tokio::runtime::Runtime, dir: &Path) {
                 results[i].push(r);
             }
         }
-        for p in [tcp, quic] {
+        for p in [Some(tcp), Some(quic), s3].into_iter().flatten() {
             p.a.shutdown().await.expect("shutdown");
             p.b.shutdown().await.expect("shutdown");
         }
@@ -339,6 +420,12 @@ fn throughput(rt: &tokio::runtime::Runtime, dir: &Path) {
         println!(
             "offer (one sealing + hashing pass over the source): median {:.1} MiB/s",
             median(&offers)
+        );
+    }
+    if !uploads.is_empty() {
+        println!(
+            "upload (offer via S3: sealing + hashing + multipart upload, not in (e)): median {:.1} MiB/s",
+            median(&uploads)
         );
     }
     println!("load after: {}", load_avg());
@@ -559,7 +646,13 @@ fn offer_to(
 }
 
 fn served_bytes(rt: &tokio::runtime::Runtime, a: &RuntimeHandle, t: &hermes::sync::Ticket) -> u64 {
-    rt.block_on(a.transfers())
+    rt.block_on(served(a, t))
+}
+
+/// Sealed bytes `a` served itself (over the network) for the transfer of `t`.
+async fn served(a: &RuntimeHandle, t: &hermes::sync::Ticket) -> u64 {
+    a.transfers()
+        .await
         .expect("transfers")
         .iter()
         .find(|i| i.id == t.body.transfer_id)
@@ -835,7 +928,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if ["copy", "dd", "stream", "tcp", "quic"]
+    if ["copy", "dd", "stream", "tcp", "quic", "s3"]
         .iter()
         .any(|w| wanted(w))
     {

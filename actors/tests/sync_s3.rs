@@ -481,6 +481,38 @@ async fn a_failing_or_stalled_endpoint_fails_the_upload_after_bounded_attempts()
     }
 }
 
+/// A completion whose answer comes after the client's time limit: the server completed the
+/// object, so the retry is refused (the upload id is consumed); the object is there with the
+/// sealed size, and the upload counts as done instead of failing with that refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_whose_answer_was_lost_counts_as_done() {
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_source(dir.path(), SIZE);
+    let src = offer(&path);
+    // Limit: 2 s plus 1 s for assembling the 18 MiB object; the answer comes after 6 s.
+    let store = store(&server).with_request_timeout(Duration::from_secs(2));
+    server
+        .state
+        .complete_answer_delay_ms
+        .store(6000, Ordering::SeqCst);
+    let summary = tokio::time::timeout(Duration::from_secs(120), upload(&store, &src))
+        .await
+        .expect("the upload ends")
+        .expect("the upload counts as complete");
+    assert_eq!(summary.parts_uploaded, summary.parts_total);
+    assert_eq!(
+        server.state.complete_answer_delay_ms.load(Ordering::SeqCst),
+        0,
+        "the delayed answer was given"
+    );
+    let object = std::fs::read(server.object_path(&store.payload_key(TID))).unwrap();
+    assert!(
+        object == sealed_object(&src),
+        "the object is the sealed payload"
+    );
+}
+
 /// The child side of the `kill -9` test: uploads against the parent's server until killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by an_upload_killed_with_sigkill_resumes_without_resending_parts"]

@@ -6,7 +6,7 @@
 //! s3s-fs implements neither ListMultipartUploads nor ETags in ListParts; the [`Store`] wrapper
 //! adds both from what it saw (upload ids and part ETags), and delegates everything else. It
 //! also has a gate that holds part uploads past a count, so a test can kill an uploader while
-//! its parts are in flight.
+//! its parts are in flight, and can delay one completion's answer past the client's limit.
 
 #![allow(dead_code)] // Each test binary uses a part of it.
 
@@ -45,6 +45,9 @@ pub(crate) struct State {
     pub(crate) hold_after: AtomicU64,
     /// Signalled at every part stored or held.
     pub(crate) changed: Notify,
+    /// The next successful CompleteMultipartUpload answers this many milliseconds after the
+    /// object is complete (an answer the client may give up on); taken once.
+    pub(crate) complete_answer_delay_ms: AtomicU64,
 }
 
 impl State {
@@ -159,6 +162,11 @@ impl S3 for Store {
         let id = req.input.upload_id.clone();
         let r = self.fs.complete_multipart_upload(req).await?;
         self.state.uploads.lock().unwrap().remove(&id);
+        let delay = self
+            .state
+            .complete_answer_delay_ms
+            .swap(0, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         Ok(r)
     }
 
@@ -209,9 +217,15 @@ pub(crate) struct S3Server {
 }
 
 impl S3Server {
-    /// Starts the server on the current tokio runtime.
+    /// Starts the server on the current tokio runtime, its store in a temporary directory.
     pub(crate) async fn start() -> S3Server {
-        let dir = tempfile::tempdir().unwrap();
+        S3Server::start_in(&std::env::temp_dir()).await
+    }
+
+    /// Starts the server on the current tokio runtime, its store in a new directory under
+    /// `parent` (removed when the server is dropped).
+    pub(crate) async fn start_in(parent: &std::path::Path) -> S3Server {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         let root = dir.path().to_path_buf();
         std::fs::create_dir(root.join(BUCKET)).unwrap();
         let state = Arc::new(State {

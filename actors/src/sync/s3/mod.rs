@@ -16,7 +16,10 @@
 //!    race, are aborted), else CreateMultipartUpload;
 //! 4. ListParts: parts with the planned size are kept, the others (absent, or cut short) are
 //!    uploaded, `parallelism` at a time, each retried on transient errors (bounded);
-//! 5. CompleteMultipartUpload with every part's ETag, then HEAD checks the object's size.
+//! 5. CompleteMultipartUpload with every part's ETag, given time for the server to assemble
+//!    the object (at 10 MiB/s, on top of the request timeout); if it fails but HEAD finds the
+//!    object with the sealed size, an earlier attempt whose answer was lost completed it. Then
+//!    HEAD checks the object's size.
 //!
 //! No local state is kept: a sender killed mid-upload finds its parts on the server. A part that
 //! was only partly received does not count (S3 lists only whole parts; a size check covers
@@ -62,6 +65,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Slowest upload rate a request body is given time for (100 KiB/s): a 528 MiB part may take
 /// 90 minutes before it counts as stalled and is sent again.
 const MIN_RATE: u64 = 100 << 10;
+/// Slowest rate a server is given for assembling an object from its parts on
+/// CompleteMultipartUpload (10 MiB/s): servers that copy the parts into one file before
+/// answering (s3s-fs, file-backed gateways) take time proportional to the object, and AWS
+/// keeps the answer's body open (whitespace) while it assembles. A completion cut short by a
+/// flat limit is asked again after the server already consumed the upload id.
+const MIN_ASSEMBLY_RATE: u64 = 10 << 20;
 /// Largest error body read (S3 error documents are a few hundred bytes).
 const MAX_ERROR_LEN: usize = 64 << 10;
 /// Upper bound on parts uploaded at once.
@@ -205,6 +214,8 @@ struct Call<'a> {
     headers: Vec<(HeaderName, String)>,
     /// Bytes in the body, for the request's time limit.
     body_len: u64,
+    /// Bytes the server assembles before its answer ends, for the request's time limit.
+    assembled_len: u64,
 }
 
 impl<'a> Call<'a> {
@@ -216,12 +227,26 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             headers: Vec::new(),
             body_len: 0,
+            assembled_len: 0,
         }
     }
 
     fn body_len(mut self, len: u64) -> Self {
         self.body_len = len;
         self
+    }
+
+    fn assembled_len(mut self, len: u64) -> Self {
+        self.assembled_len = len;
+        self
+    }
+
+    /// How long this request may take, answer included: `timeout`, plus the body's time at
+    /// [`MIN_RATE`], plus the server's assembly at [`MIN_ASSEMBLY_RATE`].
+    fn limit(&self, timeout: Duration) -> Duration {
+        timeout
+            .saturating_add(Duration::from_secs(self.body_len / MIN_RATE))
+            .saturating_add(Duration::from_secs(self.assembled_len / MIN_ASSEMBLY_RATE))
     }
 
     fn query(mut self, name: &'a str, value: impl Into<String>) -> Self {
@@ -429,6 +454,7 @@ impl S3Store {
             &call.query,
             REQUEST_SIGNATURE_SECS,
         );
+        let limit = call.limit(self.inner.timeout);
         let protocol = |message: String| S3Error::Protocol {
             op: call.op,
             key: call.key.to_owned(),
@@ -444,10 +470,6 @@ impl S3Store {
                 HeaderValue::from_str(&value).map_err(|e| protocol(format!("header: {e}")))?;
             req.headers_mut().insert(name, value);
         }
-        let limit = self
-            .inner
-            .timeout
-            .saturating_add(Duration::from_secs(call.body_len / MIN_RATE));
         let transport = |message: String| S3Error::Transport {
             op: call.op,
             key: call.key.to_owned(),
@@ -508,8 +530,8 @@ impl S3Store {
     /// An XML answer as text.
     async fn send_xml(&self, call: Call<'_>, body: ReqBody) -> Result<String, S3Error> {
         let (op, key) = (call.op, call.key.to_owned());
+        let limit = call.limit(self.inner.timeout);
         let resp = self.send(call, body).await?;
-        let limit = self.inner.timeout;
         let bytes = tokio::time::timeout(limit, read_body(resp.into_body(), client::MAX_XML_LEN))
             .await
             .unwrap_or_else(|_| Err(format!("answer not read within {limit:?}")))

@@ -201,7 +201,14 @@ impl S3Store {
             .enumerate()
             .map(|(i, e)| (i as u32 + 1, e.unwrap_or_default()))
             .collect();
-        self.complete(&key, &upload_id, &parts).await?;
+        if let Err(e) = self.complete(&key, &upload_id, &parts, total).await {
+            // An attempt whose answer was lost may have completed the upload: the retry is then
+            // refused (NoSuchUpload), yet the object is there.
+            if !matches!(self.head(&key).await, Ok(Some(n)) if n == total) {
+                return Err(e);
+            }
+            tracing::debug!(key, error = %e, "the upload was completed by an earlier attempt");
+        }
         match self.head(&key).await? {
             Some(n) if n == total => {}
             other => {
@@ -277,6 +284,7 @@ impl S3Store {
         key: &str,
         upload_id: &str,
         parts: &[(u32, String)],
+        total: u64,
     ) -> Result<(), S3Error> {
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (number, etag) in parts {
@@ -291,7 +299,8 @@ impl S3Store {
         self.retrying(|| async move {
             let call = Call::new("CompleteMultipartUpload", Method::POST, key)
                 .query("uploadId", upload_id)
-                .header(http::header::CONTENT_LENGTH, xml.len().to_string());
+                .header(http::header::CONTENT_LENGTH, xml.len().to_string())
+                .assembled_len(total);
             self.send_xml(call, full(xml.clone())).await
         })
         .await
