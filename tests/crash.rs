@@ -69,11 +69,14 @@ impl Drop for Running {
     }
 }
 
-/// (number, id) of every complete line the receiving application wrote.
+/// (number, id) of every complete line the receiving application wrote. The file is read while
+/// the consumer thread appends to it, so a last line without its newline is still being written
+/// and is left for the next read.
 fn received(out: &std::path::Path) -> Vec<(usize, String)> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     let mut got = Vec::new();
-    for line in text.lines() {
+    for line in complete.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         let n = v["text"]
