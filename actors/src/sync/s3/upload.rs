@@ -201,15 +201,17 @@ impl S3Store {
             .enumerate()
             .map(|(i, e)| (i as u32 + 1, e.unwrap_or_default()))
             .collect();
-        if let Err(e) = self.complete(&key, &upload_id, &parts, total).await {
+        let completed = self.complete(&key, &upload_id, &parts, total).await;
+        let size = self.head(&key).await;
+        if let Err(e) = completed {
             // An attempt whose answer was lost may have completed the upload: the retry is then
             // refused (NoSuchUpload), yet the object is there.
-            if !matches!(self.head(&key).await, Ok(Some(n)) if n == total) {
+            if !matches!(size, Ok(Some(n)) if n == total) {
                 return Err(e);
             }
             tracing::debug!(key, error = %e, "the upload was completed by an earlier attempt");
         }
-        match self.head(&key).await? {
+        match size? {
             Some(n) if n == total => {}
             other => {
                 return Err(S3Error::Protocol {
